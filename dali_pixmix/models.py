@@ -1,0 +1,110 @@
+"""Classifier construction and checkpoint loading (ours or torchvision's format).
+
+Checkpoint format written by training (`dali_pixmix.checkpoint`): a dict with
+  "model": state_dict of the unwrapped model (loads into torchvision's architecture as is),
+  "arch": torchvision model name, "classes": list of wnids in class-index order,
+  "config": the resolved config as a plain dict, plus optimizer/scheduler/scaler/epoch/step/rng.
+A torchvision checkpoint is a bare state_dict; its classes are the sorted 1000 ImageNet wnids.
+Everything is read with `torch.load(weights_only=True)`: no user pickles are executed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torchvision
+
+from .classes import imagenet_wnids
+
+
+def build_model(arch: str, num_classes: int) -> torch.nn.Module:
+    """A torchvision classifier by name (resnet50, resnet18, ...) with `num_classes` outputs."""
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"unknown model '{arch}': use a torchvision classifier name such as "
+                         "resnet50 or resnet18")
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def read_checkpoint(path: str | Path) -> Dict:
+    """Load a checkpoint file safely; a bare state_dict is wrapped as {"model": state_dict}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (pass the path of a .pt/.pth file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return obj
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return {"model": obj["state_dict"]}
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"model": obj}
+    raise ValueError(f"{path} is neither a dali-pixmix checkpoint nor a torchvision state_dict")
+
+
+def clean_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Strip the prefixes DDP ('module.') and torch.compile ('_orig_mod.') add to keys."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def classifier_head_size(state: Dict[str, torch.Tensor]) -> int:
+    """Number of classes of a state_dict, read from its last 2-D weight (fc / classifier)."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    if not weights:
+        raise ValueError("state_dict has no linear classifier weight")
+    return int(weights[-1].shape[0])
+
+
+def load_classifier(path: str | Path, arch: Optional[str] = None,
+                    device: torch.device | str = "cpu") -> Tuple[torch.nn.Module, List[str]]:
+    """(model in eval mode on `device`, class wnids) from our checkpoint or a torchvision one."""
+    ckpt = read_checkpoint(path)
+    state = clean_state_dict(ckpt["model"])
+    arch = arch or ckpt.get("arch") or "resnet50"
+    num_classes = classifier_head_size(state)
+    classes = list(ckpt.get("classes") or [])
+    if not classes:
+        if num_classes != 1000:
+            raise ValueError(f"{path}: {num_classes}-class checkpoint without a class list; "
+                             "save it with dali-pixmix training or use a 1000-class model")
+        classes = list(imagenet_wnids())
+    if len(classes) != num_classes:
+        raise ValueError(f"{path}: class list has {len(classes)} entries but the head has "
+                         f"{num_classes} outputs")
+    model = build_model(arch, num_classes)
+    model.load_state_dict(state)
+    return model.to(device).eval(), classes
+
+
+def load_pretrained_backbone(model: torch.nn.Module, path: str | Path) -> List[str]:
+    """Initialise `model` from a local checkpoint, skipping a classifier head of another size.
+
+    Returns the names of parameters left at their fresh initialisation (the replaced head).
+    """
+    state = clean_state_dict(read_checkpoint(path)["model"])
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ValueError(f"{path} does not match the model: unexpected keys {unexpected[:5]}")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return sorted(set(skipped) | set(missing))
+
+
+def class_index_mask(model_classes: Sequence[str], subset: Sequence[str]) -> torch.Tensor:
+    """Indices of `subset` wnids in the model's class list (ImageNet-R/A masks); errors on gaps."""
+    position = {w: i for i, w in enumerate(model_classes)}
+    unknown = [w for w in subset if w not in position]
+    if unknown:
+        raise ValueError(f"{len(unknown)} class folders are not in the model's class list "
+                         f"(e.g. {unknown[:3]}); the dataset and checkpoint disagree")
+    return torch.tensor([position[w] for w in subset], dtype=torch.long)
