@@ -1,0 +1,6 @@
+"""Safety metrics: calibration, corruption robustness (mCE), anomaly detection.
+
+All functions are pure, take numpy arrays or torch tensors, and return fractions unless their
+docstring says percent.
+"""
+from . import calibration  # noqa: F401
