@@ -1,0 +1,450 @@
+"""Synthetic data: a learnable ImageNet-layout dataset and procedural fractal mixing pictures.
+
+Conventions: images are uint8 numpy arrays in HWC RGB order. All randomness comes from an explicit
+``numpy.random.Generator``; writers derive one generator per file from ``(seed, split, class, i)``
+so any file can be regenerated on its own and the output is identical for a given seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dali_pixmix.classes import imagenet_wnids
+
+GOLDEN = 0.6180339887498949
+MARKER_NAME = ".complete.json"
+FORMAT_VERSION = 1
+
+# --------------------------------------------------------------------------------------------
+# Colour helpers
+# --------------------------------------------------------------------------------------------
+
+
+def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV -> RGB; inputs in [0, 1] (hue wraps), output float [..., 3] in [0, 1]."""
+    h = np.mod(h, 1.0) * 6.0
+    i = np.floor(h).astype(np.int64) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    choices_r = [v, q, p, p, t, v]
+    choices_g = [t, v, v, q, p, p]
+    choices_b = [p, p, t, v, v, q]
+    r = np.choose(i, choices_r)
+    g = np.choose(i, choices_g)
+    b = np.choose(i, choices_b)
+    return np.stack([r, g, b], axis=-1)
+
+
+def class_hue(class_idx: int) -> float:
+    """Hue centre of a class: golden-ratio spacing keeps neighbouring classes far apart."""
+    return (class_idx * GOLDEN) % 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Learnable synthetic objects
+# --------------------------------------------------------------------------------------------
+
+SHAPES = ("disc", "square", "triangle", "star", "ring", "cross")
+TEXTURES = ("stripes", "dots", "checker", "rings")
+
+
+def _shape_field(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A field that is <= 1 inside the unit-size shape (object frame coordinates u, v)."""
+    r = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    if shape == "disc":
+        return r
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) / 0.8
+    if shape == "triangle":
+        # Equilateral triangle: max over the three edge normals.
+        angles = np.array([np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3])
+        proj = [-(u * np.cos(a) + v * np.sin(a)) for a in angles]
+        return np.maximum.reduce(proj) / 0.5
+    if shape == "star":
+        return r / (0.6 + 0.4 * np.cos(5 * theta))
+    if shape == "ring":
+        return np.maximum(r, 1.55 - r)  # annulus 0.55 <= r <= 1
+    if shape == "cross":
+        arm = np.minimum(np.abs(u), np.abs(v)) / 0.3
+        return np.maximum(np.maximum(np.abs(u), np.abs(v)) / 0.9, arm)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    """Brightness modulation in [0, 1] in the object frame (scales with the object)."""
+    w = 2 * np.pi * freq
+    if texture == "stripes":
+        return 0.5 + 0.5 * np.sign(np.sin(w * u))
+    if texture == "dots":
+        return ((np.sin(w * u) * np.sin(w * v)) > 0.35).astype(np.float64)
+    if texture == "checker":
+        return 0.5 + 0.5 * np.sign(np.sin(w * u) * np.sin(w * v))
+    if texture == "rings":
+        return 0.5 + 0.5 * np.sign(np.sin(w * np.hypot(u, v)))
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Smooth low-saturation gradient with a low-frequency ripple: no class information."""
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy + 1.0) / 2.0
+    t = t + 0.08 * np.sin(rng.uniform(1, 4) * np.pi * (xx + yy) + rng.uniform(0, 2 * np.pi))
+    c0 = hsv_to_rgb(*(np.array(rng.uniform([0, 0, 0.2], [1, 0.35, 0.95]))))
+    c1 = hsv_to_rgb(*(np.array(rng.uniform([0, 0, 0.2], [1, 0.35, 0.95]))))
+    t = np.clip(t, 0, 1)[..., None]
+    return c0 * (1 - t) + c1 * t
+
+
+def synthetic_object_image(class_idx: int, rng: np.random.Generator, height: int,
+                           width: int) -> np.ndarray:
+    """Draw one picture of class ``class_idx``: uint8 [height, width, 3] RGB.
+
+    The class fixes three cues that survive random-resized-crop and flip: the shape family
+    (``SHAPES[c % 6]``), the texture (``TEXTURES[(c // 6) % 4]``; the pair is unique for c < 24)
+    and a hue band centred on ``class_hue(c)``. Position, size, rotation, texture frequency,
+    saturation, brightness and the background gradient are random nuisances.
+    """
+    if class_idx < 0:
+        raise ValueError(f"class_idx must be >= 0, got {class_idx}")
+    shape = SHAPES[class_idx % len(SHAPES)]
+    texture = TEXTURES[(class_idx // len(SHAPES)) % len(TEXTURES)]
+    scale = min(height, width) / 2.0
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    yy, xx = (yy - height / 2) / scale, (xx - width / 2) / scale
+    image = _background(rng, yy, xx)
+
+    cx, cy = rng.uniform(-0.25, 0.25, size=2) * np.array([width / scale, height / scale]) / 2
+    radius = rng.uniform(0.55, 0.85)
+    rot = rng.uniform(0, 2 * np.pi)
+    du, dv = (xx - cx) / radius, (yy - cy) / radius
+    u = np.cos(rot) * du + np.sin(rot) * dv
+    v = -np.sin(rot) * du + np.cos(rot) * dv
+    field = _shape_field(shape, u, v)
+    edge = 1.5 / (radius * scale)  # about 1.5 px soft edge
+    alpha = np.clip((1.0 - field) / edge, 0.0, 1.0)[..., None]
+
+    tex = _texture(texture, u, v, freq=rng.uniform(2.5, 3.5))
+    hue = class_hue(class_idx) + rng.uniform(-0.03, 0.03)
+    sat = rng.uniform(0.7, 1.0)
+    val = rng.uniform(0.75, 1.0) * (0.45 + 0.55 * tex)
+    obj = hsv_to_rgb(np.full_like(val, hue), np.full_like(val, sat), val)
+    image = image * (1 - alpha) + obj * alpha
+    image = image + rng.normal(0, 0.015, size=image.shape)  # sensor-like grain
+    return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic ImageNet-layout tree
+# --------------------------------------------------------------------------------------------
+
+
+def _dataset_params(num_classes, train_per_class, val_per_class, seed, min_size, max_size,
+                    wnids) -> dict:
+    return {"format": FORMAT_VERSION, "num_classes": num_classes,
+            "train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed,
+            "min_size": min_size, "max_size": max_size, "wnids": list(wnids)}
+
+
+def _check_dataset_args(num_classes, train_per_class, val_per_class, min_size, max_size, wnids):
+    if num_classes < 1 or train_per_class < 0 or val_per_class < 0:
+        raise ValueError("num_classes must be >= 1 and per-class counts >= 0")
+    if not 8 <= min_size <= max_size:
+        raise ValueError(f"need 8 <= min_size <= max_size, got {min_size}, {max_size}")
+    if len(wnids) != num_classes or len(set(wnids)) != num_classes:
+        raise ValueError(f"need {num_classes} distinct wnids, got {len(wnids)} "
+                         f"({len(set(wnids))} distinct)")
+
+
+def _read_marker(root: Path) -> Optional[dict]:
+    marker = root / MARKER_NAME
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _refuse_foreign_tree(root: Path, params: dict) -> None:
+    """Never mix two datasets in one folder: stale classes would silently become extra labels."""
+    old = _read_marker(root)
+    if old is not None and old != params:
+        raise ValueError(f"{root} holds a synthetic dataset made with other parameters "
+                         f"({root / MARKER_NAME}); delete it or choose another root")
+    for split in ("train", "val"):
+        split_dir = root / split
+        if split_dir.is_dir():
+            extra = sorted(p.name for p in split_dir.iterdir() if p.name not in params["wnids"])
+            if extra:
+                raise ValueError(f"{split_dir} contains folders that are not among the requested "
+                                 f"classes ({extra[:3]}...); delete it or choose another root")
+
+
+def _image_size(rng: np.random.Generator, min_size: int, max_size: int):
+    """Independent height and width: sizes AND aspect ratios vary."""
+    h, w = rng.integers(min_size, max_size + 1, size=2)
+    return int(h), int(w)
+
+
+def make_synthetic_imagenet(root, num_classes: int = 10, train_per_class: int = 40,
+                            val_per_class: int = 10, seed: int = 0, min_size: int = 64,
+                            max_size: int = 160, wnids: Optional[Sequence[str]] = None,
+                            progress: bool = True) -> Path:
+    """Write ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` (JPEG quality 90) and return ``root``.
+
+    Class ``k`` is ``wnids[k]`` (default: the first ``num_classes`` ImageNet wnids, so the
+    lexicographic folder order equals the class index). A marker ``root/.complete.json`` with the
+    parameters is written last; a later call with the same parameters returns at once.
+    """
+    root = Path(root)
+    wnids = list(wnids) if wnids is not None else list(imagenet_wnids()[:num_classes])
+    _check_dataset_args(num_classes, train_per_class, val_per_class, min_size, max_size, wnids)
+    if sorted(wnids) != wnids:
+        raise ValueError("wnids must be sorted so folder order matches class indices")
+    params = _dataset_params(num_classes, train_per_class, val_per_class, seed, min_size,
+                             max_size, wnids)
+    if _read_marker(root) == params:
+        return root
+    _refuse_foreign_tree(root, params)
+    jobs = [(split_id, split, k, i) for split_id, (split, count) in
+            enumerate((("train", train_per_class), ("val", val_per_class)))
+            for k in range(num_classes) for i in range(count)]
+    for split_id, split, k, i in tqdm(jobs, desc="synthetic imagenet", disable=not progress):
+        rng = np.random.default_rng([seed, split_id, k, i])
+        h, w = _image_size(rng, min_size, max_size)
+        folder = root / split / wnids[k]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = synthetic_object_image(k, rng, h, w)
+        Image.fromarray(pixels).save(folder / f"{wnids[k]}_{i}.JPEG", quality=90)
+    (root / MARKER_NAME).write_text(json.dumps(params, indent=1))
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# Procedural fractals
+# --------------------------------------------------------------------------------------------
+
+
+def cosine_palette(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """A random smooth colour map t -> RGB in [0, 1] (a + b cos(2 pi (c t + d)))."""
+    a = rng.uniform(0.45, 0.6, size=3)
+    b = rng.uniform(0.35, 0.5, size=3)
+    c = rng.uniform(0.5, 1.5, size=3) * rng.choice([1.0, 2.0])
+    d = rng.uniform(0, 1, size=3)
+
+    def palette(t: np.ndarray) -> np.ndarray:
+        return np.clip(a + b * np.cos(2 * np.pi * (c * t[..., None] + d)), 0, 1)
+
+    return palette
+
+
+def _random_contractive_map(rng: np.random.Generator):
+    """Affine map x -> A x + t with singular values in (0.2, 0.85): the chaos game converges."""
+    s = rng.uniform(0.25, 0.85, size=2)
+    th1, th2 = rng.uniform(0, 2 * np.pi, size=2)
+    rot = lambda t: np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    flip = np.diag([1.0, rng.choice([-1.0, 1.0])])
+    a = rot(th1) @ np.diag(s) @ flip @ rot(th2)
+    return a, rng.uniform(-1, 1, size=2)
+
+
+VARIATIONS = {
+    "linear": lambda x, y, r2, th: (x, y),
+    "sinusoidal": lambda x, y, r2, th: (np.sin(x), np.sin(y)),
+    "spherical": lambda x, y, r2, th: (x / (r2 + 1e-6), y / (r2 + 1e-6)),
+    "swirl": lambda x, y, r2, th: (x * np.sin(r2) - y * np.cos(r2), x * np.cos(r2) + y * np.sin(r2)),
+    "horseshoe": lambda x, y, r2, th: ((x - y) * (x + y) / (np.sqrt(r2) + 1e-6),
+                                       2 * x * y / (np.sqrt(r2) + 1e-6)),
+    "polar": lambda x, y, r2, th: (th / np.pi, np.sqrt(r2) - 1),
+    "handkerchief": lambda x, y, r2, th: (np.sqrt(r2) * np.sin(th + np.sqrt(r2)),
+                                          np.sqrt(r2) * np.cos(th - np.sqrt(r2))),
+    "heart": lambda x, y, r2, th: (np.sqrt(r2) * np.sin(th * np.sqrt(r2)),
+                                   -np.sqrt(r2) * np.cos(th * np.sqrt(r2))),
+}
+
+
+def _chaos_game(rng, maps, probs, colours, size, variation=None, symmetry=1):
+    """Iterate many points in parallel through randomly chosen maps; return (points, colour).
+
+    ``maps`` are (A, t) affine pairs; ``variation`` optionally applies a non-linear flame
+    variation after the affine part; ``symmetry`` > 1 adds random rotations by 2 pi k / symmetry.
+    Colour follows the flame convention c <- (c + colour_of_map) / 2.
+    """
+    n_points = max(4000, size * size // 6)
+    n_iter, warmup = 48, 12
+    mats = np.stack([m[0] for m in maps])
+    shifts = np.stack([m[1] for m in maps])
+    p = rng.uniform(-1, 1, size=(n_points, 2))
+    c = rng.uniform(0, 1, size=n_points)
+    pts, cols = [], []
+    for it in range(n_iter):
+        k = rng.choice(len(maps), size=n_points, p=probs)
+        p = np.einsum("nij,nj->ni", mats[k], p) + shifts[k]
+        if variation is not None:
+            x, y = p[:, 0], p[:, 1]
+            vx, vy = variation(x, y, x * x + y * y, np.arctan2(y, x))
+            p = np.stack([vx, vy], axis=1)
+        if symmetry > 1:
+            ang = 2 * np.pi * rng.integers(0, symmetry, size=n_points) / symmetry
+            x, y = p[:, 0], p[:, 1]
+            p = np.stack([np.cos(ang) * x - np.sin(ang) * y, np.sin(ang) * x + np.cos(ang) * y], 1)
+        c = 0.5 * (c + colours[k])
+        bad = ~np.isfinite(p).all(axis=1) | (np.abs(p).max(axis=1) > 1e4)
+        p[bad] = rng.uniform(-1, 1, size=(int(bad.sum()), 2))
+        if it >= warmup:
+            pts.append(p.copy())
+            cols.append(c.copy())
+    return np.concatenate(pts), np.concatenate(cols)
+
+
+def _render_density(points, colours, size, palette, rng) -> np.ndarray:
+    """Frame the points (robust percentiles), histogram them, log-density tone map, colourise."""
+    lo = np.percentile(points, 0.5, axis=0)
+    hi = np.percentile(points, 99.5, axis=0)
+    centre, half = (lo + hi) / 2, max((hi - lo).max() / 2, 1e-6) * 1.08
+    ij = ((points - centre) / half * 0.5 + 0.5) * size
+    keep = (ij >= 0).all(axis=1) & (ij < size).all(axis=1)
+    ij, colours = ij[keep].astype(np.int64), colours[keep]
+    flat = ij[:, 1] * size + ij[:, 0]
+    count = np.bincount(flat, minlength=size * size).astype(np.float64)
+    csum = np.bincount(flat, weights=colours, minlength=size * size)
+    mean_c = np.where(count > 0, csum / np.maximum(count, 1), 0.0)
+    alpha = np.log1p(count) / max(np.log1p(count.max()), 1e-6)
+    alpha = alpha ** rng.uniform(0.45, 0.7)  # gamma lifts faint detail
+    rgb = palette(mean_c) * alpha[:, None]
+    return rgb.reshape(size, size, 3)
+
+
+def _affine_ifs(rng, size):
+    n_maps = int(rng.integers(2, 5))
+    maps = [_random_contractive_map(rng) for _ in range(n_maps)]
+    dets = np.array([abs(np.linalg.det(a)) for a, _ in maps]) + 0.02
+    pts, cols = _chaos_game(rng, maps, dets / dets.sum(), rng.uniform(0, 1, n_maps), size,
+                            symmetry=int(rng.choice([1, 1, 2, 3, 4, 5, 6])))
+    return _render_density(pts, cols, size, cosine_palette(rng), rng)
+
+
+def _flame(rng, size):
+    n_maps = int(rng.integers(2, 4))
+    maps = [(rng.uniform(-1, 1, size=(2, 2)), rng.uniform(-1, 1, size=2)) for _ in range(n_maps)]
+    name = rng.choice([k for k in VARIATIONS if k != "linear"])
+    probs = rng.dirichlet(np.ones(n_maps) * 2)
+    pts, cols = _chaos_game(rng, maps, probs, rng.uniform(0, 1, n_maps), size,
+                            variation=VARIATIONS[name],
+                            symmetry=int(rng.choice([1, 1, 2, 3, 4])))
+    return _render_density(pts, cols, size, cosine_palette(rng), rng)
+
+
+def _escape_time(z, c, max_iter):
+    """Smooth escape-time count per pixel (NaN where the orbit stays bounded)."""
+    out = np.full(z.shape, np.nan)
+    alive = np.ones(z.shape, dtype=bool)
+    c = np.broadcast_to(c, z.shape)
+    z = z.copy()
+    for it in range(max_iter):
+        z[alive] = z[alive] ** 2 + c[alive]
+        esc = alive & (np.abs(z) > 4.0)
+        out[esc] = it + 1 - np.log2(np.log(np.abs(z[esc])))
+        alive &= ~esc
+    return out
+
+
+def _julia(rng, size):
+    theta = rng.uniform(0, 2 * np.pi)
+    cardioid = 0.5 * np.exp(1j * theta) - 0.25 * np.exp(2j * theta)
+    c = cardioid * rng.uniform(1.0, 1.06)  # just outside the main cardioid: rich filaments
+    half = rng.uniform(1.1, 1.6)
+    ax = np.linspace(-half, half, size)
+    z = ax[None, :] + 1j * ax[:, None]
+    z = z * np.exp(1j * rng.uniform(0, 2 * np.pi))
+    return _colour_escape(_escape_time(z, c, 120), rng)
+
+
+def _mandelbrot(rng, size):
+    # Zoom onto a boundary point: a point of the main cardioid or period-2 disc edge.
+    theta = rng.uniform(0, 2 * np.pi)
+    if rng.uniform() < 0.7:
+        centre = 0.5 * np.exp(1j * theta) - 0.25 * np.exp(2j * theta)
+    else:
+        centre = -1 + 0.25 * np.exp(1j * theta)
+    half = 10 ** rng.uniform(-2.2, -0.8)
+    ax = np.linspace(-half, half, size)
+    c = centre + ax[None, :] + 1j * ax[:, None]
+    return _colour_escape(_escape_time(np.zeros_like(c), c, 200), rng)
+
+
+def _colour_escape(n_esc: np.ndarray, rng) -> np.ndarray:
+    """Colour escaped pixels by log escape time; bounded (interior) pixels stay black."""
+    t = np.log1p(np.nan_to_num(n_esc, nan=0.0))
+    inside = np.isnan(n_esc)
+    finite = t[~inside]
+    if finite.size:
+        t = (t - finite.min()) / max(finite.max() - finite.min(), 1e-6)
+    rgb = cosine_palette(rng)(t * rng.uniform(1.0, 2.5))
+    shade = np.clip(t * 1.4, 0, 1) ** 0.6  # dim the far field so the set's edge stands out
+    rgb = rgb * shade[..., None]
+    rgb[inside] = 0.0
+    return rgb
+
+
+FRACTAL_FAMILIES = {"affine_ifs": _affine_ifs, "flame": _flame, "julia": _julia,
+                    "mandelbrot": _mandelbrot}
+
+
+def _coverage(rgb: np.ndarray) -> float:
+    return float((rgb.max(axis=-1) > 0.08).mean())
+
+
+def fractal_image(rng: np.random.Generator, size: int = 256,
+                  family: Optional[str] = None) -> np.ndarray:
+    """One colourful fractal picture, uint8 [size, size, 3] on a dark background.
+
+    The family (random affine IFS, flame with a non-linear variation, Julia or Mandelbrot
+    escape time) is drawn from ``rng`` unless given. Degenerate draws (almost empty or almost
+    fully covered pictures) are redrawn, up to a few times.
+    """
+    if size < 16:
+        raise ValueError(f"fractal size must be >= 16, got {size}")
+    names = list(FRACTAL_FAMILIES)
+    if family is not None and family not in FRACTAL_FAMILIES:
+        raise ValueError(f"unknown fractal family {family!r}; choose from {names}")
+    name = family or names[int(rng.integers(len(names)))]
+    for _ in range(8):
+        rgb = FRACTAL_FAMILIES[name](rng, size)
+        if 0.06 <= _coverage(rgb) <= 0.92:
+            break
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_fractals(out_dir, n: int = 64, size: int = 256, seed: int = 0,
+                  progress: bool = True) -> List[Path]:
+    """Write ``n`` fractal PNGs ``out_dir/fractal_<i:05d>.png``; picture i uses seed (seed, i)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in tqdm(range(n), desc="fractals", disable=not progress):
+        pixels = fractal_image(np.random.default_rng([seed, i]), size=size)
+        path = out_dir / f"fractal_{i:05d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def contact_sheet(images: Sequence[np.ndarray], columns: int = 8, cell: int = 128) -> np.ndarray:
+    """Tile images (resized to cell x cell) into one uint8 picture for a quick visual check."""
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    rows = math.ceil(len(images) / columns)
+    sheet = np.zeros((rows * cell, columns * cell, 3), dtype=np.uint8)
+    for k, img in enumerate(images):
+        tile = np.asarray(Image.fromarray(img).convert("RGB").resize((cell, cell), Image.BILINEAR))
+        r, c = divmod(k, columns)
+        sheet[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = tile
+    return sheet
