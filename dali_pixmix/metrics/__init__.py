@@ -4,3 +4,4 @@ All functions are pure, take numpy arrays or torch tensors, and return fractions
 docstring says percent.
 """
 from . import calibration  # noqa: F401
+from . import corruption, ood  # noqa: F401,E402
