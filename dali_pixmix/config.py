@@ -1,0 +1,277 @@
+"""Typed training configuration: dataclass sections, YAML files and dotted overrides.
+
+A config file has the sections below (every key optional; unknown keys are errors):
+
+    data, pixmix, model, optim, train, eval, dist, demo
+
+Conventions:
+- `train.batch_size` and `eval.batch_size` are GLOBAL (summed over ranks, the paper's 512);
+  `per_rank_batch()` divides by the world size and refuses a remainder.
+- Overrides are `section.key=value` strings; the value is parsed as a YAML scalar and checked
+  against the field's type (an int is accepted for a float field; a float written without a dot,
+  such as `5e-4`, which YAML 1.1 reads as text, is accepted for a float field too).
+- Relative paths are relative to the working directory of the run.
+- The resolved config is written as YAML next to the checkpoints (`save_config`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    train: str = ""               # training folder (one sub-folder per class, named by wnid)
+    val: str = ""                 # validation folder, same layout and class names
+    crop: int = 224               # random-resized-crop size for training
+    val_resize: int = 256         # shorter side before the centre crop at evaluation
+    val_crop: int = 224
+    num_threads: int = 4          # DALI CPU threads per rank
+    dtype: str = "float32"        # loader output: float32 | float16
+
+
+@dataclass
+class PixMixConfig:
+    enabled: bool = True
+    mixing_set: str = ""          # folder, file list or .npy of mixing pictures
+    bank_cache: Optional[str] = None  # .npy cache for the decoded bank (built once)
+    bank_size: int = 256          # stored side of each mixing picture (reference: Resize 256)
+    bank_on_host: bool = False    # keep the bank in pinned host memory instead of on the GPU
+    k: int = 4
+    beta: float = 4.0
+    severity: int = 1
+    all_ops: bool = True
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"        # any torchvision classifier name
+    pretrained: Optional[str] = None  # LOCAL torchvision-format checkpoint; None = from scratch
+    compile: bool = False         # torch.compile the model
+    channels_last: str = "auto"   # auto (on GPU) | true | false
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01              # peak learning rate for the GLOBAL batch
+    min_lr: float = 1e-6          # cosine end point, reached at the last iteration
+    warmup_epochs: float = 0.0    # linear warm-up from 0 (the reference uses none)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    impl: str = "auto"            # auto (apex FusedSGD when importable on GPU) | torch | apex
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 90
+    batch_size: int = 512         # GLOBAL batch size
+    seed: int = 0
+    amp: str = "auto"             # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    output_dir: str = "runs/imagenet_pixmix"
+    log_every: int = 50           # progress line every N steps
+    checkpoint_minutes: float = 30.0  # also save mid-epoch when this much time has passed
+    keep_checkpoints: int = 3     # number of step checkpoints kept (final.pt is separate)
+    max_steps: Optional[int] = None   # stop (with a checkpoint) after this global step
+    deterministic: bool = False   # torch deterministic algorithms (for reproducibility checks)
+    debug_log: bool = False       # per-rank sample labels per step and final weight hashes
+    tensorboard: bool = True      # write TensorBoard scalars when tensorboard is importable
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256         # GLOBAL batch size
+    every_epochs: int = 1         # validate every N epochs (and always after the last one)
+    calibration_bin_size: int = 100
+
+
+@dataclass
+class DistConfig:
+    device: str = "auto"          # auto | cuda | cpu
+    timeout_minutes: int = 30
+
+
+@dataclass
+class DemoConfig:
+    """Generate a synthetic dataset and a fractal mixing set before training (the README demo)."""
+    enabled: bool = False
+    root: str = "demo_data"       # data.train/val and pixmix.mixing_set are pointed inside it
+    num_classes: int = 10
+    train_per_class: int = 40
+    val_per_class: int = 10
+    fractals: int = 64
+    min_size: int = 64
+    max_size: int = 160
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    pixmix: PixMixConfig = field(default_factory=PixMixConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("data", "dtype"): ("float32", "float16"),
+    ("model", "channels_last"): ("auto", "true", "false"),
+    ("optim", "impl"): ("auto", "torch", "apex"),
+    ("train", "amp"): ("auto", "bf16", "fp16", "off"),
+    ("dist", "device"): ("auto", "cuda", "cpu"),
+}
+
+
+def _field_types(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the type `hint`; raises ValueError naming `where`."""
+    if typing.get_origin(hint) is typing.Union:
+        if value is None:
+            return None
+        hint = [h for h in typing.get_args(hint) if h is not type(None)][0]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ValueError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[str] = None) -> None:
+    parts = dotted.split(".")
+    sections = _field_types(Config)
+    if len(parts) != 2 or parts[0] not in sections:
+        raise ValueError(f"{source}: unknown key '{dotted}' (use section.key with section one of "
+                         f"{', '.join(sections)})")
+    section = getattr(cfg, parts[0])
+    hints = _field_types(type(section))
+    if parts[1] not in hints:
+        raise ValueError(f"{source}: unknown key '{dotted}' (known keys in '{parts[0]}': "
+                         f"{', '.join(hints)})")
+    hint = hints[parts[1]]
+    if raw is not None and hint in (str, Optional[str]) and not isinstance(value, str) \
+            and value is not None:
+        value = raw  # a command-line path like 123 or 1e5 stays text for a text field
+    choices = _CHOICES.get(tuple(parts))
+    if isinstance(value, bool) and choices and "true" in choices:
+        value = "true" if value else "false"  # YAML reads `true` as a bool
+    value = _convert(value, hint, f"{source}: key '{dotted}'")
+    if choices and value not in choices:
+        raise ValueError(f"{source}: key '{dotted}' must be one of {', '.join(choices)}, "
+                         f"got {value!r}")
+    setattr(section, parts[1], value)
+
+
+def apply_dict(cfg: Config, data: Dict[str, Any], source: str) -> Config:
+    """Write a nested {section: {key: value}} mapping into `cfg` with type checks."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section '{section}' must be a mapping of keys")
+        for key, value in values.items():
+            _set_field(cfg, f"{section}.{key}", value, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple:
+    """'section.key=value' -> (dotted key, YAML-parsed value, raw text)."""
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected section.key=value, e.g. optim.lr=0.02")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"--set {text!r}: the value must be a single scalar")
+    return key.strip(), value, raw
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then `--set` overrides, all type-checked."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path} (pass --config configs/<recipe>.yaml)")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from err
+        apply_dict(cfg, data, str(path))
+    for text in overrides:
+        key, value, raw = parse_override(text)
+        _set_field(cfg, key, value, f"--set {text}", raw=raw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that need more than a type (before any data or GPU work)."""
+    positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+                "eval.batch_size": cfg.eval.batch_size, "data.crop": cfg.data.crop,
+                "train.log_every": cfg.train.log_every, "optim.lr": cfg.optim.lr,
+                "train.keep_checkpoints": cfg.train.keep_checkpoints,
+                "eval.every_epochs": cfg.eval.every_epochs}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"config key '{key}' must be positive, got {value}")
+    if not 0 <= cfg.pixmix.k:
+        raise ValueError(f"config key 'pixmix.k' must be >= 0, got {cfg.pixmix.k}")
+    if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
+        raise ValueError(f"config key 'optim.min_lr' must lie in [0, optim.lr], got {cfg.optim.min_lr}")
+    if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
+        raise ValueError(f"config key 'train.max_steps' must be positive, got {cfg.train.max_steps}")
+
+
+def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
+    """Per-rank batch for a GLOBAL batch size; errors when it does not divide evenly."""
+    if global_batch % world_size:
+        raise ValueError(f"config key '{key}'={global_batch} is the GLOBAL batch and must be "
+                         f"divisible by the world size {world_size}")
+    return global_batch // world_size
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (loadable again with `load_config`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def config_from_dict(data: Dict[str, Any], source: str = "checkpoint") -> Config:
+    """A Config from a plain dict (e.g. the one stored in a checkpoint)."""
+    cfg = apply_dict(Config(), data, source)
+    validate(cfg)
+    return cfg
