@@ -1,0 +1,136 @@
+"""Training checkpoints: atomic writes, rotation, newest-valid lookup, RNG state as tensors.
+
+A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
+  "model"      state_dict of the unwrapped model (no "module."/"_orig_mod." prefixes; loads into
+               torchvision's architecture as is),
+  "optimizer", "scheduler", "scaler" (None without fp16),
+  "epoch"      the epoch in progress (0-based), "step" the number of optimizer steps done,
+  "epoch_step" steps done inside that epoch (a resume fast-forwards the loader by this many),
+  "rng"        torch/numpy/python generator states as tensors and plain values,
+  "config"     the resolved config as a plain dict, "classes" (wnids), "arch".
+`final.pt` holds the same keys without optimizer/scheduler/scaler/rng.
+Everything is loadable with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    return f"ckpt_e{epoch:04d}_s{step:09d}.pt"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def capture_rng() -> Dict[str, Any]:
+    """torch, CUDA, numpy and python RNG states as tensors / plain types (weights_only safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                   "gauss_next": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    """Inverse of `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(out_dir: str | Path) -> List[Path]:
+    """Step checkpoints in `out_dir`, oldest first (ordered by step, then epoch)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for path in out_dir.iterdir():
+        match = _NAME.match(path.name)
+        if match:
+            found.append(((int(match.group(2)), int(match.group(1))), path))
+    return [path for _, path in sorted(found)]
+
+
+def load_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Read a training checkpoint with weights_only=True; ValueError if truncated or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (pass --resume auto, none or a .pt path)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); "
+                         "it may be truncated: delete it or pass another --resume path") from err
+    missing = [k for k in ("model", "epoch", "step", "classes") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a dali-pixmix training checkpoint (missing {missing})")
+    return ckpt
+
+
+def find_latest_valid(out_dir: str | Path) -> Optional[Dict[str, Any]]:
+    """Newest readable step checkpoint in `out_dir` (unreadable ones are skipped with a warning)."""
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            ckpt = load_checkpoint(path)
+        except ValueError as err:
+            warnings.warn(f"skipping unreadable checkpoint: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        ckpt["path"] = str(path)
+        return ckpt
+    return None
+
+
+def resolve_resume(resume: str, out_dir: str | Path) -> Optional[Dict[str, Any]]:
+    """`--resume auto|none|PATH` -> the checkpoint dict to continue from, or None."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return find_latest_valid(out_dir)
+    ckpt = load_checkpoint(resume)
+    ckpt["path"] = str(resume)
+    return ckpt
+
+
+def save_step_checkpoint(state: Dict[str, Any], out_dir: str | Path, keep: int) -> Path:
+    """Write `state` as the checkpoint of (epoch, step) and delete all but the newest `keep`."""
+    path = atomic_save(state, Path(out_dir) / checkpoint_name(state["epoch"], state["step"]))
+    for old in list_checkpoints(out_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path

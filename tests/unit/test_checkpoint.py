@@ -1,0 +1,70 @@
+"""Checkpoints: atomic write, rotation, truncated files skipped, RNG round trip, weights_only."""
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from dali_pixmix.checkpoint import (atomic_save, capture_rng, find_latest_valid, list_checkpoints,
+                                    load_checkpoint, resolve_resume, restore_rng,
+                                    save_step_checkpoint)
+
+pytestmark = pytest.mark.unit
+
+
+def state(epoch, step, model=None):
+    return {"model": (model or torch.nn.Linear(2, 2)).state_dict(), "epoch": epoch, "step": step,
+            "epoch_step": step, "classes": ["n01", "n02"], "arch": "x", "rng": capture_rng(),
+            "config": {"optim": {"lr": 0.1}}, "optimizer": None, "scheduler": {"step": step},
+            "scaler": None}
+
+
+def test_rotation_keeps_newest_and_orders_by_step(tmp_path):
+    for step in (5, 10, 15, 20):
+        save_step_checkpoint(state(step // 10, step), tmp_path, keep=2)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["ckpt_e0001_s000000015.pt", "ckpt_e0002_s000000020.pt"]
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_truncated_newest_is_skipped_with_warning(tmp_path):
+    save_step_checkpoint(state(0, 3), tmp_path, keep=5)
+    newest = save_step_checkpoint(state(0, 6), tmp_path, keep=5)
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="skipping unreadable checkpoint"):
+        ckpt = find_latest_valid(tmp_path)
+    assert ckpt["step"] == 3
+    with pytest.raises(ValueError, match="may be truncated"):
+        load_checkpoint(newest)
+    assert resolve_resume("none", tmp_path) is None
+    assert find_latest_valid(tmp_path / "empty") is None
+
+
+def test_foreign_file_is_a_clear_error(tmp_path):
+    atomic_save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a dali-pixmix training checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        resolve_resume(str(tmp_path / "missing.pt"), tmp_path)
+
+
+def test_rng_round_trip_through_weights_only_file(tmp_path):
+    torch.manual_seed(1); np.random.seed(2); random.seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
+    atomic_save(state(0, 1), tmp_path / "ckpt_e0000_s000000001.pt")
+    expected = (torch.rand(3), np.random.standard_normal(3), random.random())
+    restore_rng(load_checkpoint(tmp_path / "ckpt_e0000_s000000001.pt")["rng"])
+    got = (torch.rand(3), np.random.standard_normal(3), random.random())
+    assert torch.equal(expected[0], got[0])
+    assert np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_saved_resnet50_weights_load_into_torchvision(tmp_path):
+    model = torchvision.models.resnet50(num_classes=7)
+    save_step_checkpoint(state(0, 1, model), tmp_path, keep=1)
+    ckpt = torch.load(list_checkpoints(tmp_path)[0], weights_only=True)
+    fresh = torchvision.models.resnet50(num_classes=7)
+    fresh.load_state_dict(ckpt["model"])  # strict: same keys, no "module." prefix
+    assert torch.equal(fresh.fc.weight, model.fc.weight)
