@@ -316,30 +316,54 @@ def _render_density(points, colours, size, palette, rng) -> np.ndarray:
     count = np.bincount(flat, minlength=size * size).astype(np.float64)
     csum = np.bincount(flat, weights=colours, minlength=size * size)
     mean_c = np.where(count > 0, csum / np.maximum(count, 1), 0.0)
-    alpha = np.log1p(count) / max(np.log1p(count.max()), 1e-6)
+    # Normalise by a high percentile, not the max: a few hot pixels would darken everything.
+    ref = np.percentile(count[count > 0], 99.5) if (count > 0).any() else 1.0
+    alpha = np.clip(np.log1p(count) / max(np.log1p(ref), 1e-6), 0, 1)
     alpha = alpha ** rng.uniform(0.45, 0.7)  # gamma lifts faint detail
     rgb = palette(mean_c) * alpha[:, None]
     return rgb.reshape(size, size, 3)
 
 
+def _ifs_maps(rng, n_maps: int, symmetry: int, fill=(0.45, 0.9)):
+    """Contractive maps scaled so that symmetry * sum|det| lies in ``fill``.
+
+    A total area factor >= 1 makes the attractor fill a solid blob; well below it leaves dust.
+    """
+    maps = [_random_contractive_map(rng) for _ in range(n_maps)]
+    total = symmetry * sum(abs(np.linalg.det(a)) for a, _ in maps)
+    factor = np.sqrt(rng.uniform(*fill) / max(total, 1e-9))
+    return [(a * min(factor, 0.9 / np.linalg.norm(a, 2)), t) for a, t in maps]
+
+
 def _affine_ifs(rng, size):
     n_maps = int(rng.integers(2, 5))
-    maps = [_random_contractive_map(rng) for _ in range(n_maps)]
+    symmetry = int(rng.choice([1, 1, 1, 1, 2, 3, 4, 6]))
+    maps = _ifs_maps(rng, n_maps, symmetry)
     dets = np.array([abs(np.linalg.det(a)) for a, _ in maps]) + 0.02
     pts, cols = _chaos_game(rng, maps, dets / dets.sum(), rng.uniform(0, 1, n_maps), size,
-                            symmetry=int(rng.choice([1, 1, 2, 3, 4, 5, 6])))
+                            symmetry=symmetry)
     return _render_density(pts, cols, size, cosine_palette(rng), rng)
 
 
 def _flame(rng, size):
     n_maps = int(rng.integers(2, 4))
-    maps = [(rng.uniform(-1, 1, size=(2, 2)), rng.uniform(-1, 1, size=2)) for _ in range(n_maps)]
+    symmetry = int(rng.choice([1, 1, 2, 3, 4]))
+    maps = _ifs_maps(rng, n_maps, symmetry, fill=(0.6, 1.2))
     name = rng.choice([k for k in VARIATIONS if k != "linear"])
+    blend = rng.uniform(0.4, 1.0)
+    variation = _blended(VARIATIONS[name], blend)
     probs = rng.dirichlet(np.ones(n_maps) * 2)
     pts, cols = _chaos_game(rng, maps, probs, rng.uniform(0, 1, n_maps), size,
-                            variation=VARIATIONS[name],
-                            symmetry=int(rng.choice([1, 1, 2, 3, 4])))
+                            variation=variation, symmetry=symmetry)
     return _render_density(pts, cols, size, cosine_palette(rng), rng)
+
+
+def _blended(variation, weight: float):
+    """(1 - weight) * linear + weight * variation, as flame transforms mix variations."""
+    def blended(x, y, r2, th):
+        vx, vy = variation(x, y, r2, th)
+        return (1 - weight) * x + weight * vx, (1 - weight) * y + weight * vy
+    return blended
 
 
 def _escape_time(z, c, max_iter):
@@ -372,9 +396,13 @@ def _mandelbrot(rng, size):
     theta = rng.uniform(0, 2 * np.pi)
     if rng.uniform() < 0.7:
         centre = 0.5 * np.exp(1j * theta) - 0.25 * np.exp(2j * theta)
+        outward = np.exp(1j * theta) - np.exp(2j * theta)
     else:
         centre = -1 + 0.25 * np.exp(1j * theta)
+        outward = np.exp(1j * theta)
     half = 10 ** rng.uniform(-2.2, -0.8)
+    # Step outwards so the black interior does not swallow half of the picture.
+    centre = centre + 0.5 * half * outward / max(abs(outward), 1e-9)
     ax = np.linspace(-half, half, size)
     c = centre + ax[None, :] + 1j * ax[:, None]
     return _colour_escape(_escape_time(np.zeros_like(c), c, 200), rng)
