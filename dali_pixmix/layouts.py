@@ -1,0 +1,187 @@
+"""Dataset layouts of the safety benchmarks, validated up front with clear messages.
+
+Layouts (spec/evaluation.md):
+  class tree (ImageNet val, ImageNet-R):  <root>/<wnid>/<image>
+  ImageNet-C / C-bar:                      <root>/<corruption>/<severity>/<wnid>/<image>
+  image set (OOD):                         a folder (images at any depth) or a text file list
+                                           (one path per line, relative to the list's folder)
+Severity folders are 1..5; C-bar folders may instead carry their float parameter (e.g. `2.35`),
+which are sorted numerically and mapped to 1..5. Every listing is sorted, so runs are
+reproducible and shardable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .metrics.corruption import EXTRA_CORRUPTIONS, TEST_CORRUPTIONS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CBAR_CORRUPTIONS = (
+    "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
+    "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
+    "single_frequency_greyscale", "sparkles")
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Images with the wnid of the class folder each came from (sorted by path)."""
+    name: str
+    files: Tuple[str, ...]
+    wnids: Tuple[str, ...]
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        return tuple(sorted(set(self.wnids)))
+
+    def labels(self, model_classes: Sequence[str]) -> np.ndarray:
+        """Labels as indices into `model_classes` (folder order is not the model's order)."""
+        position = {w: i for i, w in enumerate(model_classes)}
+        unknown = sorted(set(self.wnids) - set(position))
+        if unknown:
+            raise ValueError(f"{self.name}: {len(unknown)} class folders are unknown to the model "
+                             f"(e.g. {unknown[:3]}); use a checkpoint trained on these classes")
+        return np.array([position[w] for w in self.wnids], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CorruptionCell:
+    """One (corruption, severity) folder of ImageNet-C or C-bar."""
+    corruption: str
+    severity: int          # 1..5
+    folder: str            # the folder's own name, e.g. "3" or "2.35"
+    images: LabelledSet
+
+    @property
+    def key(self) -> str:
+        return f"{self.corruption}/{self.severity}"
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path} (pass the folder that holds it)")
+    return path
+
+
+def _subdirs(path: Path) -> List[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def class_tree(root: str | Path, name: Optional[str] = None) -> LabelledSet:
+    """<root>/<wnid>/<image>: every class folder must hold at least one image."""
+    root = _require_dir(Path(root), "class-folder dataset")
+    files, wnids, empty = [], [], []
+    for folder in _subdirs(root):
+        images = sorted(p for p in folder.iterdir() if is_image(p))
+        if not images:
+            empty.append(folder.name)
+        files += [str(p) for p in images]
+        wnids += [folder.name] * len(images)
+    if not files:
+        raise ValueError(f"{root} holds no <class>/<image> files (extensions {IMAGE_EXTENSIONS})")
+    if empty:
+        raise ValueError(f"{root}: {len(empty)} class folders hold no images (e.g. {empty[:3]}); "
+                         "the download looks incomplete")
+    return LabelledSet(name or str(root), tuple(files), tuple(wnids))
+
+
+def severity_map(folders: Sequence[str], where: str) -> Dict[str, int]:
+    """Severity folder names -> 1..5: integers 1..5 as is, else 5 floats sorted numerically."""
+    if sorted(folders) == ["1", "2", "3", "4", "5"]:
+        return {f: int(f) for f in folders}
+    try:
+        values = {f: float(f) for f in folders}
+    except ValueError:
+        values = None
+    if values is None or len(folders) != 5 or len(set(values.values())) != 5:
+        raise ValueError(f"{where}: expected 5 severity folders named 1..5 (or 5 numeric "
+                         f"parameters), found {sorted(folders)}")
+    ordered = sorted(folders, key=values.get)
+    return {f: i + 1 for i, f in enumerate(ordered)}
+
+
+def _check_equal_cells(cells: List[CorruptionCell], root: Path) -> None:
+    counts = {c.key: len(c.images.files) for c in cells}
+    if len(set(counts.values())) > 1:
+        common = max(set(counts.values()), key=list(counts.values()).count)
+        odd = {k: v for k, v in counts.items() if v != common}
+        raise ValueError(f"{root}: cells hold unequal image counts (most hold {common}; "
+                         f"{dict(list(odd.items())[:4])}); a corruption looks partially "
+                         "downloaded or extracted")
+    classes = {c.images.classes for c in cells}
+    if len(classes) > 1:
+        raise ValueError(f"{root}: cells hold different class folders; re-extract the dataset")
+
+
+def corruption_cells(root: str | Path, known: Sequence[str], dataset: str,
+                     only: Optional[Sequence[str]] = None,
+                     numeric_severities: bool = False) -> List[CorruptionCell]:
+    """Validated cells of <root>/<corruption>/<severity>/<wnid>/<image>, sorted by key.
+
+    `only` restricts to some corruptions (each must exist); unknown corruption folders are an
+    error, so nothing is silently averaged in. `numeric_severities` accepts float folder names.
+    """
+    root = _require_dir(Path(root), f"{dataset} root")
+    found = [p.name for p in _subdirs(root)]
+    unknown = [c for c in found if c not in known]
+    if unknown:
+        raise ValueError(f"{root}: unknown {dataset} corruption folders {unknown}; expected "
+                         f"names from {list(known)}")
+    wanted = list(only) if only else found
+    missing = [c for c in wanted if c not in found]
+    if missing or not wanted:
+        raise ValueError(f"{root}: corruption folders missing: {missing or list(known)}")
+    cells = []
+    for corruption in sorted(wanted, key=list(known).index):
+        folder = root / corruption
+        names = [p.name for p in _subdirs(folder)]
+        if numeric_severities:
+            mapping = severity_map(names, str(folder))
+        elif sorted(names) == ["1", "2", "3", "4", "5"]:
+            mapping = {n: int(n) for n in names}
+        else:
+            raise ValueError(f"{folder}: expected severity folders 1..5, found {sorted(names)}")
+        for name, severity in sorted(mapping.items(), key=lambda kv: kv[1]):
+            images = class_tree(folder / name, name=f"{corruption}/{name}")
+            cells.append(CorruptionCell(corruption, severity, name, images))
+    _check_equal_cells(cells, root)
+    return cells
+
+
+def imagenet_c_cells(root: str | Path, only: Optional[Sequence[str]] = None
+                     ) -> List[CorruptionCell]:
+    """ImageNet-C cells (the 15 test corruptions and the 4 extras, when present)."""
+    return corruption_cells(root, TEST_CORRUPTIONS + EXTRA_CORRUPTIONS, "ImageNet-C", only)
+
+
+def imagenet_cbar_cells(root: str | Path, only: Optional[Sequence[str]] = None
+                        ) -> List[CorruptionCell]:
+    """ImageNet-C-bar cells; severity folders 1..5 or float parameters mapped to 1..5."""
+    return corruption_cells(root, CBAR_CORRUPTIONS, "ImageNet-C-bar", only,
+                            numeric_severities=True)
+
+
+def image_set(path: str | Path) -> Tuple[str, ...]:
+    """An unlabelled image set: a folder (images at any depth) or a text file list."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if is_image(p))
+        if not files:
+            raise ValueError(f"{path} holds no images (extensions {IMAGE_EXTENSIONS})")
+        return tuple(files)
+    if not path.is_file():
+        raise FileNotFoundError(f"image set not found: {path} (pass a folder or a text file list)")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    files = [str((path.parent / ln).resolve()) for ln in lines if ln and not ln.startswith("#")]
+    absent = [f for f in files if not Path(f).is_file()]
+    if not files or absent:
+        raise ValueError(f"{path}: file list is empty or names missing files (e.g. {absent[:2]}); "
+                         "paths are relative to the list's folder")
+    return tuple(files)
