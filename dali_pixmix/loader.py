@@ -1,0 +1,163 @@
+"""PyTorch-facing loaders over the DALI pipelines: `(images, labels)` batches per rank.
+
+Training loaders drop the last partial batch and every rank runs the same number of steps
+(floor of the SMALLEST shard / batch size), so DDP ranks stay in lockstep. Evaluation loaders are
+exact: every picture is seen once across ranks, the padding DALI adds to keep ranks in step is
+removed, and `num_samples` is this rank's exact share.
+
+Images are float32/float16 `[B, 3, H, W]` on the rank's device (channels_last memory format when
+asked), labels int64 `[B]`. Iterating the loader again starts the next epoch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from dali_pixmix.distributed import DistInfo
+from dali_pixmix.pipelines import PixMixStage, eval_pipeline, train_pipeline
+
+# What DALI's file reader picks up inside class folders.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2",
+                    ".pnm", ".ppm", ".pgm", ".pbm"}
+
+
+class DaliLoader:
+    """Iterable of `(images, labels)` over one rank's shard of a built DALI pipeline."""
+
+    def __init__(self, pipe, *, batch_size: int, train: bool, channels_last: bool = False):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        meta = pipe.reader_meta("Reader")
+        self.pipe, self.batch_size, self.train = pipe, batch_size, train
+        self.channels_last = channels_last
+        self.dataset_size = int(meta["epoch_size"])
+        self.num_shards, self.shard_id = int(meta["number_of_shards"]), int(meta["shard_id"])
+        if train and len(self) == 0:
+            raise ValueError(f"the training set has {self.dataset_size} images: too few for "
+                             f"{self.num_shards} rank(s) x batch {batch_size}; lower the batch size")
+        policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
+        self._iterator = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                                             last_batch_policy=policy, auto_reset=True)
+
+    @property
+    def shard_size(self) -> int:
+        """Pictures in this rank's shard (DALI's split: [N*r//S, N*(r+1)//S))."""
+        n, s, r = self.dataset_size, self.num_shards, self.shard_id
+        return n * (r + 1) // s - n * r // s
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank yields per epoch (exact share in evaluation mode)."""
+        if self.train:
+            return len(self) * self.batch_size
+        return self.shard_size
+
+    def __len__(self) -> int:
+        if self.train:
+            return (self.dataset_size // self.num_shards) // self.batch_size
+        return math.ceil(self.shard_size / self.batch_size)
+
+    def __iter__(self):
+        for batch in self._iterator:
+            images, labels = batch[0]["images"], batch[0]["labels"]
+            if labels.shape[0] == 0:
+                # DALI gives ranks with a smaller evaluation shard an empty last batch.
+                continue
+            if self.channels_last:  # HWC storage viewed as NCHW = channels_last memory format
+                images = images.permute(0, 3, 1, 2)
+            yield images, labels.reshape(-1).long()
+
+
+# --------------------------------------------------------------------------- input checks
+def check_image_folder(root) -> Path:
+    """A class-per-sub-folder tree: every class folder must hold at least one picture."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; pass the folder whose "
+                                "sub-folders are the classes (e.g. .../train)")
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"image folder {root} has no class sub-folders; expected "
+                         f"{root}/<class>/<picture>.JPEG")
+    for folder in classes:
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*")):
+            raise ValueError(f"class folder {folder} holds no pictures; remove it or add its "
+                             "pictures (labels follow the sorted class folders)")
+    return root
+
+
+def check_file_list(path, root=None) -> Path:
+    """Every line `relative/path label` must name an existing file and a non-negative label."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file list {path} does not exist")
+    base = Path(root) if root is not None else path.parent
+    count = 0
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'relative/path label' with a "
+                             f"non-negative integer label, got {line.strip()!r}")
+        if not (base / parts[0]).is_file():
+            raise FileNotFoundError(f"{path}:{lineno}: {base / parts[0]} does not exist; fix the "
+                                    "line or pass the right root")
+        count += 1
+    if count == 0:
+        raise ValueError(f"file list {path} names no pictures")
+    return path
+
+
+def check_files(files: Sequence, labels: Optional[Sequence[int]]) -> None:
+    if not files:
+        raise ValueError("the list of files to read is empty")
+    if labels is not None and len(labels) != len(files):
+        raise ValueError(f"got {len(files)} files but {len(labels)} labels")
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"picture {f} does not exist")
+
+
+def check_sources(file_root, file_list, files, labels) -> None:
+    """Validate the input before DALI runs, so errors name the bad file or folder."""
+    if files is not None:
+        check_files(files, labels)
+    elif file_list is not None:
+        check_file_list(file_list, file_root)
+    elif file_root is not None:
+        check_image_folder(file_root)
+    else:
+        raise ValueError("give a file_root (class folders), a file_list or files")
+
+
+# --------------------------------------------------------------------------- factories
+def make_train_loader(*, file_root=None, file_list=None, batch_size: int, dist: DistInfo,
+                      seed: int = 0, crop: int = 224, pixmix: Optional[PixMixStage] = None,
+                      num_threads: int = 2, dtype: str = "float32", channels_last: bool = False,
+                      random_shuffle: bool = True) -> DaliLoader:
+    """Training loader for this rank: shard `dist.rank` of `dist.world_size`, DROP policy."""
+    check_sources(file_root, file_list, None, None)
+    pipe = train_pipeline(file_root=file_root, file_list=file_list, batch_size=batch_size,
+                          crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
+                          num_shards=dist.world_size, seed=seed, num_threads=num_threads,
+                          pixmix=pixmix, dtype=dtype, layout="HWC" if channels_last else "CHW",
+                          random_shuffle=random_shuffle)
+    return DaliLoader(pipe, batch_size=batch_size, train=True, channels_last=channels_last)
+
+
+def make_eval_loader(*, file_root=None, file_list=None, files=None, labels=None,
+                     batch_size: int, dist: DistInfo, resize: int = 256, crop: int = 224,
+                     no_resize: bool = False, num_threads: int = 2, dtype: str = "float32",
+                     channels_last: bool = False) -> DaliLoader:
+    """Exact evaluation loader for this rank (PARTIAL policy, padding removed)."""
+    check_sources(file_root, file_list, files, labels)
+    pipe = eval_pipeline(file_root=file_root, file_list=file_list, files=files, labels=labels,
+                         batch_size=batch_size, resize=resize, crop=crop, no_resize=no_resize,
+                         device_id=dist.dali_device_id, shard_id=dist.rank,
+                         num_shards=dist.world_size, num_threads=num_threads, dtype=dtype,
+                         layout="HWC" if channels_last else "CHW")
+    return DaliLoader(pipe, batch_size=batch_size, train=False, channels_last=channels_last)

@@ -1,0 +1,280 @@
+"""The PixMix mixing set as one uint8 tensor, with one-gather random crops.
+
+Conventions: `images` is uint8 `[N, S, S, 3]` (RGB, HWC per picture), each picture prepared like the
+reference code's `Resize(S)` (shorter side to S) followed by a centre crop to S x S. `sample()`
+then takes a random `crop x crop` window per picture, the equivalent of the reference's
+`RandomCrop(224)`. The bank lives on one device: CUDA, pinned host memory (for small GPUs; crops
+are gathered on the host and copied without blocking) or plain CPU.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, Path]
+BANK_SUFFIX = ".npy"
+
+
+class MixingBank:
+    """A tensor of mixing pictures, uint8 `[N, S, S, 3]`, on one device."""
+
+    def __init__(self, images: torch.Tensor, source: str = "tensor"):
+        check_bank_tensor(images, source)
+        self.images = images
+        self.source = source
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"MixingBank(n={len(self)}, size={self.size}, device={self.device}, "
+                f"pinned={self.is_pinned}, source={self.source!r})")
+
+    @property
+    def size(self) -> int:
+        """Side S of the stored square pictures."""
+        return int(self.images.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def is_pinned(self) -> bool:
+        return self.images.device.type == "cpu" and self.images.is_pinned()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_files(cls, files: Sequence[PathLike], size: int = 256, device="cpu",
+                   pin_memory: bool = False, batch_size: int = 64, num_threads: int = 2,
+                   source: str = "files") -> "MixingBank":
+        """Decode `files` with DALI (nvJPEG when `device` is CUDA) into a bank."""
+        files = [str(f) for f in files]
+        if not files:
+            raise ValueError(f"no mixing pictures given for {source}")
+        device = torch.device(device)
+        images = decode_square_pictures(files, size, device, batch_size, num_threads)
+        return cls(place_tensor(images, device, pin_memory), source=source)
+
+    @classmethod
+    def from_folder(cls, root: PathLike, size: int = 256, device="cpu", pin_memory: bool = False,
+                    batch_size: int = 64, num_threads: int = 2) -> "MixingBank":
+        """Every picture under `root`, at any depth, in sorted path order."""
+        from dali_pixmix.file_lists import scan_images
+
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"mixing folder {root} does not exist; pass the folder that "
+                                    "holds the mixing pictures (e.g. fractals_and_fvis)")
+        files = scan_images(root)
+        if not files:
+            raise ValueError(f"mixing folder {root} holds no pictures (jpg/jpeg/png/webp/bmp...); "
+                             "point it at the extracted mixing set")
+        return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
+                              source=str(root))
+
+    @classmethod
+    def from_file_list(cls, path: PathLike, root: Optional[PathLike] = None, size: int = 256,
+                       device="cpu", pin_memory: bool = False, batch_size: int = 64,
+                       num_threads: int = 2) -> "MixingBank":
+        """The pictures named in a DALI-style file list (`relative/path label` per line)."""
+        from dali_pixmix.file_lists import read_file_list
+
+        files, _labels = read_file_list(path, root=root)
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"file list {path} names {len(missing)} missing picture(s), "
+                                    f"first {missing[0]}; fix the list or its root")
+        if not files:
+            raise ValueError(f"file list {path} names no pictures")
+        return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
+                              source=str(path))
+
+    @classmethod
+    def load(cls, npy_path: PathLike, device="cpu", pin_memory: bool = False) -> "MixingBank":
+        """Open a saved bank as a memory map (zero copy on CPU; copied once to CUDA/pinned)."""
+        npy_path = Path(npy_path)
+        if not npy_path.is_file():
+            raise FileNotFoundError(f"mixing bank {npy_path} does not exist; build it with "
+                                    "tools/build_mixing_bank.py")
+        # Copy-on-write map: pages are read lazily and torch gets a writable array without a copy.
+        array = np.load(npy_path, mmap_mode="c", allow_pickle=False)
+        check_bank_array(array, str(npy_path))
+        images = place_tensor(torch.from_numpy(array), torch.device(device), pin_memory)
+        return cls(images, source=str(npy_path))
+
+    def save(self, npy_path: PathLike) -> Path:
+        """Write the bank as a plain `.npy` (uint8 [N, S, S, 3]); returns the path."""
+        npy_path = Path(npy_path)
+        if npy_path.suffix != BANK_SUFFIX:
+            raise ValueError(f"mixing bank path {npy_path} must end with {BANK_SUFFIX}")
+        npy_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy_path.with_name(npy_path.name + ".partial.npy")
+        np.save(tmp, self.images.cpu().numpy(), allow_pickle=False)
+        tmp.replace(npy_path)  # never leave a truncated bank behind
+        return npy_path
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, n: int, crop: int = 224, generator: Optional[torch.Generator] = None,
+               device=None) -> torch.Tensor:
+        """`n` pictures drawn uniformly with replacement, each cut at its own random crop.
+
+        Returns uint8 `[n, crop, crop, 3]` on `device` (default: the bank's device). The random
+        draws use `generator`, which must live on the bank's device. A host bank may serve CUDA
+        batches (gathered on the host, then copied without blocking); any other device mismatch
+        is an error.
+        """
+        out_device = self._check_target(device)
+        if not 0 < crop <= self.size:
+            raise ValueError(f"crop {crop} does not fit the bank's {self.size} px pictures; "
+                             f"rebuild the bank with --size >= {crop}")
+        index, rows, cols = random_crop_index(n, len(self), self.size, crop, generator,
+                                              self.device)
+        crops = self.images[index, rows, cols]  # one gather -> [n, crop, crop, 3]
+        if out_device == self.device:
+            return crops
+        if self.is_pinned:
+            crops = crops.pin_memory()  # an async host-to-device copy needs a pinned source
+        return crops.to(out_device, non_blocking=True)
+
+    def _check_target(self, device) -> torch.device:
+        target = self.device if device is None else torch.device(device)
+        if target == self.device or (self.device.type == "cpu" and target.type == "cuda"):
+            return target
+        raise ValueError(f"mixing bank is on {self.device} but the batch is on {target}; "
+                         f"load the bank with device='{target}' (or a host bank for CUDA batches)")
+
+
+def random_crop_index(n: int, count: int, size: int, crop: int,
+                      generator: Optional[torch.Generator], device: torch.device):
+    """Broadcastable index tensors (picture [n,1,1], rows [n,c,1], cols [n,1,c]) for one gather."""
+    picks = torch.randint(count, (n,), generator=generator, device=device)
+    top = torch.randint(size - crop + 1, (n,), generator=generator, device=device)
+    left = torch.randint(size - crop + 1, (n,), generator=generator, device=device)
+    offsets = torch.arange(crop, device=device)
+    rows = top[:, None, None] + offsets[None, :, None]
+    cols = left[:, None, None] + offsets[None, None, :]
+    return picks[:, None, None], rows, cols
+
+
+def check_bank_tensor(images: torch.Tensor, source: str) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3 \
+            or images.shape[1] != images.shape[2] or images.shape[0] == 0:
+        raise ValueError(f"mixing bank {source} must be a non-empty uint8 [N, S, S, 3] array, "
+                         f"got {images.dtype} {tuple(images.shape)}; rebuild it with "
+                         "tools/build_mixing_bank.py")
+
+
+def check_bank_array(array: np.ndarray, source: str) -> None:
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 \
+            or array.shape[1] != array.shape[2] or array.shape[0] == 0:
+        raise ValueError(f"mixing bank {source} must be a non-empty uint8 [N, S, S, 3] array, "
+                         f"got {array.dtype} {array.shape}; delete it and rebuild it with "
+                         "tools/build_mixing_bank.py")
+
+
+def place_tensor(images: torch.Tensor, device: torch.device, pin_memory: bool) -> torch.Tensor:
+    """Move the bank to its device; `pin_memory` keeps it on the host in page-locked memory."""
+    if pin_memory:
+        if device.type != "cpu":
+            raise ValueError("pin_memory=True keeps the bank on the host: pass device='cpu'")
+        return images.pin_memory()
+    return images.to(device)
+
+
+# --------------------------------------------------------------------- decoding with DALI
+def decode_square_pictures(files: List[str], size: int, device: torch.device,
+                           batch_size: int, num_threads: int) -> torch.Tensor:
+    """uint8 [N, size, size, 3]: decode, shorter side to `size`, centre crop, in file order."""
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    from tqdm import tqdm
+
+    device_id = (device.index or 0) if device.type == "cuda" else None
+    batch_size = max(1, min(batch_size, len(files)))
+    pipe = _bank_pipeline(files=files, size=size, batch_size=batch_size,
+                          num_threads=num_threads, device_id=device_id)
+    pipe.build()
+    out = torch.empty((len(files), size, size, 3), dtype=torch.uint8, device=device)
+    done = 0
+    try:
+        batches = DALIGenericIterator(pipe, ["images"], reader_name="Reader",
+                                      last_batch_policy=LastBatchPolicy.PARTIAL)
+        with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False) as bar:
+            for batch in batches:
+                images = batch[0]["images"]
+                out[done:done + len(images)] = images.to(device)
+                done += len(images)
+                bar.update(len(images))
+    except RuntimeError as err:
+        raise ValueError(undecodable_message(files, err)) from err
+    if done != len(files):
+        raise RuntimeError(f"decoded {done} of {len(files)} mixing pictures")
+    return out
+
+
+def undecodable_message(files: Sequence[str], err: Exception) -> str:
+    """Find the first file PIL cannot open either, so the error names it."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.convert("RGB")
+        except Exception as pil_err:  # noqa: BLE001 - any failure means the file is bad
+            return (f"cannot decode mixing picture {path} ({type(pil_err).__name__}: {pil_err});"
+                    " remove or replace the file")
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"DALI failed to decode the mixing pictures: {first_line}"
+
+
+def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+                  prefetch_queue_depth=2)
+    def bank_pipeline():
+        encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
+                                     random_shuffle=False)
+        decode_device = "cpu" if device_id is None else "mixed"
+        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+        images = fn.resize(images, resize_shorter=size, antialias=True)
+        return fn.crop(images, crop=(size, size))
+
+    return bank_pipeline()
+
+
+# --------------------------------------------------------------------- cache helper
+def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size: int = 256,
+                       device="cpu", pin_memory: bool = False, num_threads: int = 2
+                       ) -> MixingBank:
+    """A bank from a folder, a file list or a saved `.npy`; built once and cached at `cache`.
+
+    A cached bank whose picture size differs from `size` is an error (delete it to rebuild),
+    never silently reused.
+    """
+    source = Path(source)
+    if source.suffix == BANK_SUFFIX:
+        return _checked_size(MixingBank.load(source, device, pin_memory), size)
+    if cache is not None and Path(cache).is_file():
+        return _checked_size(MixingBank.load(cache, device, pin_memory), size)
+    if source.is_dir():
+        bank = MixingBank.from_folder(source, size, device, pin_memory, num_threads=num_threads)
+    elif source.is_file():
+        bank = MixingBank.from_file_list(source, None, size, device, pin_memory,
+                                         num_threads=num_threads)
+    else:
+        raise FileNotFoundError(f"mixing set {source} does not exist; pass a folder of pictures, "
+                                "a file list or a .npy bank")
+    if cache is not None:
+        bank.save(cache)
+    return bank
+
+
+def _checked_size(bank: MixingBank, size: int) -> MixingBank:
+    if bank.size != size:
+        raise ValueError(f"mixing bank {bank.source} stores {bank.size} px pictures but {size} px "
+                         "were requested; delete the cache or pass the matching size")
+    return bank

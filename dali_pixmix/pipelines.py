@@ -1,0 +1,240 @@
+"""DALI pipelines for training (random-resized-crop + flip + PixMix) and evaluation.
+
+One code path with a device switch: `device_id=None` builds a CPU-only pipeline (CPU decoders and
+operators, used by tests and CI); an integer `device_id` decodes with nvJPEG (`mixed`) and runs
+every operator, the PixMix stage included, on that GPU.
+
+Conventions: readers are named "Reader" (iterators size epochs from it); `shard_id` is the GLOBAL
+rank and `num_shards` the world size; outputs are `(images, labels)` with images normalised by the
+ImageNet mean/std as float32 or float16, layout CHW or HWC (HWC feeds channels_last models), and
+labels int32 `[B, 1]`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from dali_pixmix.mixing_bank import MixingBank
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RRC_ASPECT = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop defaults
+RRC_AREA = (0.08, 1.0)
+LAYOUTS = ("CHW", "HWC")
+# nvJPEG buffers sized for the largest ImageNet pictures (NVIDIA's ResNet-50 DALI example),
+# so the decoder does not reallocate during the first epoch.
+MIXED_DECODER_PADDING = dict(device_memory_padding=211025920, host_memory_padding=140544512)
+
+
+class PixMixStage:
+    """The batch-level PixMix step of a DALI pipeline (a `dl_tensor_python_function`).
+
+    Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
+    them as a torch batch (zero copy), draws one mixing picture per sample from `bank` (a random
+    `crop` window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float [0,1] HWC samples.
+    Randomness comes from generators owned by the stage (one on the batch device for PixMix, one
+    on the bank's device for the draws), seeded from `seed`. On CUDA the work is enqueued on DALI's
+    stream; the host never waits for the GPU.
+    """
+
+    def __init__(self, bank: MixingBank, k: int = 4, beta: float = 4.0, severity: float = 1,
+                 all_ops: bool = True, seed: int = 0, crop: int = 224):
+        if crop > bank.size:
+            raise ValueError(f"PixMix crop {crop} is larger than the mixing bank's {bank.size} px "
+                             "pictures; rebuild the bank with a larger --size")
+        self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
+        self.all_ops, self.seed, self.crop = all_ops, int(seed), crop
+        self._generators = {}
+
+    def reseeded(self, seed: int) -> "PixMixStage":
+        """A fresh stage with the same bank and settings and its own generators."""
+        return PixMixStage(self.bank, self.k, self.beta, self.severity, self.all_ops, seed,
+                           self.crop)
+
+    def generator(self, device: torch.device, stream: int) -> torch.Generator:
+        """The stage's generator on `device`; `stream` 0 drives PixMix, 1 the bank draws."""
+        key = (str(device), stream)
+        if key not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0]))
+            self._generators[key] = gen
+        return self._generators[key]
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        """PixMix a uint8 [B, H, W, 3] batch; float [B, H, W, 3] in [0, 1] on the same device."""
+        from dali_pixmix.pixmix import pixmix
+
+        if batch.ndim != 4 or batch.shape[1:] != (self.crop, self.crop, 3):
+            raise ValueError(f"PixMix stage expects uint8 [B, {self.crop}, {self.crop}, 3] crops, "
+                             f"got {tuple(batch.shape)}; build the stage with crop={batch.shape[1]}")
+        bank_gen = self.generator(self.bank.device, 1)
+        mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
+        return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
+                      all_ops=self.all_ops, generator=self.generator(batch.device, 0))
+
+    def __call__(self, samples):
+        first = torch.from_dlpack(samples[0])
+        with dali_stream(first.device):
+            batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
+            mixed = self.apply(batch).contiguous()
+            return [torch.utils.dlpack.to_dlpack(t) for t in mixed.unbind(0)]
+
+
+class dali_stream:
+    """Context: on CUDA, make DALI's current stream torch's current stream; no-op on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._ctx = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            from nvidia.dali import python_function_plugin
+
+            stream = torch.cuda.ExternalStream(python_function_plugin.current_dali_stream(),
+                                               device=self.device)
+            self._ctx = torch.cuda.stream(stream)
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+        return False
+
+
+# --------------------------------------------------------------------------- graph pieces
+def _dali_dtype(dtype: str):
+    from nvidia.dali import types
+
+    table = {"float32": types.FLOAT, "float16": types.FLOAT16}
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
+    return table[dtype]
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffle):
+    """fn.readers.file named "Reader", padded so every rank runs the same number of batches."""
+    from nvidia.dali import fn
+
+    sources = {}
+    if file_root is not None:
+        sources["file_root"] = str(file_root)
+    if file_list is not None:
+        sources["file_list"] = str(file_list)
+    if files is not None:
+        sources["files"] = [str(f) for f in files]
+        if labels is not None:
+            sources["labels"] = [int(x) for x in labels]
+    if not any(k in sources for k in ("file_root", "file_list", "files")):
+        raise ValueError("give the pipeline a file_root, a file_list or files")
+    # shuffle_after_epoch: the same global permutation on every rank, redrawn every epoch.
+    order = dict(shuffle_after_epoch=True) if shuffle else dict(random_shuffle=False,
+                                                                stick_to_shard=True)
+    return fn.readers.file(**sources, name="Reader", shard_id=shard_id, num_shards=num_shards,
+                           pad_last_batch=True, **order)
+
+
+def _normalize(images, *, crop, dtype, layout, scale):
+    """ImageNet mean/std normalisation; `scale` is 255 for uint8 input, 1 for [0,1] floats."""
+    from nvidia.dali import fn
+
+    return fn.crop_mirror_normalize(
+        images, crop=(crop, crop), dtype=_dali_dtype(dtype), output_layout=_check_layout(layout),
+        mean=[m * scale for m in IMAGENET_MEAN], std=[s * scale for s in IMAGENET_STD])
+
+
+def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
+    from nvidia.dali import fn, types
+
+    encoded, labels = _reader(**reader_args)
+    decoder = dict(device="mixed", **MIXED_DECODER_PADDING) if gpu else dict(device="cpu")
+    images = fn.decoders.image_random_crop(
+        encoded, **decoder, output_type=types.RGB, random_aspect_ratio=list(RRC_ASPECT),
+        random_area=list(RRC_AREA), num_attempts=100)
+    images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
+    images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+    scale = 255.0
+    if pixmix is not None:
+        images = fn.dl_tensor_python_function(
+            images, function=pixmix, batch_processing=True, synchronize_stream=False,
+            num_outputs=1, device="gpu" if gpu else "cpu")
+        scale = 1.0  # PixMix returns floats in [0, 1]
+    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=scale)
+    return images, (labels.gpu() if gpu else labels)
+
+
+def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
+    from nvidia.dali import fn, types
+
+    encoded, labels = _reader(**reader_args)
+    decoder = dict(device="mixed", **MIXED_DECODER_PADDING) if gpu else dict(device="cpu")
+    images = fn.decoders.image(encoded, **decoder, output_type=types.RGB)
+    if not no_resize:
+        images = fn.resize(images, resize_shorter=resize, antialias=True)
+    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+    return images, (labels.gpu() if gpu else labels)
+
+
+def _build(graph, *, batch_size, num_threads, device_id, seed, **graph_args):
+    from nvidia.dali import pipeline_def
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pipe = pipeline_def(graph, batch_size=batch_size, num_threads=num_threads,
+                        device_id=device_id, seed=seed)(**graph_args)
+    pipe.build()
+    return pipe
+
+
+# --------------------------------------------------------------------------- public builders
+def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int = 224,
+                   device_id: Optional[int] = None, shard_id: int = 0, num_shards: int = 1,
+                   seed: int = 0, num_threads: int = 2, pixmix: Optional[PixMixStage] = None,
+                   dtype: str = "float32", layout: str = "CHW", random_shuffle: bool = True,
+                   files: Optional[Sequence[str]] = None, labels: Optional[Sequence[int]] = None):
+    """Built training pipeline: read -> random-resized-crop -> flip -> [PixMix] -> normalise.
+
+    Each shard uses seed `seed + shard_id` for DALI's random ops and a PixMix stage reseeded from
+    (stage seed, seed, shard_id), so ranks draw different augmentations. `random_shuffle` uses
+    the reader's global per-epoch reshuffle (`shuffle_after_epoch`). `pixmix=None` is the same
+    pipeline without the PixMix stage (the paper's baseline).
+    """
+    if pixmix is not None:
+        if pixmix.crop != crop:
+            raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
+        stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
+        pixmix = pixmix.reseeded(int(stage_seed))
+    reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
+                       shard_id=shard_id, num_shards=num_shards, shuffle=random_shuffle)
+    return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id, seed=seed + shard_id, reader_args=reader_args, crop=crop,
+                  gpu=device_id is not None, pixmix=pixmix, dtype=dtype, layout=layout)
+
+
+def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,
+                  resize: int = 256, crop: int = 224, no_resize: bool = False,
+                  device_id: Optional[int] = None, shard_id: int = 0, num_shards: int = 1,
+                  num_threads: int = 2, dtype: str = "float32", layout: str = "CHW"):
+    """Built evaluation pipeline: decode -> shorter side to `resize` -> centre crop -> normalise.
+
+    `no_resize=True` skips the resize (pictures already at evaluation size, e.g. ImageNet-C):
+    decode -> centre crop -> normalise. Files are read in order, each shard a fixed contiguous
+    slice. `files`/`labels` give explicit label indices (the model's class indices).
+    """
+    if files is not None and labels is not None and len(files) != len(labels):
+        raise ValueError(f"got {len(files)} files but {len(labels)} labels")
+    reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
+                       shard_id=shard_id, num_shards=num_shards, shuffle=False)
+    return _build(_eval_graph, batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id, seed=shard_id, reader_args=reader_args, resize=resize,
+                  crop=crop, no_resize=no_resize, gpu=device_id is not None, dtype=dtype,
+                  layout=layout)
