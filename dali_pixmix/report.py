@@ -1,0 +1,200 @@
+"""Evaluation results as tidy rows, the paper's Table 9, and plots.
+
+A row is `(task, dataset, variant, severity, metric, value, n, protocol)`:
+  task      clean | imagenet_c | imagenet_cbar | imagenet_r | imagenet_p | ood
+  dataset   the evaluated set ("imagenet_val", "imagenet_c", an OOD set name, or "mean")
+  variant   corruption / perturbation / score name; "mean" for a summary over them; "" if none
+  severity  1..5 for a single cell, None otherwise
+  metric    e.g. top1_error, top5_error, rms (published protocol: last adaptive bin dropped),
+            rms_all_bins, ece, error, ce, mce, mce_partial, mean_error, auroc, aupr, fpr95,
+            mfr, mt5d
+  value     PERCENT for every metric (errors, calibration, AUROC/AUPR/FPR95, mFR/mT5D)
+  n         number of images behind the value
+  protocol  the preprocessing / convention that produced it (e.g. "pixmix:resize256-crop224")
+Plots use matplotlib's Agg backend and are written as PNG.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+FIELDS = ("task", "dataset", "variant", "severity", "metric", "value", "n", "protocol")
+
+TABLE9_COLUMNS = ("clean err", "C mCE", "C-bar err", "R err", "P mFR", "P mT5D", "RMS clean",
+                  "RMS C", "RMS C-bar", "RMS R", "AUROC", "AUPR")
+# (task, metric) each column reads from a summary row (severity None, variant "" or "mean").
+TABLE9_SOURCES = {
+    "clean err": ("clean", "top1_error"), "C mCE": ("imagenet_c", "mce"),
+    "C-bar err": ("imagenet_cbar", "mean_error"), "R err": ("imagenet_r", "top1_error"),
+    "P mFR": ("imagenet_p", "mfr"), "P mT5D": ("imagenet_p", "mt5d"),
+    "RMS clean": ("clean", "rms"), "RMS C": ("imagenet_c", "rms"),
+    "RMS C-bar": ("imagenet_cbar", "rms"), "RMS R": ("imagenet_r", "rms"),
+    "AUROC": ("ood", "auroc"), "AUPR": ("ood", "aupr"),
+}
+# PixMix paper, Table 9 (ImageNet, ResNet-50).
+PAPER_TABLE9 = {
+    "Baseline": (23.9, 78.2, 61.0, 63.8, 58.0, 78.4, 5.6, 12.0, 20.7, 19.7, 79.7, 48.6),
+    "AugMix": (22.8, 71.0, 56.5, 61.7, 52.7, 70.9, 4.5, 9.2, 15.0, 13.2, 84.2, 61.1),
+    "PixMix": (22.6, 65.8, 44.3, 60.1, 51.1, 69.1, 3.6, 6.3, 5.8, 11.0, 85.7, 64.1),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str
+    dataset: str
+    variant: str
+    severity: Optional[int]
+    metric: str
+    value: float
+    n: int
+    protocol: str
+
+
+def row(task: str, dataset: str, metric: str, value: float, n: int, protocol: str,
+        variant: str = "", severity: Optional[int] = None) -> Row:
+    """A result row; `value` must already be in percent."""
+    return Row(task, dataset, variant, None if severity is None else int(severity), metric,
+               float(value), int(n), protocol)
+
+
+def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str) -> List[Path]:
+    """Write `<stem>.json` (a list of row objects) and `<stem>.csv`; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    json_path.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    return [json_path, csv_path]
+
+
+def read_rows(path: str | Path) -> List[Row]:
+    """Rows from a JSON file written by `write_rows` (or any list of row objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+        return [Row(**{f.name: item[f.name] for f in fields(Row)}) for item in data]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a list of result rows with fields {FIELDS}: {err}")
+
+
+def summary_value(rows: Iterable[Row], task: str, metric: str) -> Optional[Row]:
+    """The last summary row of a metric: no severity, variant '' or 'mean'.
+
+    OOD summaries are the 'mean' dataset under the paper's MSP score; ImageNet-P summaries
+    may carry severity 1 (difficulty 1, the only AlexNet-normalised one).
+    """
+    variants = ("msp",) if task == "ood" else ("", "mean")
+    severities = (None, 1) if task == "imagenet_p" else (None,)
+    hits = [r for r in rows if r.task == task and r.metric == metric and r.variant in variants
+            and r.severity in severities and (task != "ood" or r.dataset == "mean")]
+    return hits[-1] if hits else None
+
+
+def table9_values(rows: Sequence[Row]) -> List[str]:
+    """The evaluated model's cells in Table 9 order; '-' where not evaluated."""
+    cells = []
+    for column in TABLE9_COLUMNS:
+        task, metric = TABLE9_SOURCES[column]
+        hit = summary_value(rows, task, metric)
+        if hit is None and column == "C mCE":
+            partial = next((r for r in reversed(rows) if r.metric == "mce_partial"), None)
+            cells.append(f"{partial.value:.1f}*" if partial else "-")
+            continue
+        cells.append("-" if hit is None else f"{hit.value:.1f}")
+    return cells
+
+
+def table9_markdown(rows: Sequence[Row], name: str = "this model") -> str:
+    """Markdown table in the paper's Table 9 layout with its Baseline/AugMix/PixMix rows."""
+    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
+             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
+    for method, values in PAPER_TABLE9.items():
+        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    cells = table9_values(rows)
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). "
+             "RMS uses the published protocol (last adaptive bin dropped)."]
+    if any(c.endswith("*") for c in cells):
+        partial = [r for r in rows if r.metric == "mce_partial"][-1]
+        notes.append(f"* partial mCE ({partial.variant}), not comparable to the paper.")
+    protocols = sorted({r.protocol for r in rows})
+    notes.append("Protocols: " + ", ".join(protocols) if protocols else "")
+    return "\n".join(lines) + "\n\n" + "\n".join(n for n in notes if n) + "\n"
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_calibration_vs_severity(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
+    """Mean RMS calibration error per severity on ImageNet-C and C-bar (paper Figure 5)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    drawn = False
+    for task, label in (("imagenet_c", "ImageNet-C"), ("imagenet_cbar", "ImageNet-C-bar")):
+        cells = [r for r in rows if r.task == task and r.metric == "rms" and r.severity]
+        if not cells:
+            continue
+        sev = sorted({r.severity for r in cells})
+        ax.plot(sev, [np.mean([r.value for r in cells if r.severity == s]) for s in sev],
+                marker="o", label=label)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="severity", ylabel="RMS calibration error (%)", xticks=[1, 2, 3, 4, 5],
+           title="Calibration under corruption")
+    ax.legend()
+    return _save(fig, plt, path)
+
+
+def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
+    """Bar chart of per-corruption CE (ImageNet-C, percent; 100 = AlexNet)."""
+    ce = [r for r in rows if r.task == "imagenet_c" and r.metric == "ce" and r.severity is None]
+    if not ce:
+        return None
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.5))
+    ax.bar(range(len(ce)), [r.value for r in ce], color="tab:blue")
+    ax.axhline(100, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(range(len(ce)), [r.variant for r in ce], rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="CE (%) (AlexNet = 100)", title="Corruption error per corruption")
+    return _save(fig, plt, path)
+
+
+def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
+                     title: str = "Reliability diagram") -> Path:
+    """Accuracy vs confidence per equal-width bin (from metrics.calibration.reliability_bins)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    full = bins["count"] > 0
+    width = bins["upper"] - bins["lower"]
+    ax.bar(bins["lower"][full], bins["accuracy"][full], width=width[full], align="edge",
+           edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left")
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Result rows, the Table 9 layout and the plots."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dali_pixmix import report
+from dali_pixmix.metrics.calibration import reliability_bins
+
+pytestmark = pytest.mark.unit
+
+PROTO = "pixmix:resize256-crop224"
+
+
+def sample_rows():
+    rows = [report.row("clean", "imagenet_val", "top1_error", 22.61, 50000, "resize256-crop224"),
+            report.row("clean", "imagenet_val", "rms", 3.64, 50000, "resize256-crop224"),
+            report.row("imagenet_c", "imagenet_c", "mce", 65.84, 750000, PROTO, variant="mean"),
+            report.row("imagenet_c", "imagenet_c", "rms", 6.3, 750000, PROTO, variant="mean"),
+            report.row("imagenet_c", "imagenet_c", "error", 40.0, 50000, PROTO,
+                       variant="fog", severity=3),
+            report.row("imagenet_p", "imagenet_p", "mfr", 51.06, 100, "unresized", variant="mean"),
+            report.row("ood", "textures", "auroc", 99.0, 100, "msp", variant="msp"),
+            report.row("ood", "mean", "auroc", 85.71, 100, "msp", variant="msp"),
+            report.row("ood", "mean", "auroc", 90.0, 100, "energy", variant="energy")]
+    return rows
+
+
+def test_json_csv_round_trip(tmp_path):
+    rows = sample_rows()
+    json_path, csv_path = report.write_rows(rows, tmp_path, "results")
+    assert report.read_rows(json_path) == rows
+    with csv_path.open() as fh:
+        table = list(csv.DictReader(fh))
+    assert tuple(table[0]) == report.FIELDS and len(table) == len(rows)
+    assert table[4]["severity"] == "3" and table[0]["severity"] == ""
+    assert json.loads(json_path.read_text())[0]["protocol"] == "resize256-crop224"
+    (tmp_path / "bad.json").write_text('[{"task": "clean"}]')
+    with pytest.raises(ValueError, match="not a list of result rows"):
+        report.read_rows(tmp_path / "bad.json")
+
+
+def test_table9_layout_and_cells():
+    md = report.table9_markdown(sample_rows(), name="my model")
+    lines = md.splitlines()
+    assert lines[0] == ("| method | clean err | C mCE | C-bar err | R err | P mFR | P mT5D | "
+                        "RMS clean | RMS C | RMS C-bar | RMS R | AUROC | AUPR |")
+    assert lines[4] == ("| PixMix (paper) | 22.6 | 65.8 | 44.3 | 60.1 | 51.1 | 69.1 | 3.6 | 6.3 | "
+                        "5.8 | 11.0 | 85.7 | 64.1 |")
+    # per-dataset OOD rows and non-MSP scores do not leak into the table; P mFR is filled
+    assert lines[5] == ("| my model | 22.6 | 65.8 | - | - | 51.1 | - | 3.6 | 6.3 | - | - | "
+                        "85.7 | - |")
+
+
+def test_partial_mce_is_marked():
+    rows = [report.row("imagenet_c", "imagenet_c", "mce_partial", 70.0, 1000, PROTO,
+                       variant="partial: 3 of 15 corruptions")]
+    md = report.table9_markdown(rows)
+    assert "| this model | - | 70.0* |" in md
+    assert "partial: 3 of 15 corruptions" in md
+
+
+def test_plots_written(tmp_path):
+    rows = [report.row(t, t, "rms", 5.0 + s, 10, PROTO, variant=c, severity=s)
+            for t in ("imagenet_c", "imagenet_cbar") for c in ("a", "b") for s in range(1, 6)]
+    rows += [report.row("imagenet_c", "imagenet_c", "ce", v, 10, PROTO, variant=c)
+             for c, v in (("fog", 60.0), ("snow", 80.0))]
+    assert report.plot_calibration_vs_severity(rows, tmp_path / "sev.png").stat().st_size > 1000
+    assert report.plot_corruption_errors(rows, tmp_path / "ce.png").stat().st_size > 1000
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.1, 1, 500)
+    bins = reliability_bins(conf, rng.uniform(size=500) < conf)
+    assert report.plot_reliability(bins, tmp_path / "rel.png").stat().st_size > 1000
+    assert report.plot_corruption_errors(rows[:1], tmp_path / "none.png") is None
