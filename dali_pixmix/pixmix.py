@@ -1,0 +1,323 @@
+"""Batched PixMix (Hendrycks et al., CVPR 2022) as pure torch functions.
+
+``pixmix(images, mixing_pics, ...)`` runs the paper's per-sample procedure on a whole batch at
+once, on the batch's device (CPU or CUDA), with every random choice drawn from one explicit
+``torch.Generator``:
+
+1. with p = 0.5 the start image is ``augment(orig)``, otherwise ``orig``;
+2. ``rounds ~ U{0..k}``; each round mixes the running image with a partner that is, with
+   p = 0.5, a fresh ``augment(orig)`` or else the sample's mixing picture, by ``add`` or
+   ``multiply`` (p = 0.5 each) with coefficients from ``sample_ab``, then clamps to [0, 1];
+3. ``augment`` picks one op uniformly from ``OPS`` (or ``ALL_OPS``), draws
+   ``level ~ U(0.1, severity)`` and maps it to the op's parameter exactly like the reference
+   (integer truncation, random sign for rotate / shear / translate).
+
+Images are uint8 ``[B, H, W, 3]``; the result is float32 ``[B, H, W, 3]`` in [0, 1], not yet
+normalised. All randomness is drawn up front as ONE ``torch.rand`` call (the "plan"), copied to
+the host once, and executed with vectorised ops: samples that chose the same op are processed
+together, every augmentation of the batch goes through one call per op (one affine call for all
+geometric ops), and add / multiply run only on the samples that chose them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dali_pixmix import augmentations as A
+
+MIX_OPS = ("add", "multiply")
+_SIGNED_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+# ----------------------------------------------------------------------------- mixing
+
+def _ab_from_uniforms(beta: float, branch, ua, ub):
+    """get_ab from three uniforms: Beta(beta, 1) = U**(1/beta), Beta(1, beta) = 1 - U**(1/beta)."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    pa, pb = ua.pow(1.0 / beta), 1.0 - ub.pow(1.0 / beta)
+    interpolate = branch < 0.5
+    a = torch.where(interpolate, pa, 2.0 - pa)  # 1 + Beta(1, beta), as 1 + (1 - U**(1/beta))
+    b = torch.where(interpolate, pb, -pb)
+    return a.float(), b.float()
+
+
+def sample_ab(beta: float, n: int, generator: torch.Generator | None = None, device=None):
+    """Per-sample mixing coefficients ``(a, b)``, float32 ``[n]`` each, as the spec's get_ab.
+
+    With p = 0.5: ``a ~ Beta(beta, 1)``, ``b ~ Beta(1, beta)``; otherwise
+    ``a = 1 + Beta(1, beta)``, ``b = -Beta(1, beta)``; all draws independent (inverse-CDF
+    sampling from ``generator``). ``device`` defaults to the generator's device.
+    """
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    u = torch.rand(3, n, generator=generator, device=device, dtype=torch.float64)
+    return _ab_from_uniforms(beta, u[0], u[1], u[2])
+
+
+def _coeff(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def mix_add(x1: torch.Tensor, x2: torch.Tensor, a, b) -> torch.Tensor:
+    """PixMix ``add`` in [-1, 1] space: ``a * x1 + b * x2 + (1 - a - b) / 2`` (not clamped).
+
+    ``x1``, ``x2``: float ``[B, H, W, 3]`` in [0, 1]; ``a``, ``b``: ``[B]``.
+    """
+    a, b = _coeff(a, x1), _coeff(b, x1)
+    offset = (1.0 - a - b) / 2.0
+    return x1 * a + (x2 * b + offset)
+
+
+def mix_multiply(x1: torch.Tensor, x2: torch.Tensor, a, b) -> torch.Tensor:
+    """PixMix ``multiply`` in [0, 2] space: ``(2 x1)**a * max(2 x2, 1e-37)**b / 2`` (not clamped).
+
+    Only the partner ``x2`` is kept away from 0 (``b`` may be negative; ``a`` is positive).
+    """
+    a, b = _coeff(a, x1), _coeff(b, x1)
+    return (x1 * 2.0).pow(a) * (x2 * 2.0).clamp(min=1e-37).pow(b) / 2.0
+
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass
+class Plan:
+    """Every random choice for a batch, on the host. Shapes: ``[B]`` or ``[k, B]`` / ``[k+1, B]``.
+
+    Augmentation slot 0 is the start image; slot ``r + 1`` is round ``r``'s partner.
+    """
+    start_aug: torch.Tensor    # bool [B]
+    rounds: torch.Tensor       # int64 [B], uniform on 0..k
+    partner_aug: torch.Tensor  # bool [k, B]: partner is a fresh augment(orig)
+    multiply: torch.Tensor     # bool [k, B]: mixing op is multiply (else add)
+    a: torch.Tensor            # float32 [k, B]
+    b: torch.Tensor            # float32 [k, B]
+    op: torch.Tensor           # int64 [k+1, B], index into the op list
+    level: torch.Tensor        # float64 [k+1, B], uniform on [0.1, severity)
+    negate: torch.Tensor       # bool [k+1, B], random sign for signed ops
+
+    def slice(self, start: int, stop: int) -> "Plan":
+        return Plan(*(t[..., start:stop] for t in self.__dict__.values()))
+
+
+def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
+              generator: torch.Generator | None, device) -> Plan:
+    """Draw all of a batch's choices from ONE ``torch.rand`` call on ``device``, then copy once."""
+    if k < 0 or n_ops < 1:
+        raise ValueError(f"k must be >= 0 and the op list non-empty, got k={k}, {n_ops} ops")
+    if severity < 0.1:
+        raise ValueError(f"severity must be >= 0.1 (levels are U(0.1, severity)), got {severity}")
+    rows = 2 + 2 * k + 3 * k + 3 * (k + 1)
+    u = torch.rand(rows, n, generator=generator, device=device, dtype=torch.float64).cpu()
+    start_aug, rounds_u = u[0] < 0.5, u[1]
+    partner_u, mix_u, ab_u, aug_u = u[2:2 + k], u[2 + k:2 + 2 * k], u[2 + 2 * k:2 + 5 * k], u[2 + 5 * k:]
+    a, b = _ab_from_uniforms(beta, ab_u[:k], ab_u[k:2 * k], ab_u[2 * k:])
+    op_u, level_u, sign_u = aug_u[:k + 1], aug_u[k + 1:2 * k + 2], aug_u[2 * k + 2:]
+    return Plan(
+        start_aug=start_aug,
+        rounds=(rounds_u * (k + 1)).long().clamp_(max=k),
+        partner_aug=partner_u < 0.5,
+        multiply=mix_u < 0.5,
+        a=a, b=b,
+        op=(op_u * n_ops).long().clamp_(max=n_ops - 1),
+        level=0.1 + (severity - 0.1) * level_u,
+        negate=sign_u < 0.5,
+    )
+
+
+def op_params(op: str, level: torch.Tensor, negate: torch.Tensor, height: int, width: int):
+    """The reference's level -> parameter mapping (float64 ``level``), or None for
+    autocontrast / equalize. Integer parameters are int64, float ones float64."""
+    def int_param(maxval):
+        return torch.trunc(level * maxval / 10).long()
+
+    def float_param(maxval):
+        return level * maxval / 10
+
+    sign = torch.where(negate, -1, 1)
+    if op in ("autocontrast", "equalize"):
+        return None
+    table = {
+        "posterize": lambda: 4 - int_param(4),
+        "solarize": lambda: 256 - int_param(256),
+        "rotate": lambda: int_param(30) * sign,
+        "shear_x": lambda: float_param(0.3) * sign,
+        "shear_y": lambda: float_param(0.3) * sign,
+        "translate_x": lambda: int_param(width / 3) * sign,
+        "translate_y": lambda: int_param(height / 3) * sign,
+    }
+    if op in table:
+        return table[op]()
+    if op in ("color", "contrast", "brightness", "sharpness"):
+        return float_param(1.8) + 0.1
+    raise ValueError(f"unknown op {op!r}; expected one of {A.ALL_OPS}")
+
+
+# ----------------------------------------------------------------------------- execution
+
+@dataclass
+class _Jobs:
+    """Augmentations to run: job j augments sample ``sample[j]`` for slot ``slot[j]``."""
+    sample: torch.Tensor  # int64 [M]
+    slot: torch.Tensor    # int64 [M]
+    op: torch.Tensor      # int64 [M]
+
+
+def _collect_jobs(plan: Plan) -> _Jobs:
+    k = plan.partner_aug.shape[0]
+    rounds_idx = torch.arange(k).view(k, 1)
+    needed = torch.cat([plan.start_aug.view(1, -1),
+                        plan.partner_aug & (rounds_idx < plan.rounds.view(1, -1))], dim=0)
+    slot, sample = needed.nonzero(as_tuple=True)
+    return _Jobs(sample=sample, slot=slot, op=plan.op[slot, sample])
+
+
+def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
+    """uint8 ``[M, H, W, 3]``: job j's augmented image. One call per op, one affine call for
+    every geometric op of the batch."""
+    _, h, w, _ = images.shape
+    dev = images.device
+    out = images.index_select(0, jobs.sample.to(dev))
+    level = plan.level[jobs.slot, jobs.sample]
+    negate = plan.negate[jobs.slot, jobs.sample]
+    geo_idx, geo_coeffs = [], []
+    for op_index, name in enumerate(ops):
+        sel = (jobs.op == op_index).nonzero(as_tuple=True)[0]
+        if sel.numel() == 0:
+            continue
+        param = op_params(name, level[sel], negate[sel], h, w)
+        if name in A.GEOMETRIC_OPS:
+            geo_idx.append(sel)
+            geo_coeffs.append(_geometric_coeffs(name, param, h, w))
+            continue
+        sel_dev = sel.to(dev)
+        out.index_copy_(0, sel_dev, A.apply_op(out.index_select(0, sel_dev), name, param))
+    if geo_idx:
+        sel_dev = torch.cat(geo_idx).to(dev)
+        coeffs = torch.cat(geo_coeffs).to(dev)
+        out.index_copy_(0, sel_dev, A.affine(out.index_select(0, sel_dev), coeffs))
+    return out
+
+
+def _geometric_coeffs(name: str, param: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if name == "rotate":
+        return A.rotation_matrices(param, w, h)
+    if name.startswith("shear"):
+        return A.shear_coeffs(name, param, param.numel(), "cpu")
+    return A.translate_coeffs(name, param, param.numel(), "cpu")
+
+
+def _execute(images: torch.Tensor, mixing: torch.Tensor, plan: Plan, ops) -> torch.Tensor:
+    """Run ``plan`` on one chunk of the batch; returns float32 ``[n, H, W, 3]`` in [0, 1]."""
+    dev = images.device
+    jobs = _collect_jobs(plan)
+    augmented = _run_augmentations(images, plan, jobs, ops)
+    n = images.shape[0]
+    job_of = torch.full((plan.op.shape[0], n), -1, dtype=torch.int64)
+    job_of[jobs.slot, jobs.sample] = torch.arange(jobs.sample.numel())
+
+    start = images.clone()
+    starters = plan.start_aug.nonzero(as_tuple=True)[0]
+    if starters.numel():
+        start.index_copy_(0, starters.to(dev), augmented.index_select(0, job_of[0, starters].to(dev)))
+    mixed = start.float().div_(255.0)
+    for r in range(plan.partner_aug.shape[0]):
+        active = plan.rounds > r
+        if not bool(active.any()):
+            break
+        for use_multiply in (False, True):
+            sel = (active & (plan.multiply[r] == use_multiply)).nonzero(as_tuple=True)[0]
+            if sel.numel() == 0:
+                continue
+            partner = _partners(mixing, augmented, job_of[r + 1, sel], sel, dev)
+            mix = mix_multiply if use_multiply else mix_add
+            sel_dev = sel.to(dev)
+            result = mix(mixed.index_select(0, sel_dev), partner.float().div_(255.0),
+                         plan.a[r, sel].to(dev), plan.b[r, sel].to(dev))
+            mixed.index_copy_(0, sel_dev, result.clamp_(0.0, 1.0))
+    return mixed
+
+
+def _partners(mixing, augmented, job_idx, sel, dev) -> torch.Tensor:
+    """uint8 partners for samples ``sel``: their augmentation job where ``job_idx >= 0``, else
+    their mixing picture."""
+    partner = mixing.index_select(0, sel.to(dev))
+    from_aug = (job_idx >= 0).nonzero(as_tuple=True)[0]
+    if from_aug.numel():
+        partner.index_copy_(0, from_aug.to(dev), augmented.index_select(0, job_idx[from_aug].to(dev)))
+    return partner
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _check_inputs(images: torch.Tensor, mixing_pics: torch.Tensor) -> None:
+    for name, t in (("images", images), ("mixing_pics", mixing_pics)):
+        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
+            raise ValueError(f"pixmix: {name} must be uint8 [B, H, W, 3], got {t.dtype} {tuple(t.shape)}")
+    if images.shape != mixing_pics.shape or images.device != mixing_pics.device:
+        raise ValueError(
+            f"pixmix: images {tuple(images.shape)} on {images.device} and mixing_pics "
+            f"{tuple(mixing_pics.shape)} on {mixing_pics.device} must match (one cropped mixing "
+            "picture per sample, same device)")
+
+
+def _default_chunk(images: torch.Tensor) -> int:
+    # On CPU, small chunks keep the float temporaries in cache; on GPU one chunk is fastest.
+    return images.shape[0] if images.is_cuda else 8
+
+
+def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: float = 4.0,
+           severity: float = 1, all_ops: bool = True, generator: torch.Generator | None = None,
+           trace: bool = False, *, chunk_size: int | None = None):
+    """PixMix a batch. Pure function: the same generator state gives the same output.
+
+    Args:
+        images: uint8 ``[B, H, W, 3]`` (after random-resized-crop + flip).
+        mixing_pics: uint8 ``[B, H, W, 3]``, one already-cropped mixing picture per sample,
+            on the same device as ``images``.
+        k, beta, severity, all_ops: the paper's hyper-parameters (ImageNet: 4, 4.0, 1, True).
+        generator: source of every random choice; must live on the images' device.
+        trace: also return, per sample, the choices made (see ``trace_of``).
+        chunk_size: samples processed together (default: whole batch on CUDA, 8 on CPU);
+            it does not change the result.
+
+    Returns:
+        float32 ``[B, H, W, 3]`` in [0, 1]; with ``trace=True`` a pair ``(out, traces)``.
+    """
+    _check_inputs(images, mixing_pics)
+    ops = A.ALL_OPS if all_ops else A.OPS
+    n, h, w, _ = images.shape
+    plan = draw_plan(n, k, beta, severity, len(ops), generator, images.device)
+    chunk = chunk_size or _default_chunk(images)
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        out[s:e] = _execute(images[s:e], mixing_pics[s:e], plan.slice(s, e), ops)
+    if trace:
+        return out, trace_of(plan, ops, h, w)
+    return out
+
+
+def _op_entry(plan: Plan, ops, slot: int, i: int, h: int, w: int):
+    name = ops[int(plan.op[slot, i])]
+    param = op_params(name, plan.level[slot, i:i + 1], plan.negate[slot, i:i + 1], h, w)
+    return [name, None if param is None else param.item()]
+
+
+def trace_of(plan: Plan, ops, height: int, width: int) -> list[dict]:
+    """Per-sample record of a plan's choices:
+    ``{"start": None | [op, param], "rounds": [{"partner": "mixing" | [op, param],
+    "mix": "add" | "multiply", "a": float, "b": float}, ...]}``; ``param`` is the exact value
+    given to the op (None for autocontrast / equalize)."""
+    traces = []
+    for i in range(plan.rounds.numel()):
+        start = _op_entry(plan, ops, 0, i, height, width) if plan.start_aug[i] else None
+        rounds = []
+        for r in range(int(plan.rounds[i])):
+            partner = (_op_entry(plan, ops, r + 1, i, height, width)
+                       if plan.partner_aug[r, i] else "mixing")
+            rounds.append({"partner": partner, "mix": MIX_OPS[int(plan.multiply[r, i])],
+                           "a": float(plan.a[r, i]), "b": float(plan.b[r, i])})
+        traces.append({"start": start, "rounds": rounds})
+    return traces
