@@ -131,7 +131,7 @@ def synthetic_object_image(class_idx: int, rng: np.random.Generator, height: int
     alpha = np.clip((1.0 - field) / edge, 0.0, 1.0)[..., None]
 
     tex = _texture(texture, u, v, freq=rng.uniform(2.5, 3.5))
-    hue = class_hue(class_idx) + rng.uniform(-0.03, 0.03)
+    hue = class_hue(class_idx) + rng.uniform(-0.012, 0.012)  # < half the closest gap (0.034)
     sat = rng.uniform(0.7, 1.0)
     val = rng.uniform(0.75, 1.0) * (0.45 + 0.55 * tex)
     obj = hsv_to_rgb(np.full_like(val, hue), np.full_like(val, sat), val)
@@ -367,28 +367,45 @@ def _blended(variation, weight: float):
 
 
 def _escape_time(z, c, max_iter):
-    """Smooth escape-time count per pixel (NaN where the orbit stays bounded)."""
-    out = np.full(z.shape, np.nan)
-    alive = np.ones(z.shape, dtype=bool)
-    c = np.broadcast_to(c, z.shape)
-    z = z.copy()
+    """Smooth escape-time count per pixel (NaN where the orbit stays bounded).
+
+    Only still-bounded orbits are iterated (the active set shrinks), which keeps deep
+    iteration counts cheap.
+    """
+    shape = z.shape
+    out = np.full(z.size, np.nan)
+    idx = np.arange(z.size)
+    z = z.ravel().copy()
+    c = np.broadcast_to(c, shape).ravel().copy()
     for it in range(max_iter):
-        z[alive] = z[alive] ** 2 + c[alive]
-        esc = alive & (np.abs(z) > 4.0)
-        out[esc] = it + 1 - np.log2(np.log(np.abs(z[esc])))
-        alive &= ~esc
-    return out
+        z = z * z + c
+        esc = np.abs(z) > 4.0
+        if esc.any():
+            out[idx[esc]] = it + 1 - np.log2(np.log(np.abs(z[esc])))
+            keep = ~esc
+            idx, z, c = idx[keep], z[keep], c[keep]
+        if idx.size == 0:
+            break
+    return out.reshape(shape)
+
+
+def _supersampled_grid(size: int, half: float, factor: int = 2) -> np.ndarray:
+    """Complex pixel grid at factor x resolution; _box_down averages it back (anti-aliasing)."""
+    ax = np.linspace(-half, half, size * factor)
+    return ax[None, :] + 1j * ax[:, None]
+
+
+def _box_down(rgb: np.ndarray, factor: int = 2) -> np.ndarray:
+    h, w, ch = rgb.shape
+    return rgb.reshape(h // factor, factor, w // factor, factor, ch).mean(axis=(1, 3))
 
 
 def _julia(rng, size):
     theta = rng.uniform(0, 2 * np.pi)
     cardioid = 0.5 * np.exp(1j * theta) - 0.25 * np.exp(2j * theta)
     c = cardioid * rng.uniform(1.0, 1.06)  # just outside the main cardioid: rich filaments
-    half = rng.uniform(1.1, 1.6)
-    ax = np.linspace(-half, half, size)
-    z = ax[None, :] + 1j * ax[:, None]
-    z = z * np.exp(1j * rng.uniform(0, 2 * np.pi))
-    return _colour_escape(_escape_time(z, c, 120), rng)
+    z = _supersampled_grid(size, rng.uniform(1.1, 1.6)) * np.exp(1j * rng.uniform(0, 2 * np.pi))
+    return _box_down(_colour_escape(_escape_time(z, c, 120), rng))
 
 
 def _mandelbrot(rng, size):
@@ -403,9 +420,8 @@ def _mandelbrot(rng, size):
     half = 10 ** rng.uniform(-2.2, -0.8)
     # Step outwards so the black interior does not swallow half of the picture.
     centre = centre + 0.5 * half * outward / max(abs(outward), 1e-9)
-    ax = np.linspace(-half, half, size)
-    c = centre + ax[None, :] + 1j * ax[:, None]
-    return _colour_escape(_escape_time(np.zeros_like(c), c, 200), rng)
+    c = centre + _supersampled_grid(size, half)
+    return _box_down(_colour_escape(_escape_time(np.zeros_like(c), c, 200), rng))
 
 
 def _colour_escape(n_esc: np.ndarray, rng) -> np.ndarray:

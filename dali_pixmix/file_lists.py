@@ -1,0 +1,209 @@
+"""Image folders and DALI file lists.
+
+A DALI file list is a text file with one ``relative/path label`` line per sample; the label is a
+non-negative integer after the LAST whitespace (so paths may contain spaces), and paths are
+relative to the list's own folder unless the reader is given ``file_root``. These helpers find
+images, write and read such lists, and can decode every file first so that a broken file is
+reported by name instead of crashing a training run hours later.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from PIL import Image, ImageFile
+from tqdm import tqdm
+
+# The still-image formats DALI's decoders read (the defaults of fn.readers.file, minus audio).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pnm", ".ppm",
+                    ".pgm", ".pbm", ".jp2")
+
+
+def _is_hidden(name: str) -> bool:
+    # Dot files include macOS "._x.jpg" resource forks: JPEG-named junk that fails to decode.
+    return name.startswith(".")
+
+
+def _iter_images(root: Path, extensions: Sequence[str]) -> Iterator[Path]:
+    """Yield image paths under root at any depth (follows symlinks, skips hidden entries)."""
+    wanted = tuple(e.lower() for e in extensions)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
+        for name in filenames:
+            if not _is_hidden(name) and name.lower().endswith(wanted):
+                yield Path(dirpath) / name
+
+
+def _require_dir(root: Path, what: str) -> None:
+    if not root.exists():
+        raise FileNotFoundError(f"{what} {root} does not exist; check the path")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{what} {root} is not a folder; pass the folder that holds "
+                                 f"the images")
+
+
+def scan_images(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+    """All image files under ``root`` at any depth, extension case-insensitive, sorted by path.
+
+    Hidden files and folders (names starting with '.') are skipped. Raises FileNotFoundError
+    when the folder is missing and ValueError when it holds no image.
+    """
+    root = Path(root)
+    _require_dir(root, "image folder")
+    files = sorted(_iter_images(root, extensions), key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise ValueError(f"no images ({', '.join(extensions)}) found under {root}; "
+                         f"point to the folder that holds the pictures")
+    return files
+
+
+def class_folders(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+    """The class sub-folders of ``root`` in lexicographic order (class index = position).
+
+    This is the ImageFolder / DALI ``file_root`` convention. Raises ValueError when there is no
+    sub-folder or when a class folder holds no image (it would shift every later label).
+    """
+    root = Path(root)
+    _require_dir(root, "dataset folder")
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)),
+                     key=lambda p: p.name)
+    if not folders:
+        raise ValueError(f"{root} has no class sub-folders; expected root/<class>/<image> "
+                         f"(for a flat folder use labels='zero', --labels zero)")
+    for folder in folders:
+        if next(_iter_images(folder, extensions), None) is None:
+            raise ValueError(f"class folder {folder} holds no image; remove it or add images "
+                             f"(an empty class would shift the labels of later classes)")
+    return folders
+
+
+def _check_entry(rel: str, label: int, index: int) -> None:
+    if not rel or "\n" in rel or "\r" in rel or rel != rel.strip():
+        raise ValueError(f"file list entry {index}: path {rel!r} is empty or has line breaks or "
+                         f"leading/trailing spaces, which the list format cannot hold")
+    if Path(rel).is_absolute():
+        raise ValueError(f"file list entry {index}: path {rel!r} must be relative")
+    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+        raise ValueError(f"file list entry {index}: label {label!r} must be an integer >= 0")
+
+
+def write_file_list(out_path, entries: Sequence[Tuple[str, int]]) -> Path:
+    """Write ``relative/path label`` lines (POSIX separators) to ``out_path``; returns the path.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a list.
+    """
+    out_path = Path(out_path)
+    lines = []
+    for index, (rel, label) in enumerate(entries):
+        rel = Path(rel).as_posix() if not isinstance(rel, str) else rel.replace(os.sep, "/")
+        _check_entry(rel, label, index)
+        lines.append(f"{rel} {label}\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def _parse_line(line: str, where: str) -> Tuple[str, int]:
+    parts = line.rsplit(None, 1)
+    if len(parts) != 2:
+        raise ValueError(f"{where}: expected 'relative/path label', got {line.strip()!r}")
+    rel, label_text = parts[0].strip(), parts[1]
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise ValueError(f"{where}: label {label_text!r} is not an integer") from None
+    if label < 0:
+        raise ValueError(f"{where}: label {label} is negative; labels must be >= 0")
+    return rel, label
+
+
+def read_file_list(path, root=None) -> Tuple[List[Path], List[int]]:
+    """Read a DALI file list; returns (files, labels) with files resolved against ``root``
+    (default: the list's folder). Blank lines are skipped; a bad line or a missing file raises
+    ValueError / FileNotFoundError naming the list and the line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file list {path} does not exist; check the path")
+    base = Path(root) if root is not None else path.parent
+    files, labels = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        rel, label = _parse_line(line, where)
+        file = base / rel
+        if not file.is_file():
+            raise FileNotFoundError(f"{where}: {file} does not exist (paths are relative to "
+                                    f"{base}; pass root= if they are relative to another folder)")
+        files.append(file)
+        labels.append(label)
+    if not files:
+        raise ValueError(f"file list {path} has no entries")
+    return files, labels
+
+
+def find_broken_images(files: Sequence[Path], progress: bool = True) -> List[Path]:
+    """Decode every file fully with PIL; return those that fail (truncated, corrupt, not images)."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # another module may have relaxed it globally
+    broken = []
+    for file in tqdm(files, desc="verify", unit="img", disable=not progress):
+        try:
+            with Image.open(file) as img:
+                img.load()
+        except Exception:  # noqa: BLE001 - any decoder failure means the file is unusable
+            broken.append(file)
+    return broken
+
+
+def _labelled_files(folder: Path, labels: str) -> Tuple[List[Path], Optional[List[int]], List[str]]:
+    """(files, labels or None for all-zero, class names) for the 'folder' / 'zero' labelling."""
+    if labels == "zero":
+        return scan_images(folder), None, []
+    if labels != "folder":
+        raise ValueError(f"labels must be 'folder' or 'zero', got {labels!r}")
+    classes = class_folders(folder)
+    stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if stray:
+        raise ValueError(f"{folder} has images outside class folders (e.g. {stray[0].name}); "
+                         f"move them into a class folder or use labels='zero'")
+    files, targets = [], []
+    for index, class_dir in enumerate(classes):
+        found = scan_images(class_dir)
+        files += found
+        targets += [index] * len(found)
+    return files, targets, [c.name for c in classes]
+
+
+def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool = False,
+                   progress: bool = True) -> Dict:
+    """List the images of ``folder`` into the DALI file list ``out``; returns a summary dict.
+
+    labels='folder': class k = k-th sub-folder in lexicographic order; labels='zero': every image
+    (any depth) gets label 0, e.g. for OOD or mixing sets. Paths are written relative to ``root``
+    (default: the folder of ``out``, DALI's convention); ``folder`` must lie inside it. With
+    ``verify`` every file is decoded and broken ones are left out and reported by name in
+    ``summary['broken']`` (relative paths), never dropped silently.
+    """
+    folder, out = Path(folder), Path(out)
+    base = Path(root) if root is not None else out.parent
+    files, targets, classes = _labelled_files(folder, labels)
+    if targets is None:
+        targets = [0] * len(files)
+    try:
+        rels = [os.path.relpath(f, base) for f in files]
+    except ValueError:  # different drives on Windows
+        raise ValueError(f"{folder} cannot be expressed relative to {base}; pass root=") from None
+    if any(Path(r).parts[0] == ".." for r in rels):
+        raise ValueError(f"{folder} is not inside {base}; pass root= a folder that contains it")
+    broken = set(find_broken_images(files, progress)) if verify else set()
+    entries = [(r, t) for f, r, t in zip(files, rels, targets) if f not in broken]
+    if not entries:
+        raise ValueError(f"every image under {folder} failed to decode; nothing to list")
+    write_file_list(out, entries)
+    return {"out": str(out), "root": str(base), "num_files": len(entries),
+            "num_classes": len(classes) if labels == "folder" else 1, "classes": classes,
+            "labels": labels, "verified": verify,
+            "num_broken": len(broken), "broken": sorted(os.path.relpath(b, base) for b in broken)}
