@@ -198,3 +198,20 @@ def _save(fig, plt, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def write_report(out_dir: str | Path, name: str = "this model") -> Path:
+    """Collect `<out>/results/*.json`, write `<out>/table9.md` and the plots; returns table9.md.
+
+    Every task (including ones added later, e.g. ImageNet-P) contributes by writing its rows
+    with `write_rows(rows, <out>/results, <task>)`.
+    """
+    out_dir = Path(out_dir)
+    rows: List[Row] = []
+    for path in sorted((out_dir / "results").glob("*.json")):
+        rows += read_rows(path)
+    table = out_dir / "table9.md"
+    table.write_text(table9_markdown(rows, name))
+    plot_calibration_vs_severity(rows, out_dir / "plots" / "calibration_vs_severity.png")
+    plot_corruption_errors(rows, out_dir / "plots" / "ce_per_corruption.png")
+    return table

@@ -1,0 +1,71 @@
+"""Shared command-line plumbing of the eval/*.py scripts (thin entry points).
+
+Common flags: --checkpoint, --arch, --out, --batch-size, --resize/--crop (256/224), --workers,
+--device, --bin-size. Under torchrun every rank runs the same command and evaluates its shard;
+rank 0 writes `<out>/results/<task>.json|csv`, `<out>/table9.md` and `<out>/plots/*.png`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from ..report import Row, read_rows, summary_value, write_report, write_rows
+from .runner import Evaluator
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="dali-pixmix checkpoint or torchvision state_dict (.pt/.pth)")
+    p.add_argument("--arch", default=None,
+                   help="torchvision architecture (default: from the checkpoint, else resnet50)")
+    p.add_argument("--out", required=True, help="output folder (results, cache, plots)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per rank and batch")
+    p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
+    p.add_argument("--crop", type=int, default=224, help="centre crop size")
+    p.add_argument("--workers", type=int, default=2, help="DALI CPU threads per rank")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--bin-size", type=int, default=100,
+                   help="examples per adaptive bin of the RMS calibration error (papers: 100)")
+    p.add_argument("--name", default="this model", help="row name of the model in table9.md")
+    return p
+
+
+def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
+    return Evaluator(args.checkpoint, args.out, arch=args.arch, batch_size=args.batch_size,
+                     resize=args.resize, crop=args.crop, workers=args.workers, device=args.device)
+
+
+def clean_error_from(out: str | Path) -> Optional[float]:
+    """The clean top-1 error (fraction) of an earlier clean run in the same output folder."""
+    path = Path(out) / "results" / "clean.json"
+    hit = summary_value(read_rows(path), "clean", "top1_error") if path.is_file() else None
+    return None if hit is None else hit.value / 100
+
+
+def finish(ev: Evaluator, task: str, rows: Sequence[Row], name: str,
+           headline: Sequence[str]) -> None:
+    """Rank 0: write the task's rows, refresh the report, print a one-line summary."""
+    if not ev.dist.is_main:
+        return
+    paths = write_rows(list(rows), ev.out / "results", task)
+    table = write_report(ev.out, name)
+    shown = [f"{r.dataset}/{r.variant or '-'} {r.metric}={r.value:.2f}" for r in rows
+             if r.metric in headline and r.severity is None and r.dataset != "" and
+             (r.task != "ood" or r.dataset == "mean")]
+    print(f"{task}: " + "; ".join(shown) + f" (percent) -> {paths[0]}, {table}")
+
+
+def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
+    """Call `main`; bad input becomes one `error: ...` line and exit status 2."""
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        from ..distributed import cleanup
+        cleanup()

@@ -1,0 +1,191 @@
+"""Inference over one evaluation cell, sharded across ranks, with an on-disk prediction cache.
+
+A *cell* is one set of labelled images evaluated together (ImageNet val, one ImageNet-C
+(corruption, severity) folder, ImageNet-R, one OOD set). Its `Predictions` hold, in file order:
+  labels      int64 [N]     label in the model's class space (or in the mask's, when masked)
+  top5        int32 [N, 5]  top-5 predicted classes in the same space
+  confidence  float32 [N]   max softmax probability
+  msp, maxlogit, energy     float32 [N] anomaly scores (higher = more anomalous)
+Caches live in `<out>/cache/<task>/<cell>.npz` (numpy, read with allow_pickle=False) with a
+fingerprint of the checkpoint, preprocessing, mask and file list; a rerun skips finished cells
+and metrics can be recomputed from them.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..distributed import DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed
+from ..metrics.ood import energy_score, max_logit_score, msp_score
+from ..models import load_classifier
+
+FIELDS = ("labels", "top5", "confidence", "msp", "maxlogit", "energy")
+
+
+@dataclass
+class Predictions:
+    labels: np.ndarray
+    top5: np.ndarray
+    confidence: np.ndarray
+    msp: np.ndarray
+    maxlogit: np.ndarray
+    energy: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def correct(self) -> np.ndarray:
+        return (self.top5[:, 0] == self.labels).astype(np.float64)
+
+    @property
+    def top5_correct(self) -> np.ndarray:
+        return np.any(self.top5 == self.labels[:, None], axis=1).astype(np.float64)
+
+    @classmethod
+    def concat(cls, parts: Sequence["Predictions"]) -> "Predictions":
+        return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS})
+
+
+def batch_predictions(logits: torch.Tensor, labels: torch.Tensor) -> Predictions:
+    """Predictions of one batch from float logits [B, K] (K >= 1) and labels [B]."""
+    logits = logits.float()
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    if k < 5:  # fewer than 5 classes: pad with -1 (never a label)
+        top = torch.cat([top, top.new_full((top.shape[0], 5 - k), -1)], dim=1)
+    probs = torch.softmax(logits, dim=1)
+    return Predictions(labels=labels.cpu().numpy().astype(np.int64),
+                       top5=top.cpu().numpy().astype(np.int32),
+                       confidence=probs.amax(dim=1).cpu().numpy().astype(np.float32),
+                       msp=msp_score(logits).astype(np.float32),
+                       maxlogit=max_logit_score(logits).astype(np.float32),
+                       energy=energy_score(logits).astype(np.float32))
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe cell name (corruption/severity -> corruption_severity)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "cell"
+
+
+def fingerprint(*parts) -> str:
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def save_cache(path: Path, preds: Predictions, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, fingerprint=np.array(key), **{f: getattr(preds, f) for f in FIELDS})
+    tmp.replace(path)  # a crash never leaves a half-written cache
+
+
+def load_cache(path: Path, key: str) -> Optional[Predictions]:
+    """Cached predictions when the file exists and its fingerprint matches, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["fingerprint"]) != key:
+                return None
+            return Predictions(**{f: data[f] for f in FIELDS})
+    except (OSError, KeyError, ValueError):
+        return None  # unreadable cache: recompute
+
+
+class Evaluator:
+    """A classifier, its class list and the preprocessing settings shared by every task."""
+
+    def __init__(self, checkpoint: str, out: str, arch: Optional[str] = None,
+                 batch_size: int = 64, resize: int = 256, crop: int = 224, workers: int = 2,
+                 device: str = "auto", dist: Optional[DistInfo] = None, progress: bool = True):
+        self.dist = dist or init_distributed(device)
+        self.gpu = self.dist.device.type == "cuda"
+        self.model, self.classes = load_classifier(checkpoint, arch, self.dist.device)
+        if self.gpu:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        ckpt = Path(checkpoint).resolve()
+        stat = ckpt.stat()
+        self.model_key = (str(ckpt), stat.st_size, stat.st_mtime_ns, arch)
+        self.out, self.batch_size, self.workers = Path(out), batch_size, workers
+        self.resize, self.crop = resize, crop
+        self.progress = progress and self.dist.is_main
+
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message)
+
+    def progress_over(self, items, desc: str):
+        """tqdm over cells on rank 0, the plain sequence elsewhere."""
+        return tqdm(items, desc=desc, unit="cell", disable=not self.progress)
+
+    def predict(self, files: Sequence[str], labels: np.ndarray, *, task: str, cell: str,
+                no_resize: bool = False, mask: Optional[torch.Tensor] = None) -> Predictions:
+        """Predictions for `files` in file order, from the cache when it is up to date.
+
+        With a `mask` (model class indices kept, e.g. ImageNet-R's 200), logits are restricted
+        to those columns and `labels` must be positions in the mask.
+        """
+        path = self.out / "cache" / safe_name(task) / f"{safe_name(cell)}.npz"
+        mask_list = None if mask is None else mask.tolist()
+        key = fingerprint(self.model_key, self.resize, self.crop, no_resize, mask_list,
+                          list(files), np.asarray(labels).tolist())
+        cached = broadcast_object(load_cache(path, key) if self.dist.is_main else None)
+        if cached is not None:
+            return cached
+        preds = self._infer(files, labels, no_resize=no_resize, mask=mask, desc=cell)
+        if self.dist.is_main:
+            save_cache(path, preds, key)
+        barrier()
+        return preds
+
+    def _infer(self, files, labels, *, no_resize, mask, desc) -> Predictions:
+        from ..loader import make_eval_loader
+
+        labels = np.asarray(labels, dtype=np.int64)
+        loader = make_eval_loader(files=list(files), labels=labels.tolist(),
+                                  batch_size=self.batch_size, dist=self.dist,
+                                  resize=self.resize, crop=self.crop, no_resize=no_resize,
+                                  num_threads=self.workers,
+                                  dtype="float16" if self.gpu else "float32",
+                                  channels_last=self.gpu)
+        mask = None if mask is None else mask.to(self.dist.device)
+        merged = Predictions.concat(all_gather_objects(self._run_batches(loader, mask, desc)))
+        return self._check_exact(merged, labels, desc)
+
+    @torch.inference_mode()
+    def _run_batches(self, loader, mask, desc) -> Predictions:
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.gpu else nullcontext()
+        parts = []
+        for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
+                                   unit="batch"):
+            with autocast:
+                logits = self.model(images)
+            if mask is not None:
+                logits = logits[:, mask]
+            parts.append(batch_predictions(logits, labels))
+        if not parts:
+            return batch_predictions(torch.zeros(0, 1 if mask is None else len(mask)),
+                                     torch.zeros(0, dtype=torch.long))
+        return Predictions.concat(parts)
+
+    @staticmethod
+    def _check_exact(preds: Predictions, labels: np.ndarray, desc: str) -> Predictions:
+        """Every image once, in file order: the gathered labels must equal the expected ones."""
+        if len(preds) != len(labels):
+            raise RuntimeError(f"{desc}: evaluated {len(preds)} images but the cell holds "
+                               f"{len(labels)}; the loader did not count each image once")
+        if not np.array_equal(preds.labels, labels):
+            raise RuntimeError(f"{desc}: gathered labels are out of file order across ranks")
+        return preds

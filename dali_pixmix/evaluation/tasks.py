@@ -1,0 +1,207 @@
+"""The evaluation tasks: each turns datasets on disk into tidy result rows (report.Row).
+
+Values are in percent. Calibration rows: `rms` = RMS calibration error with adaptive bins of
+`bin_size` examples and the published protocol's last-bin drop; `rms_all_bins` = the same over
+every bin; `ece` = 15-bin equal-width ECE. A set smaller than `bin_size` gets no RMS rows (and
+a message says so) rather than a number computed on too few examples.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .. import layouts
+from ..metrics import calibration, corruption, ood
+from ..models import class_index_mask
+from ..ood_synthetic import SYNTHETIC_SETS, write_synthetic_set
+from ..report import Row, row
+from .runner import Evaluator, Predictions
+
+PROTOCOLS = ("pixmix", "unresized")
+
+
+def preprocessing(ev: Evaluator, protocol: str = "resize") -> str:
+    """Protocol label of the rows: how images were resized/cropped before the model."""
+    if protocol == "unresized":
+        return f"unresized:centercrop{ev.crop}"
+    prefix = "pixmix:" if protocol == "pixmix" else ""
+    return f"{prefix}resize{ev.resize}-crop{ev.crop}"
+
+
+def classification_rows(ev: Evaluator, preds: Predictions, base: dict, bin_size: int,
+                        top5: bool = False) -> List[Row]:
+    """Top-1 (and top-5) error, RMS (both bin conventions) and ECE of one set of predictions."""
+    n = len(preds)
+    rows = [row(metric="top1_error" if top5 else "error", value=100 * (1 - preds.correct.mean()),
+                n=n, **base)]
+    if top5:
+        rows.append(row(metric="top5_error", value=100 * (1 - preds.top5_correct.mean()), n=n,
+                        **base))
+    if n >= bin_size:
+        for metric, drop in (("rms", True), ("rms_all_bins", False)):
+            value = calibration.rms_calibration_error(preds.confidence, preds.correct, bin_size,
+                                                      drop_last_bin=drop)
+            rows.append(row(metric=metric, value=100 * value, n=n, **base))
+    else:
+        ev.log(f"note: {base.get('dataset')} {base.get('variant', '')} {base.get('severity') or ''}"
+               f" has {n} images < bin size {bin_size}: no RMS calibration row")
+    rows.append(row(metric="ece", value=100 * calibration.expected_calibration_error(
+        preds.confidence, preds.correct), n=n, **base))
+    return rows
+
+
+def clean_predictions(ev: Evaluator, root: str) -> Predictions:
+    images = layouts.class_tree(root, name="ImageNet val")
+    return ev.predict(images.files, images.labels(ev.classes), task="clean", cell="val")
+
+
+def run_clean(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
+    """Top-1/5 error, RMS and ECE on ImageNet val (Resize + CenterCrop)."""
+    preds = clean_predictions(ev, root)
+    base = dict(task="clean", dataset="imagenet_val", protocol=preprocessing(ev))
+    rows = classification_rows(ev, preds, base, bin_size, top5=True)
+    if ev.dist.is_main:
+        from ..report import plot_reliability
+        plot_reliability(calibration.reliability_bins(preds.confidence, preds.correct),
+                         ev.out / "plots" / "reliability_clean.png",
+                         title="Reliability diagram, ImageNet val")
+    return rows
+
+
+def _cell_rows(ev: Evaluator, task: str, cells, protocol: str, bin_size: int):
+    """Per-cell rows and {corruption: [error per severity]} for corruption datasets."""
+    label = preprocessing(ev, protocol)
+    rows, errors = [], {}
+    for cell in ev.progress_over(cells, desc=task):
+        preds = ev.predict(cell.images.files, cell.images.labels(ev.classes), task=task,
+                           cell=cell.key, no_resize=protocol == "unresized")
+        base = dict(task=task, dataset=task, variant=cell.corruption, severity=cell.severity,
+                    protocol=label)
+        rows += classification_rows(ev, preds, base, bin_size)
+        errors.setdefault(cell.corruption, [None] * 5)[cell.severity - 1] = \
+            1 - preds.correct.mean()
+    return rows, errors
+
+
+def _mean_rms(rows: Sequence[Row], corruptions: Sequence[str]) -> Optional[float]:
+    values = [r.value for r in rows if r.metric == "rms" and r.variant in corruptions]
+    return float(np.mean(values)) if values else None
+
+
+def run_imagenet_c(ev: Evaluator, root: str, protocol: str = "pixmix",
+                   only: Optional[Sequence[str]] = None, bin_size: int = 100,
+                   clean_error: Optional[float] = None) -> List[Row]:
+    """mCE over the 15, mean error, per-corruption CE, RMS per cell and mean; extras apart."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown ImageNet-C protocol '{protocol}': use one of {PROTOCOLS}")
+    cells = layouts.imagenet_c_cells(root, only)
+    rows, errors = _cell_rows(ev, "imagenet_c", cells, protocol, bin_size)
+    label, n_cell = preprocessing(ev, protocol), len(cells[0].images.files)
+    for name, ce in corruption.corruption_errors(errors).items():
+        rows.append(row("imagenet_c", "imagenet_c", "ce", ce, 5 * n_cell, label, variant=name))
+    tests = [c for c in corruption.TEST_CORRUPTIONS if c in errors]
+    if not tests:
+        return rows
+    full = len(tests) == len(corruption.TEST_CORRUPTIONS)
+    variant = "mean" if full else f"partial: {len(tests)} of 15 corruptions"
+    n = 5 * n_cell * len(tests)
+    summary = {"mce" if full else "mce_partial": corruption.mce(errors, tests),
+               "mean_error": corruption.mean_error(errors, tests),
+               "rms": _mean_rms(rows, tests)}
+    if clean_error is not None and full:
+        summary["relative_mce"] = corruption.relative_mce(errors, clean_error)
+    rows += [row("imagenet_c", "imagenet_c", m, v, n, label, variant=variant)
+             for m, v in summary.items() if v is not None]
+    return rows
+
+
+def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
+                      only: Optional[Sequence[str]] = None, bin_size: int = 100) -> List[Row]:
+    """Plain mean error and mean RMS over the (corruption, severity) cells (50 when complete)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown ImageNet-C-bar protocol '{protocol}': use one of {PROTOCOLS}")
+    cells = layouts.imagenet_cbar_cells(root, only)
+    numeric = sorted({(c.severity, c.folder) for c in cells if c.folder != str(c.severity)})
+    if numeric:
+        ev.log("C-bar severity folders sorted numerically -> 1..5: " +
+               ", ".join(f"{c.corruption}/{c.folder}->{c.severity}" for c in cells
+                         if c.folder != str(c.severity)))
+    rows, errors = _cell_rows(ev, "imagenet_cbar", cells, protocol, bin_size)
+    label = preprocessing(ev, protocol) + (";severity-folders-sorted-numerically" if numeric else "")
+    rows = [Row(**{**r.__dict__, "protocol": label}) for r in rows]
+    found = [c for c in layouts.CBAR_CORRUPTIONS if c in errors]
+    full = len(found) == len(layouts.CBAR_CORRUPTIONS)
+    variant = "mean" if full else f"partial: {len(found)} of 10 corruptions"
+    n = sum(len(c.images.files) for c in cells)
+    mean_err = 100 * float(np.mean([e for c in found for e in errors[c]]))
+    rows.append(row("imagenet_cbar", "imagenet_cbar", "mean_error", mean_err, n, label,
+                    variant=variant))
+    rms = _mean_rms(rows, found)
+    if rms is not None:
+        rows.append(row("imagenet_cbar", "imagenet_cbar", "rms", rms, n, label, variant=variant))
+    return rows
+
+
+def run_imagenet_r(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
+    """Error and calibration on the model's logits restricted to the folder classes."""
+    images = layouts.class_tree(root, name="ImageNet-R")
+    subset = images.classes
+    mask = class_index_mask(ev.classes, subset)
+    labels = images.labels(subset)  # positions in the mask
+    preds = ev.predict(images.files, labels, task="imagenet_r", cell="r", mask=mask)
+    base = dict(task="imagenet_r", dataset="imagenet_r",
+                protocol=preprocessing(ev) + f";logits-masked-to-{len(subset)}-classes")
+    return classification_rows(ev, preds, base, bin_size, top5=True)
+
+
+def synthetic_sets(ev: Evaluator, count: int, seed: int = 0) -> Dict[str, List[str]]:
+    """The three generated anomaly sets at the crop size (written once by rank 0)."""
+    from ..distributed import barrier
+    folder = ev.out / "ood_synthetic" / f"size{ev.crop}_seed{seed}"
+    sets = {}
+    for kind in SYNTHETIC_SETS:
+        if ev.dist.is_main:
+            write_synthetic_set(kind, folder / kind, count, ev.crop, seed)
+        barrier()
+        sets[kind] = [str(folder / kind / f"{kind}_{i:06d}.png") for i in range(count)]
+    return sets
+
+
+def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
+            synthetic: bool = True, synthetic_count: Optional[int] = None,
+            seed: int = 0) -> List[Row]:
+    """AUROC/AUPR/FPR95 per OOD set and their mean, for MSP, MaxLogit and Energy scores."""
+    if synthetic and set(ood_sets) & set(SYNTHETIC_SETS):
+        raise ValueError(f"OOD set names {sorted(set(ood_sets) & set(SYNTHETIC_SETS))} clash with "
+                         "the generated synthetic sets; rename them")
+    inside = clean_predictions(ev, in_root)
+    files = {name: layouts.image_set(path) for name, path in ood_sets.items()}
+    if synthetic:
+        count = synthetic_count or max(1, len(inside) // 5)  # reference: 1/5 of the test count
+        files.update(synthetic_sets(ev, count, seed))
+    if not files:
+        raise ValueError("no OOD sets: pass --ood-dir NAME=PATH or keep the synthetic sets")
+    rows = []
+    for name, paths in ev.progress_over(list(files.items()), desc="ood"):
+        preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name,
+                           no_resize=name in SYNTHETIC_SETS and synthetic)
+        rows += _ood_rows(inside, preds, name)
+    for score in ood.SCORES:
+        for metric in ("auroc", "aupr", "fpr95"):
+            values = [r.value for r in rows if r.variant == score and r.metric == metric]
+            rows.append(row("ood", "mean", metric, float(np.mean(values)),
+                            sum(r.n for r in rows if r.variant == score and r.metric == metric),
+                            "anomaly-score-higher-is-anomalous;ood-positive", variant=score))
+    return rows
+
+
+def _ood_rows(inside: Predictions, outside: Predictions, name: str) -> List[Row]:
+    rows = []
+    for score in ood.SCORES:
+        metrics = ood.ood_metrics(getattr(inside, score), getattr(outside, score))
+        rows += [row("ood", name, m, 100 * v, len(outside),
+                     "anomaly-score-higher-is-anomalous;ood-positive", variant=score)
+                 for m, v in metrics.items()]
+    return rows

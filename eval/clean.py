@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Clean ImageNet validation: top-1/top-5 error, RMS calibration error and ECE."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from dali_pixmix.evaluation import cli, run_clean  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = cli.common_parser(__doc__)
+    parser.add_argument("--val", required=True, help="ImageNet val folder: <val>/<wnid>/<image>")
+    args = parser.parse_args(argv)
+    ev = cli.evaluator_from_args(args)
+    rows = run_clean(ev, args.val, bin_size=args.bin_size)
+    cli.finish(ev, "clean", rows, args.name, ("top1_error", "top5_error", "rms", "ece"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_cli(main))
