@@ -140,7 +140,7 @@ echo $$ > "$FAKE_LOG/srun.pid"
 trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit 0' USR1
 trap 'echo TERM >> "$FAKE_LOG/tasks.signals"; exit 0' TERM
 if [[ -n "${FAKE_SRUN_EXIT:-}" ]]; then exit "$FAKE_SRUN_EXIT"; fi
-for _ in $(seq 200); do sleep 0.05; done
+for _ in $(seq 600); do sleep 0.05; done
 exit 3
 """
 FAKE_SCONTROL = """#!/usr/bin/env bash
