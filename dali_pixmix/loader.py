@@ -17,12 +17,8 @@ from typing import Optional, Sequence
 import torch
 
 from dali_pixmix.distributed import DistInfo
+from dali_pixmix.file_lists import class_folders, read_file_list
 from dali_pixmix.pipelines import PixMixStage, eval_pipeline, train_pipeline
-
-# What DALI's file reader picks up inside class folders.
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2",
-                    ".pnm", ".ppm", ".pgm", ".pbm"}
-
 
 class DaliLoader:
     """Iterable of `(images, labels)` over one rank's shard of a built DALI pipeline."""
@@ -72,46 +68,6 @@ class DaliLoader:
 
 
 # --------------------------------------------------------------------------- input checks
-def check_image_folder(root) -> Path:
-    """A class-per-sub-folder tree: every class folder must hold at least one picture."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist; pass the folder whose "
-                                "sub-folders are the classes (e.g. .../train)")
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"image folder {root} has no class sub-folders; expected "
-                         f"{root}/<class>/<picture>.JPEG")
-    for folder in classes:
-        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*")):
-            raise ValueError(f"class folder {folder} holds no pictures; remove it or add its "
-                             "pictures (labels follow the sorted class folders)")
-    return root
-
-
-def check_file_list(path, root=None) -> Path:
-    """Every line `relative/path label` must name an existing file and a non-negative label."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file list {path} does not exist")
-    base = Path(root) if root is not None else path.parent
-    count = 0
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}:{lineno}: expected 'relative/path label' with a "
-                             f"non-negative integer label, got {line.strip()!r}")
-        if not (base / parts[0]).is_file():
-            raise FileNotFoundError(f"{path}:{lineno}: {base / parts[0]} does not exist; fix the "
-                                    "line or pass the right root")
-        count += 1
-    if count == 0:
-        raise ValueError(f"file list {path} names no pictures")
-    return path
-
-
 def check_files(files: Sequence, labels: Optional[Sequence[int]]) -> None:
     if not files:
         raise ValueError("the list of files to read is empty")
@@ -127,9 +83,9 @@ def check_sources(file_root, file_list, files, labels) -> None:
     if files is not None:
         check_files(files, labels)
     elif file_list is not None:
-        check_file_list(file_list, file_root)
+        read_file_list(file_list, root=file_root)  # names the list line of a missing file
     elif file_root is not None:
-        check_image_folder(file_root)
+        class_folders(file_root)  # names an empty class folder
     else:
         raise ValueError("give a file_root (class folders), a file_list or files")
 

@@ -65,14 +65,7 @@ class MixingBank:
         """Every picture under `root`, at any depth, in sorted path order."""
         from dali_pixmix.file_lists import scan_images
 
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"mixing folder {root} does not exist; pass the folder that "
-                                    "holds the mixing pictures (e.g. fractals_and_fvis)")
-        files = scan_images(root)
-        if not files:
-            raise ValueError(f"mixing folder {root} holds no pictures (jpg/jpeg/png/webp/bmp...); "
-                             "point it at the extracted mixing set")
+        files = scan_images(root)  # names the folder when it is missing or holds no picture
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
                               source=str(root))
 
@@ -83,13 +76,7 @@ class MixingBank:
         """The pictures named in a DALI-style file list (`relative/path label` per line)."""
         from dali_pixmix.file_lists import read_file_list
 
-        files, _labels = read_file_list(path, root=root)
-        missing = [f for f in files if not Path(f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"file list {path} names {len(missing)} missing picture(s), "
-                                    f"first {missing[0]}; fix the list or its root")
-        if not files:
-            raise ValueError(f"file list {path} names no pictures")
+        files, _labels = read_file_list(path, root=root)  # names a missing file's line
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
                               source=str(path))
 
@@ -216,16 +203,13 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
 
 
 def undecodable_message(files: Sequence[str], err: Exception) -> str:
-    """Find the first file PIL cannot open either, so the error names it."""
-    from PIL import Image
+    """Name the first file PIL cannot decode either (DALI's error does not say which)."""
+    from dali_pixmix.file_lists import find_broken_images
 
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img.convert("RGB")
-        except Exception as pil_err:  # noqa: BLE001 - any failure means the file is bad
-            return (f"cannot decode mixing picture {path} ({type(pil_err).__name__}: {pil_err});"
-                    " remove or replace the file")
+    broken = find_broken_images([Path(f) for f in files], progress=False)
+    if broken:
+        return (f"cannot decode mixing picture {broken[0]} ({len(broken)} broken file(s) in "
+                "total); remove or replace it")
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"DALI failed to decode the mixing pictures: {first_line}"
 

@@ -172,15 +172,51 @@ def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
     return images, (labels.gpu() if gpu else labels)
 
 
+def _floor(x):
+    from nvidia.dali import math as dmath
+
+    return dmath.floor(x)
+
+
+def _torchvision_sizes(encoded, resize, crop, no_resize):
+    """Per-sample (height, width, crop_pos_y, crop_pos_x) exactly as torchvision computes them.
+
+    Resize(r): shorter side -> r, longer side -> int(r * long / short) (truncated); CenterCrop(c):
+    top = round((H - c) / 2) with Python's round-half-to-even. DALI would round the long side and
+    the crop offset half up, shifting some pictures by one pixel against the reference protocol.
+    """
+    from nvidia.dali import fn, types
+
+    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)
+    h, w = shape[0], shape[1]
+    if not no_resize:
+        short = h * (h <= w) + w * (w < h)
+        h, w = _floor(resize * h / short), _floor(resize * w / short)
+    return h, w, _centre_pos(h, crop), _centre_pos(w, crop)
+
+
+def _centre_pos(extent, crop):
+    """crop_pos in [0, 1] whose anchor pos * (extent - crop) is round_half_even((extent-crop)/2)."""
+    diff = extent - crop
+    half = _floor(diff / 2)
+    odd_diff, odd_half = diff - 2 * half, half - 2 * _floor(half / 2)
+    top = half + odd_diff * odd_half  # x.5 goes to the even neighbour
+    return top / (diff + (diff <= 0))  # diff 0 (or negative: DALI reports the error) -> 0
+
+
 def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
     from nvidia.dali import fn, types
 
     encoded, labels = _reader(**reader_args)
+    height, width, pos_y, pos_x = _torchvision_sizes(encoded, resize, crop, no_resize)
     decoder = dict(device="mixed", **MIXED_DECODER_PADDING) if gpu else dict(device="cpu")
     images = fn.decoders.image(encoded, **decoder, output_type=types.RGB)
     if not no_resize:
-        images = fn.resize(images, resize_shorter=resize, antialias=True)
-    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+        images = fn.resize(images, resize_x=width, resize_y=height, antialias=True)
+    images = fn.crop_mirror_normalize(
+        images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=_dali_dtype(dtype),
+        output_layout=_check_layout(layout), mean=[m * 255 for m in IMAGENET_MEAN],
+        std=[s * 255 for s in IMAGENET_STD])
     return images, (labels.gpu() if gpu else labels)
 
 

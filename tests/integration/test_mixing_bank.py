@@ -1,0 +1,162 @@
+"""MixingBank: DALI decoding against PIL, one-gather crops, .npy cache, clear errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dali_pixmix.mixing_bank import MixingBank, load_or_build_bank
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pil_square(path, size):
+    """Independent reference: shorter side to `size` (bilinear, antialiased), centre crop."""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                     Image.BILINEAR)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)))
+
+
+def write_pictures(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        smooth = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        img = Image.fromarray(smooth).resize((w, h), Image.BILINEAR)
+        paths.append(folder / f"pic_{i:02d}.png")
+        img.save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def folder_bank(tiny_mixing_dir):
+    return MixingBank.from_folder(tiny_mixing_dir, size=48, batch_size=5)
+
+
+def test_folder_bank_matches_pil_resize_and_centre_crop(tiny_mixing_dir, folder_bank):
+    files = sorted(p for p in tiny_mixing_dir.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert len(folder_bank) == len(files) == 12  # nested sub-folders, PNG and JPEG
+    assert folder_bank.images.shape == (12, 48, 48, 3) and folder_bank.images.dtype == torch.uint8
+    assert folder_bank.size == 48 and folder_bank.device == torch.device("cpu")
+    for i, path in enumerate(files):
+        diff = np.abs(folder_bank.images[i].numpy().astype(int) - pil_square(path, 48))
+        assert diff.mean() < 6, path  # resampling filters differ slightly, content must not
+
+
+def test_non_square_pictures_are_resized_by_shorter_side_and_centre_cropped(tmp_path):
+    paths = write_pictures(tmp_path / "mix", [(40, 100), (90, 30), (64, 64)])
+    bank = MixingBank.from_folder(tmp_path / "mix", size=32)
+    for i, path in enumerate(paths):
+        diff = np.abs(bank.images[i].numpy().astype(int) - pil_square(path, 32))
+        assert diff.mean() < 4, path
+
+
+def find_crop(images, crop_img):
+    """All (i, y, x) such that images[i, y:y+c, x:x+c] == crop_img (brute force)."""
+    c, s = crop_img.shape[0], images.shape[1]
+    return [(i, y, x) for i in range(images.shape[0]) for y in range(s - c + 1)
+            for x in range(s - c + 1) if np.array_equal(images[i, y:y + c, x:x + c], crop_img)]
+
+
+def test_sampled_crops_are_real_crops_of_bank_pictures():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 12, 12, 3), dtype=torch.uint8, generator=gen)
+    bank = MixingBank(images)
+    crops = bank.sample(64, crop=8, generator=torch.Generator().manual_seed(1))
+    assert crops.shape == (64, 8, 8, 3) and crops.dtype == torch.uint8
+    picks, tops, lefts = set(), set(), set()
+    for crop in crops.numpy():
+        matches = find_crop(images.numpy(), crop)
+        assert len(matches) == 1
+        i, y, x = matches[0]
+        picks.add(i), tops.add(y), lefts.add(x)
+    assert picks == set(range(5))  # every picture is drawn
+    assert tops == set(range(5)) and lefts == set(range(5))  # every offset 0..S-c occurs
+
+
+def test_sample_is_reproducible_with_a_generator_and_varies_without_reuse():
+    bank = MixingBank(torch.randint(0, 256, (20, 16, 16, 3), dtype=torch.uint8))
+    a = bank.sample(8, 8, torch.Generator().manual_seed(3))
+    b = bank.sample(8, 8, torch.Generator().manual_seed(3))
+    c = bank.sample(8, 8, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_save_and_load_round_trip_is_memory_mapped(tmp_path, folder_bank):
+    path = folder_bank.save(tmp_path / "bank.npy")
+    loaded = MixingBank.load(path)
+    assert torch.equal(loaded.images, folder_bank.images)
+    mapped = np.load(path, mmap_mode="r")
+    assert loaded.images.shape == mapped.shape
+    # Zero copy: the tensor's memory is the file mapping, not a private array.
+    assert not loaded.images.numpy().flags["OWNDATA"]
+
+
+def test_load_or_build_bank_builds_once_then_reads_the_cache(tmp_path):
+    write_pictures(tmp_path / "mix" / "a", [(40, 50), (50, 40)])
+    cache = tmp_path / "cache" / "bank.npy"
+    built = load_or_build_bank(tmp_path / "mix", cache=cache, size=32)
+    assert cache.is_file() and len(built) == 2
+    for p in (tmp_path / "mix" / "a").iterdir():
+        p.unlink()  # the cached bank must not need the source any more
+    cached = load_or_build_bank(tmp_path / "mix", cache=cache, size=32)
+    assert torch.equal(cached.images, built.images)
+    with pytest.raises(ValueError, match="stores 32 px pictures but 48"):
+        load_or_build_bank(tmp_path / "mix", cache=cache, size=48)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images .* found under .*empty"):
+        MixingBank.from_folder(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        MixingBank.from_folder(tmp_path / "missing")
+
+
+def test_corrupt_picture_is_named(tmp_path):
+    write_pictures(tmp_path / "mix", [(32, 32), (32, 32)])
+    bad = tmp_path / "mix" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all" * 4)
+    with pytest.raises(ValueError, match="broken.jpg"):
+        MixingBank.from_folder(tmp_path / "mix", size=16)
+
+
+@pytest.mark.parametrize("array", [np.zeros((2, 16, 12, 3), np.uint8),
+                                   np.zeros((2, 16, 16, 3), np.float32),
+                                   np.zeros((2, 16, 16), np.uint8)])
+def test_cached_bank_with_wrong_shape_or_dtype_is_refused(tmp_path, array):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(ValueError, match="bad.npy.*uint8 \\[N, S, S, 3\\]"):
+        MixingBank.load(tmp_path / "bad.npy")
+
+
+def test_bank_on_another_device_than_the_batch_is_refused():
+    bank = MixingBank(torch.zeros((2, 16, 16, 3), dtype=torch.uint8, device="meta"))
+    with pytest.raises(ValueError, match="mixing bank is on meta but the batch is on cpu"):
+        bank.sample(4, 8, device="cpu")
+    with pytest.raises(ValueError, match="rebuild the bank"):
+        MixingBank(torch.zeros((2, 16, 16, 3), dtype=torch.uint8)).sample(1, 24)
+
+
+def test_build_tool_writes_a_loadable_bank(tmp_path, tiny_mixing_dir):
+    out = tmp_path / "tool_bank.npy"
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "build_mixing_bank.py"),
+                             str(tiny_mixing_dir), "--out", str(out), "--size", "32",
+                             "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 12 pictures of 32x32 px" in result.stdout
+    assert MixingBank.load(out).images.shape == (12, 32, 32, 3)
+    missing = subprocess.run([sys.executable, str(REPO / "tools" / "build_mixing_bank.py"),
+                              str(tmp_path / "nope"), "--out", str(out)],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")

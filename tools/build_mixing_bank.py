@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Build a PixMix mixing bank: a folder of pictures (any depth) or a file list -> one `.npy`.
+
+The bank is uint8 [N, S, S, 3] (shorter side resized to S, centre crop S); training opens it as a
+memory map instead of decoding the mixing set again.
+
+Example:
+    python tools/build_mixing_bank.py data/fractals_and_fvis --out banks/fractals_256.npy
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dali_pixmix.mixing_bank import MixingBank  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("source", help="folder of mixing pictures, or a file list "
+                        "('relative/path label' per line)")
+    parser.add_argument("--out", required=True, help="output .npy path")
+    parser.add_argument("--size", type=int, default=256, help="side S of the stored pictures")
+    parser.add_argument("--root", default=None, help="root for file-list paths "
+                        "(default: the list's folder)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="decode on the GPU (nvJPEG) or the CPU")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-threads", type=int, default=2, help="DALI CPU threads")
+    return parser.parse_args(argv)
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def build(args: argparse.Namespace) -> MixingBank:
+    source = Path(args.source)
+    common = dict(size=args.size, device=pick_device(args.device), batch_size=args.batch_size,
+                  num_threads=args.num_threads)
+    if source.is_dir():
+        return MixingBank.from_folder(source, **common)
+    if source.is_file():
+        return MixingBank.from_file_list(source, root=args.root, **common)
+    raise FileNotFoundError(f"mixing set {source} does not exist; pass a folder of pictures "
+                            "or a file list")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if not args.out.endswith(".npy"):
+            raise ValueError(f"--out {args.out} must end with .npy")
+        bank = build(args)
+        out = bank.save(args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    megabytes = out.stat().st_size / 2**20
+    print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
+          f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
