@@ -1,0 +1,324 @@
+"""ImageNet-P evaluation: per-frame top-5 predictions -> FP, T5D, mFR, mT5D, rows and a plot.
+
+Flow per perturbation: list and validate `<root>/<folder>/<wnid>/*.mp4` up front -> each global
+rank decodes its strided share of the videos (`video.VideoReader`: DALI on GPU, PyAV on CPU) ->
+the model runs on whole frames (no resize, ImageNet mean/std; autocast on CUDA) and keeps only
+each frame's top-5 class indices -> ranks gather them -> metrics on the main rank -> cached as
+`<cache_dir>/<folder>.npz` (numpy, no pickles) so an interrupted run resumes per perturbation.
+
+Difficulty d: noise perturbations read the `<name>_<d>` folders (frames compared with frame 0);
+the others compare frames d apart. Normalised figures (FR, T5D, mFR, mT5D) exist for d = 1 only.
+
+Rows (`report.Row`, values in percent unless the metric name says otherwise), task "imagenet_p",
+dataset "imagenet_p", n = videos decoded:
+  variant=<perturbation>, severity=d: flip_prob, ut5d_ranks (rank units), and for d = 1 fr, t5d
+  variant="mean", severity=d:         flip_prob, ut5d_ranks (means over the evaluated perturbations)
+  variant="mean", severity=None:      mfr, mt5d (d = 1 and all 10 test perturbations only)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from . import report
+from .distributed import DistInfo, all_gather_objects, broadcast_object
+from .metrics import perturbation as pm
+from .video import VideoClip, VideoEntry, VideoReader, expected_frames, list_videos, shard
+
+log = logging.getLogger(__name__)
+
+TASK = "imagenet_p"
+KNOWN_PERTURBATIONS = pm.TEST_PERTURBATIONS + pm.VALIDATION_PERTURBATIONS
+
+
+@dataclass
+class PerturbationResult:
+    """Top-5 predictions of the decoded videos of one perturbation folder."""
+    perturbation: str
+    folder: str
+    names: List[str]
+    labels: np.ndarray             # [videos]
+    top5: np.ndarray               # [videos, frames, 5] class indices in rank order
+    skipped: List[Tuple[str, str]] = field(default_factory=list)   # (video name, reason)
+    from_cache: bool = False
+
+    def flip_prob(self, difficulty: int) -> float:
+        return pm.flip_probability(self.top5[..., 0], pm.is_noise(self.perturbation), difficulty)
+
+    def ut5d(self, difficulty: int) -> float:
+        return pm.top5_distance(self.top5, pm.is_noise(self.perturbation), difficulty)
+
+
+def parse_perturbations(spec: str | Sequence[str]) -> List[str]:
+    """"test" (the 10 of mFR), "all" (test + validation) or a comma list of known names."""
+    if isinstance(spec, str):
+        if spec in ("test", "all"):
+            return list(pm.TEST_PERTURBATIONS if spec == "test" else KNOWN_PERTURBATIONS)
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [p for p in spec if p not in KNOWN_PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"unknown ImageNet-P perturbation(s) {unknown}: choose from "
+                         f"{', '.join(KNOWN_PERTURBATIONS)} (or 'test' / 'all')")
+    return list(spec)
+
+
+def perturbation_folder(perturbation: str, difficulty: int) -> str:
+    """Folder of a perturbation at a difficulty: noise uses `<name>_<d>` for d > 1."""
+    if difficulty not in (1, 2, 3):
+        raise ValueError(f"ImageNet-P difficulty must be 1, 2 or 3, got {difficulty}")
+    return f"{perturbation}_{difficulty}" if pm.is_noise(perturbation) and difficulty > 1 else perturbation
+
+
+def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
+             classes: Sequence[str]) -> Dict[str, List[VideoEntry]]:
+    """Validate the whole layout before any decoding: perturbation -> its videos."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ImageNet-P root not found: {root} (pass --root <folder with "
+                                "one sub-folder per perturbation>)")
+    known = {perturbation_folder(p, d) for p in KNOWN_PERTURBATIONS for d in (1, 2, 3)}
+    strangers = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known)
+    if strangers:
+        log.warning("%s: ignoring folders that are not ImageNet-P perturbations: %s", root, strangers)
+    return {p: list_videos(root / perturbation_folder(p, difficulty), classes) for p in perturbations}
+
+
+def autocast(device: torch.device, amp: bool):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing on CPU."""
+    if not (amp and device.type == "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def batched_clips(clips: Iterable[VideoClip], batch_frames: int) -> Iterator[List[VideoClip]]:
+    """Group whole videos until a group holds at least `batch_frames` frames."""
+    group, frames = [], 0
+    for clip in clips:
+        group.append(clip)
+        frames += clip.frames.shape[0]
+        if frames >= batch_frames:
+            yield group
+            group, frames = [], 0
+    if group:
+        yield group
+
+
+@torch.no_grad()
+def predict_top5(model: torch.nn.Module, clips: Iterable[VideoClip], device: torch.device,
+                 batch_frames: int = 256, amp: bool = True) -> Dict[str, Tuple[int, np.ndarray]]:
+    """name -> (label, top-5 class indices [frames, 5] as int32) for every clip."""
+    out = {}
+    for group in batched_clips(clips, batch_frames):
+        with autocast(device, amp):
+            logits = model(torch.cat([c.frames for c in group]))
+        top5 = logits.float().topk(pm.TOP_K, dim=1).indices.to(torch.int32).cpu().numpy()
+        start = 0
+        for clip in group:
+            stop = start + clip.frames.shape[0]
+            out[clip.name] = (clip.label, top5[start:stop])
+            start = stop
+    return out
+
+
+def evaluate_folder(model, entries: Sequence[VideoEntry], perturbation: str, folder: str,
+                    info: DistInfo, *, batch_frames: int, amp: bool, backend: str,
+                    workers: int = 2, progress: bool = False) -> PerturbationResult:
+    """Decode this rank's share of `entries`, predict, and gather every rank's results."""
+    mine = shard(entries, info.rank, info.world_size)
+    num_frames = expected_frames(folder)
+    reader = VideoReader(mine, num_frames, info.device, normalize=True, backend=backend,
+                         batch_videos=max(1, round(batch_frames / num_frames)), workers=workers)
+    clips: Iterable[VideoClip] = reader
+    if progress and info.is_main:
+        from tqdm import tqdm
+        clips = tqdm(reader, total=len(mine), desc=folder, unit="video", leave=False)
+    local = predict_top5(model, clips, info.device, batch_frames, amp)
+    parts = all_gather_objects((local, reader.skipped))
+    merged = {k: v for part, _ in parts for k, v in part.items()}
+    skipped = sorted(s for _, part in parts for s in part)
+    names = [e.name for e in entries if e.name in merged]
+    if not names:
+        raise ValueError(f"{folder}: none of the {len(entries)} videos could be decoded "
+                         f"(first failure: {skipped[0] if skipped else '?'})")
+    return PerturbationResult(
+        perturbation, folder, names, np.array([merged[n][0] for n in names], dtype=np.int64),
+        np.stack([merged[n][1] for n in names]), skipped)
+
+
+def cache_path(cache_dir: str | Path, folder: str) -> Path:
+    return Path(cache_dir) / f"{folder}.npz"
+
+
+def save_cache(result: PerturbationResult, path: Path, fingerprint: str) -> None:
+    """Write one perturbation's predictions atomically (plain arrays, no pickles)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    skipped = result.skipped or [("", "")]
+    np.savez(tmp, fingerprint=np.array(fingerprint), perturbation=np.array(result.perturbation),
+             names=np.array(result.names), labels=result.labels, top5=result.top5,
+             skipped_names=np.array([s[0] for s in skipped]),
+             skipped_reasons=np.array([s[1] for s in skipped]))
+    os.replace(tmp, path)
+
+
+def load_cache(path: Path, fingerprint: str, perturbation: str, folder: str,
+               entries: Sequence[VideoEntry]) -> Optional[PerturbationResult]:
+    """A cached result if it was made by the same model/settings for the same videos."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["fingerprint"]) != fingerprint:
+            log.warning("%s was made with other settings or another checkpoint: recomputing", path)
+            return None
+        skipped = [(str(n), str(r)) for n, r in zip(data["skipped_names"], data["skipped_reasons"]) if n]
+        names = [str(n) for n in data["names"]]
+        result = PerturbationResult(perturbation, folder, names, data["labels"], data["top5"],
+                                    skipped, from_cache=True)
+    if sorted(names + [s[0] for s in skipped]) != sorted(e.name for e in entries):
+        log.warning("%s lists other videos than %s now holds: recomputing", path, folder)
+        return None
+    return result
+
+
+def evaluate_perturbation(model, entries: Sequence[VideoEntry], perturbation: str, difficulty: int,
+                          info: DistInfo, *, cache_dir: Optional[Path], fingerprint: str,
+                          **kwargs) -> PerturbationResult:
+    """One perturbation, resumed from its cache when possible (the main rank decides)."""
+    folder = perturbation_folder(perturbation, difficulty)
+    path = cache_path(cache_dir, folder) if cache_dir else None
+    cached = load_cache(path, fingerprint, perturbation, folder, entries) if (path and info.is_main) else None
+    cached = broadcast_object(cached)
+    if cached is not None:
+        return cached
+    result = evaluate_folder(model, entries, perturbation, folder, info, **kwargs)
+    if path and info.is_main:
+        save_cache(result, path, fingerprint)
+    return result
+
+
+def precision_name(device: torch.device, amp: bool) -> str:
+    if not (amp and device.type == "cuda"):
+        return "fp32"
+    return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
+
+
+def protocol_name(difficulty: int, device: torch.device, amp: bool, backend: str) -> str:
+    """How the numbers were made: unresized frames, difficulty, precision, video decoder."""
+    decoder = {"dali": "dali-nvdec" if device.type == "cuda" else "dali-cpu", "pyav": "pyav"}[backend]
+    return f"hendrycks:no-resize,difficulty={difficulty},{precision_name(device, amp)},{decoder}"
+
+
+def summarize(results: Dict[str, PerturbationResult], difficulty: int) -> Dict[str, Dict]:
+    """perturbation -> {flip_prob, ut5d (raw), fr, t5d (percent of AlexNet; d = 1), videos, skipped}."""
+    table = {}
+    for name, res in results.items():
+        fp, ut5d = res.flip_prob(difficulty), res.ut5d(difficulty)
+        entry = {"folder": res.folder, "flip_prob": fp, "ut5d": ut5d, "videos": len(res.names),
+                 "skipped": [list(s) for s in res.skipped], "from_cache": res.from_cache}
+        if difficulty == 1:
+            entry.update(fr=pm.flip_rate(name, fp), t5d=pm.normalised_top5_distance(name, ut5d))
+        table[name] = entry
+    if difficulty == 1 and all(p in table for p in pm.TEST_PERTURBATIONS):
+        table["mean"] = {"mfr": pm.mfr({p: table[p]["flip_prob"] for p in table}),
+                         "mt5d": pm.mt5d({p: table[p]["ut5d"] for p in table})}
+    return table
+
+
+def result_rows(table: Dict[str, Dict], difficulty: int, protocol: str) -> List[report.Row]:
+    """Tidy rows (see the module docstring) from `summarize`'s table."""
+    rows, per = [], {k: v for k, v in table.items() if k != "mean"}
+    for name, e in per.items():
+        values = {"flip_prob": 100 * e["flip_prob"], "ut5d_ranks": e["ut5d"]}
+        values.update({k: e[k] for k in ("fr", "t5d") if k in e})
+        rows += [report.row(TASK, TASK, metric, value, e["videos"], protocol, name, difficulty)
+                 for metric, value in values.items()]
+    videos = sum(e["videos"] for e in per.values())
+    rows.append(report.row(TASK, TASK, "flip_prob", 100 * np.mean([e["flip_prob"] for e in per.values()]),
+                           videos, protocol, "mean", difficulty))
+    rows.append(report.row(TASK, TASK, "ut5d_ranks", np.mean([e["ut5d"] for e in per.values()]),
+                           videos, protocol, "mean", difficulty))
+    if "mean" in table:
+        rows += [report.row(TASK, TASK, m, table["mean"][m], videos, protocol, "mean")
+                 for m in ("mfr", "mt5d")]
+    return rows
+
+
+def plot_flip_rates(table: Dict[str, Dict], path: str | Path) -> Optional[Path]:
+    """Normalised flip rate per perturbation beside the paper's ResNet-50 (PixMix Table 12)."""
+    names = [p for p in pm.TEST_PERTURBATIONS if p in table and "fr" in table[p]]
+    if not names:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 1.5), 3.5))
+    ax.bar(x - 0.2, [table[p]["fr"] for p in names], width=0.4, label="this model")
+    ax.bar(x + 0.2, [pm.RESNET50_FR[p] for p in names], width=0.4, color="tab:gray",
+           label="ResNet-50 (PixMix paper, Table 12)")
+    ax.axhline(100, color="black", lw=0.8, ls="--")
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="flip rate FR (%) (AlexNet = 100)", title="ImageNet-P flip rate per perturbation")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | Path,
+                   out_dir: str | Path, info: DistInfo, *, difficulty: int = 1,
+                   perturbations: str | Sequence[str] = "test", batch_size: int = 256,
+                   amp: bool = True, backend: str = "auto", workers: int = 2,
+                   fingerprint: str = "", cache_dir: Optional[str | Path] = None,
+                   progress: bool = True) -> Tuple[List[report.Row], Dict[str, Dict]]:
+    """Evaluate ImageNet-P; the main rank writes imagenet_p.{json,csv}, details and the plot.
+
+    `fingerprint` identifies the model (e.g. checkpoint path, size, mtime); cached predictions
+    made under another fingerprint or setting are recomputed. `cache_dir` defaults to
+    `<out_dir>/cache/imagenet_p`.
+    """
+    from .video import resolve_backend
+
+    backend = resolve_backend(backend, info.device)
+    chosen = parse_perturbations(perturbations)
+    listing = list_all(root, chosen, difficulty, classes)
+    protocol = protocol_name(difficulty, info.device, amp, backend)
+    cache_dir = Path(cache_dir) if cache_dir else Path(out_dir) / "cache" / TASK
+    model = model.to(info.device).eval()
+    results = {}
+    for name in chosen:
+        results[name] = evaluate_perturbation(
+            model, listing[name], name, difficulty, info, cache_dir=cache_dir,
+            fingerprint=f"{fingerprint}|{protocol}", batch_frames=batch_size, amp=amp,
+            backend=backend, workers=workers, progress=progress)
+    table = summarize(results, difficulty)
+    rows = result_rows(table, difficulty, protocol)
+    if info.is_main:
+        write_outputs(rows, table, out_dir, difficulty, protocol)
+    return rows, table
+
+
+def write_outputs(rows, table, out_dir: str | Path, difficulty: int, protocol: str) -> None:
+    out_dir = Path(out_dir)
+    report.write_rows(rows, out_dir, TASK)
+    details = {"protocol": protocol, "difficulty": difficulty, "perturbations": table}
+    (out_dir / f"{TASK}_details.json").write_text(json.dumps(details, indent=1) + "\n")
+    plot_flip_rates(table, out_dir / f"{TASK}_flip_rates.png")
+
+
+def checkpoint_fingerprint(path: str | Path, arch: Optional[str] = None) -> str:
+    """Identity of a checkpoint file for cache validation: resolved path, size, mtime, arch."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{arch or ''}"
