@@ -39,7 +39,8 @@ def main(argv=None):
     extra = ""
     if args.contact_sheet:
         tiles = [np.asarray(Image.open(p).convert("RGB")) for p in paths[:64]]
-        Image.fromarray(contact_sheet(tiles, columns=8, cell=128)).save(args.contact_sheet)
+        sheet = contact_sheet(tiles, columns=min(8, len(tiles)), cell=128)
+        Image.fromarray(sheet).save(args.contact_sheet)
         extra = f", contact sheet {args.contact_sheet}"
     print(f"fractals: {len(paths)} pictures of {args.size} px in {args.out_dir}{extra}")
     return 0
