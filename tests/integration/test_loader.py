@@ -1,0 +1,116 @@
+"""DaliLoader: exact sharded evaluation, lockstep training epochs, layouts, clear input errors."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from dali_pixmix.distributed import DistInfo
+from dali_pixmix.loader import make_eval_loader, make_train_loader
+from dali_pixmix.mixing_bank import MixingBank
+from dali_pixmix.pipelines import PixMixStage
+
+pytestmark = pytest.mark.integration
+
+CROP = 32
+
+
+def rank(r, world):
+    return DistInfo(rank=r, local_rank=r, world_size=world)
+
+
+def train_files(root):
+    return sorted((root / "train").rglob("*.JPEG"))
+
+
+def test_two_shards_cover_an_evaluation_epoch_exactly_once(tiny_imagenet):
+    files = train_files(tiny_imagenet)[:19]  # 19 = 9 + 10: not divisible by batch x shards
+    labels = list(range(len(files)))  # label = file index, to identify every sample
+    seen, counts = [], []
+    for r in range(2):
+        loader = make_eval_loader(files=files, labels=labels, batch_size=4, dist=rank(r, 2),
+                                  resize=40, crop=CROP)
+        batches = [y.tolist() for _, y in loader]
+        assert len(batches) == len(loader)
+        assert sum(len(b) for b in batches) == loader.num_samples
+        assert loader.dataset_size == 19
+        assert [y.tolist() for _, y in loader] == batches  # next epoch: same exact order
+        counts.append(loader.num_samples)
+        seen += sum(batches, [])
+    assert sorted(seen) == labels  # every picture once, no padding duplicates
+    assert counts == [9, 10]
+
+
+def test_eval_batches_are_float_nchw_on_cpu_with_int64_labels(tiny_imagenet):
+    loader = make_eval_loader(file_root=tiny_imagenet / "val", batch_size=5, dist=rank(0, 1),
+                              resize=40, crop=CROP, dtype="float16")
+    images, labels = next(iter(loader))
+    assert images.shape == (5, 3, CROP, CROP) and images.dtype == torch.float16
+    assert labels.shape == (5,) and labels.dtype == torch.int64
+    assert images.device == torch.device("cpu") and len(loader) == 5  # 24 pictures
+    for _ in loader:  # finish the epoch so the next test starts fresh
+        pass
+
+
+def test_channels_last_returns_the_same_values_in_channels_last_memory(tiny_imagenet):
+    common = dict(file_root=tiny_imagenet / "val", batch_size=24, dist=rank(0, 1), resize=40,
+                  crop=CROP)
+    chw, labels = next(iter(make_eval_loader(**common)))
+    nhwc, labels_cl = next(iter(make_eval_loader(**common, channels_last=True)))
+    assert nhwc.shape == chw.shape == (24, 3, CROP, CROP)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nhwc, chw) and torch.equal(labels, labels_cl)
+
+
+def test_training_ranks_step_in_lockstep_and_epochs_restart(tiny_imagenet):
+    # 48 pictures, 2 ranks, batch 5: each shard has 24 -> 4 full batches, the rest is dropped
+    loaders = [make_train_loader(file_root=tiny_imagenet / "train", batch_size=5,
+                                 dist=rank(r, 2), seed=0, crop=CROP, pixmix=None)
+               for r in range(2)]
+    for loader in loaders:
+        assert len(loader) == 4 and loader.num_samples == 20 and loader.dataset_size == 48
+        epochs = []
+        for _ in range(2):
+            batches = [(x.shape, y.clone()) for x, y in loader]
+            assert len(batches) == 4
+            assert all(shape == (5, 3, CROP, CROP) for shape, _ in batches)
+            epochs.append(torch.cat([y for _, y in batches]))
+        assert not torch.equal(epochs[0], epochs[1])  # reshuffled every epoch
+
+
+def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
+    bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8))
+    common = dict(file_root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=7,
+                  crop=CROP, channels_last=True)
+    plain, _ = next(iter(make_train_loader(**common, pixmix=None)))
+    mixed, _ = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
+    assert mixed.shape == plain.shape == (6, 3, CROP, CROP)
+    assert mixed.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(mixed, plain)
+
+
+def test_batch_larger_than_a_shard_is_a_clear_error(tiny_imagenet):
+    with pytest.raises(ValueError, match="too few .* lower the batch size"):
+        make_train_loader(file_root=tiny_imagenet / "train", batch_size=30, dist=rank(0, 2),
+                          crop=CROP, pixmix=None)
+
+
+def test_input_errors_name_the_problem(tmp_path, tiny_imagenet):
+    dist = rank(0, 1)
+    with pytest.raises(FileNotFoundError, match="missing_root"):
+        make_eval_loader(file_root=tmp_path / "missing_root", batch_size=2, dist=dist)
+    empty = tmp_path / "tree"
+    (empty / "a_class").mkdir(parents=True)
+    (empty / "b_class").mkdir()
+    first = next(iter(train_files(tiny_imagenet)))
+    (empty / "a_class" / "x.JPEG").write_bytes(first.read_bytes())
+    with pytest.raises(ValueError, match="b_class"):
+        make_train_loader(file_root=empty, batch_size=1, dist=dist, pixmix=None)
+    listing = empty / "list.txt"
+    listing.write_text("a_class/x.JPEG 0\n\na_class/gone.JPEG 1\n")
+    with pytest.raises(FileNotFoundError, match="list.txt:3"):
+        make_eval_loader(file_list=listing, batch_size=1, dist=dist)
+    with pytest.raises(FileNotFoundError, match="nowhere.JPEG"):
+        make_eval_loader(files=[Path(tmp_path / "nowhere.JPEG")], labels=[0], batch_size=1,
+                         dist=dist)
+    with pytest.raises(ValueError, match="2 files but 1 labels"):
+        make_eval_loader(files=[first, first], labels=[0], batch_size=1, dist=dist)
