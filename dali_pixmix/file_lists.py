@@ -28,7 +28,13 @@ def _is_hidden(name: str) -> bool:
 def _iter_images(root: Path, extensions: Sequence[str]) -> Iterator[Path]:
     """Yield image paths under root at any depth (follows symlinks, skips hidden entries)."""
     wanted = tuple(e.lower() for e in extensions)
+    seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink cycle: this folder was already listed
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
         for name in filenames:
             if not _is_hidden(name) and name.lower().endswith(wanted):
@@ -181,8 +187,10 @@ def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool 
                    progress: bool = True) -> Dict:
     """List the images of ``folder`` into the DALI file list ``out``; returns a summary dict.
 
-    labels='folder': class k = k-th sub-folder in lexicographic order; labels='zero': every image
-    (any depth) gets label 0, e.g. for OOD or mixing sets. Paths are written relative to ``root``
+    labels='folder': class k = k-th sub-folder in lexicographic order, with the images at any
+    depth inside it (torchvision ImageFolder convention; DALI's own ``file_root`` mode reads only
+    the top level of each class folder); labels='zero': every image (any depth) gets label 0,
+    e.g. for OOD or mixing sets. Paths are written relative to ``root``
     (default: the folder of ``out``, DALI's convention); ``folder`` must lie inside it. With
     ``verify`` every file is decoded and broken ones are left out and reported by name in
     ``summary['broken']`` (relative paths), never dropped silently.

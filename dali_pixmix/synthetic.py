@@ -181,7 +181,8 @@ def _refuse_foreign_tree(root: Path, params: dict) -> None:
     for split in ("train", "val"):
         split_dir = root / split
         if split_dir.is_dir():
-            extra = sorted(p.name for p in split_dir.iterdir() if p.name not in params["wnids"])
+            extra = sorted(p.name for p in split_dir.iterdir()
+                           if p.is_dir() and p.name not in params["wnids"])
             if extra:
                 raise ValueError(f"{split_dir} contains folders that are not among the requested "
                                  f"classes ({extra[:3]}...); delete it or choose another root")

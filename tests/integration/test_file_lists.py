@@ -175,3 +175,16 @@ def test_generator_clis_chain_into_a_file_list(tmp_path):
     clash = _run_cli(str(tmp_path / "data"), "--num-classes", "3", "--no-progress",
                      tool="make_synthetic_imagenet.py")
     assert clash.returncode == 2 and "other parameters" in clash.stderr
+
+
+def test_scan_survives_symlink_cycle_and_recurses_into_class_folders(tmp_path):
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    for rel in ("a/x.png", "a/sub/y.png", "b/z.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    (tmp_path / "a" / "sub" / "loop").symlink_to(tmp_path / "a", target_is_directory=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in scan_images(tmp_path)] == \
+        ["a/sub/y.png", "a/x.png", "b/z.png"]
+    summary = make_file_list(tmp_path, tmp_path / "list.txt", progress=False)
+    assert (tmp_path / "list.txt").read_text() == "a/sub/y.png 0\na/x.png 0\nb/z.png 1\n"
+    assert summary["classes"] == ["a", "b"]
