@@ -16,16 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from dali_pixmix.evaluation import cli, run_ood  # noqa: E402
 
 
-def parse_sets(items):
-    sets = {}
-    for item in items or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--ood expects NAME=PATH, got '{item}'")
-        sets[name] = path
-    return sets
-
-
 def main(argv=None) -> int:
     parser = cli.common_parser(__doc__)
     parser.add_argument("--val", required=True, help="in-distribution folder <val>/<wnid>/<image>")
@@ -37,7 +27,7 @@ def main(argv=None) -> int:
                         help="images per synthetic set (default: 1/5 of the val count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic sets")
     args = parser.parse_args(argv)
-    sets = parse_sets(args.ood)
+    sets = cli.parse_named_paths(args.ood)
     ev = cli.evaluator_from_args(args)
     rows = run_ood(ev, args.val, sets, synthetic=not args.no_synthetic,
                    synthetic_count=args.synthetic_count, seed=args.seed)

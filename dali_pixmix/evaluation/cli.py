@@ -59,6 +59,17 @@ def finish(ev: Evaluator, task: str, rows: Sequence[Row], name: str,
     print(f"{task}: " + "; ".join(shown) + f" (percent) -> {paths[0]}, {table}")
 
 
+def parse_named_paths(items: Sequence[str]) -> dict:
+    """['textures=/data/dtd', ...] -> {'textures': '/data/dtd', ...}."""
+    sets = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--ood expects NAME=PATH, got '{item}'")
+        sets[name] = path
+    return sets
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Call `main`; bad input becomes one `error: ...` line and exit status 2."""
     try:

@@ -1,0 +1,86 @@
+"""Task registry of eval/run_all.py: task name -> function(evaluator, config) -> rows.
+
+`config` is a plain dict: dataset roots under the task names ("clean" is the ImageNet val
+folder), "ood" a {name: folder or file list} mapping, plus "protocol", "bin_size",
+"synthetic_ood", "synthetic_count", "seed". A task runs when its dataset is configured. To add a
+task (e.g. ImageNet-P), add one entry to TASKS (and HEADLINES) and its folder names to
+DATA_ROOT_NAMES; a configured root under the task's name then runs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, List
+
+from ..report import Row
+from .runner import Evaluator
+from .tasks import run_clean, run_imagenet_c, run_imagenet_cbar, run_imagenet_r, run_ood
+
+TaskFn = Callable[[Evaluator, dict], List[Row]]
+
+
+def _clean(ev: Evaluator, cfg: dict) -> List[Row]:
+    return run_clean(ev, cfg["clean"], cfg["bin_size"])
+
+
+def _imagenet_c(ev: Evaluator, cfg: dict) -> List[Row]:
+    from .cli import clean_error_from
+    return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"], bin_size=cfg["bin_size"],
+                          clean_error=clean_error_from(ev.out))
+
+
+def _imagenet_cbar(ev: Evaluator, cfg: dict) -> List[Row]:
+    return run_imagenet_cbar(ev, cfg["imagenet_cbar"], cfg["protocol"], bin_size=cfg["bin_size"])
+
+
+def _imagenet_r(ev: Evaluator, cfg: dict) -> List[Row]:
+    return run_imagenet_r(ev, cfg["imagenet_r"], cfg["bin_size"])
+
+
+def _ood(ev: Evaluator, cfg: dict) -> List[Row]:
+    if not cfg.get("clean"):
+        raise ValueError("the OOD task needs the in-distribution ImageNet val folder (--val)")
+    return run_ood(ev, cfg["clean"], cfg.get("ood") or {}, cfg["synthetic_ood"],
+                   cfg.get("synthetic_count"), cfg.get("seed", 0))
+
+
+# Run in this order: clean first, so ImageNet-C can report the relative mCE.
+TASKS: Dict[str, TaskFn] = {"clean": _clean, "imagenet_c": _imagenet_c,
+                            "imagenet_cbar": _imagenet_cbar, "imagenet_r": _imagenet_r,
+                            "ood": _ood}
+
+# Metrics printed in each task's one-line summary.
+HEADLINES: Dict[str, tuple] = {
+    "clean": ("top1_error", "rms"), "imagenet_c": ("mce", "mce_partial", "rms"),
+    "imagenet_cbar": ("mean_error", "rms"), "imagenet_r": ("top1_error", "rms"),
+    "ood": ("auroc", "aupr")}
+
+# Sub-folders of --data-root that are picked up automatically, per task.
+DATA_ROOT_NAMES: Dict[str, tuple] = {
+    "clean": ("imagenet/val", "val"), "imagenet_c": ("imagenet-c", "ImageNet-C"),
+    "imagenet_cbar": ("imagenet-c-bar", "ImageNet-C-bar"),
+    "imagenet_r": ("imagenet-r", "ImageNet-R"), "imagenet_p": ("imagenet-p", "ImageNet-P"),
+}
+
+
+def discover(data_root: str | Path) -> dict:
+    """Dataset roots found under `data_root` by their conventional names; OOD sets in ood/*."""
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+    found = {}
+    for task, names in DATA_ROOT_NAMES.items():
+        hit = next((data_root / n for n in names if (data_root / n).is_dir()), None)
+        if hit is not None:
+            found[task] = str(hit)
+    ood_dir = data_root / "ood"
+    if ood_dir.is_dir():
+        found["ood"] = {p.name: str(p) for p in sorted(ood_dir.iterdir()) if p.is_dir()}
+    return found
+
+
+def configured_tasks(cfg: dict) -> List[str]:
+    """Registered tasks whose dataset is configured, in registry order."""
+    tasks = [t for t in TASKS if t != "ood" and cfg.get(t)]
+    if cfg.get("clean") and (cfg.get("ood") or cfg.get("synthetic_ood")):
+        tasks.append("ood")
+    return tasks
