@@ -548,6 +548,7 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
             return {"status": "stopped", "step": run.step}
         end_epoch(run)
         if run.halt and run.epoch < cfg.train.epochs:
+            log(run, f"stopping after step {run.step}: {stop.signal_name or 'train.max_steps reached'}")
             return {"status": "stopped", "step": run.step}
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)
     save_final(run, val)

@@ -1,0 +1,163 @@
+"""Training through the real DALI CPU pipeline (with PixMix) on the tiny generated dataset.
+
+Runs are tiny (resnet18 at 32 px, a few steps); they check behaviour, not accuracy.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from dali_pixmix.checkpoint import list_checkpoints
+from dali_pixmix.config import load_config
+from dali_pixmix.engine import TrainingError, train
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(data_root, mixing, out_dir, *extra):
+    return [f"data.train={data_root}/train", f"data.val={data_root}/val",
+            f"pixmix.mixing_set={mixing}", "pixmix.bank_size=64", f"train.output_dir={out_dir}",
+            "data.crop=32", "data.val_resize=36", "data.val_crop=32", "data.num_threads=1",
+            "model.arch=resnet18", "train.batch_size=16", "eval.batch_size=24",
+            "train.log_every=1", "train.tensorboard=false", "train.deterministic=true",
+            "optim.lr=0.05", "eval.calibration_bin_size=10", *extra]
+
+
+def final_weights(out_dir):
+    return torch.load(Path(out_dir) / "final.pt", weights_only=True)["model"]
+
+
+def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_mixing_dir, tmp_path):
+    """2 epochs x 3 steps straight == stop at step 4 (mid epoch 2), resume, finish."""
+    straight = tmp_path / "straight"
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, straight, "train.epochs=2"))
+    result = train(cfg, resume="none")
+    assert result["status"] == "finished" and result["step"] == 6
+
+    split = tmp_path / "split"
+    first = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split,
+                                             "train.epochs=2", "train.max_steps=4"))
+    assert train(first, resume="auto") == {"status": "stopped", "step": 4}
+    assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
+    second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split, "train.epochs=2"))
+    assert train(second, resume="auto")["step"] == 6
+
+    a, b = final_weights(straight), final_weights(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    lines = (split / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and '"val"' in lines[-1]  # one JSON line per epoch
+    assert (split / "config.yaml").is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_imagenet, tiny_mixing_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train_imagenet.py"), "--config", str(REPO / "configs" / "demo.yaml"),
+            "--set", "demo.enabled=false"]
+    for item in tiny_overrides(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=50",
+                               "train.batch_size=8"):
+        args += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in proc.stdout:  # wait until training steps are running
+        seen.append(line)
+        if "(global 2)" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(seen) + rest
+    assert proc.returncode == 0, log
+    assert "SIGTERM" in log and "stopped at step" in log
+    saved = list_checkpoints(out)
+    assert saved, log
+    step = int(saved[-1].stem.split("_s")[1])
+    resumed = subprocess.run(args + ["--set", f"train.max_steps={step + 1}"], capture_output=True,
+                             text=True, env=env, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {saved[-1]}" in resumed.stdout
+    assert f"stopped at step {step + 1}" in resumed.stdout
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_imagenet, tiny_mixing_dir, tmp_path):
+    poisoned = torchvision.models.resnet18(num_classes=6).state_dict()
+    poisoned["fc.bias"][0] = float("nan")
+    torch.save(poisoned, tmp_path / "nan.pth")
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
+                                           f"model.pretrained={tmp_path / 'nan.pth'}"))
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 1 "):
+        train(cfg, resume="none")
+    assert list_checkpoints(tmp_path / "out") == []
+
+
+def test_resnet50_checkpoint_loads_into_torchvision(tiny_imagenet, tiny_mixing_dir, tmp_path):
+    """A 1000-class torchvision checkpoint initialises the backbone; the head is replaced."""
+    backbone = torchvision.models.resnet50()
+    torch.save(backbone.state_dict(), tmp_path / "resnet50.pth")
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
+                                           "model.arch=resnet50", "train.max_steps=1",
+                                           "optim.lr=0.0001",
+                                           "pixmix.enabled=false",
+                                           f"model.pretrained={tmp_path / 'resnet50.pth'}"))
+    assert train(cfg, resume="none")["status"] == "stopped"
+    ckpt = torch.load(list_checkpoints(tmp_path / "out")[-1], weights_only=True)
+    model = torchvision.models.resnet50(num_classes=6)
+    model.load_state_dict(ckpt["model"])  # strict, no "module." prefixes
+    assert ckpt["arch"] == "resnet50" and len(ckpt["classes"]) == 6
+    assert ckpt["classes"] == sorted(p.name for p in (tiny_imagenet / "train").iterdir())
+    # one small SGD step from the pretrained weights: trained, yet far closer to them than a
+    # fresh initialisation is
+    torch.manual_seed(0)
+    fresh = torchvision.models.resnet50(num_classes=6)
+    weight = model.layer1[0].conv1.weight
+    delta = (weight - backbone.layer1[0].conv1.weight).abs().max()
+    assert 0 < 20 * delta < (weight - fresh.layer1[0].conv1.weight).abs().max()
+
+
+def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, tmp_path):
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
+                                           "train.max_steps=1", "pixmix.enabled=false"))
+    train(cfg, resume="none")
+    state = torch.load(list_checkpoints(tmp_path / "out")[-1], weights_only=True)
+    state["classes"] = state["classes"][:-1] + ["n99999999"]
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="trained on 6 classes.*other names"):
+        train(cfg, resume=str(tmp_path / "other.pt"))
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_cli_config_errors_are_one_line_and_exit_2(tmp_path, tiny_imagenet):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: 0.1\n  momentun: 0.9\n")
+    result = run_cli("--config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {bad}: unknown key 'optim.momentun' (known keys in "
+                                     "'optim': lr, min_lr, warmup_epochs, momentum, nesterov, "
+                                     "weight_decay, impl)")
+    result = run_cli("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"),
+                     "--set", "train.epochs=many")
+    assert result.returncode == 2 and "key 'train.epochs': expected int" in result.stderr
+    result = run_cli("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"),
+                     "--set", f"train.output_dir={tmp_path / 'o'}")
+    assert result.returncode == 2
+    assert "error: dataset folder /path/to/imagenet/train does not exist" in result.stderr
+    result = run_cli("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"),
+                     "--set", f"data.train={tiny_imagenet / 'train'}",
+                     "--set", f"data.val={tiny_imagenet / 'val'}",
+                     "--set", f"pixmix.mixing_set={tmp_path / 'nothing'}")
+    assert result.returncode == 2 and "mixing set" in result.stderr
+    assert "Traceback" not in result.stderr
