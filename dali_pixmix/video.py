@@ -140,6 +140,8 @@ class VideoReader:
                 log.warning("skipping video %s (%s): %s", entry.name, entry.path, error)
                 self.skipped.append((entry.name, error))
                 continue
+            if frames.is_cuda:  # made on the decoder's stream: keep it alive for ours
+                frames.record_stream(torch.cuda.current_stream(frames.device))
             frames = frames.to(self.device, non_blocking=True)
             yield VideoClip(entry.name, entry.label, normalize_frames(frames) if self.normalize else frames)
 
@@ -181,6 +183,7 @@ class DaliVideoDecoder:
         self.device = device
         self.batch_videos = batch_videos
         self._pipe = None
+        self._copy_stream = None
 
     def _build(self, batch_size: int):
         from nvidia.dali import fn, pipeline_def, types
@@ -204,11 +207,18 @@ class DaliVideoDecoder:
 
         pipe.feed_input("encoded", [np.fromfile(e.path, dtype=np.uint8) for e in entries])
         (videos,) = pipe.run()
-        out = []
-        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
-        for i in range(len(entries)):
-            tensor = torch.empty(videos[i].shape(), dtype=torch.uint8, device=self.device)
-            out.append(feed_ndarray(videos[i], tensor, cuda_stream=stream))  # copy: DALI reuses buffers
+        if self.device.type != "cuda":
+            return [feed_ndarray(videos[i], torch.empty(videos[i].shape(), dtype=torch.uint8))
+                    for i in range(len(entries))]
+        # Copy out on a private stream (DALI reuses its output buffers on the next run) and wait
+        # for it here, in the decode thread; consumers call record_stream on their own stream.
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            out = [feed_ndarray(videos[i], torch.empty(videos[i].shape(), dtype=torch.uint8,
+                                                       device=self.device), cuda_stream=self._copy_stream)
+                   for i in range(len(entries))]
+        self._copy_stream.synchronize()
         return out
 
     def decode(self, entries: Sequence[VideoEntry]) -> List[Decoded]:

@@ -198,3 +198,23 @@ def test_dali_decoder_path_on_cpu_matches_pyav(tmp_path):
     # ...while a different video is far away (the tolerance cannot hide a mix-up).
     assert (got[0].frames.float() - want[1].frames.float()).abs().mean() > 15
     assert [s[0] for s in dali.skipped] == [f"{VIDEO_CLASSES[0]}/v1b"]
+
+
+def test_ranks_split_videos_without_overlap(setup):
+    """Each global rank decodes a disjoint strided share; together they cover every video."""
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.imagenet_p import evaluate_folder
+    from dali_pixmix.video import list_videos
+    root, _, model = setup
+    entries = list_videos(root / "snow", CLASSES)          # 2 good videos + 1 broken, sorted
+    kwargs = dict(batch_frames=64, amp=False, backend="pyav")
+    whole = evaluate_folder(model, entries, "snow", "snow", DistInfo(), **kwargs)
+    # Without a process group the gather returns only the local share: exactly what a rank sees.
+    parts = [evaluate_folder(model, entries, "snow", "snow", DistInfo(rank=r, world_size=2), **kwargs)
+             for r in range(2)]
+    names = [e.name for e in entries]
+    for rank, part in enumerate(parts):
+        assert sorted(part.names + [s[0] for s in part.skipped]) == sorted(names[rank::2])
+        rows = [whole.names.index(n) for n in part.names]
+        np.testing.assert_array_equal(part.top5, whole.top5[rows])
+    assert sorted(parts[0].names + parts[1].names) == sorted(whole.names)
