@@ -144,13 +144,14 @@ class Evaluator:
         cached = broadcast_object(load_cache(path, key) if self.dist.is_main else None)
         if cached is not None:
             return cached
-        preds = self._infer(files, labels, no_resize=no_resize, mask=mask, desc=cell)
+        preds = self.infer(files, labels, no_resize=no_resize, mask=mask, desc=cell)
         if self.dist.is_main:
             save_cache(path, preds, key)
         barrier()
         return preds
 
-    def _infer(self, files, labels, *, no_resize, mask, desc) -> Predictions:
+    def infer(self, files, labels, *, no_resize=False, mask=None, desc="eval") -> Predictions:
+        """Predictions for `files` in file order without the cache (all ranks take part)."""
         from ..loader import make_eval_loader
 
         labels = np.asarray(labels, dtype=np.int64)
