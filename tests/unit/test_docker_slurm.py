@@ -136,6 +136,7 @@ def test_dockerignore_keeps_code_and_drops_data():
 
 FAKE_SRUN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_LOG/srun.args"
+echo "$*" >> "$FAKE_LOG/srun.calls"
 echo $$ > "$FAKE_LOG/srun.pid"
 trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit 0' USR1
 trap 'echo TERM >> "$FAKE_LOG/tasks.signals"; exit 0' TERM
@@ -221,6 +222,23 @@ def test_sbatch_rendezvous_from_slurm_environment(script, tmp_path):
     mounts = [o for o in srun_opts if o.startswith("--container-mounts=")][0]
     assert f"{tmp_path / 'data'}:/data:ro" in mounts and f"{tmp_path / 'runs'}:/outputs" in mounts
     assert "--ntasks-per-node=1" in srun_opts, "one torchrun per node"
+
+
+@pytest.mark.parametrize("with_p", [False, True])
+def test_eval_sbatch_runs_imagenet_p_when_present(tmp_path, with_p):
+    env, log = _fake_slurm(tmp_path)
+    if with_p:
+        (tmp_path / "data" / "imagenet-p").mkdir(parents=True)
+    proc = _start(DOCKER / "slurm" / "eval.sbatch", tmp_path, dict(env, FAKE_SRUN_EXIT="0"))
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    calls = (log / "srun.calls").read_text().splitlines()
+    assert len(calls) == (2 if with_p else 1) and " eval/run_all.py " in calls[0]
+    if with_p:
+        _, ns = _torchrun_args((log / "srun.args").read_text().splitlines())
+        assert ns.training_script == "eval/imagenet_p.py"
+        assert ns.training_script_args[ns.training_script_args.index("--root") + 1] \
+            == "/data/imagenet-p"
 
 
 def test_train_sbatch_requeue_contract():
