@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Training data throughput: DALI without PixMix (a), DALI with PixMix (b), PIL reference (c).
+
+All three read the same generated JPEGs (~300-400 px, made once into a cache folder) and produce
+normalised 224 px training batches: (a) the DALI pipeline (decode + random-resized-crop + flip),
+(b) the same pipeline with the batched PixMix stage and a mixing bank, (c) the reference-style
+torchvision DataLoader (PIL decode, RandomResizedCrop, flip, per-image PIL PixMix drawing a
+mixing picture from its file) with one worker per core. Prints images/s and the ratios b/a
+(the cost of PixMix inside DALI) and b/c (speed-up over the reference data path).
+
+On CUDA, (a) and (b) decode with nvJPEG and run PixMix on the GPU; timings synchronise the
+device. Defaults finish in about two minutes on two CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
+from dali_pixmix.file_lists import scan_images  # noqa: E402
+from dali_pixmix.loader import make_train_loader  # noqa: E402
+from dali_pixmix.mixing_bank import MixingBank  # noqa: E402
+from dali_pixmix.pipelines import IMAGENET_MEAN, IMAGENET_STD, PixMixStage  # noqa: E402
+from dali_pixmix.synthetic import make_fractals, make_synthetic_imagenet  # noqa: E402
+
+CROP = 224
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", type=int, default=512, help="generated training JPEGs")
+    p.add_argument("--mixing", type=int, default=32, help="generated fractal mixing pictures")
+    p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "dali_pixmix_bench"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--measure", type=int, default=256,
+                   help="images timed per configuration and round")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="interleaved rounds (a, b, c, a, ...); the median is reported")
+    p.add_argument("--num-threads", type=int, default=cores, help="DALI CPU threads")
+    p.add_argument("--workers", type=int, default=cores, help="reference DataLoader workers")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--skip-reference", action="store_true", help="only time (a) and (b)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return p.parse_args(argv)
+
+
+def prepare_data(args) -> tuple:
+    """(train root, mixing folder), generated once into the cache folder."""
+    cache = Path(args.cache_dir)
+    classes = 8
+    root = make_synthetic_imagenet(cache / f"imagenet_{args.images}", num_classes=classes,
+                                   train_per_class=max(1, args.images // classes),
+                                   val_per_class=0, seed=0, min_size=300, max_size=400,
+                                   progress=True)
+    mixing = cache / f"mixing_{args.mixing}"
+    if len(list(mixing.glob("*.png"))) < args.mixing:
+        make_fractals(mixing, n=args.mixing, size=256, seed=0, progress=True)
+    return root / "train", mixing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def endless(loader):
+    while True:
+        yield from loader
+
+
+def timed_rate(batches, count: int, drain: int, device: torch.device) -> float:
+    """images/s of the next `count` images, after taking `drain` batches untimed.
+
+    Draining empties the queue a producer filled while another configuration was timed, so the
+    timed batches are produced while the clock runs.
+    """
+    for _ in range(drain):
+        next(batches)
+    sync(device)
+    seen, start = 0, time.perf_counter()
+    while seen < count:
+        images, _ = next(batches)
+        seen += images.shape[0]
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def dali_batches(args, train_root, device, stage):
+    loader = make_train_loader(file_root=train_root, batch_size=args.batch_size,
+                               dist=DistInfo(device=device), pixmix=stage,
+                               num_threads=args.num_threads)
+    return endless(loader)
+
+
+class ReferenceDataset(torch.utils.data.Dataset):
+    """The reference recipe per image: PIL decode, RandomResizedCrop, flip, PIL PixMix."""
+
+    def __init__(self, files, mixing_files, length: int):
+        self.files, self.mixing_files, self.length = files, mixing_files, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        from PIL import Image
+        from torchvision import transforms
+
+        from dali_pixmix.reference import pixmix_pil
+
+        rng = np.random.default_rng(index)
+        base = transforms.Compose([transforms.RandomResizedCrop(CROP),
+                                   transforms.RandomHorizontalFlip()])
+        mix_prep = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(CROP)])
+        image = base(Image.open(self.files[index % len(self.files)]).convert("RGB"))
+        mix = mix_prep(Image.open(self.mixing_files[rng.integers(len(self.mixing_files))])
+                       .convert("RGB"))
+        mixed = pixmix_pil(image, mix, rng, k=4, beta=4.0, severity=1, all_ops=True)
+        normalised = (mixed - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+        return torch.from_numpy(normalised.transpose(2, 0, 1).copy()), 0
+
+
+def reference_batches(args, train_root, mixing):
+    files, mixing_files = scan_images(train_root), scan_images(mixing)
+    loader = torch.utils.data.DataLoader(ReferenceDataset(files, mixing_files, 10**9),
+                                         batch_size=args.batch_size, num_workers=args.workers,
+                                         shuffle=False)
+    return iter(loader)
+
+
+def measure(args, sources, device) -> dict:
+    """Median images/s per configuration over interleaved rounds (a, b, c, a, b, c, ...)."""
+    rates = {name: [] for name in sources}
+    for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+        for name, (batches, drain) in sources.items():
+            rates[name].append(timed_rate(batches, args.measure, drain, device))
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = pick_device(0, args.device)
+    train_root, mixing = prepare_data(args)
+    bank = MixingBank.from_folder(mixing, size=256, device=device)
+    dali_drain = 3  # DALI's prefetch queue (2) + the batch in flight
+    sources = {"a_dali": (dali_batches(args, train_root, device, None), dali_drain),
+               "b_dali_pixmix": (dali_batches(args, train_root, device,
+                                                  PixMixStage(bank, crop=CROP)), dali_drain)}
+    if not args.skip_reference:  # DataLoader queue: prefetch_factor (2) x workers, + 1
+        sources["c_reference"] = (reference_batches(args, train_root, mixing),
+                                  2 * max(1, args.workers) + 1)
+    results = measure(args, sources, device)
+    labels = {"a_dali": "(a) DALI, no PixMix", "b_dali_pixmix": "(b) DALI + PixMix",
+              "c_reference": f"(c) PIL reference, {args.workers} workers"}
+    for name, rate in results.items():
+        print(f"{labels[name]:<30}: {rate:9.1f} images/s")
+    results["ratio_b_over_a"] = results["b_dali_pixmix"] / results["a_dali"]
+    summary = f"b/a = {results['ratio_b_over_a']:.2f}"
+    if "c_reference" in results:
+        results["ratio_b_over_c"] = results["b_dali_pixmix"] / results["c_reference"]
+        summary += f", b/c = {results['ratio_b_over_c']:.2f}"
+    results.update(device=str(device), batch_size=args.batch_size, rounds=args.rounds,
+                   images_per_round=args.measure, num_threads=args.num_threads,
+                   workers=args.workers, cores=os.cpu_count())
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"{summary} on {device} (batch {args.batch_size}, median of {args.rounds} "
+          f"interleaved rounds of {args.measure} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
