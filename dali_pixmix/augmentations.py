@@ -39,22 +39,28 @@ def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- look-up tables
 
-def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+def _lut_index(x: torch.Tensor) -> torch.Tensor:
+    """int64 index of every value into a flattened ``[B, 3, 256]`` table."""
+    b = x.shape[0]
+    offsets = torch.arange(b * 3, device=x.device, dtype=torch.int64).view(b, 1, 1, 3) * 256
+    return x.long().add_(offsets)
+
+
+def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None):
     """Per-sample, per-channel look-up: ``out[b,h,w,c] = lut[b, c, x[b,h,w,c]]``.
 
-    ``lut`` is ``[B, 3, 256]`` (any integer dtype, values in 0..255).
+    ``lut`` is ``[B, 3, 256]`` (any integer dtype, values in 0..255); ``index`` is
+    ``_lut_index(x)`` when the caller already has it.
     """
-    b = x.shape[0]
-    offsets = torch.arange(b * 3, device=x.device, dtype=torch.int64).view(b, 1, 1, 3) * 256
-    return torch.take(lut.to(torch.uint8).reshape(-1), x.long() + offsets)
+    index = _lut_index(x) if index is None else index
+    return torch.take(lut.to(torch.uint8).reshape(-1), index)
 
 
-def channel_histograms(x: torch.Tensor) -> torch.Tensor:
+def channel_histograms(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample, per-channel 256-bin histograms, int64 ``[B, 3, 256]``."""
     b = x.shape[0]
-    offsets = torch.arange(b * 3, device=x.device, dtype=torch.int64).view(b, 1, 1, 3) * 256
-    counts = torch.bincount((x.long() + offsets).reshape(-1), minlength=b * 3 * 256)
-    return counts.view(b, 3, 256)
+    index = _lut_index(x) if index is None else index
+    return torch.bincount(index.reshape(-1), minlength=b * 3 * 256).view(b, 3, 256)
 
 
 def autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,8 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     clipped to 255.
     """
     _check_images(x)
-    hist = channel_histograms(x)
+    index = _lut_index(x)
+    hist = channel_histograms(x, index)
     occupied = hist > 0
     ramp = torch.arange(256, device=x.device, dtype=torch.int64)
     last_bin = torch.where(occupied, ramp, torch.zeros_like(ramp)).amax(dim=-1, keepdim=True)
@@ -94,7 +101,7 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     safe_step = step.clamp(min=1)
     lut = ((safe_step // 2 + below) // safe_step).clamp(max=255)
     lut = torch.where(unchanged, ramp.expand_as(lut), lut)
-    return apply_lut(x, lut)
+    return apply_lut(x, lut, index)
 
 
 def posterize(x: torch.Tensor, bits) -> torch.Tensor:
@@ -127,148 +134,196 @@ def rotation_matrices(degrees, width: int, height: int) -> torch.Tensor:
     return torch.stack([cos, sin, c, -sin, cos, f], dim=-1)
 
 
-def affine(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     """PIL ``Image.transform(size, AFFINE, (a, b, c, d, e, f), BILINEAR)`` per sample.
 
     ``coeffs`` is ``[B, 6]``: output pixel centre (x + .5, y + .5) reads the input at
     (a x + b y + c, d x + e y + f) in continuous coordinates (pixel i covers [i, i + 1)).
     Points outside the canvas are black; inside, bilinear with edge replication and
-    truncation to uint8, as PIL does.
+    truncation to uint8, as PIL does. Samples with identical coefficients (e.g. rotations by
+    the same integer angle) share one float64 coordinate map.
     """
     _check_images(x)
     n, h, w, _ = x.shape
-    m = coeffs.to(device=x.device, dtype=torch.float64).reshape(n, 6)
-    a, b, c, d, e, f = (m[:, i].view(n, 1, 1) for i in range(6))
-    # Sample position in pixel-index space: source = coeffs * centre - 0.5. The constant terms
-    # are folded in float64 so that integer translations stay exact in float32.
-    c0 = ((a + b) * 0.5 + c - 0.5).float()
-    f0 = ((d + e) * 0.5 + f - 0.5).float()
-    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
-    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
-    u = a.float() * xs + b.float() * ys + c0  # [n, h, w]
-    v = d.float() * xs + e.float() * ys + f0
-    inside = (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
-    return _bilinear(x, u, v, inside)
+    m = torch.as_tensor(coeffs, dtype=torch.float64).reshape(n, 6).cpu()
+    unique, inverse = torch.unique(m, dim=0, return_inverse=True)
+    flat = x.reshape(n, h * w, 3)
+    out = torch.empty_like(flat)
+    for g in range(unique.shape[0]):
+        members = (inverse == g).nonzero(as_tuple=True)[0].to(x.device)
+        plan = _bilinear_plan(unique[g].tolist(), h, w, x.device)
+        out.index_copy_(0, members, _bilinear_apply(flat.index_select(0, members), *plan))
+    return out.view(n, h, w, 3)
 
 
-def _bilinear(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor, inside: torch.Tensor):
-    """PIL's bilinear filter at index-space points (u, v); edges replicated, outside -> 0."""
-    n, h, w, _ = x.shape
-    u0, v0 = torch.floor(u), torch.floor(v)
-    du, dv = (u - u0).unsqueeze(-1), (v - v0).unsqueeze(-1)
-    x0 = u0.long().clamp_(0, w - 1)
-    x1 = (u0.long() + 1).clamp_(0, w - 1)
-    y0 = v0.long().clamp_(0, h - 1)
-    y1 = (v0.long() + 1).clamp_(0, h - 1)
-    base = torch.arange(n, device=x.device).view(n, 1, 1) * (h * w)
-    rows = x.reshape(n * h * w, 3)
+def _bilinear_plan(coeffs, h: int, w: int, device):
+    """Tap indices ``[4, H*W]``, weights and inside-mask ``[H*W, 1]`` of one affine map."""
+    a, b, c, d, e, f = coeffs
+    xs = torch.arange(w, dtype=torch.float64, device=device).view(1, w) + 0.5
+    ys = torch.arange(h, dtype=torch.float64, device=device).view(h, 1) + 0.5
+    u = a * xs + b * ys + c  # same operation order as PIL's affine_transform
+    v = d * xs + e * ys + f
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    u0, v0 = torch.floor(u - 0.5), torch.floor(v - 0.5)
+    du, dv = (u - 0.5 - u0).float(), (v - 0.5 - v0).float()
+    x0, y0 = u0.long(), v0.long()
+    xa, xb = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    ya, yb = y0.clamp(0, h - 1) * w, (y0 + 1).clamp(0, h - 1) * w
+    taps = torch.stack([ya + xa, ya + xb, yb + xa, yb + xb]).view(4, h * w, 1) * 3
+    taps = (taps + torch.arange(3, device=device)).view(4, h * w * 3)  # flat RGB offsets
+    return taps, du.view(-1, 1), dv.view(-1, 1), inside.view(-1, 1)
 
-    def pick(yy, xx):
-        return rows[(base + yy * w + xx).reshape(-1)].view(n, h, w, 3).float()
 
-    top0, top1 = pick(y0, x0), pick(y0, x1)
-    top = top0.add_((top1.sub_(top0)).mul_(du))
-    bot0, bot1 = pick(y1, x0), pick(y1, x1)
-    bot = bot0.add_((bot1.sub_(bot0)).mul_(du))
-    out = top.add_((bot.sub_(top)).mul_(dv))
-    out.mul_(inside.unsqueeze(-1))
+def _bilinear_apply(flat: torch.Tensor, taps, du, dv, inside) -> torch.Tensor:
+    """PIL's bilinear filter (row blend along x, then along y) on ``[m, H*W, 3]`` uint8."""
+    m, hw, _ = flat.shape
+    rgb = flat.reshape(m, hw * 3)
+    t00, t01, t10, t11 = (torch.gather(rgb, 1, taps[i].expand(m, -1)).view(m, hw, 3).float()
+                          for i in range(4))
+    top = t00.add_(t01.sub_(t00).mul_(du))
+    bottom = t10.add_(t11.sub_(t10).mul_(du))
+    out = top.add_(bottom.sub_(top).mul_(dv)).mul_(inside)
     return out.clamp_(0, 255).to(torch.uint8)  # float -> uint8 truncates, like PIL
 
 
-def _unit_coeffs(n: int, device) -> torch.Tensor:
-    m = torch.zeros(n, 6, dtype=torch.float64, device=device)
-    m[:, 0] = 1.0
-    m[:, 4] = 1.0
-    return m
+def _shift_lines(lines: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Resample each line at ``j + shift`` (PIL affine conventions): uint8 ``[R, L, 3]``.
+
+    ``shift`` is float64 ``[R]``. Output pixel j has centre j + .5, reads the input at
+    j + .5 + shift: black outside [0, L), else linear between the two nearest input pixels
+    with edge replication, truncated. Lines are grouped by the integer part of the shift so
+    every copy is a contiguous slice.
+    """
+    r, length, _ = lines.shape
+    dev = lines.device
+    whole = torch.floor(shift).clamp_(-length - 1, length + 1)
+    frac = (shift - torch.floor(shift)).float()
+    pad = int(whole.abs().max().item()) + 1 if r else 1
+    padded = torch.cat([lines[:, :1].expand(r, pad, 3), lines,
+                        lines[:, -1:].expand(r, pad + 1, 3)], dim=1)
+    wide = torch.empty(r, length + 1, 3, dtype=lines.dtype, device=dev)
+    whole_cpu = whole.long().cpu()
+    for d in torch.unique(whole_cpu).tolist():
+        rows = (whole_cpu == d).nonzero(as_tuple=True)[0].to(dev)
+        wide.index_copy_(0, rows, padded.index_select(0, rows)[:, pad + d:pad + d + length + 1])
+    pos = torch.arange(length, dtype=torch.float64, device=dev).view(1, length) + 0.5
+    pos = pos + shift.to(dev).view(r, 1)
+    inside = ((pos >= 0) & (pos < length)).unsqueeze(-1)
+    if not bool((frac != 0).any()):
+        return wide[:, :length] * inside
+    left = wide[:, :length].float()
+    out = left.add_(wide[:, 1:].float().sub_(left).mul_(frac.to(dev).view(r, 1, 1)))
+    return out.mul_(inside).clamp_(0, 255).to(torch.uint8)
 
 
-def shear_coeffs(op: str, s, n: int, device) -> torch.Tensor:
-    """Affine coefficients ``[n, 6]`` for shear_x (1, s, 0, 0, 1, 0) or shear_y (1, 0, 0, s, 1, 0)."""
-    m = _unit_coeffs(n, device)
-    m[:, 1 if op == "shear_x" else 3] = torch.as_tensor(s, dtype=torch.float64).to(device).reshape(-1)
-    return m
-
-
-def translate_coeffs(op: str, pixels, n: int, device) -> torch.Tensor:
-    """Affine coefficients ``[n, 6]`` for translate_x (1, 0, t, 0, 1, 0) or translate_y (.., t)."""
-    m = _unit_coeffs(n, device)
-    t = torch.as_tensor(pixels, dtype=torch.float64).to(device).reshape(-1)
-    m[:, 2 if op == "translate_x" else 5] = t
-    return m
-
-
-def geometric_coeffs(op: str, param, x: torch.Tensor) -> torch.Tensor:
-    """Affine coefficients ``[B, 6]`` of one geometric op for the batch ``x``."""
+def _shift_along(x: torch.Tensor, shift: torch.Tensor, axis: str) -> torch.Tensor:
+    """Shift every row (axis "x") or column (axis "y") of ``x`` by ``shift`` ``[B, lines]``."""
     n, h, w, _ = x.shape
-    if op == "rotate":
-        return rotation_matrices(param, w, h).to(x.device)
-    if op in ("shear_x", "shear_y"):
-        return shear_coeffs(op, param, n, x.device)
-    if op in ("translate_x", "translate_y"):
-        return translate_coeffs(op, param, n, x.device)
-    raise ValueError(f"not a geometric op: {op!r}; expected one of {GEOMETRIC_OPS}")
+    shift = shift.to(torch.float64)
+    if axis == "x":
+        return _shift_lines(x.reshape(n * h, w, 3), shift.reshape(n * h)).view(n, h, w, 3)
+    cols = x.transpose(1, 2).reshape(n * w, h, 3)
+    out = _shift_lines(cols, shift.reshape(n * w)).view(n, w, h, 3)
+    return out.transpose(1, 2).contiguous()
+
+
+def _params64(param, n: int) -> torch.Tensor:
+    p = torch.as_tensor(param, dtype=torch.float64).reshape(-1)
+    if p.numel() != n:
+        raise ValueError(f"expected one parameter per sample ({n}), got {p.numel()}")
+    return p
 
 
 def rotate(x: torch.Tensor, degrees) -> torch.Tensor:
     """PIL ``img.rotate(degrees, resample=BILINEAR)``: counter-clockwise about the centre."""
-    return affine(x, geometric_coeffs("rotate", degrees, x))
+    _check_images(x)
+    n, h, w, _ = x.shape
+    return affine(x, rotation_matrices(_params64(degrees, n), w, h))
 
 
 def shear_x(x: torch.Tensor, s) -> torch.Tensor:
-    """PIL affine (1, s, 0, 0, 1, 0), bilinear, black fill."""
-    return affine(x, geometric_coeffs("shear_x", s, x))
+    """PIL affine (1, s, 0, 0, 1, 0), bilinear, black fill: row y moves by s * (y + .5)."""
+    _check_images(x)
+    n, h, w, _ = x.shape
+    s = _params64(s, n).to(x.device)
+    ys = torch.arange(h, dtype=torch.float64, device=x.device) + 0.5
+    return _shift_along(x, s.view(n, 1) * ys.view(1, h), "x")
 
 
 def shear_y(x: torch.Tensor, s) -> torch.Tensor:
-    """PIL affine (1, 0, 0, s, 1, 0), bilinear, black fill."""
-    return affine(x, geometric_coeffs("shear_y", s, x))
+    """PIL affine (1, 0, 0, s, 1, 0), bilinear, black fill: column x moves by s * (x + .5)."""
+    _check_images(x)
+    n, h, w, _ = x.shape
+    s = _params64(s, n).to(x.device)
+    xs = torch.arange(w, dtype=torch.float64, device=x.device) + 0.5
+    return _shift_along(x, s.view(n, 1) * xs.view(1, w), "y")
 
 
 def translate_x(x: torch.Tensor, pixels) -> torch.Tensor:
-    """PIL affine (1, 0, t, 0, 1, 0): output pixel x shows input pixel x + t."""
-    return affine(x, geometric_coeffs("translate_x", pixels, x))
+    """PIL affine (1, 0, t, 0, 1, 0): output pixel x shows input pixel x + t, black outside."""
+    _check_images(x)
+    n, h, _, _ = x.shape
+    t = _params64(pixels, n).to(x.device)
+    return _shift_along(x, t.view(n, 1).expand(n, h), "x")
 
 
 def translate_y(x: torch.Tensor, pixels) -> torch.Tensor:
-    """PIL affine (1, 0, 0, 0, 1, t): output pixel y shows input pixel y + t."""
-    return affine(x, geometric_coeffs("translate_y", pixels, x))
+    """PIL affine (1, 0, 0, 0, 1, t): output pixel y shows input pixel y + t, black outside."""
+    _check_images(x)
+    n, _, w, _ = x.shape
+    t = _params64(pixels, n).to(x.device)
+    return _shift_along(x, t.view(n, 1).expand(n, w), "y")
 
 
 # ----------------------------------------------------------------------------- enhance ops
 
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor) -> torch.Tensor:
-    """PIL ``Image.blend(degenerate, x, factor)`` on uint8: float32 math, truncate, clip."""
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor, xf: torch.Tensor | None = None):
+    """PIL ``Image.blend(degenerate, x, factor)`` on uint8: float32 math, truncate, clip.
+
+    ``degenerate`` is a float tensor broadcastable to ``x``; ``xf`` is ``x.float()`` if known.
+    """
     alpha = _per_sample(factor, x, torch.float32)
-    deg = degenerate.float()
-    out = (x.float() - deg).mul_(alpha).add_(deg)
+    xf = x.float() if xf is None else xf
+    out = xf.sub_(degenerate).mul_(alpha).add_(degenerate)
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """PIL RGB -> L conversion (ITU-R 601-2 luma, fixed point, rounded), int32 ``[B, H, W, 1]``."""
-    r, g, b = x.int().unbind(-1)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(-1)
+_LUMA = (19595.0, 38470.0, 7471.0)
+
+
+def grayscale(xf: torch.Tensor) -> torch.Tensor:
+    """PIL RGB -> L (ITU-R 601-2 luma in 16-bit fixed point, rounded) of float RGB values.
+
+    Returns float32 ``[B, H, W, 1]`` holding integers. Every partial sum is an integer below
+    2**24, so float32 evaluates PIL's integer formula exactly in any order.
+    """
+    weights = torch.tensor(_LUMA, dtype=torch.float32, device=xf.device)
+    total = torch.matmul(xf, weights).unsqueeze(-1)
+    return total.add_(32768.0).mul_(1.0 / 65536.0).floor_()
 
 
 def color(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Color``: blend with the greyscale image."""
     _check_images(x)
-    return _blend(grayscale(x), x, factor)
+    xf = x.float()
+    return _blend(grayscale(xf), x, factor, xf)
 
 
 def contrast(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Contrast``: blend with the rounded mean of the greyscale image."""
     _check_images(x)
-    luma = grayscale(x)
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.int64).double() / luma[0].numel()
-    grey = torch.floor(mean + 0.5).view(-1, 1, 1, 1)
-    return _blend(grey, x, factor)
+    xf = x.float()
+    luma = grayscale(xf)
+    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / luma[0].numel()
+    grey = torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
+    return _blend(grey, x, factor, xf)
 
 
 def brightness(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Brightness``: blend with black."""
     _check_images(x)
-    return _blend(torch.zeros((), device=x.device), x, factor)
+    alpha = _per_sample(factor, x, torch.float32)
+    return x.float().mul_(alpha).clamp_(0, 255).to(torch.uint8)
 
 
 def smooth(x: torch.Tensor) -> torch.Tensor:
@@ -292,7 +347,7 @@ def smooth(x: torch.Tensor) -> torch.Tensor:
 def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image."""
     _check_images(x)
-    return _blend(smooth(x), x, factor)
+    return _blend(smooth(x).float(), x, factor)
 
 
 # ----------------------------------------------------------------------------- dispatch
