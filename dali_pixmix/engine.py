@@ -277,11 +277,16 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def agree_on_flags(run: Run, loss: torch.Tensor, stop: StopFlag) -> tuple:
-    """(any rank's loss non-finite, any rank asked to stop), identical on every rank."""
-    flags = torch.stack([(~torch.isfinite(loss)).float(),
-                         torch.tensor(float(stop.requested), device=loss.device)])
-    bad, halt = all_reduce_sum(flags).tolist()
-    return bad > 0, halt > 0
+    """(any loss non-finite, any rank asked to stop, rank 0's timer says save), on every rank.
+
+    One small all-reduce per step; ranks must agree, since a checkpoint ends in a barrier.
+    """
+    save_due = run.dist.is_main and run.epoch_step < run.steps_per_epoch and (
+        time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes)
+    flags = torch.cat([(~torch.isfinite(loss)).float().reshape(1),
+                       torch.tensor([float(stop.requested), float(save_due)], device=loss.device)])
+    bad, halt, save = all_reduce_sum(flags).tolist()
+    return bad > 0, halt > 0, save > 0
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -289,8 +294,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 
@@ -343,7 +348,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
         loss = train_step(run, images, labels)
         run.step += 1
         run.epoch_step += 1
-        bad, halt = agree_on_flags(run, loss, stop)
+        bad, halt, save_due = agree_on_flags(run, loss, stop)
         if bad:
             raise TrainingError(
                 f"non-finite loss ({loss.item()}) at step {run.step} (epoch {run.epoch + 1}, batch "
@@ -362,8 +367,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
         if run.halt and run.epoch_step < run.steps_per_epoch:
             save_checkpoint(run, stop.signal_name or "train.max_steps reached")
             return False
-        if (time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes
-                and run.epoch_step < run.steps_per_epoch):  # the epoch end saves anyway
+        if save_due:  # mid-epoch only: the epoch end saves anyway
             save_checkpoint(run, f"{run.cfg.train.checkpoint_minutes:g} minutes passed")
     run.history.append({"epoch": run.epoch + 1, "step": run.step, **epoch_meter.summary(),
                         "lr": run.scheduler.current_lr()})

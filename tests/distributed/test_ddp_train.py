@@ -40,7 +40,7 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
             f"pixmix.mixing_set={tiny_mixing_dir}", "pixmix.bank_size=64", "model.arch=resnet18",
             "train.batch_size=8", "eval.batch_size=6", "train.epochs=2", "train.log_every=1",
             "train.debug_log=true", "train.tensorboard=false", f"train.output_dir={out}",
-            "eval.calibration_bin_size=4", "dist.device=cpu"]
+            "eval.calibration_bin_size=4", "dist.device=cpu", "train.checkpoint_minutes=0"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={free_port()}", str(REPO / "train_imagenet.py"),
            "--config", str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
@@ -62,6 +62,10 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     first_epoch = [r["labels"] for r in steps0 if r["epoch"] == 0]
     assert first_epoch != [r["labels"] for r in steps0 if r["epoch"] == 1]  # reshuffled
 
+    # checkpoint_minutes=0: rank 0's timer asks for a save after every mid-epoch step too; the
+    # ranks agree on it (no hang) and the newest 3 are kept
+    assert sorted(p.name for p in out.glob("ckpt_*.pt")) == [
+        "ckpt_e0001_s000000002.pt", "ckpt_e0001_s000000003.pt", "ckpt_e0002_s000000004.pt"]
     final = torch.load(out / "final.pt", weights_only=True)
     assert final["val"]["n"] == IMAGES  # every validation image counted exactly once
     lines = (out / "metrics.jsonl").read_text().splitlines()
