@@ -302,7 +302,7 @@ def test_documentation_exists():
     names = {f.name for f in doc_files()}
     assert "README.md" in names
     for needed in ["install.md", "data.md", "training.md", "evaluation.md", "multi_node.md",
-                   "troubleshooting.md", "results.md"]:
+                   "benchmarks.md", "troubleshooting.md", "results.md"]:
         assert (ROOT / "docs" / needed).is_file(), f"docs/{needed} is missing"
 
 
