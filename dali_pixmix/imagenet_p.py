@@ -2,18 +2,22 @@
 
 Flow per perturbation: list and validate `<root>/<folder>/<wnid>/*.mp4` up front -> each global
 rank decodes its strided share of the videos (`video.VideoReader`: DALI on GPU, PyAV on CPU) ->
-the model runs on whole frames (no resize, ImageNet mean/std; autocast on CUDA) and keeps only
-each frame's top-5 class indices -> ranks gather them -> metrics on the main rank -> cached as
+the model runs on whole frames (no resize, ImageNet mean/std; float16 autocast on CUDA) and
+keeps only each frame's top-5 class indices -> ranks gather them -> metrics -> cached as
 `<cache_dir>/<folder>.npz` (numpy, no pickles) so an interrupted run resumes per perturbation.
 
 Difficulty d: noise perturbations read the `<name>_<d>` folders (frames compared with frame 0);
 the others compare frames d apart. Normalised figures (FR, T5D, mFR, mT5D) exist for d = 1 only.
 
 Rows (`report.Row`, values in percent unless the metric name says otherwise), task "imagenet_p",
-dataset "imagenet_p", n = videos decoded:
-  variant=<perturbation>, severity=d: flip_prob, ut5d_ranks (rank units), and for d = 1 fr, t5d
+dataset "imagenet_p", n = videos decoded, protocol e.g. "hendrycks:no-resize,difficulty=1,
+amp-fp16,dali-nvdec" (the decoder is named because YUV->RGB conversions differ slightly):
+  variant=<perturbation>, severity=d: flip_prob, ut5d_ranks (rank units), and for d = 1
+                                      fr, t5d (percent of AlexNet)
   variant="mean", severity=d:         flip_prob, ut5d_ranks (means over the evaluated perturbations)
   variant="mean", severity=None:      mfr, mt5d (d = 1 and all 10 test perturbations only)
+Videos that fail to decode or have the wrong frame count are left out of the metrics and listed
+by name in `<out>/imagenet_p_details.json`.
 """
 from __future__ import annotations
 
@@ -92,11 +96,10 @@ def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
 
 
 def autocast(device: torch.device, amp: bool):
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing on CPU."""
+    """float16 autocast on CUDA (as the rest of the suite; finer than bfloat16 for rankings)."""
     if not (amp and device.type == "cuda"):
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=torch.float16)
 
 
 def batched_clips(clips: Iterable[VideoClip], batch_frames: int) -> Iterator[List[VideoClip]]:
@@ -206,9 +209,7 @@ def evaluate_perturbation(model, entries: Sequence[VideoEntry], perturbation: st
 
 
 def precision_name(device: torch.device, amp: bool) -> str:
-    if not (amp and device.type == "cuda"):
-        return "fp32"
-    return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
+    return "amp-fp16" if (amp and device.type == "cuda") else "fp32"
 
 
 def protocol_name(difficulty: int, device: torch.device, amp: bool, backend: str) -> str:
@@ -278,16 +279,15 @@ def plot_flip_rates(table: Dict[str, Dict], path: str | Path) -> Optional[Path]:
 
 
 def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | Path,
-                   out_dir: str | Path, info: DistInfo, *, difficulty: int = 1,
+                   info: DistInfo, *, cache_dir: Optional[str | Path], difficulty: int = 1,
                    perturbations: str | Sequence[str] = "test", batch_size: int = 256,
                    amp: bool = True, backend: str = "auto", workers: int = 2,
-                   fingerprint: str = "", cache_dir: Optional[str | Path] = None,
-                   progress: bool = True) -> Tuple[List[report.Row], Dict[str, Dict]]:
-    """Evaluate ImageNet-P; the main rank writes imagenet_p.{json,csv}, details and the plot.
+                   fingerprint: str = "", progress: bool = True
+                   ) -> Tuple[List[report.Row], Dict[str, Dict]]:
+    """Evaluate ImageNet-P: (tidy rows, `summarize` table). Writes only the cache.
 
     `fingerprint` identifies the model (e.g. checkpoint path, size, mtime); cached predictions
-    made under another fingerprint or setting are recomputed. `cache_dir` defaults to
-    `<out_dir>/cache/imagenet_p`.
+    made under another fingerprint or setting are recomputed. No cache when `cache_dir` is None.
     """
     from .video import resolve_backend
 
@@ -295,30 +295,58 @@ def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | P
     chosen = parse_perturbations(perturbations)
     listing = list_all(root, chosen, difficulty, classes)
     protocol = protocol_name(difficulty, info.device, amp, backend)
-    cache_dir = Path(cache_dir) if cache_dir else Path(out_dir) / "cache" / TASK
     model = model.to(info.device).eval()
     results = {}
     for name in chosen:
         results[name] = evaluate_perturbation(
-            model, listing[name], name, difficulty, info, cache_dir=cache_dir,
+            model, listing[name], name, difficulty, info,
+            cache_dir=Path(cache_dir) if cache_dir else None,
             fingerprint=f"{fingerprint}|{protocol}", batch_frames=batch_size, amp=amp,
             backend=backend, workers=workers, progress=progress)
     table = summarize(results, difficulty)
-    rows = result_rows(table, difficulty, protocol)
-    if info.is_main:
-        write_outputs(rows, table, out_dir, difficulty, protocol)
-    return rows, table
+    return result_rows(table, difficulty, protocol), table
 
 
-def write_outputs(rows, table, out_dir: str | Path, difficulty: int, protocol: str) -> None:
+def write_outputs(rows: Sequence[report.Row], table: Dict[str, Dict], out_dir: str | Path) -> Path:
+    """`<out>/imagenet_p_details.json` (per perturbation, skipped videos) and the FR plot.
+
+    The rows themselves go to `<out>/results/imagenet_p.json` (written by the suite's CLI);
+    the details stay outside results/, which holds row files only.
+    """
     out_dir = Path(out_dir)
-    report.write_rows(rows, out_dir, TASK)
-    details = {"protocol": protocol, "difficulty": difficulty, "perturbations": table}
-    (out_dir / f"{TASK}_details.json").write_text(json.dumps(details, indent=1) + "\n")
-    plot_flip_rates(table, out_dir / f"{TASK}_flip_rates.png")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    details = {"protocol": rows[0].protocol if rows else "", "perturbations": table}
+    path = out_dir / f"{TASK}_details.json"
+    path.write_text(json.dumps(details, indent=1) + "\n")
+    plot_flip_rates(table, out_dir / "plots" / f"{TASK}_flip_rates.png")
+    return path
 
 
-def checkpoint_fingerprint(path: str | Path, arch: Optional[str] = None) -> str:
-    """Identity of a checkpoint file for cache validation: resolved path, size, mtime, arch."""
-    stat = Path(path).stat()
-    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{arch or ''}"
+def summary_line(table: Dict[str, Dict], rows: Sequence[report.Row], details: Path) -> str:
+    """One line: mFR/mT5D (or the mean flip probability), videos, skips, cache hits."""
+    per = {k: v for k, v in table.items() if k != "mean"}
+    videos = sum(v["videos"] for v in per.values())
+    skipped = sum(len(v["skipped"]) for v in per.values())
+    cached = sum(v["from_cache"] for v in per.values())
+    if "mean" in table:
+        head = f"mFR {table['mean']['mfr']:.1f}  mT5D {table['mean']['mt5d']:.1f}"
+    else:
+        mean = next(r for r in rows if r.variant == "mean" and r.metric == "flip_prob")
+        head = (f"mean flip probability {mean.value:.2f}% (no mFR/mT5D: needs the 10 test "
+                "perturbations at difficulty 1)")
+    return (f"ImageNet-P: {head} over {len(per)} perturbations, {videos} videos, "
+            f"{skipped} skipped, {cached} from cache (details: {details})")
+
+
+def run_imagenet_p_task(ev, root: str | Path, *, difficulty: int = 1,
+                        perturbations: str | Sequence[str] = "test", backend: str = "auto",
+                        amp: bool = True) -> List[report.Row]:
+    """ImageNet-P with an `evaluation.Evaluator` (model, classes, ranks, out, batch size)."""
+    rows, table = run_imagenet_p(
+        ev.model, ev.classes, root, ev.dist, cache_dir=ev.out / "cache" / TASK,
+        difficulty=difficulty, perturbations=perturbations, batch_size=ev.batch_size, amp=amp,
+        backend=backend, workers=ev.workers, fingerprint=repr(ev.model_key),
+        progress=ev.progress)
+    if ev.dist.is_main:
+        ev.log(summary_line(table, rows, write_outputs(rows, table, ev.out)))
+    return rows

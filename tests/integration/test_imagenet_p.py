@@ -104,14 +104,15 @@ def run_script(*args):
 
 
 def load_main():
+    """The script's entry point in-process, with its error handling (error line, status 2)."""
     spec = importlib.util.spec_from_file_location("eval_imagenet_p", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return lambda argv: module.cli.run_cli(module.main, argv)
 
 
 def rows_by_key(out):
-    rows = json.loads((out / "imagenet_p.json").read_text())
+    rows = json.loads((out / "results" / "imagenet_p.json").read_text())
     return {(r["variant"], r["severity"], r["metric"]): r for r in rows}
 
 
@@ -137,9 +138,12 @@ def test_script_matches_independent_predictions_and_resumes(setup, tmp_path, cap
     assert rows[("mean", None, "mt5d")]["value"] == pytest.approx(pm.mt5d(t5ds))
     assert "difficulty=1,fp32,pyav" in rows[("mean", None, "mfr")]["protocol"]
     details = json.loads((out / "imagenet_p_details.json").read_text())["perturbations"]
+    table9 = (out / "table9.md").read_text()
+    model_row = next(line for line in table9.splitlines() if line.startswith("| this model"))
+    assert f"| - | {pm.mfr(fps):.1f} | {pm.mt5d(t5ds):.1f} | -" in model_row
     assert [s[0] for s in details["snow"]["skipped"]] == [f"{VIDEO_CLASSES[0]}/broken"]
     assert details["rotate"]["skipped"][0][1] == "has 30 frames, expected 31"
-    assert (out / "imagenet_p_flip_rates.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "imagenet_p_flip_rates.png").read_bytes()[:4] == b"\x89PNG"
     # Resume: every perturbation comes from its cache, with the same numbers.
     assert load_main()(["--checkpoint", str(ckpt), "--root", str(root), "--out", str(out),
                         "--device", "cpu"]) == 0
@@ -164,19 +168,24 @@ def test_difficulty_two_reads_noise_folders_and_skips_normalised(setup, tmp_path
     assert not any(m in ("fr", "t5d", "mfr", "mt5d") for _, _, m in rows)
 
 
-def test_layout_errors_are_clear(setup, tmp_path):
+def test_layout_errors_are_clear(setup, tmp_path, capsys):
     root, ckpt, _ = setup
-    proc = run_script("--checkpoint", ckpt, "--root", tmp_path / "nowhere", "--out", tmp_path,
-                      "--device", "cpu")
-    assert proc.returncode == 2 and "error: ImageNet-P root not found" in proc.stderr
     main = load_main()
     common = ["--checkpoint", str(ckpt), "--out", str(tmp_path), "--device", "cpu"]
-    # gaussian_noise_3 does not exist: the missing folder is named before any decoding.
-    assert main(common + ["--root", str(root), "--difficulty", "3", "--perturbations", "gaussian_noise"]) == 2
-    assert main(common + ["--root", str(root), "--perturbations", "gaussian_nosie"]) == 2
+    cases = [
+        (["--root", str(tmp_path / "nowhere")], "ImageNet-P root not found"),
+        # gaussian_noise_3 does not exist: the missing folder is named before any decoding.
+        (["--root", str(root), "--difficulty", "3", "--perturbations", "gaussian_noise"],
+         "gaussian_noise_3"),
+        (["--root", str(root), "--perturbations", "gaussian_nosie"], "unknown ImageNet-P perturbation"),
+    ]
     stranger = tmp_path / "P2"
     write_video(stranger / "tilt" / "n99999999" / "a.mp4", synthetic_video(np.random.default_rng(1), 31))
-    assert main(common + ["--root", str(stranger), "--perturbations", "tilt"]) == 2
+    cases.append((["--root", str(stranger), "--perturbations", "tilt"], "not in the model's class list"))
+    for args, message in cases:
+        assert main(common + args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, err
 
 
 def test_dali_decoder_path_on_cpu_matches_pyav(tmp_path):
