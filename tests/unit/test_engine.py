@@ -1,0 +1,59 @@
+"""Engine pieces that need no data pipeline: validation metrics, AMP choice, per-epoch order."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import top_k_accuracy_score
+
+from dali_pixmix.config import load_config
+from dali_pixmix.engine import resolve_amp, validation_metrics, weights_digest
+from dali_pixmix.epoch_data import epoch_order, epoch_seed
+
+pytestmark = pytest.mark.unit
+
+
+def test_validation_metrics_match_sklearn_and_hand_values():
+    rng = np.random.default_rng(0)
+    logits = torch.from_numpy(rng.normal(size=(300, 7)))
+    labels = torch.from_numpy(rng.integers(0, 7, size=300))
+    probs = logits.softmax(1)
+    top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1)
+    rows = torch.stack([probs.max(1).values, (probs.argmax(1) == labels).double(), top5.double(),
+                        torch.nn.functional.cross_entropy(logits, labels, reduction="none")]).numpy()
+    out = validation_metrics(rows, bin_size=100, num_classes=7)
+    assert out["n"] == 300
+    assert out["top1"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=1, labels=range(7)))
+    assert out["top5"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=5, labels=range(7)))
+    # RMS by hand: 3 equal-mass bins of 100 sorted by confidence, the last one dropped (reference)
+    order = np.argsort(rows[0], kind="stable")
+    conf, corr = rows[0][order], rows[1][order]
+    gaps = [conf[i:i + 100].mean() - corr[i:i + 100].mean() for i in (0, 100)]
+    assert out["rms"] == pytest.approx(100 * np.sqrt(sum(100 / 300 * g * g for g in gaps)))
+    assert out["chance_top1"] == pytest.approx(100 / 7)
+
+
+def test_small_validation_sets_report_no_rms():
+    rows = np.array([[0.9, 0.6], [1.0, 0.0], [1.0, 1.0], [0.1, 0.5]])
+    out = validation_metrics(rows, bin_size=100, num_classes=2)
+    assert out["rms"] is None and "2 images < eval.calibration_bin_size=100" in out["rms_note"]
+    assert out["top1"] == 50.0 and out["loss"] == pytest.approx(0.3)
+
+
+def test_amp_defaults_off_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_amp(load_config(None), cpu) is None
+    assert resolve_amp(load_config(None, ["train.amp=bf16"]), cpu) is torch.bfloat16
+    assert resolve_amp(load_config(None, ["train.amp=fp16"]), cpu) is torch.float16
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
+    a, b = epoch_order(50, seed=0, epoch=3), epoch_order(50, seed=0, epoch=3)
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(50))
+    assert not np.array_equal(a, epoch_order(50, seed=0, epoch=4))
+    assert epoch_seed(0, 1) != epoch_seed(0, 2) and 0 <= epoch_seed(7, 9) < 2 ** 30
+
+
+def test_weights_digest_sees_every_tensor():
+    model = torch.nn.BatchNorm1d(3)
+    before = weights_digest(model)
+    model.num_batches_tracked += 1  # a 0-d integer buffer
+    assert weights_digest(model) != before
