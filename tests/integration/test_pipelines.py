@@ -132,6 +132,27 @@ def test_train_shards_read_disjoint_files(tiny_imagenet):
     assert seen[0] == [0] * 8 + [1] * 8 + [2] * 8 and seen[1] == [3] * 8 + [4] * 8 + [5] * 8
 
 
+def test_random_resized_crop_and_flip_follow_the_torchvision_recipe(tmp_path):
+    """A picture whose red/green channels encode x/y reveals each sample's crop box and flip."""
+    size = 240
+    yy, xx = np.mgrid[0:size, 0:size]
+    Image.fromarray(np.stack([xx, yy, 0 * xx], -1).astype(np.uint8)).save(tmp_path / "xy.png")
+    pipe = train_pipeline(files=[tmp_path / "xy.png"] * 64, labels=[0] * 64, batch_size=64,
+                          crop=CROP, seed=0, random_shuffle=False)
+    images, _ = run_all(pipe, 1)
+    pixels = (images.transpose(0, 2, 3, 1) * IMAGENET_STD + IMAGENET_MEAN) * 255
+    x, y = pixels[..., 0], pixels[..., 1]
+    # sample centres span (CROP - 1) / CROP of the crop box
+    width = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) * CROP / (CROP - 1)
+    height = (y.max(axis=(1, 2)) - y.min(axis=(1, 2))) * CROP / (CROP - 1)
+    area, aspect = width * height / size ** 2, width / height
+    assert np.all(area > 0.08 * 0.9) and np.all(area < 1.0 + 0.05)
+    assert np.all(aspect > 0.75 * 0.93) and np.all(aspect < 4 / 3 * 1.07)
+    assert area.min() < 0.3 and area.max() > 0.6  # the scale really is random
+    flipped = x[:, :, 0].mean(axis=1) > x[:, :, -1].mean(axis=1)
+    assert 16 <= flipped.sum() <= 48  # p = 0.5 flips
+
+
 @pytest.fixture(scope="module")
 def noise_bank():
     gen = torch.Generator().manual_seed(0)
