@@ -133,6 +133,26 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model") -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(n for n in notes if n) + "\n"
 
 
+CE_SHORT_NAMES = (
+    ("gaussian_noise", "Gauss"), ("shot_noise", "Shot"), ("impulse_noise", "Impulse"),
+    ("defocus_blur", "Defocus"), ("glass_blur", "Glass"), ("motion_blur", "Motion"),
+    ("zoom_blur", "Zoom"), ("snow", "Snow"), ("frost", "Frost"), ("fog", "Fog"),
+    ("brightness", "Bright"), ("contrast", "Contrast"), ("elastic_transform", "Elastic"),
+    ("pixelate", "Pixel"), ("jpeg_compression", "JPEG"))
+
+
+def ce_table_markdown(rows: Sequence[Row], name: str = "this model") -> str:
+    """Per-corruption CE in the paper's Table 15 layout (clean error, mCE, 15 CEs), percent."""
+    ce = {r.variant: r.value for r in rows if r.task == "imagenet_c" and r.metric == "ce"}
+    clean = summary_value(rows, "clean", "top1_error")
+    mce = summary_value(rows, "imagenet_c", "mce")
+    cells = ["-" if clean is None else f"{clean.value:.1f}", "-" if mce is None else f"{mce.value:.0f}"]
+    cells += [f"{ce[c]:.0f}" if c in ce else "-" for c, _ in CE_SHORT_NAMES]
+    header = ["method", "Clean", "mCE"] + [short for _, short in CE_SHORT_NAMES]
+    return ("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n" +
+            f"| {name} | " + " | ".join(cells) + " |\n")
+
+
 def _figure():
     import matplotlib
     matplotlib.use("Agg")
@@ -201,7 +221,8 @@ def _save(fig, plt, path: str | Path) -> Path:
 
 
 def write_report(out_dir: str | Path, name: str = "this model") -> Path:
-    """Collect `<out>/results/*.json`, write `<out>/table9.md` and the plots; returns table9.md.
+    """Collect `<out>/results/*.json`; write `<out>/table9.md`, `<out>/imagenet_c_ce.md` (Table 15
+    layout, when ImageNet-C was evaluated) and the plots; returns the table9.md path.
 
     Every task (including ones added later, e.g. ImageNet-P) contributes by writing its rows
     with `write_rows(rows, <out>/results, <task>)`.
@@ -212,6 +233,8 @@ def write_report(out_dir: str | Path, name: str = "this model") -> Path:
         rows += read_rows(path)
     table = out_dir / "table9.md"
     table.write_text(table9_markdown(rows, name))
+    if any(r.task == "imagenet_c" and r.metric == "ce" for r in rows):
+        (out_dir / "imagenet_c_ce.md").write_text(ce_table_markdown(rows, name))
     plot_calibration_vs_severity(rows, out_dir / "plots" / "calibration_vs_severity.png")
     plot_corruption_errors(rows, out_dir / "plots" / "ce_per_corruption.png")
     return table

@@ -24,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from ..distributed import DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed
-from ..metrics.ood import energy_score, max_logit_score, msp_score
 from ..models import load_classifier
 
 FIELDS = ("labels", "top5", "confidence", "msp", "maxlogit", "energy")
@@ -55,20 +54,36 @@ class Predictions:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS})
 
 
-def batch_predictions(logits: torch.Tensor, labels: torch.Tensor) -> Predictions:
-    """Predictions of one batch from float logits [B, K] (K >= 1) and labels [B]."""
+def batch_tensors(logits: torch.Tensor) -> torch.Tensor:
+    """[B, 9] float32 on the logits' device: top-5 indices, confidence, msp, maxlogit, energy.
+
+    Computed where the logits live so a GPU run copies one small tensor at the end, not one
+    per batch. Fewer than 5 classes: missing top-5 slots are -1 (never a label).
+    """
     logits = logits.float()
     k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    if k < 5:  # fewer than 5 classes: pad with -1 (never a label)
-        top = torch.cat([top, top.new_full((top.shape[0], 5 - k), -1)], dim=1)
-    probs = torch.softmax(logits, dim=1)
+    top = logits.topk(k, dim=1).indices.float()
+    if k < 5:
+        top = torch.cat([top, top.new_full((top.shape[0], 5 - k), -1.0)], dim=1)
+    confidence = torch.softmax(logits, dim=1).amax(dim=1)
+    scores = [confidence, -confidence, -logits.amax(dim=1), -torch.logsumexp(logits, dim=1)]
+    return torch.cat([top, torch.stack(scores, dim=1)], dim=1)
+
+
+def to_predictions(table: torch.Tensor, labels: torch.Tensor) -> Predictions:
+    """Predictions from stacked `batch_tensors` rows and their labels."""
+    table = table.cpu().numpy()
     return Predictions(labels=labels.cpu().numpy().astype(np.int64),
-                       top5=top.cpu().numpy().astype(np.int32),
-                       confidence=probs.amax(dim=1).cpu().numpy().astype(np.float32),
-                       msp=msp_score(logits).astype(np.float32),
-                       maxlogit=max_logit_score(logits).astype(np.float32),
-                       energy=energy_score(logits).astype(np.float32))
+                       top5=table[:, :5].astype(np.int32),
+                       confidence=table[:, 5].astype(np.float32),
+                       msp=table[:, 6].astype(np.float32),
+                       maxlogit=table[:, 7].astype(np.float32),
+                       energy=table[:, 8].astype(np.float32))
+
+
+def batch_predictions(logits: torch.Tensor, labels: torch.Tensor) -> Predictions:
+    """Predictions of one batch from logits [B, K] and labels [B]."""
+    return to_predictions(batch_tensors(logits), labels)
 
 
 def safe_name(text: str) -> str:
@@ -168,18 +183,18 @@ class Evaluator:
     @torch.inference_mode()
     def _run_batches(self, loader, mask, desc) -> Predictions:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.gpu else nullcontext()
-        parts = []
+        tables, labels_seen = [], []
         for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
                                    unit="batch"):
             with autocast:
                 logits = self.model(images)
             if mask is not None:
                 logits = logits[:, mask]
-            parts.append(batch_predictions(logits, labels))
-        if not parts:
-            return batch_predictions(torch.zeros(0, 1 if mask is None else len(mask)),
-                                     torch.zeros(0, dtype=torch.long))
-        return Predictions.concat(parts)
+            tables.append(batch_tensors(logits))
+            labels_seen.append(labels)
+        if not tables:  # a rank with an empty shard
+            return to_predictions(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long))
+        return to_predictions(torch.cat(tables), torch.cat(labels_seen))
 
     @staticmethod
     def _check_exact(preds: Predictions, labels: np.ndarray, desc: str) -> Predictions:

@@ -86,3 +86,15 @@ def test_bad_scores_are_clear_errors():
         ood.ood_metrics([0.1], [])
     with pytest.raises(ValueError, match="NaN"):
         ood.ood_metrics([0.1, np.nan], [0.2])
+
+
+def test_runner_scores_match_the_score_functions():
+    from dali_pixmix.evaluation.runner import batch_predictions
+    logits = torch.randn(7, 4, generator=torch.Generator().manual_seed(0)) * 3
+    preds = batch_predictions(logits, torch.arange(7) % 4)
+    np.testing.assert_allclose(preds.msp, ood.msp_score(logits), rtol=1e-5)
+    np.testing.assert_allclose(preds.maxlogit, ood.max_logit_score(logits), rtol=1e-5)
+    np.testing.assert_allclose(preds.energy, ood.energy_score(logits), rtol=1e-5)
+    np.testing.assert_allclose(preds.confidence, -ood.msp_score(logits), rtol=1e-5)
+    np.testing.assert_array_equal(preds.top5[:, :4], torch.argsort(logits, 1, descending=True))
+    assert np.all(preds.top5[:, 4] == -1)  # only 4 classes

@@ -73,3 +73,14 @@ def test_plots_written(tmp_path):
     bins = reliability_bins(conf, rng.uniform(size=500) < conf)
     assert report.plot_reliability(bins, tmp_path / "rel.png").stat().st_size > 1000
     assert report.plot_corruption_errors(rows[:1], tmp_path / "none.png") is None
+
+
+def test_ce_table_layout():
+    rows = [report.row("imagenet_c", "imagenet_c", "ce", 61.4, 10, PROTO, variant="fog"),
+            report.row("imagenet_c", "imagenet_c", "ce", 70.6, 10, PROTO, variant="gaussian_noise"),
+            report.row("clean", "imagenet_val", "top1_error", 22.6, 10, "resize256-crop224")]
+    header, _, line = report.ce_table_markdown(rows).splitlines()
+    assert header.split(" | ")[3:6] == ["Gauss", "Shot", "Impulse"]
+    cells = line.strip("| ").split(" | ")
+    assert cells[:4] == ["this model", "22.6", "-", "71"] and cells[3 + 9] == "61"
+    assert len(cells) == 18
