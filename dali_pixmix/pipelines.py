@@ -143,13 +143,14 @@ def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffl
                            pad_last_batch=True, **order)
 
 
-def _normalize(images, *, crop, dtype, layout, scale):
-    """ImageNet mean/std normalisation; `scale` is 255 for uint8 input, 1 for [0,1] floats."""
+def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
+    """Crop + ImageNet mean/std normalisation; `scale` is 255 for uint8 input, 1 for [0,1]."""
     from nvidia.dali import fn
 
     return fn.crop_mirror_normalize(
-        images, crop=(crop, crop), dtype=_dali_dtype(dtype), output_layout=_check_layout(layout),
-        mean=[m * scale for m in IMAGENET_MEAN], std=[s * scale for s in IMAGENET_STD])
+        images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=_dali_dtype(dtype),
+        output_layout=_check_layout(layout), mean=[m * scale for m in IMAGENET_MEAN],
+        std=[s * scale for s in IMAGENET_STD])
 
 
 def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
@@ -172,12 +173,6 @@ def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
     return images, (labels.gpu() if gpu else labels)
 
 
-def _floor(x):
-    from nvidia.dali import math as dmath
-
-    return dmath.floor(x)
-
-
 def _torchvision_sizes(encoded, resize, crop, no_resize):
     """Per-sample (height, width, crop_pos_y, crop_pos_x) exactly as torchvision computes them.
 
@@ -186,20 +181,23 @@ def _torchvision_sizes(encoded, resize, crop, no_resize):
     the crop offset half up, shifting some pictures by one pixel against the reference protocol.
     """
     from nvidia.dali import fn, types
+    from nvidia.dali.math import floor
 
     shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)
     h, w = shape[0], shape[1]
     if not no_resize:
         short = h * (h <= w) + w * (w < h)
-        h, w = _floor(resize * h / short), _floor(resize * w / short)
+        h, w = floor(resize * h / short), floor(resize * w / short)
     return h, w, _centre_pos(h, crop), _centre_pos(w, crop)
 
 
 def _centre_pos(extent, crop):
     """crop_pos in [0, 1] whose anchor pos * (extent - crop) is round_half_even((extent-crop)/2)."""
+    from nvidia.dali.math import floor
+
     diff = extent - crop
-    half = _floor(diff / 2)
-    odd_diff, odd_half = diff - 2 * half, half - 2 * _floor(half / 2)
+    half = floor(diff / 2)
+    odd_diff, odd_half = diff - 2 * half, half - 2 * floor(half / 2)
     top = half + odd_diff * odd_half  # x.5 goes to the even neighbour
     return top / (diff + (diff <= 0))  # diff 0 (or negative: DALI reports the error) -> 0
 
@@ -213,10 +211,8 @@ def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
     images = fn.decoders.image(encoded, **decoder, output_type=types.RGB)
     if not no_resize:
         images = fn.resize(images, resize_x=width, resize_y=height, antialias=True)
-    images = fn.crop_mirror_normalize(
-        images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=_dali_dtype(dtype),
-        output_layout=_check_layout(layout), mean=[m * 255 for m in IMAGENET_MEAN],
-        std=[s * 255 for s in IMAGENET_STD])
+    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0, pos_x=pos_x,
+                        pos_y=pos_y)
     return images, (labels.gpu() if gpu else labels)
 
 
