@@ -21,7 +21,7 @@ from dali_pixmix.evaluation.registry import (HEADLINES, TASKS, configured_tasks,
                                              discover)
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
-             "imagenet_r": "imagenet_r"}
+             "imagenet_r": "imagenet_r", "imagenet_p": "imagenet_p"}
 
 
 def read_yaml(path):

@@ -36,6 +36,11 @@ def _imagenet_r(ev: Evaluator, cfg: dict) -> List[Row]:
     return run_imagenet_r(ev, cfg["imagenet_r"], cfg["bin_size"])
 
 
+def _imagenet_p(ev: Evaluator, cfg: dict) -> List[Row]:
+    from ..imagenet_p import run_imagenet_p_task
+    return run_imagenet_p_task(ev, cfg["imagenet_p"])
+
+
 def _ood(ev: Evaluator, cfg: dict) -> List[Row]:
     if not cfg.get("clean"):
         raise ValueError("the OOD task needs the in-distribution ImageNet val folder (--val)")
@@ -46,13 +51,13 @@ def _ood(ev: Evaluator, cfg: dict) -> List[Row]:
 # Run in this order: clean first, so ImageNet-C can report the relative mCE.
 TASKS: Dict[str, TaskFn] = {"clean": _clean, "imagenet_c": _imagenet_c,
                             "imagenet_cbar": _imagenet_cbar, "imagenet_r": _imagenet_r,
-                            "ood": _ood}
+                            "imagenet_p": _imagenet_p, "ood": _ood}
 
 # Metrics printed in each task's one-line summary.
 HEADLINES: Dict[str, tuple] = {
     "clean": ("top1_error", "rms"), "imagenet_c": ("mce", "mce_partial", "rms"),
     "imagenet_cbar": ("mean_error", "rms"), "imagenet_r": ("top1_error", "rms"),
-    "ood": ("auroc", "aupr")}
+    "imagenet_p": ("mfr", "mt5d"), "ood": ("auroc", "aupr")}
 
 # Sub-folders of --data-root that are picked up automatically, per task.
 DATA_ROOT_NAMES: Dict[str, tuple] = {

@@ -149,6 +149,15 @@ def test_script_matches_independent_predictions_and_resumes(setup, tmp_path, cap
                         "--device", "cpu"]) == 0
     assert "10 from cache" in capsys.readouterr().out
     assert rows_by_key(out) == rows
+    # The suite's run_all runs the registered task on the same cache.
+    spec = importlib.util.spec_from_file_location("eval_run_all", REPO / "eval" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    assert run_all.cli.run_cli(run_all.main, ["--checkpoint", str(ckpt), "--out", str(out),
+                                              "--device", "cpu", "--imagenet-p", str(root),
+                                              "--no-synthetic"]) == 0
+    assert "10 from cache" in capsys.readouterr().out
+    assert rows_by_key(out) == rows
 
 
 def test_difficulty_two_reads_noise_folders_and_skips_normalised(setup, tmp_path, capsys):
