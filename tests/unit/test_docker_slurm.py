@@ -80,12 +80,12 @@ def test_requirements_pin_every_dependency_of_setup_py():
 
 
 def test_pins_match_the_tested_environment():
-    import torch
-    import torchvision
+    """The image pins the versions this test suite runs with (read from installed metadata)."""
+    from importlib.metadata import version
     pins = dict(l.split("==") for l in (DOCKER / "requirements.txt").read_text().split()
                 if "==" in l)
-    assert torch.__version__.split("+")[0] == pins["torch"]
-    assert torchvision.__version__.split("+")[0] == pins["torchvision"]
+    for name in ("torch", "torchvision", "nvidia-dali-cuda120"):
+        assert version(name).split("+")[0] == pins[name], name
 
 
 def test_entrypoint_passes_arguments_through(tmp_path):
@@ -294,3 +294,41 @@ def test_train_sbatch_sigterm_does_not_requeue(tmp_path):
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
     assert "requeue" not in (log / "scontrol.calls").read_text()
+
+
+WORKER = """
+import os, signal, sys, time
+flag = []
+signal.signal(signal.SIGUSR1, lambda *_: flag.append(1))
+open(os.path.join(sys.argv[1], "ready_" + os.environ["RANK"]), "w").close()
+end = time.monotonic() + 60
+while not flag and time.monotonic() < end:
+    time.sleep(0.05)
+time.sleep(1.0)  # the checkpoint save
+with open(os.path.join(sys.argv[1], "saved_" + os.environ["RANK"]), "w") as f:
+    f.write("usr1" if flag else "timeout")
+"""
+
+
+def test_torchrun_relays_usr1_to_workers_with_the_scripts_flags(tmp_path):
+    """Real torchrun (the pinned version), with the launcher flags train.sbatch produces: a
+    SIGUSR1 to torchrun reaches every worker, which finishes its 'checkpoint' before exiting."""
+    env, log = _fake_slurm(tmp_path)
+    proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path, dict(env, FAKE_SRUN_EXIT="0"))
+    proc.communicate(timeout=30)
+    _, ns = _torchrun_args((log / "srun.args").read_text().splitlines())
+    (tmp_path / "worker.py").write_text(WORKER)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           f"--signals-to-handle={ns.signals_to_handle}",
+           f"--shutdown-timeout={ns.shutdown_timeout}", str(tmp_path / "worker.py"), str(out_dir)]
+    run = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for rank in (0, 1):
+        _wait_for(out_dir / f"ready_{rank}", run, seconds=60)
+    run.send_signal(signal.SIGUSR1)
+    output = run.communicate(timeout=60)[0]
+    for rank in (0, 1):
+        saved = out_dir / f"saved_{rank}"
+        assert saved.is_file() and saved.read_text() == "usr1", output[-2000:]
