@@ -6,7 +6,10 @@ exact: every picture is seen once across ranks, the padding DALI adds to keep ra
 removed, and `num_samples` is this rank's exact share.
 
 Images are float32/float16 `[B, 3, H, W]` on the rank's device (channels_last memory format when
-asked), labels int64 `[B]`. Iterating the loader again starts the next epoch.
+asked), labels int64 `[B]`. Iterating the loader again starts the next epoch; leaving a loop early
+and iterating again continues the unfinished epoch (DALI's reader position is not rewound).
+In evaluation mode ranks may run one batch more or fewer than each other: per-batch collectives
+must not be used; gather the results after the loop.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.file_lists import class_folders, read_file_list
 from dali_pixmix.pipelines import PixMixStage, eval_pipeline, train_pipeline
+
 
 class DaliLoader:
     """Iterable of `(images, labels)` over one rank's shard of a built DALI pipeline."""
