@@ -18,7 +18,7 @@ import yaml  # noqa: E402
 
 from dali_pixmix.evaluation import cli  # noqa: E402
 from dali_pixmix.evaluation.registry import (HEADLINES, TASKS, configured_tasks,  # noqa: E402
-                                             discover)
+                                             discover, validate)
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
              "imagenet_r": "imagenet_r", "imagenet_p": "imagenet_p"}
@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     if not tasks:
         raise ValueError("no dataset configured: pass --val/--imagenet-c/... , --config or "
                          "--data-root")
+    validate(cfg, tasks)
     ev = cli.evaluator_from_args(args)
     start = time.time()
     for task in tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List
 
+from .. import layouts
 from ..report import Row
 from .runner import Evaluator
 from .tasks import run_clean, run_imagenet_c, run_imagenet_cbar, run_imagenet_r, run_ood
@@ -52,6 +53,23 @@ def _ood(ev: Evaluator, cfg: dict) -> List[Row]:
 TASKS: Dict[str, TaskFn] = {"clean": _clean, "imagenet_c": _imagenet_c,
                             "imagenet_cbar": _imagenet_cbar, "imagenet_r": _imagenet_r,
                             "imagenet_p": _imagenet_p, "ood": _ood}
+
+# Layout checks run for every configured task before any inference starts.
+VALIDATORS: Dict[str, Callable[[dict], object]] = {
+    "clean": lambda cfg: layouts.class_tree(cfg["clean"], name="ImageNet val"),
+    "imagenet_c": lambda cfg: layouts.imagenet_c_cells(cfg["imagenet_c"]),
+    "imagenet_cbar": lambda cfg: layouts.imagenet_cbar_cells(cfg["imagenet_cbar"]),
+    "imagenet_r": lambda cfg: layouts.class_tree(cfg["imagenet_r"], name="ImageNet-R"),
+    "ood": lambda cfg: [layouts.image_set(p) for p in (cfg.get("ood") or {}).values()],
+}
+
+
+def validate(cfg: dict, tasks: List[str]) -> None:
+    """Check every configured dataset's layout up front, so a bad folder fails in seconds."""
+    for task in tasks:
+        if task in VALIDATORS:
+            VALIDATORS[task](cfg)
+
 
 # Metrics printed in each task's one-line summary.
 HEADLINES: Dict[str, tuple] = {

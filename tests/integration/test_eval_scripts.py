@@ -223,6 +223,9 @@ def test_run_all_yaml_and_cache_reuse(data, tmp_path):
     stamps = [p.stat().st_mtime_ns for p in caches]
     assert run_all.main(argv) == 0  # second run reads every cell from the cache
     assert [p.stat().st_mtime_ns for p in caches] == stamps
+    config.write_text(f"clean: {data / 'val'}\nimagenet_c: {data / 'cbar'}\n")
+    with pytest.raises(ValueError, match="unknown ImageNet-C corruption folders \\['sparkles'\\]"):
+        run_all.main(argv)  # checked before clean runs again
     config.write_text("imagenet_q: somewhere\n")
     with pytest.raises(ValueError, match="unknown keys \\['imagenet_q'\\]"):
         run_all.main(argv)
