@@ -178,14 +178,18 @@ def load_cache(path: Path, fingerprint: str, perturbation: str, folder: str,
     """A cached result if it was made by the same model/settings for the same videos."""
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        if str(data["fingerprint"]) != fingerprint:
-            log.warning("%s was made with other settings or another checkpoint: recomputing", path)
-            return None
-        skipped = [(str(n), str(r)) for n, r in zip(data["skipped_names"], data["skipped_reasons"]) if n]
-        names = [str(n) for n in data["names"]]
-        result = PerturbationResult(perturbation, folder, names, data["labels"], data["top5"],
-                                    skipped, from_cache=True)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["fingerprint"]) != fingerprint:
+                log.warning("%s was made with other settings or another checkpoint: recomputing", path)
+                return None
+            skipped = [(str(n), str(r)) for n, r in zip(data["skipped_names"], data["skipped_reasons"]) if n]
+            names = [str(n) for n in data["names"]]
+            result = PerturbationResult(perturbation, folder, names, data["labels"], data["top5"],
+                                        skipped, from_cache=True)
+    except (OSError, KeyError, ValueError) as err:  # truncated or foreign file
+        log.warning("cannot read %s (%s): recomputing", path, err)
+        return None
     if sorted(names + [s[0] for s in skipped]) != sorted(e.name for e in entries):
         log.warning("%s lists other videos than %s now holds: recomputing", path, folder)
         return None
