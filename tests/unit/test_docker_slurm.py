@@ -224,21 +224,17 @@ def test_sbatch_rendezvous_from_slurm_environment(script, tmp_path):
     assert "--ntasks-per-node=1" in srun_opts, "one torchrun per node"
 
 
-@pytest.mark.parametrize("with_p", [False, True])
-def test_eval_sbatch_runs_imagenet_p_when_present(tmp_path, with_p):
+def test_eval_sbatch_runs_the_whole_suite_once(tmp_path):
     env, log = _fake_slurm(tmp_path)
-    if with_p:
-        (tmp_path / "data" / "imagenet-p").mkdir(parents=True)
     proc = _start(DOCKER / "slurm" / "eval.sbatch", tmp_path, dict(env, FAKE_SRUN_EXIT="0"))
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
-    calls = (log / "srun.calls").read_text().splitlines()
-    assert len(calls) == (2 if with_p else 1) and " eval/run_all.py " in calls[0]
-    if with_p:
-        _, ns = _torchrun_args((log / "srun.args").read_text().splitlines())
-        assert ns.training_script == "eval/imagenet_p.py"
-        assert ns.training_script_args[ns.training_script_args.index("--root") + 1] \
-            == "/data/imagenet-p"
+    assert len((log / "srun.calls").read_text().splitlines()) == 1
+    _, ns = _torchrun_args((log / "srun.args").read_text().splitlines())
+    assert ns.training_script == "eval/run_all.py"
+    args = ns.training_script_args
+    assert args[args.index("--data-root") + 1] == "/data"
+    assert args[args.index("--checkpoint") + 1] == "/outputs/imagenet_pixmix/final.pt"
 
 
 def test_train_sbatch_requeue_contract():
