@@ -358,6 +358,37 @@ def test_config_keys_named_in_docs_exist():
     assert not bad, "documented config keys that do not exist:\n" + "\n".join(bad)
 
 
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_relative_links_and_anchors_resolve():
+    checked, bad = 0, []
+    for f in doc_files():
+        text = re.sub(r"```.*?```", "", f.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|mailto:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (f.parent / path).resolve() if path else f
+            checked += 1
+            if not dest.exists():
+                bad.append(f"{f.relative_to(ROOT)}: link to missing {target}")
+            elif anchor and dest.suffix == ".md":
+                prose = re.sub(r"```.*?```", "", dest.read_text(), flags=re.S)
+                slugs = {github_slug(h) for h in re.findall(r"^#+ (.+)$", prose, re.M)}
+                if anchor not in slugs:
+                    bad.append(f"{f.relative_to(ROOT)}: no heading #{anchor} in {path or f.name}")
+    assert checked >= 10
+    assert not bad, "\n".join(bad)
+
+
+def test_github_slug_examples():
+    assert github_slug("Anomaly detection: `eval/ood.py`") == "anomaly-detection-evaloodpy"
+    assert github_slug("ImageNet (ILSVRC-2012)") == "imagenet-ilsvrc-2012"
+
+
 def test_quickstart_commands_unchanged():
     text = (ROOT / "README.md").read_text()
     assert "pip install -e . && python train_imagenet.py --config configs/demo.yaml" in text
