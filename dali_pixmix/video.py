@@ -113,9 +113,10 @@ Decoded = Tuple[VideoEntry, Optional[torch.Tensor], str]   # (entry, uint8 frame
 class VideoReader:
     """Iterate `VideoClip`s of `entries`; see the module docstring for the contract.
 
-    backend: "auto" (DALI on CUDA, PyAV on CPU), "dali" (needs CUDA) or "pyav" (CPU decode,
-    frames then moved to `device`). `batch_videos` videos go to the GPU decoder at once;
-    `workers` PyAV threads decode ahead on the CPU.
+    backend: "auto" (DALI on CUDA, PyAV on CPU), "dali" (NVDEC on CUDA; on the CPU DALI
+    decodes VP8/VP9/MJPEG only, not ImageNet-P's H.264) or "pyav" (CPU decode, frames then
+    moved to `device`). `batch_videos` videos go to DALI at once (the next batch decodes while
+    the caller uses this one); `workers` PyAV threads decode ahead on the CPU.
     """
 
     def __init__(self, entries: Sequence[VideoEntry], num_frames: int, device: torch.device | str = "cpu",
