@@ -103,9 +103,12 @@ def autocast(device: torch.device, amp: bool):
 
 
 def batched_clips(clips: Iterable[VideoClip], batch_frames: int) -> Iterator[List[VideoClip]]:
-    """Group whole videos until a group holds at least `batch_frames` frames."""
+    """Group whole videos until a group holds at least `batch_frames` frames (same frame size)."""
     group, frames = [], 0
     for clip in clips:
+        if group and clip.frames.shape[1:] != group[0].frames.shape[1:]:
+            yield group
+            group, frames = [], 0
         group.append(clip)
         frames += clip.frames.shape[0]
         if frames >= batch_frames:
@@ -295,6 +298,9 @@ def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | P
     """
     from .video import resolve_backend
 
+    if len(classes) < pm.TOP_K:
+        raise ValueError(f"the top-5 distance needs a model with at least {pm.TOP_K} classes; "
+                         f"this one has {len(classes)}")
     backend = resolve_backend(backend, info.device)
     chosen = parse_perturbations(perturbations)
     listing = list_all(root, chosen, difficulty, classes)
