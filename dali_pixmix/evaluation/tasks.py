@@ -20,6 +20,17 @@ from ..report import Row, row
 from .runner import Evaluator, Predictions
 
 PROTOCOLS = ("pixmix", "unresized")
+# Images per set (per cell for C / C-bar) in the full benchmarks; other counts are flagged.
+FULL_COUNTS = {"clean": 50000, "imagenet_c": 50000, "imagenet_cbar": 50000, "imagenet_r": 30000}
+
+
+def note_count(ev: Evaluator, task: str, count: int) -> None:
+    """Say so when a set is smaller or larger than the published benchmark."""
+    full = FULL_COUNTS[task]
+    if count != full:
+        unit = "per cell " if task in ("imagenet_c", "imagenet_cbar") else ""
+        ev.log(f"note: {task} holds {count} images {unit}(the full benchmark has {full}); "
+               "results are not comparable to published numbers")
 
 
 def preprocessing(ev: Evaluator, protocol: str = "resize") -> str:
@@ -60,6 +71,7 @@ def clean_predictions(ev: Evaluator, root: str) -> Predictions:
 def run_clean(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
     """Top-1/5 error, RMS and ECE on ImageNet val (Resize + CenterCrop)."""
     preds = clean_predictions(ev, root)
+    note_count(ev, "clean", len(preds))
     base = dict(task="clean", dataset="imagenet_val", protocol=preprocessing(ev))
     rows = classification_rows(ev, preds, base, bin_size, top5=True)
     if ev.dist.is_main:
@@ -97,6 +109,7 @@ def run_imagenet_c(ev: Evaluator, root: str, protocol: str = "pixmix",
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown ImageNet-C protocol '{protocol}': use one of {PROTOCOLS}")
     cells = layouts.imagenet_c_cells(root, only)
+    note_count(ev, "imagenet_c", len(cells[0].images.files))
     rows, errors = _cell_rows(ev, "imagenet_c", cells, protocol, bin_size)
     label, n_cell = preprocessing(ev, protocol), len(cells[0].images.files)
     for name, ce in corruption.corruption_errors(errors).items():
@@ -123,6 +136,7 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown ImageNet-C-bar protocol '{protocol}': use one of {PROTOCOLS}")
     cells = layouts.imagenet_cbar_cells(root, only)
+    note_count(ev, "imagenet_cbar", len(cells[0].images.files))
     numeric = sorted({(c.severity, c.folder) for c in cells if c.folder != str(c.severity)})
     if numeric:
         ev.log("C-bar severity folders sorted numerically -> 1..5: " +
@@ -147,6 +161,7 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
 def run_imagenet_r(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
     """Error and calibration on the model's logits restricted to the folder classes."""
     images = layouts.class_tree(root, name="ImageNet-R")
+    note_count(ev, "imagenet_r", len(images.files))
     subset = images.classes
     mask = class_index_mask(ev.classes, subset)
     labels = images.labels(subset)  # positions in the mask
