@@ -34,9 +34,10 @@ class PixMixStage:
     Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
     them as a torch batch (zero copy), draws one mixing picture per sample from `bank` (a random
     `crop` window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float [0,1] HWC samples.
-    Randomness comes from generators owned by the stage (one on the batch device for PixMix, one
-    on the bank's device for the draws), seeded from `seed`. On CUDA the work is enqueued on DALI's
-    stream; the host never waits for the GPU.
+    Randomness comes from generators owned by the stage: PixMix's on the batch device, seeded
+    with `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
+    `SeedSequence([seed, 1])` (first 32-bit word). On CUDA the work is enqueued on DALI's stream;
+    the host never waits for the GPU.
     """
 
     def __init__(self, bank: MixingBank, k: int = 4, beta: float = 4.0, severity: float = 1,

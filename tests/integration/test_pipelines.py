@@ -202,6 +202,27 @@ def test_pixmix_stage_on_a_torch_batch_is_seeded_and_bounded(noise_bank):
         PixMixStage(noise_bank, crop=CROP).apply(batch[:, :16, :16])
 
 
+def test_pixmix_stage_passes_its_settings_and_bank_crops_to_pixmix(noise_bank):
+    """The stage equals a direct pixmix() call with the documented generators and bank draws."""
+    from dali_pixmix.pixmix import pixmix
+
+    batch = torch.randint(0, 256, (6, CROP, CROP, 3), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(2))
+    stage = PixMixStage(noise_bank, k=2, beta=3.0, severity=2, all_ops=False, seed=11, crop=CROP)
+
+    def seeded(stream):
+        seed = int(np.random.SeedSequence([11, stream]).generate_state(1)[0])
+        return torch.Generator().manual_seed(seed)
+
+    mixing = noise_bank.sample(6, CROP, seeded(1))
+    expected = pixmix(batch, mixing, k=2, beta=3.0, severity=2, all_ops=False,
+                      generator=seeded(0))
+    assert torch.equal(stage.apply(batch), expected)
+    other_k = pixmix(batch, mixing, k=4, beta=3.0, severity=2, all_ops=False,
+                     generator=seeded(0))
+    assert not torch.equal(other_k, expected)  # the settings matter, so the check has teeth
+
+
 def test_bad_arguments_are_refused(tiny_imagenet, noise_bank):
     with pytest.raises(ValueError, match="dtype"):
         eval_pipeline(file_root=tiny_imagenet / "val", batch_size=2, dtype="int8")
