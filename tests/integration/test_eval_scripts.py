@@ -229,3 +229,17 @@ def test_run_all_yaml_and_cache_reuse(data, tmp_path):
     config.write_text("imagenet_q: somewhere\n")
     with pytest.raises(ValueError, match="unknown keys \\['imagenet_q'\\]"):
         run_all.main(argv)
+
+
+def test_data_root_discovery(data, tmp_path):
+    from dali_pixmix.evaluation.registry import configured_tasks, discover
+    (tmp_path / "imagenet").mkdir()
+    (tmp_path / "imagenet" / "val").symlink_to(data / "val")
+    (tmp_path / "imagenet-r").symlink_to(data / "r")
+    (tmp_path / "ood" / "textures").mkdir(parents=True)
+    cfg = discover(tmp_path)
+    assert cfg == {"clean": str(tmp_path / "imagenet" / "val"),
+                   "imagenet_r": str(tmp_path / "imagenet-r"),
+                   "ood": {"textures": str(tmp_path / "ood" / "textures")}}
+    assert configured_tasks(cfg) == ["clean", "imagenet_r", "ood"]
+    assert configured_tasks({"imagenet_c": "x", "synthetic_ood": True}) == ["imagenet_c"]
