@@ -124,8 +124,11 @@ def predict_top5(model: torch.nn.Module, clips: Iterable[VideoClip], device: tor
     """name -> (label, top-5 class indices [frames, 5] as int32) for every clip."""
     out = {}
     for group in batched_clips(clips, batch_frames):
+        frames = torch.cat([c.frames for c in group])
+        if device.type == "cuda":  # the suite's GPU models are channels_last
+            frames = frames.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits = model(torch.cat([c.frames for c in group]))
+            logits = model(frames)
         top5 = logits.float().topk(pm.TOP_K, dim=1).indices.to(torch.int32).cpu().numpy()
         start = 0
         for clip in group:
