@@ -189,7 +189,14 @@ def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Pa
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.5))
-    ax.bar(range(len(ce)), [r.value for r in ce], color="tab:blue")
+    from .metrics.corruption import EXTRA_CORRUPTIONS
+    extra = [r.variant in EXTRA_CORRUPTIONS for r in ce]
+    ax.bar(range(len(ce)), [r.value for r in ce],
+           color=["tab:gray" if e else "tab:blue" for e in extra])
+    if any(extra):  # extras are not part of mCE
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color="tab:gray", label="extra (not in mCE)")],
+                  loc="lower right", fontsize=8)
     ax.axhline(100, color="gray", lw=0.8, ls="--")
     ax.set_xticks(range(len(ce)), [r.variant for r in ce], rotation=60, ha="right", fontsize=8)
     ax.set(ylabel="CE (%) (AlexNet = 100)", title="Corruption error per corruption")
