@@ -116,7 +116,8 @@ class VideoReader:
     backend: "auto" (DALI on CUDA, PyAV on CPU), "dali" (NVDEC on CUDA; on the CPU DALI
     decodes VP8/VP9/MJPEG only, not ImageNet-P's H.264) or "pyav" (CPU decode, frames then
     moved to `device`). `batch_videos` videos go to DALI at once (the next batch decodes while
-    the caller uses this one); `workers` PyAV threads decode ahead on the CPU.
+    the caller uses this one); `workers` PyAV threads decode ahead on the CPU (DALI: its CPU
+    threads).
     """
 
     def __init__(self, entries: Sequence[VideoEntry], num_frames: int, device: torch.device | str = "cpu",
@@ -149,7 +150,7 @@ class VideoReader:
     def _decoded(self) -> Iterator[Decoded]:
         if self.backend == "pyav":
             return prefetch_map(_decode_entry_pyav, self.entries, self.workers, 2 * self.workers)
-        decoder = DaliVideoDecoder(self.device, self.batch_videos)
+        decoder = DaliVideoDecoder(self.device, self.batch_videos, self.workers)
         batches = [self.entries[i:i + self.batch_videos]
                    for i in range(0, len(self.entries), self.batch_videos)]
         # One thread: DALI decodes the next batch while the caller runs the model on this one.
@@ -180,9 +181,10 @@ class DaliVideoDecoder:
     exercise this class without a GPU.
     """
 
-    def __init__(self, device: torch.device, batch_videos: int):
+    def __init__(self, device: torch.device, batch_videos: int, num_threads: int = 2):
         self.device = device
         self.batch_videos = batch_videos
+        self.num_threads = num_threads
         self._pipe = None
         self._copy_stream = None
 
@@ -193,7 +195,7 @@ class DaliVideoDecoder:
         device_id = (self.device.index if self.device.index is not None
                      else torch.cuda.current_device()) if on_gpu else None
 
-        @pipeline_def(batch_size=batch_size, num_threads=2, device_id=device_id,
+        @pipeline_def(batch_size=batch_size, num_threads=self.num_threads, device_id=device_id,
                       prefetch_queue_depth=1, exec_pipelined=False, exec_async=False)
         def video_pipeline():
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
