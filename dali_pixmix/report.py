@@ -146,7 +146,8 @@ def ce_table_markdown(rows: Sequence[Row], name: str = "this model") -> str:
     ce = {r.variant: r.value for r in rows if r.task == "imagenet_c" and r.metric == "ce"}
     clean = summary_value(rows, "clean", "top1_error")
     mce = summary_value(rows, "imagenet_c", "mce")
-    cells = ["-" if clean is None else f"{clean.value:.1f}", "-" if mce is None else f"{mce.value:.0f}"]
+    cells = ["-" if clean is None else f"{clean.value:.1f}",
+             "-" if mce is None else f"{mce.value:.0f}"]
     cells += [f"{ce[c]:.0f}" if c in ce else "-" for c, _ in CE_SHORT_NAMES]
     header = ["method", "Clean", "mCE"] + [short for _, short in CE_SHORT_NAMES]
     return ("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n" +

@@ -143,7 +143,9 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
                ", ".join(f"{c.corruption}/{c.folder}->{c.severity}" for c in cells
                          if c.folder != str(c.severity)))
     rows, errors = _cell_rows(ev, "imagenet_cbar", cells, protocol, bin_size)
-    label = preprocessing(ev, protocol) + (";severity-folders-sorted-numerically" if numeric else "")
+    label = preprocessing(ev, protocol)
+    if numeric:
+        label += ";severity-folders-sorted-numerically"
     rows = [Row(**{**r.__dict__, "protocol": label}) for r in rows]
     found = [c for c in layouts.CBAR_CORRUPTIONS if c in errors]
     full = len(found) == len(layouts.CBAR_CORRUPTIONS)

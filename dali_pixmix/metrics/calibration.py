@@ -31,7 +31,7 @@ def _pair(confidence, correct):
 
 
 def confidence_and_correct(probs, labels):
-    """(max softmax probability, argmax == label as 0/1) from [N, K] probabilities and [N] labels."""
+    """(max softmax probability, argmax == label as 0/1) from [N, K] probabilities, [N] labels."""
     p = probs.detach().cpu().numpy() if hasattr(probs, "detach") else np.asarray(probs)
     y = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
     return p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)

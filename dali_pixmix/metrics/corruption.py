@@ -57,7 +57,8 @@ def alexnet_mean(corruption: str) -> float:
 def _severities(name: str, values: Sequence[float]) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.size != 5:
-        raise ValueError(f"{name}: expected 5 per-severity errors (severities 1..5), got {arr.size}")
+        raise ValueError(f"{name}: expected 5 per-severity errors (severities 1..5), "
+                         f"got {arr.size}")
     if np.any(arr < 0) or np.any(arr > 1):
         raise ValueError(f"{name}: errors must be fractions in [0, 1] (got {arr.tolist()}); "
                          "divide percentages by 100")

@@ -61,9 +61,11 @@ def test_ood_cli_folders_lists_and_synthetic(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for w in WNIDS:
         for i in range(3):
-            write_png(tmp_path / "val" / w / f"{i}.png", rng.integers(0, 255, (32, 32, 3), np.uint8))
+            pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
+            write_png(tmp_path / "val" / w / f"{i}.png", pixels)
     for i in range(5):  # flat, bright images at depth 2
-        write_png(tmp_path / "textures" / "sub" / f"{i}.png", np.full((32, 32, 3), 250 - i, np.uint8))
+        pixels = np.full((32, 32, 3), 250 - i, np.uint8)
+        write_png(tmp_path / "textures" / "sub" / f"{i}.png", pixels)
     (tmp_path / "list.txt").write_text("textures/sub/0.png\ntextures/sub/1.png\n")
     torch.manual_seed(0)
     torch.save({"model": build_model("resnet18", 4).state_dict(), "arch": "resnet18",

@@ -27,7 +27,8 @@ SMALL = ["--batch-size", "4", "--workers", "1", "--bin-size", "4", "--device", "
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(f"eval_script_{name}", REPO / "eval" / f"{name}.py")
+    path = REPO / "eval" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"eval_script_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

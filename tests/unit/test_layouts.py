@@ -87,7 +87,8 @@ def test_image_set_folder_and_file_list(tmp_path):
     assert len(layouts.image_set(tmp_path / "ood")) == 3
     lst = tmp_path / "list.txt"
     lst.write_text(f"# comment\nood/deep/{WNIDS[0]}/img_0.JPEG\n\n")
-    assert layouts.image_set(lst) == (str((tmp_path / "ood/deep" / WNIDS[0] / "img_0.JPEG").resolve()),)
+    listed = tmp_path / "ood" / "deep" / WNIDS[0] / "img_0.JPEG"
+    assert layouts.image_set(lst) == (str(listed.resolve()),)
     lst.write_text("ood/missing.jpg\n")
     with pytest.raises(ValueError, match="missing files"):
         layouts.image_set(lst)
