@@ -182,6 +182,8 @@ def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[
     choices = _CHOICES.get(tuple(parts))
     if isinstance(value, bool) and choices and "true" in choices:
         value = "true" if value else "false"  # YAML reads `true` as a bool
+    elif value is False and choices and "off" in choices:
+        value = "off"  # YAML 1.1 reads an unquoted `off` as false
     value = _convert(value, hint, f"{source}: key '{dotted}'")
     if choices and value not in choices:
         raise ValueError(f"{source}: key '{dotted}' must be one of {', '.join(choices)}, "
@@ -250,6 +252,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'pixmix.k' must be >= 0, got {cfg.pixmix.k}")
     if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
         raise ValueError(f"config key 'optim.min_lr' must lie in [0, optim.lr], got {cfg.optim.min_lr}")
+    if cfg.data.dtype == "float16" and cfg.train.amp == "off":
+        raise ValueError("config key 'data.dtype'=float16 needs mixed precision: set train.amp to "
+                         "bf16 or fp16 (or auto on a GPU), or data.dtype=float32")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ValueError(f"config key 'train.max_steps' must be positive, got {cfg.train.max_steps}")
 

@@ -12,6 +12,7 @@ plain single process). Conventions:
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import signal
@@ -484,8 +485,11 @@ def setup_run(cfg: Config, dist: DistInfo) -> Run:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model, raw = build_training_model(cfg, classes, dist)
     amp_dtype = resolve_amp(cfg, dist.device)
+    if cfg.data.dtype == "float16" and amp_dtype is None:
+        raise ValueError(f"data.dtype=float16 needs mixed precision, but train.amp={cfg.train.amp} "
+                         f"is off on {dist.device}; set train.amp=bf16/fp16 or data.dtype=float32")
+    model, raw = build_training_model(cfg, classes, dist)
     run = Run(cfg=cfg, dist=dist, classes=classes, samples=list_samples(cfg.data.train, classes),
               out_dir=Path(cfg.train.output_dir), model=model, raw_model=raw,
               optimizer=build_optimizer(cfg, raw, dist.device), amp_dtype=amp_dtype,
@@ -548,6 +552,7 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
              f"device {run.dist.device}")
     while run.epoch < cfg.train.epochs:
         finished = train_epoch(run, stop)
+        gc.collect()  # release the epoch's DALI pipeline (and its device buffers) now
         if not finished:
             return {"status": "stopped", "step": run.step}
         end_epoch(run)

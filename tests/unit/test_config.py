@@ -44,6 +44,7 @@ def test_int_accepted_for_float_but_not_the_reverse(tmp_path):
     ("train:\n  amp: fp8\n", r"c.yaml: key 'train.amp' must be one of"),
     ("train: [1, 2]\n", r"section 'train' must be a mapping"),
     ("train:\n  epochs: 0\n", r"train.epochs' must be positive"),
+    ("data:\n  dtype: float16\ntrain:\n  amp: \"off\"\n", r"float16 needs mixed precision"),
 ])
 def test_file_errors_name_key_and_file(tmp_path, text, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -59,9 +60,10 @@ def test_override_errors():
         load_config("does/not/exist.yaml")
 
 
-def test_channels_last_accepts_yaml_bools(tmp_path):
-    cfg = load_config(write(tmp_path, "model:\n  channels_last: true\n"))
-    assert cfg.model.channels_last == "true"
+def test_channels_last_and_amp_accept_yaml_bools(tmp_path):
+    cfg = load_config(write(tmp_path, "model:\n  channels_last: true\ntrain:\n  amp: off\n"))
+    assert cfg.model.channels_last == "true" and cfg.train.amp == "off"
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
 
 
 def test_global_batch_split():
