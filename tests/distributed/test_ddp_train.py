@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from dali_pixmix.synthetic import make_synthetic_imagenet
 
@@ -68,5 +69,6 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
         "ckpt_e0001_s000000002.pt", "ckpt_e0001_s000000003.pt", "ckpt_e0002_s000000004.pt"]
     final = torch.load(out / "final.pt", weights_only=True)
     assert final["val"]["n"] == IMAGES  # every validation image counted exactly once
+    torchvision.models.resnet18(num_classes=IMAGES).load_state_dict(final["model"])  # no "module."
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
