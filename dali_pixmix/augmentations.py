@@ -37,13 +37,36 @@ def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return p.view(-1, 1, 1, 1)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 2-D ``[len, row]`` view with the widest element type dividing a row, so that
+    row gathers / scatters move 8-byte words instead of single bytes."""
+    flat = t.reshape(t.shape[0], -1)
+    row_bytes = flat.shape[1] * flat.element_size()
+    for dtype in (torch.int64, torch.int32, torch.int16):
+        size = torch.empty((), dtype=dtype).element_size()
+        if row_bytes % size == 0 and size > flat.element_size():
+            return flat.view(dtype)
+    return flat
+
+
+def take_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` along dim 0 (a row copy); ``idx`` int64 on ``t``'s device."""
+    return _rows(t).index_select(0, idx).view(t.dtype).view(-1, *t.shape[1:])
+
+
+def put_rows(t: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:
+    """``t[idx] = src`` along dim 0, in place; ``t`` must be contiguous."""
+    _rows(t).index_copy_(0, idx, _rows(src.contiguous()))
+
+
 # ----------------------------------------------------------------------------- look-up tables
 
 def _lut_index(x: torch.Tensor) -> torch.Tensor:
-    """int64 index of every value into a flattened ``[B, 3, 256]`` table."""
-    b = x.shape[0]
-    offsets = torch.arange(b * 3, device=x.device, dtype=torch.int64).view(b, 1, 1, 3) * 256
-    return x.long().add_(offsets)
+    """int64 ``[B, H*W*3]``: each value's position ``c * 256 + v`` in its sample's
+    ``[3 * 256]`` table (channel c of every pixel)."""
+    n = x.shape[0]
+    channel = torch.arange(3, device=x.device, dtype=torch.int64) * 256
+    return x.reshape(n, -1).long().view(n, -1, 3).add_(channel).view(n, -1)
 
 
 def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None):
@@ -53,14 +76,17 @@ def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = N
     ``_lut_index(x)`` when the caller already has it.
     """
     index = _lut_index(x) if index is None else index
-    return torch.take(lut.to(torch.uint8).reshape(-1), index)
+    table = lut.to(torch.uint8).reshape(x.shape[0], 3 * 256)
+    return torch.gather(table, 1, index).view(x.shape)
 
 
 def channel_histograms(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample, per-channel 256-bin histograms, int64 ``[B, 3, 256]``."""
-    b = x.shape[0]
+    n = x.shape[0]
     index = _lut_index(x) if index is None else index
-    return torch.bincount(index.reshape(-1), minlength=b * 3 * 256).view(b, 3, 256)
+    hist = torch.zeros(n, 3 * 256, dtype=torch.int64, device=x.device)
+    ones = torch.ones((), dtype=torch.int64, device=x.device).expand(index.shape)
+    return hist.scatter_add_(1, index, ones).view(n, 3, 256)
 
 
 def autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -70,8 +96,8 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
     ``int(i * scale + offset)`` so results are bit-exact.
     """
     _check_images(x)
-    lo = x.amin(dim=(1, 2)).double().unsqueeze(-1)  # [B, 3, 1]
-    hi = x.amax(dim=(1, 2)).double().unsqueeze(-1)
+    lo, hi = x.reshape(x.shape[0], -1, 3).aminmax(dim=1)
+    lo, hi = lo.double().unsqueeze(-1), hi.double().unsqueeze(-1)  # [B, 3, 1]
     flat = hi <= lo
     # torch's scalar / tensor is reciprocal-then-multiply; a true division matches Python's.
     scale = torch.full_like(hi, 255.0).div_(torch.where(flat, torch.ones_like(hi), hi - lo))
@@ -147,13 +173,16 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     n, h, w, _ = x.shape
     m = torch.as_tensor(coeffs, dtype=torch.float64).reshape(n, 6).cpu()
     unique, inverse = torch.unique(m, dim=0, return_inverse=True)
-    flat = x.reshape(n, h * w, 3)
-    out = torch.empty_like(flat)
+    if unique.shape[0] == 1:
+        plan = _bilinear_plan(unique[0].tolist(), h, w, x.device)
+        return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
+    out = torch.empty_like(x)
     for g in range(unique.shape[0]):
         members = (inverse == g).nonzero(as_tuple=True)[0].to(x.device)
         plan = _bilinear_plan(unique[g].tolist(), h, w, x.device)
-        out.index_copy_(0, members, _bilinear_apply(flat.index_select(0, members), *plan))
-    return out.view(n, h, w, 3)
+        group = take_rows(x, members).view(-1, h * w, 3)
+        put_rows(out, members, _bilinear_apply(group, *plan))
+    return out
 
 
 def _bilinear_plan(coeffs, h: int, w: int, device):
@@ -171,7 +200,11 @@ def _bilinear_plan(coeffs, h: int, w: int, device):
     ya, yb = y0.clamp(0, h - 1) * w, (y0 + 1).clamp(0, h - 1) * w
     taps = torch.stack([ya + xa, ya + xb, yb + xa, yb + xb]).view(4, h * w, 1) * 3
     taps = (taps + torch.arange(3, device=device)).view(4, h * w * 3)  # flat RGB offsets
-    return taps, du.view(-1, 1), dv.view(-1, 1), inside.view(-1, 1)
+    # Per-pixel factors repeated for the 3 channels: broadcasting over the innermost (size 3)
+    # dimension would defeat vectorisation.
+    def rgb(t):
+        return t.view(-1, 1).expand(h * w, 3).contiguous()
+    return taps, rgb(du), rgb(dv), rgb(inside)
 
 
 def _bilinear_apply(flat: torch.Tensor, taps, du, dv, inside) -> torch.Tensor:
@@ -208,7 +241,7 @@ def _shift_lines(lines: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         wide.index_copy_(0, rows, padded.index_select(0, rows)[:, pad + d:pad + d + length + 1])
     pos = torch.arange(length, dtype=torch.float64, device=dev).view(1, length) + 0.5
     pos = pos + shift.to(dev).view(r, 1)
-    inside = ((pos >= 0) & (pos < length)).unsqueeze(-1)
+    inside = ((pos >= 0) & (pos < length)).unsqueeze(-1).expand(r, length, 3).contiguous()
     if not bool((frac != 0).any()):
         return wide[:, :length] * inside
     left = wide[:, :length].float()
@@ -302,11 +335,16 @@ def grayscale(xf: torch.Tensor) -> torch.Tensor:
     return total.add_(32768.0).mul_(1.0 / 65536.0).floor_()
 
 
+def _rgb(grey: torch.Tensor) -> torch.Tensor:
+    """``[..., 1]`` -> contiguous ``[..., 3]`` (an innermost broadcast would not vectorise)."""
+    return grey.expand(*grey.shape[:-1], 3).contiguous()
+
+
 def color(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Color``: blend with the greyscale image."""
     _check_images(x)
     xf = x.float()
-    return _blend(grayscale(xf), x, factor, xf)
+    return _blend(_rgb(grayscale(xf)), x, factor, xf)
 
 
 def contrast(x: torch.Tensor, factor) -> torch.Tensor:

@@ -177,7 +177,7 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
     """uint8 ``[M, H, W, 3]``: job j's augmented image; one batched call per op."""
     _, h, w, _ = images.shape
     dev = images.device
-    out = images.index_select(0, jobs.sample.to(dev))
+    out = _take(images, jobs.sample.to(dev))
     level = plan.level[jobs.slot, jobs.sample]
     negate = plan.negate[jobs.slot, jobs.sample]
     for op_index, name in enumerate(ops):
@@ -186,7 +186,7 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
             continue
         param = op_params(name, level[sel], negate[sel], h, w)
         sel_dev = sel.to(dev)
-        out.index_copy_(0, sel_dev, A.apply_op(out.index_select(0, sel_dev), name, param))
+        _put(out, sel_dev, A.apply_op(_take(out, sel_dev), name, param))
     return out
 
 
@@ -195,16 +195,16 @@ def _start_images(images, augmented, plan: Plan, job_of) -> torch.Tensor:
     start = images.clone()
     starters = plan.start_aug.nonzero(as_tuple=True)[0]
     if starters.numel():
-        start.index_copy_(0, starters.to(images.device),
-                          augmented.index_select(0, job_of[0, starters].to(images.device)))
+        _put(start, starters.to(images.device),
+             _take(augmented, job_of[0, starters].to(images.device)))
     return start
 
 
 _LOG2 = 0.6931471805599453
 
 
-def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool) -> torch.Tensor:
-    """One mixing round on gathered samples, fused in place; returns clamped ``mixed``.
+def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool) -> None:
+    """One mixing round, in place on the float32 view ``mixed`` (then clamped to [0, 1]).
 
     add: a x1 + (b x2 + (1 - a - b) / 2). multiply: (2 x1)**a (2 x2)**b / 2 evaluated as
     exp(a log x1 + b log max(x2, 5e-38) + (a + b - 1) log 2), equal to the reference's powers
@@ -212,57 +212,89 @@ def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool) -> torch.Tensor:
     """
     a = a.view(-1, 1, 1, 1)
     b = b.view(-1, 1, 1, 1)
-    x2 = torch.div(partner_u8, 255.0)
+    x2 = partner_u8.float().div_(255.0)
     if use_multiply:
         log_x2 = x2.clamp_(min=5e-38).log_().mul_(b).add_((a + b - 1.0) * _LOG2)
-        mixed = log_x2.addcmul_(mixed.log_(), a).exp_()
+        mixed.log_().mul_(a).add_(log_x2).exp_()
     else:
-        mixed = x2.mul_(b).add_((1.0 - a - b) / 2.0).addcmul_(mixed, a)
-    return mixed.clamp_(0.0, 1.0)
+        mixed.mul_(a).add_(x2.mul_(b).add_((1.0 - a - b) / 2.0))
+    mixed.clamp_(0.0, 1.0)
 
 
-def _mix_chunk(mixed, images_mix, augmented, plan: Plan, job_of) -> None:
-    """All mixing rounds for one chunk; ``mixed`` (float32 start images) is updated in place."""
+_take = A.take_rows
+_put = A.put_rows
+
+
+def _round_codes(plan: Plan) -> torch.Tensor:
+    """int64 ``[k, B]``: 0 = no round, 1 = add, 2 = multiply."""
+    k = plan.multiply.shape[0]
+    active = torch.arange(k).view(k, 1) < plan.rounds.view(1, -1)
+    return active.long() * (1 + plan.multiply.long())
+
+
+def _sort_by_rounds(codes: torch.Tensor) -> torch.Tensor:
+    """Order samples lexicographically by their sequence of round codes, so that in every
+    round the samples doing the same op are contiguous runs (at most 2**(r+1) per round)."""
+    k = codes.shape[0]
+    weights = 3 ** torch.arange(k - 1, -1, -1, dtype=torch.int64).view(k, 1)
+    return torch.sort((codes * weights).sum(0), stable=True).indices
+
+
+def _runs(codes: torch.Tensor):
+    """(start, stop, code) of the maximal runs of equal non-zero codes in a 1-D tensor."""
+    if codes.numel() == 0:
+        return []
+    edges = (codes[1:] != codes[:-1]).nonzero(as_tuple=True)[0] + 1
+    bounds = [0] + edges.tolist() + [codes.numel()]
+    values = codes.tolist()
+    return [(s, e, values[s]) for s, e in zip(bounds[:-1], bounds[1:]) if values[s]]
+
+
+def _mix_block(mixed, samples, codes, mixing, augmented, plan: Plan, job_of) -> None:
+    """Every mixing round for the sorted samples ``samples``, in place on ``mixed``."""
     dev = mixed.device
-    for r in range(plan.partner_aug.shape[0]):
-        active = plan.rounds > r
-        if not bool(active.any()):
-            break
-        for use_multiply in (False, True):
-            sel = (active & (plan.multiply[r] == use_multiply)).nonzero(as_tuple=True)[0]
-            if sel.numel() == 0:
-                continue
-            partner = _partners(images_mix, augmented, job_of[r + 1, sel], sel, dev)
-            sel_dev = sel.to(dev)
-            result = _mix_in_place(mixed.index_select(0, sel_dev), partner,
-                                   plan.a[r, sel].to(dev), plan.b[r, sel].to(dev), use_multiply)
-            mixed.index_copy_(0, sel_dev, result)
+    for r in range(codes.shape[0]):
+        for s, e, code in _runs(codes[r, samples]):
+            part = samples[s:e]
+            partner = _partners(mixing, augmented, job_of[r + 1, part], part, dev)
+            _mix_in_place(mixed[s:e], partner, plan.a[r, part].to(dev), plan.b[r, part].to(dev),
+                          use_multiply=code == 2)
 
 
 def _partners(mixing, augmented, job_idx, sel, dev) -> torch.Tensor:
     """uint8 partners for samples ``sel``: their augmentation job where ``job_idx >= 0``, else
     their mixing picture."""
-    partner = mixing.index_select(0, sel.to(dev))
+    partner = _take(mixing, sel.to(dev))
     from_aug = (job_idx >= 0).nonzero(as_tuple=True)[0]
     if from_aug.numel():
-        partner.index_copy_(0, from_aug.to(dev), augmented.index_select(0, job_idx[from_aug].to(dev)))
+        _put(partner, from_aug.to(dev), _take(augmented, job_idx[from_aug].to(dev)))
     return partner
 
 
 def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
-    """Run ``plan``: all augmentations batched (uint8), then the float mixing chunk by chunk."""
+    """Run ``plan``: all augmentations batched (uint8), then the float mixing.
+
+    The mixing walks the samples sorted by their round ops, ``chunk`` at a time in one reused
+    float buffer, so each op runs in place on contiguous runs; results are scattered back.
+    """
     n = images.shape[0]
+    dev = images.device
     jobs = _collect_jobs(plan)
     augmented = _run_augmentations(images, plan, jobs, ops)
     job_of = torch.full((plan.op.shape[0], n), -1, dtype=torch.int64)
     job_of[jobs.slot, jobs.sample] = torch.arange(jobs.sample.numel())
     start = _start_images(images, augmented, plan, job_of)
-    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    codes = _round_codes(plan)
+    order = _sort_by_rounds(codes)
+    out = torch.empty(images.shape, dtype=torch.float32, device=dev)
+    buffer = torch.empty((min(chunk, n), *images.shape[1:]), dtype=torch.float32, device=dev)
     for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        mixed = out[s:e]
-        torch.div(start[s:e], 255.0, out=mixed)
-        _mix_chunk(mixed, mixing_pics[s:e], augmented, plan.slice(s, e), job_of[:, s:e])
+        samples = order[s:s + chunk]
+        samples_dev = samples.to(dev)
+        mixed = buffer[:samples.numel()]
+        torch.div(_take(start, samples_dev), 255.0, out=mixed)
+        _mix_block(mixed, samples, codes, mixing_pics, augmented, plan, job_of)
+        _put(out, samples_dev, mixed)
     return out
 
 
