@@ -36,13 +36,15 @@ from dali_pixmix.video import VideoReader, decode_pyav, list_videos
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default=None, help="a perturbation folder <wnid>/*.mp4 (default: generate)")
+    p.add_argument("--root", default=None,
+                   help="a perturbation folder <wnid>/*.mp4 (default: generate videos)")
     p.add_argument("--videos", type=int, default=12, help="videos to generate")
     p.add_argument("--frames", type=int, default=31)
     p.add_argument("--size", type=int, default=96, help="frame size of generated videos")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--batch-size", type=int, default=124, help="frames per forward pass (ours)")
-    p.add_argument("--workers", type=int, default=2, help="decode threads (ours) / DataLoader workers")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decode threads (ours) / DataLoader workers (baseline)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     return p.parse_args(argv)
 
@@ -60,7 +62,8 @@ def generate_videos(folder: Path, count: int, frames: int, size: int) -> None:
             stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
             for t in range(frames):
                 img = np.roll(ramp + rng.normal(0, 12, (size, size, 3)), t, axis=1)
-                frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+                img = np.clip(img, 0, 255).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
 
@@ -77,8 +80,8 @@ class PyAVVideos(torch.utils.data.Dataset):
     def __getitem__(self, i):
         import torchvision.transforms.functional as TF
         frames = decode_pyav(self.entries[i].path)
-        return torch.stack([TF.normalize(TF.to_tensor(f), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-                            for f in frames])
+        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        return torch.stack([TF.normalize(TF.to_tensor(f), mean, std) for f in frames])
 
 
 def sync(device: torch.device) -> None:
@@ -101,7 +104,8 @@ def time_model_only(model, device, frames: int, size: int, batch: int) -> float:
 
 
 def time_ours(model, entries, frames, device, batch, workers) -> float:
-    reader = VideoReader(entries, frames, device, batch_videos=max(1, batch // frames), workers=workers)
+    reader = VideoReader(entries, frames, device, batch_videos=max(1, batch // frames),
+                         workers=workers)
     start = time.perf_counter()
     out = predict_top5(model, reader, device, batch, amp=True)
     sync(device)
@@ -123,8 +127,8 @@ def time_baseline(model, entries, device, workers) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.root) if args.root else Path(tmp)
         if not args.root:

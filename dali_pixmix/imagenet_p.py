@@ -78,7 +78,9 @@ def perturbation_folder(perturbation: str, difficulty: int) -> str:
     """Folder of a perturbation at a difficulty: noise uses `<name>_<d>` for d > 1."""
     if difficulty not in (1, 2, 3):
         raise ValueError(f"ImageNet-P difficulty must be 1, 2 or 3, got {difficulty}")
-    return f"{perturbation}_{difficulty}" if pm.is_noise(perturbation) and difficulty > 1 else perturbation
+    if pm.is_noise(perturbation) and difficulty > 1:
+        return f"{perturbation}_{difficulty}"
+    return perturbation
 
 
 def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
@@ -91,8 +93,10 @@ def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
     known = {perturbation_folder(p, d) for p in KNOWN_PERTURBATIONS for d in (1, 2, 3)}
     strangers = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in known)
     if strangers:
-        log.warning("%s: ignoring folders that are not ImageNet-P perturbations: %s", root, strangers)
-    return {p: list_videos(root / perturbation_folder(p, difficulty), classes) for p in perturbations}
+        log.warning("%s: ignoring folders that are not ImageNet-P perturbations: %s",
+                    root, strangers)
+    return {p: list_videos(root / perturbation_folder(p, difficulty), classes)
+            for p in perturbations}
 
 
 def autocast(device: torch.device, amp: bool):
@@ -187,9 +191,11 @@ def load_cache(path: Path, fingerprint: str, perturbation: str, folder: str,
     try:
         with np.load(path, allow_pickle=False) as data:
             if str(data["fingerprint"]) != fingerprint:
-                log.warning("%s was made with other settings or another checkpoint: recomputing", path)
+                log.warning("%s was made with other settings or another checkpoint: "
+                            "recomputing", path)
                 return None
-            skipped = [(str(n), str(r)) for n, r in zip(data["skipped_names"], data["skipped_reasons"]) if n]
+            skipped = [(str(n), str(r)) for n, r in
+                       zip(data["skipped_names"], data["skipped_reasons"]) if n]
             names = [str(n) for n in data["names"]]
             result = PerturbationResult(perturbation, folder, names, data["labels"], data["top5"],
                                         skipped, from_cache=True)
@@ -208,7 +214,9 @@ def evaluate_perturbation(model, entries: Sequence[VideoEntry], perturbation: st
     """One perturbation, resumed from its cache when possible (the main rank decides)."""
     folder = perturbation_folder(perturbation, difficulty)
     path = cache_path(cache_dir, folder) if cache_dir else None
-    cached = load_cache(path, fingerprint, perturbation, folder, entries) if (path and info.is_main) else None
+    cached = None
+    if path and info.is_main:
+        cached = load_cache(path, fingerprint, perturbation, folder, entries)
     cached = broadcast_object(cached)
     if cached is not None:
         return cached
@@ -224,12 +232,14 @@ def precision_name(device: torch.device, amp: bool) -> str:
 
 def protocol_name(difficulty: int, device: torch.device, amp: bool, backend: str) -> str:
     """How the numbers were made: unresized frames, difficulty, precision, video decoder."""
-    decoder = {"dali": "dali-nvdec" if device.type == "cuda" else "dali-cpu", "pyav": "pyav"}[backend]
+    decoder = "pyav" if backend == "pyav" else (
+        "dali-nvdec" if device.type == "cuda" else "dali-cpu")
     return f"hendrycks:no-resize,difficulty={difficulty},{precision_name(device, amp)},{decoder}"
 
 
 def summarize(results: Dict[str, PerturbationResult], difficulty: int) -> Dict[str, Dict]:
-    """perturbation -> {flip_prob, ut5d (raw), fr, t5d (percent of AlexNet; d = 1), videos, skipped}."""
+    """perturbation -> {flip_prob, ut5d (raw), fr, t5d (percent of AlexNet; d = 1 only),
+    videos, skipped, from_cache}, plus "mean" -> {mfr, mt5d} when they are defined."""
     table = {}
     for name, res in results.items():
         fp, ut5d = res.flip_prob(difficulty), res.ut5d(difficulty)
@@ -253,10 +263,10 @@ def result_rows(table: Dict[str, Dict], difficulty: int, protocol: str) -> List[
         rows += [report.row(TASK, TASK, metric, value, e["videos"], protocol, name, difficulty)
                  for metric, value in values.items()]
     videos = sum(e["videos"] for e in per.values())
-    rows.append(report.row(TASK, TASK, "flip_prob", 100 * np.mean([e["flip_prob"] for e in per.values()]),
-                           videos, protocol, "mean", difficulty))
-    rows.append(report.row(TASK, TASK, "ut5d_ranks", np.mean([e["ut5d"] for e in per.values()]),
-                           videos, protocol, "mean", difficulty))
+    means = {"flip_prob": 100 * np.mean([e["flip_prob"] for e in per.values()]),
+             "ut5d_ranks": np.mean([e["ut5d"] for e in per.values()])}
+    rows += [report.row(TASK, TASK, metric, value, videos, protocol, "mean", difficulty)
+             for metric, value in means.items()]
     if "mean" in table:
         rows += [report.row(TASK, TASK, m, table["mean"][m], videos, protocol, "mean")
                  for m in ("mfr", "mt5d")]

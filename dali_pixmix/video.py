@@ -61,7 +61,8 @@ def list_videos(folder: str | Path, classes: Sequence[str]) -> List[VideoEntry]:
     position = {w: i for i, w in enumerate(classes)}
     unknown = [w for w in wnids if w not in position]
     if unknown:
-        raise ValueError(f"{folder}: {len(unknown)} class folders are not in the model's class list "
+        raise ValueError(f"{folder}: {len(unknown)} class folders are not in the model's "
+                         "class list "
                          f"(e.g. {unknown[:3]}); the dataset and checkpoint disagree")
     entries = [VideoEntry(path, f"{wnid}/{path.stem}", position[wnid])
                for wnid in wnids for path in sorted((folder / wnid).glob("*" + VIDEO_SUFFIX))]
@@ -120,8 +121,9 @@ class VideoReader:
     threads).
     """
 
-    def __init__(self, entries: Sequence[VideoEntry], num_frames: int, device: torch.device | str = "cpu",
-                 normalize: bool = True, backend: str = "auto", batch_videos: int = 8, workers: int = 2):
+    def __init__(self, entries: Sequence[VideoEntry], num_frames: int,
+                 device: torch.device | str = "cpu", normalize: bool = True,
+                 backend: str = "auto", batch_videos: int = 8, workers: int = 2):
         self.entries = list(entries)
         self.num_frames = num_frames
         self.device = torch.device(device)
@@ -145,7 +147,9 @@ class VideoReader:
             if frames.is_cuda:  # made on the decoder's stream: keep it alive for ours
                 frames.record_stream(torch.cuda.current_stream(frames.device))
             frames = frames.to(self.device, non_blocking=True)
-            yield VideoClip(entry.name, entry.label, normalize_frames(frames) if self.normalize else frames)
+            if self.normalize:
+                frames = normalize_frames(frames)
+            yield VideoClip(entry.name, entry.label, frames)
 
     def _decoded(self) -> Iterator[Decoded]:
         if self.backend == "pyav":
@@ -218,9 +222,10 @@ class DaliVideoDecoder:
         if self._copy_stream is None:
             self._copy_stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._copy_stream):
-            out = [feed_ndarray(videos[i], torch.empty(videos[i].shape(), dtype=torch.uint8,
-                                                       device=self.device), cuda_stream=self._copy_stream)
+            out = [torch.empty(videos[i].shape(), dtype=torch.uint8, device=self.device)
                    for i in range(len(entries))]
+            for i, tensor in enumerate(out):
+                feed_ndarray(videos[i], tensor, cuda_stream=self._copy_stream)
         self._copy_stream.synchronize()
         return out
 

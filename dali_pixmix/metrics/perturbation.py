@@ -45,7 +45,8 @@ ALEXNET_T5D: Dict[str, float] = {
     "speckle_noise": 3.89, "gaussian_blur": 0.70, "spatter": 1.26, "shear": 2.48,
 }
 # ResNet-50 normalised flip rate per test perturbation, percent (PixMix paper, Table 12).
-RESNET50_FR: Dict[str, float] = dict(zip(TEST_PERTURBATIONS, (59, 58, 65, 72, 63, 62, 44, 52, 57, 48)))
+RESNET50_FR: Dict[str, float] = dict(zip(TEST_PERTURBATIONS,
+                                         (59, 58, 65, 72, 63, 62, 44, 52, 57, 48)))
 
 TOP_K = 5
 
@@ -71,7 +72,8 @@ def frame_pairs(num_frames: int, noise: bool, difficulty: int = 1) -> Tuple[np.n
 def _check_frames(array: np.ndarray, ndim: int, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != ndim or array.shape[0] == 0 or array.shape[1] < 2:
-        raise ValueError(f"{what} must have shape {'[videos, frames]' if ndim == 2 else '[videos, frames, 5]'} "
+        shape = "[videos, frames]" if ndim == 2 else "[videos, frames, 5]"
+        raise ValueError(f"{what} must have shape {shape} "
                          f"with >= 1 video and >= 2 frames, got {array.shape}")
     return array
 
@@ -100,7 +102,8 @@ def per_video_top5_distance(rankings: np.ndarray, noise: bool, difficulty: int =
     """Mean top-5 distance of each video, shape [videos]; `rankings` is [videos, frames, 5]."""
     rankings = _check_frames(rankings, 3, "rankings")
     if rankings.shape[2] != TOP_K:
-        raise ValueError(f"rankings must list the top {TOP_K} classes per frame, got {rankings.shape[2]}")
+        raise ValueError(f"rankings must list the top {TOP_K} classes per frame, "
+                         f"got {rankings.shape[2]}")
     ref, new = frame_pairs(rankings.shape[1], noise, difficulty)
     return pair_top5_distance(rankings[:, ref], rankings[:, new]).mean(axis=1)
 

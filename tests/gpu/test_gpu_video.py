@@ -17,9 +17,12 @@ SIZE = 64
 def smooth_video(rng, frames):
     yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
     phase, freq = rng.uniform(0, 6, 3), rng.uniform(0.3, 1.0, 2)
-    return np.stack([np.clip((np.stack([np.sin(2 * np.pi * (freq[0] * xx + freq[1] * yy) + 0.2 * t + phase[c])
-                                        for c in range(3)], -1) * 0.4 + 0.5) * 255, 0, 255).astype(np.uint8)
-                     for t in range(frames)])
+    out = []
+    for t in range(frames):
+        img = np.stack([np.sin(2 * np.pi * (freq[0] * xx + freq[1] * yy) + 0.2 * t + phase[c])
+                        for c in range(3)], -1) * 0.4 + 0.5
+        out.append(np.clip(img * 255, 0, 255).astype(np.uint8))
+    return np.stack(out)
 
 
 def write_h264(path, frames):
@@ -81,4 +84,5 @@ def test_cuda_evaluation_close_to_cpu(tree):
         assert gpu[p]["videos"] == cpu[p]["videos"] == 6
         # Decoder colour conversion and AMP differ slightly; flips of a 6-video set stay close.
         assert abs(gpu[p]["flip_prob"] - cpu[p]["flip_prob"]) < 0.1, p
-    assert sorted(n for n, _ in gpu["tilt"]["skipped"]) == [f"{CLASSES[0]}/broken", f"{CLASSES[1]}/short"]
+    assert sorted(n for n, _ in gpu["tilt"]["skipped"]) == [f"{CLASSES[0]}/broken",
+                                                            f"{CLASSES[1]}/short"]

@@ -90,8 +90,8 @@ def independent_top5(model, folder):
             continue
         if len(frames) != (41 if folder.name == "translate" else 31):
             continue
-        batch = torch.stack([TF.normalize(TF.to_tensor(f), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-                             for f in frames])
+        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        batch = torch.stack([TF.normalize(TF.to_tensor(f), mean, std) for f in frames])
         with torch.no_grad():
             out.append(model(batch).topk(5, dim=1).indices.numpy())
     return np.stack(out)
@@ -186,11 +186,14 @@ def test_layout_errors_are_clear(setup, tmp_path, capsys):
         # gaussian_noise_3 does not exist: the missing folder is named before any decoding.
         (["--root", str(root), "--difficulty", "3", "--perturbations", "gaussian_noise"],
          "gaussian_noise_3"),
-        (["--root", str(root), "--perturbations", "gaussian_nosie"], "unknown ImageNet-P perturbation"),
+        (["--root", str(root), "--perturbations", "gaussian_nosie"],
+         "unknown ImageNet-P perturbation"),
     ]
     stranger = tmp_path / "P2"
-    write_video(stranger / "tilt" / "n99999999" / "a.mp4", synthetic_video(np.random.default_rng(1), 31))
-    cases.append((["--root", str(stranger), "--perturbations", "tilt"], "not in the model's class list"))
+    write_video(stranger / "tilt" / "n99999999" / "a.mp4",
+                synthetic_video(np.random.default_rng(1), 31))
+    cases.append((["--root", str(stranger), "--perturbations", "tilt"],
+                  "not in the model's class list"))
     for args, message in cases:
         assert main(common + args) == 2, args
         err = capsys.readouterr().err
@@ -228,8 +231,8 @@ def test_ranks_split_videos_without_overlap(setup):
     kwargs = dict(batch_frames=64, amp=False, backend="pyav")
     whole = evaluate_folder(model, entries, "snow", "snow", DistInfo(), **kwargs)
     # Without a process group the gather returns only the local share: exactly what a rank sees.
-    parts = [evaluate_folder(model, entries, "snow", "snow", DistInfo(rank=r, world_size=2), **kwargs)
-             for r in range(2)]
+    parts = [evaluate_folder(model, entries, "snow", "snow", DistInfo(rank=r, world_size=2),
+                             **kwargs) for r in range(2)]
     names = [e.name for e in entries]
     for rank, part in enumerate(parts):
         assert sorted(part.names + [s[0] for s in part.skipped]) == sorted(names[rank::2])
