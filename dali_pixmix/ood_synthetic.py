@@ -1,4 +1,7 @@
-"""Seeded synthetic anomaly sets (Gaussian, Rademacher, Blobs), generated locally as PNG files.
+"""Seeded synthetic anomaly sets (Gaussian, Rademacher, Blobs), generated locally.
+
+The evaluation draws them in memory (`synthetic_batch`); `write_synthetic_set` writes the same
+images as PNG files for inspection or for other tools.
 
 Definitions follow the outlier-exposure / PixMix anomaly code, which draws them in the
 normalised range [-1, 1] and maps them to pixels as (x + 1) / 2:
@@ -51,6 +54,18 @@ def synthetic_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarra
     return pixels.transpose(1, 2, 0)
 
 
+def image_rng(kind: str, seed: int, index: int) -> np.random.Generator:
+    """The generator of image `index` of set `kind`: seeded with (seed, set number, index)."""
+    if kind not in SYNTHETIC_SETS:
+        raise ValueError(f"unknown synthetic OOD set '{kind}': choose from {SYNTHETIC_SETS}")
+    return np.random.default_rng([seed, SYNTHETIC_SETS.index(kind), index])
+
+
+def synthetic_batch(kind: str, indices, size: int = 224, seed: int = 0) -> np.ndarray:
+    """Images `indices` of set `kind` as uint8 [B, size, size, 3], identical to the PNG files."""
+    return np.stack([synthetic_image(kind, size, image_rng(kind, seed, int(i))) for i in indices])
+
+
 def write_synthetic_set(kind: str, folder: str | Path, count: int, size: int = 224,
                         seed: int = 0) -> List[str]:
     """Write (or reuse) `count` PNGs of `kind` into `folder`; returns the sorted file paths.
@@ -60,18 +75,15 @@ def write_synthetic_set(kind: str, folder: str | Path, count: int, size: int = 2
     """
     if count < 1:
         raise ValueError(f"synthetic OOD set '{kind}' needs count >= 1, got {count}")
-    set_index = SYNTHETIC_SETS.index(kind) if kind in SYNTHETIC_SETS else None
-    if set_index is None:
-        raise ValueError(f"unknown synthetic OOD set '{kind}': choose from {SYNTHETIC_SETS}")
+    image_rng(kind, seed, 0)  # validates the name before touching the disk
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for i in range(count):
         path = folder / f"{kind}_{i:06d}.png"
         if not path.is_file():
-            rng = np.random.default_rng([seed, set_index, i])
             tmp = path.with_name(path.stem + ".tmp.png")
-            Image.fromarray(synthetic_image(kind, size, rng)).save(tmp)
+            Image.fromarray(synthetic_image(kind, size, image_rng(kind, seed, i))).save(tmp)
             tmp.replace(path)
         files.append(str(path))
     return files

@@ -17,7 +17,7 @@ import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -180,21 +180,61 @@ class Evaluator:
         merged = Predictions.concat(all_gather_objects(self._run_batches(loader, mask, desc)))
         return self._check_exact(merged, labels, desc)
 
+    def _forward(self, images: torch.Tensor, mask) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.gpu else nullcontext()
+        with autocast:
+            logits = self.model(images)
+        return batch_tensors(logits if mask is None else logits[:, mask])
+
     @torch.inference_mode()
     def _run_batches(self, loader, mask, desc) -> Predictions:
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.gpu else nullcontext()
         tables, labels_seen = [], []
         for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
                                    unit="batch"):
-            with autocast:
-                logits = self.model(images)
-            if mask is not None:
-                logits = logits[:, mask]
-            tables.append(batch_tensors(logits))
+            tables.append(self._forward(images, mask))
             labels_seen.append(labels)
         if not tables:  # a rank with an empty shard
             return to_predictions(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long))
         return to_predictions(torch.cat(tables), torch.cat(labels_seen))
+
+    def predict_generated(self, make_images: Callable[[np.ndarray], np.ndarray], count: int, *,
+                          task: str, cell: str, key) -> Predictions:
+        """Predictions for `count` generated images, fed as they are (no resize or crop).
+
+        `make_images(indices)` returns uint8 [B, H, W, 3]; each rank generates its contiguous
+        slice of indices; labels are 0. `key` identifies the generator in the cache fingerprint.
+        """
+        path = self.out / "cache" / safe_name(task) / f"{safe_name(cell)}.npz"
+        fp = fingerprint(self.model_key, "generated", key, count)
+        cached = broadcast_object(load_cache(path, fp) if self.dist.is_main else None)
+        if cached is not None:
+            return cached
+        r, w = self.dist.rank, self.dist.world_size
+        local = self._run_generated(make_images, np.arange(count * r // w, count * (r + 1) // w),
+                                    cell)
+        preds = self._check_exact(Predictions.concat(all_gather_objects(local)),
+                                  np.zeros(count, dtype=np.int64), cell)
+        if self.dist.is_main:
+            save_cache(path, preds, fp)
+        barrier()
+        return preds
+
+    @torch.inference_mode()
+    def _run_generated(self, make_images, indices: np.ndarray, desc: str) -> Predictions:
+        from ..pipelines import IMAGENET_MEAN, IMAGENET_STD
+        dev = self.dist.device
+        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+        tables = [torch.zeros(0, 9, device=dev)]
+        chunks = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        for chunk in tqdm(chunks, desc=desc, leave=False, disable=not self.progress, unit="batch"):
+            pixels = torch.from_numpy(make_images(chunk)).to(dev).permute(0, 3, 1, 2).float()
+            images = (pixels / 255 - mean) / std
+            if self.gpu:
+                images = images.contiguous(memory_format=torch.channels_last)
+            tables.append(self._forward(images, None))
+        table = torch.cat(tables)
+        return to_predictions(table, torch.zeros(table.shape[0], dtype=torch.long))
 
     @staticmethod
     def _check_exact(preds: Predictions, labels: np.ndarray, desc: str) -> Predictions:

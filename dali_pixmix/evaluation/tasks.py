@@ -7,15 +7,15 @@ a message says so) rather than a number computed on too few examples.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from functools import partial
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .. import layouts
 from ..metrics import calibration, corruption, ood
 from ..models import class_index_mask
-from ..ood_synthetic import SYNTHETIC_SETS, write_synthetic_set
+from ..ood_synthetic import SYNTHETIC_SETS, synthetic_batch
 from ..report import Row, row
 from .runner import Evaluator, Predictions
 
@@ -173,19 +173,6 @@ def run_imagenet_r(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
     return classification_rows(ev, preds, base, bin_size, top5=True)
 
 
-def synthetic_sets(ev: Evaluator, count: int, seed: int = 0) -> Dict[str, List[str]]:
-    """The three generated anomaly sets at the crop size (written once by rank 0)."""
-    from ..distributed import barrier
-    folder = ev.out / "ood_synthetic" / f"size{ev.crop}_seed{seed}"
-    sets = {}
-    for kind in SYNTHETIC_SETS:
-        if ev.dist.is_main:
-            write_synthetic_set(kind, folder / kind, count, ev.crop, seed)
-        barrier()
-        sets[kind] = [str(folder / kind / f"{kind}_{i:06d}.png") for i in range(count)]
-    return sets
-
-
 def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
             synthetic: bool = True, synthetic_count: Optional[int] = None,
             seed: int = 0) -> List[Row]:
@@ -195,16 +182,18 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
                          "the generated synthetic sets; rename them")
     inside = clean_predictions(ev, in_root)
     files = {name: layouts.image_set(path) for name, path in ood_sets.items()}
-    if synthetic:
-        count = synthetic_count or max(1, len(inside) // 5)  # reference: 1/5 of the test count
-        files.update(synthetic_sets(ev, count, seed))
-    if not files:
-        raise ValueError("no OOD sets: pass --ood-dir NAME=PATH or keep the synthetic sets")
+    if not files and not synthetic:
+        raise ValueError("no OOD sets: pass --ood NAME=PATH or keep the synthetic sets")
     rows = []
     for name, paths in ev.progress_over(list(files.items()), desc="ood"):
-        preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name,
-                           no_resize=name in SYNTHETIC_SETS and synthetic)
+        preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name)
         rows += _ood_rows(inside, preds, name)
+    count = synthetic_count or max(1, len(inside) // 5)  # reference: 1/5 of the test count
+    for kind in ev.progress_over(SYNTHETIC_SETS if synthetic else (), desc="synthetic ood"):
+        make = partial(synthetic_batch, kind, size=ev.crop, seed=seed)
+        preds = ev.predict_generated(make, count, task="ood", cell=kind,
+                                     key=("synthetic", kind, ev.crop, seed))
+        rows += _ood_rows(inside, preds, kind)
     for score in ood.SCORES:
         for metric in ("auroc", "aupr", "fpr95"):
             values = [r.value for r in rows if r.variant == score and r.metric == metric]
