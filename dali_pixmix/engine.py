@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -461,13 +461,29 @@ def save_final(run: Run, val: Optional[Dict]) -> Path:
     return path
 
 
-def results_table(val: Dict[str, Any], cfg: Config) -> str:
-    """A small Markdown table of the final validation metrics."""
+def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
+    """Demo only: anomaly detection with the evaluation suite, validation images vs generated
+    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score."""
+    from .evaluation.runner import Evaluator
+    from .evaluation.tasks import run_ood
+
+    cfg = run.cfg
+    ev = Evaluator(str(final_path), out=str(run.out_dir / "eval"), arch=cfg.model.arch,
+                   batch_size=cfg.eval.batch_size // run.dist.world_size,
+                   resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+                   workers=cfg.data.num_threads, dist=run.dist, progress=False)
+    rows = run_ood(ev, cfg.data.val, {}, synthetic=True)
+    return [(f"anomaly detection AUROC, {r.variant} (%)", f"{r.value:.1f}")
+            for r in rows if r.dataset == "mean" and r.metric == "auroc"]
+
+
+def results_table(val: Dict[str, Any], cfg: Config, extra: Sequence[tuple] = ()) -> str:
+    """A small Markdown table of the final validation metrics (plus `extra` (name, value) rows)."""
     rms = "n/a" if val["rms"] is None else f"{val['rms']:.2f}"
     rows = [("top-1 accuracy (%)", f"{val['top1']:.2f}"), ("top-5 accuracy (%)", f"{val['top5']:.2f}"),
             ("chance top-1 (%)", f"{val['chance_top1']:.2f}"), ("RMS calibration error (%)", rms),
             ("ECE, 15 bins (%)", f"{val['ece15']:.2f}"), ("validation loss", f"{val['loss']:.4f}"),
-            ("validation images", str(val["n"]))]
+            ("validation images", str(val["n"])), *extra]
     head = f"| {cfg.model.arch}, PixMix {'on' if cfg.pixmix.enabled else 'off'} | value |"
     lines = [head, "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines) + f"\n(RMS: {val['rms_note']})"
@@ -545,11 +561,12 @@ def broadcast_path(state: Optional[Dict]) -> Optional[str]:
 def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     """Epoch loop; returns the status and the last validation metrics."""
     cfg = run.cfg
-    log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
-             f"classes: {run.dist.world_size} rank(s) x batch "
-             f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} steps/epoch, "
-             f"PixMix {'on' if cfg.pixmix.enabled else 'off'}, amp {run.amp_dtype}, "
-             f"device {run.dist.device}")
+    if run.epoch < cfg.train.epochs:
+        log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
+                 f"classes: {run.dist.world_size} rank(s) x batch "
+                 f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
+                 f"steps/epoch, PixMix {'on' if cfg.pixmix.enabled else 'off'}, amp "
+                 f"{run.amp_dtype}, device {run.dist.device}")
     while run.epoch < cfg.train.epochs:
         finished = train_epoch(run, stop)
         gc.collect()  # release the epoch's DALI pipeline (and its device buffers) now
@@ -560,8 +577,9 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
             log(run, f"stopping after step {run.step}: {stop.signal_name or 'train.max_steps reached'}")
             return {"status": "stopped", "step": run.step}
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)
-    save_final(run, val)
-    log(run, results_table(val, cfg))
+    final_path = save_final(run, val)
+    extra = demo_anomaly_rows(run, final_path) if cfg.demo.enabled else []
+    log(run, results_table(val, cfg, extra))
     return {"status": "finished", "step": run.step, "val": val}
 
 

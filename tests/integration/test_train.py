@@ -161,3 +161,20 @@ def test_cli_config_errors_are_one_line_and_exit_2(tmp_path, tiny_imagenet):
                      "--set", f"pixmix.mixing_set={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "mixing set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_generates_data_trains_and_prints_the_table(tmp_path, capsys):
+    """The README demo path at toy size: data + fractals generated, PixMix training, table."""
+    cfg = load_config(REPO / "configs" / "demo.yaml", [
+        f"demo.root={tmp_path / 'demo'}", "demo.num_classes=3", "demo.train_per_class=8",
+        "demo.val_per_class=4", "demo.fractals=4", "demo.min_size=40", "demo.max_size=64",
+        "pixmix.bank_size=64", "data.crop=32", "data.val_resize=36", "data.val_crop=32",
+        "data.num_threads=1", "train.epochs=1", "train.batch_size=8", "eval.batch_size=12",
+        "eval.calibration_bin_size=4", f"train.output_dir={tmp_path / 'out'}",
+        "train.tensorboard=false"])
+    result = train(cfg, resume="auto")
+    assert result["status"] == "finished" and result["val"]["n"] == 12
+    assert len(list((tmp_path / "demo" / "imagenet" / "train").iterdir())) == 3
+    assert len(list((tmp_path / "demo" / "fractals").glob("*.png"))) == 4
+    table = capsys.readouterr().out
+    assert "| top-1 accuracy (%) |" in table and "| anomaly detection AUROC, msp (%) |" in table
