@@ -244,3 +244,17 @@ def test_data_root_discovery(data, tmp_path):
                    "ood": {"textures": str(tmp_path / "ood" / "textures")}}
     assert configured_tasks(cfg) == ["clean", "imagenet_r", "ood"]
     assert configured_tasks({"imagenet_c": "x", "synthetic_ood": True}) == ["imagenet_c"]
+
+
+def test_torchvision_state_dict_labels_follow_sorted_wnids(tmp_path):
+    all_wnids = imagenet_wnids()
+    picked = [all_wnids[10], all_wnids[500], all_wnids[999]]
+    val = class_tree(tmp_path / "val", picked, 1, (32, 32), 3)
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18", 1000).state_dict(), tmp_path / "tv.pth")  # bare
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(tmp_path / "tv.pth"), "--arch", "resnet18", "--out", str(out),
+            "--val", str(val), "--resize", "32", "--crop", "32", *SMALL]
+    assert script("clean").main(argv) == 0
+    cache = np.load(out / "cache" / "clean" / "val.npz")
+    np.testing.assert_array_equal(cache["labels"], [10, 500, 999])
