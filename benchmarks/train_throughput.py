@@ -94,16 +94,31 @@ def prepare_data(args, workdir: Path):
     return data, mixing
 
 
-def main():
-    args = parse_args()
-    from dali_pixmix.distributed import init_distributed
-    from dali_pixmix.engine import use_channels_last
-    from dali_pixmix.config import Config
-    from dali_pixmix.file_lists import class_folders
+def build_sources(args, dist, data, mixing, classes, channels_last):
+    """The three batch sources: synthetic tensors, DALI without and with PixMix."""
     from dali_pixmix.loader import make_train_loader
     from dali_pixmix.mixing_bank import load_or_build_bank
-    from dali_pixmix.models import build_model
     from dali_pixmix.pipelines import PixMixStage
+
+    bank = load_or_build_bank(mixing, args.bank_cache, size=args.bank_size or args.crop + 32,
+                              device=dist.device, num_threads=args.threads)
+    sources = {"synthetic (in memory)": synthetic_batches(args.batch, args.crop, classes,
+                                                           dist.device, channels_last)}
+    for name, stage in (("DALI, no PixMix", None),
+                        ("DALI + PixMix", PixMixStage(bank, crop=args.crop))):
+        sources[name] = dali_batches(make_train_loader(
+            file_root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
+            num_threads=args.threads, channels_last=channels_last))
+    return sources
+
+
+def main():
+    args = parse_args()
+    from dali_pixmix.config import Config
+    from dali_pixmix.distributed import init_distributed
+    from dali_pixmix.engine import use_channels_last
+    from dali_pixmix.file_lists import class_folders
+    from dali_pixmix.models import build_model
 
     dist = init_distributed(args.device)
     device = dist.device
@@ -118,26 +133,20 @@ def main():
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         step = make_step(model, optimizer, amp_dtype, device)
-        bank = load_or_build_bank(mixing, args.bank_cache, size=args.bank_size or args.crop + 32,
-                                  device=device, num_threads=args.threads)
-        sources = {"synthetic (in memory)": synthetic_batches(args.batch, args.crop, classes,
-                                                               device, channels_last)}
-        for name, stage in (("DALI, no PixMix", None),
-                            ("DALI + PixMix", PixMixStage(bank, crop=args.crop))):
-            sources[name] = dali_batches(make_train_loader(
-                file_root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
-                num_threads=args.threads, channels_last=channels_last))
+        sources = build_sources(args, dist, data, mixing, classes, channels_last)
         # Interleaved rounds, best round per source: robust to load from other processes.
         results = {name: 0.0 for name in sources}
         for _ in range(args.rounds):
             for name, batches in sources.items():
-                results[name] = max(results[name], timed(step, batches, args.steps, args.warmup, device))
+                speed = timed(step, batches, args.steps, args.warmup, device)
+                results[name] = max(results[name], speed)
     base = results["synthetic (in memory)"]
     print(f"{args.arch}, batch {args.batch}, crop {args.crop}, amp {amp}, device {device}")
     print(f"{'source':<24}{'images/s':>12}{'ratio':>8}")
     for name, value in results.items():
         print(f"{name:<24}{value:>12.1f}{value / base:>8.2f}")
-    print(f"summary: DALI+PixMix reaches {results['DALI + PixMix'] / base:.2f} of synthetic-data throughput")
+    print(f"summary: DALI+PixMix reaches {results['DALI + PixMix'] / base:.2f} of the "
+          "synthetic-data throughput")
 
 
 if __name__ == "__main__":

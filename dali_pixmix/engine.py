@@ -259,6 +259,10 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     if state.get("scaler") and run.scaler.is_enabled():
         run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.step, run.epoch_step = state["epoch"], state["step"], state["epoch_step"]
+    if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
+        log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
+                 f"run has {run.steps_per_epoch} (other data or world size); the resumed run "
+                 "will not replay the original data order")
     ckpt_io.restore_rng(state["rng"])
     log(run, f"resumed from {state.get('path')} at epoch {run.epoch + 1}, step {run.step}")
 
