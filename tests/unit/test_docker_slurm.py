@@ -221,6 +221,9 @@ def test_sbatch_rendezvous_from_slurm_environment(script, tmp_path):
     assert any(o.startswith("--container-image=") for o in srun_opts)
     mounts = [o for o in srun_opts if o.startswith("--container-mounts=")][0]
     assert f"{tmp_path / 'data'}:/data:ro" in mounts and f"{tmp_path / 'runs'}:/outputs" in mounts
+    if script.name == "train.sbatch":
+        assert f"{tmp_path / 'data' / 'mixing'}:/mixing:ro" in mounts, "mixing set mount"
+        assert "pixmix.mixing_set=/mixing/fractals_and_fvis" in ns.training_script_args
     assert "--ntasks-per-node=1" in srun_opts, "one torchrun per node"
 
 
