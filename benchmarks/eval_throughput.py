@@ -4,6 +4,7 @@ against a plain torchvision ImageFolder + DataLoader path, same images, same mod
 
 Without --data a small ImageNet-like tree of JPEGs is generated in a temporary folder. Each path
 runs one untimed warm-up pass (pipeline build, worker start, cuDNN autotune), then one timed pass.
+`--loader-only` times the input pipelines alone (decode + resize + crop + normalise).
 Defaults are small so the run takes about a minute on 2 CPU cores; on a GPU node try
 `--arch resnet50 --images 8192 --batch-size 256 --workers 8 --image-size 500`.
 """
@@ -38,6 +39,16 @@ def make_tree(root: Path, images: int, size: int, classes: int = 8) -> Path:
     return root
 
 
+def dali_loader_pass(ev, images, labels) -> int:
+    """Decode + resize + crop + normalise only (no model)."""
+    from dali_pixmix.loader import make_eval_loader
+    loader = make_eval_loader(files=list(images.files), labels=labels.tolist(),
+                              batch_size=ev.batch_size, dist=ev.dist, resize=ev.resize,
+                              crop=ev.crop, num_threads=ev.workers,
+                              dtype="float16" if ev.gpu else "float32", channels_last=ev.gpu)
+    return sum(int(batch.shape[0]) for batch, _ in loader)
+
+
 def torchvision_pass(model, root, args, device) -> int:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
@@ -54,8 +65,9 @@ def torchvision_pass(model, root, args, device) -> int:
             images = images.to(device, non_blocking=True)
             if gpu:
                 images = images.to(memory_format=torch.channels_last)
-            with autocast:
-                model(images).float().argmax(1).cpu()
+            if model is not None:
+                with autocast:
+                    model(images).float().argmax(1).cpu()
             count += images.shape[0]
     return count
 
@@ -82,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--resize", type=int, default=146)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--loader-only", action="store_true",
+                   help="time the input pipelines alone (no model forward)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,11 +109,16 @@ def main(argv=None) -> int:
         ev = Evaluator(str(tmp / "model.pt"), str(tmp / "out"), batch_size=args.batch_size,
                        resize=args.resize, crop=args.crop, workers=args.workers, progress=False)
         labels = images.labels(ev.classes)
-        ours = timed(lambda: len(ev.infer(images.files, labels)))
-        base_model = ev.model  # same weights and memory format
+        if args.loader_only:
+            ours = timed(lambda: dali_loader_pass(ev, images, labels))
+            base_model = None
+        else:
+            ours = timed(lambda: len(ev.infer(images.files, labels)))
+            base_model = ev.model  # same weights and memory format
         theirs = timed(lambda: torchvision_pass(base_model, root, args, ev.dist.device))
     device = torch.cuda.get_device_name() if gpu else "cpu"
-    print(f"eval throughput ({arch}, {len(images.files)} images, batch {args.batch_size}, "
+    what = "input pipeline only" if args.loader_only else arch
+    print(f"eval throughput ({what}, {len(images.files)} images, batch {args.batch_size}, "
           f"{args.resize}->{args.crop}, {args.workers} workers, {device}): "
           f"dali-pixmix {ours:.0f} img/s, torchvision ImageFolder+DataLoader {theirs:.0f} img/s, "
           f"ratio {ours / theirs:.2f}x")
