@@ -153,7 +153,8 @@ def rotation_matrices(degrees, width: int, height: int) -> torch.Tensor:
     Positive degrees rotate counter-clockwise about the canvas centre ``(w / 2, h / 2)``.
     """
     angle = -torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64).reshape(-1))
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    # PIL rounds the matrix to 15 decimals (exact 0 / 1 at multiples of 90 degrees).
+    cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
     cx, cy = width / 2.0, height / 2.0
     c = cos * -cx + sin * -cy + cx
     f = -sin * -cx + cos * -cy + cy
@@ -330,8 +331,9 @@ def grayscale(xf: torch.Tensor) -> torch.Tensor:
     Returns float32 ``[B, H, W, 1]`` holding integers. Every partial sum is an integer below
     2**24, so float32 evaluates PIL's integer formula exactly in any order.
     """
-    weights = torch.tensor(_LUMA, dtype=torch.float32, device=xf.device)
-    total = torch.matmul(xf, weights).unsqueeze(-1)
+    # Element-wise on purpose: a matmul could run in TF32 on GPUs and lose exactness.
+    r, g, b = xf.unbind(-1)
+    total = (r * _LUMA[0]).add_(g * _LUMA[1]).add_(b * _LUMA[2]).unsqueeze(-1)
     return total.add_(32768.0).mul_(1.0 / 65536.0).floor_()
 
 

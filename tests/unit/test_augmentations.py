@@ -1,0 +1,145 @@
+"""The batched PixMix ops against PIL, one image at a time, on natural-looking pictures."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from dali_pixmix import augmentations as A
+
+pytestmark = pytest.mark.unit
+
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+def scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smooth colour gradients plus a few flat discs: uint8 [h, w, 3]."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.empty((h, w, 3))
+    for c in range(3):
+        fx, fy, phase = rng.uniform(0.3, 2.0, 3)
+        img[..., c] = 128 + 90 * np.sin(2 * np.pi * fx * xx / w + phase) * np.cos(2 * np.pi * fy * yy / h)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, w / 3)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def pil_param(op, rng, w, h):
+    """A parameter as PixMix draws it, over the whole severity range (levels up to 10)."""
+    level, sign = rng.uniform(0.1, 10), (-1 if rng.random() < 0.5 else 1)
+    return {
+        "autocontrast": None, "equalize": None,
+        "posterize": 4 - int(level * 4 / 10), "solarize": 256 - int(level * 256 / 10),
+        "rotate": int(level * 30 / 10) * sign,
+        "shear_x": level * 0.3 / 10 * sign, "shear_y": level * 0.3 / 10 * sign,
+        "translate_x": int(level * w / 3 / 10) * sign, "translate_y": int(level * h / 3 / 10) * sign,
+    }.get(op, level * 1.8 / 10 + 0.1)
+
+
+def pil_apply(img: np.ndarray, op: str, p) -> np.ndarray:
+    im = Image.fromarray(img)
+    affine = {"shear_x": (1, p, 0, 0, 1, 0), "shear_y": (1, 0, 0, p, 1, 0),
+              "translate_x": (1, 0, p, 0, 1, 0), "translate_y": (1, 0, 0, 0, 1, p)}
+    if op in affine:
+        out = im.transform(im.size, Image.AFFINE, affine[op], resample=Image.BILINEAR)
+    elif op == "rotate":
+        out = im.rotate(p, resample=Image.BILINEAR)
+    elif op in ("autocontrast", "equalize"):
+        out = getattr(ImageOps, op)(im)
+    elif op in ("posterize", "solarize"):
+        out = getattr(ImageOps, op)(im, p)
+    else:
+        out = getattr(ImageEnhance, op.capitalize())(im).enhance(p)
+    return np.asarray(out)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(7)
+    return np.stack([scene(rng, 29, 37) for _ in range(4)])
+
+
+def test_op_lists_follow_the_spec_order():
+    assert A.OPS == ("autocontrast", "equalize", "posterize", "rotate", "solarize",
+                     "shear_x", "shear_y", "translate_x", "translate_y")
+    assert A.ALL_OPS == A.OPS + ("color", "contrast", "brightness", "sharpness")
+
+
+@pytest.mark.parametrize("op", A.ALL_OPS)
+def test_op_matches_pil(op, batch):
+    rng = np.random.default_rng(A.ALL_OPS.index(op))
+    n, h, w, _ = batch.shape
+    for _ in range(2):
+        params = [pil_param(op, rng, w, h) for _ in range(n)]
+        tensor_params = None if params[0] is None else torch.tensor(params)
+        out = A.apply_op(torch.from_numpy(batch), op, tensor_params)
+        assert out.dtype == torch.uint8 and out.shape == batch.shape
+        ref = np.stack([pil_apply(batch[i], op, params[i]) for i in range(n)])
+        diff = np.abs(out.numpy().astype(int) - ref)
+        if op in GEOMETRIC:
+            # float32 coordinates vs PIL's float64: a value landing next to an integer may
+            # truncate the other way, never by more than one level.
+            assert diff.max() <= 1, (op, params)
+            assert (diff > 0).mean() < 0.002, (op, params)
+        else:
+            assert diff.max() == 0, (op, params)
+
+
+def test_posterize_and_solarize_every_value_and_setting():
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    x = torch.from_numpy(ramp).unsqueeze(0).repeat(9, 1, 1, 1)
+    bits = torch.arange(9)  # 0..8 kept bits
+    out = A.posterize(x, bits).numpy()
+    for i in range(1, 9):
+        assert np.array_equal(out[i], np.asarray(ImageOps.posterize(Image.fromarray(ramp), i)))
+    assert out[0].max() == 0
+    thresholds = torch.tensor([0, 1, 128, 254, 255, 256, 7, 200, 231])
+    out = A.solarize(x, thresholds).numpy()
+    for i, t in enumerate(thresholds.tolist()):
+        assert np.array_equal(out[i], np.asarray(ImageOps.solarize(Image.fromarray(ramp), t)))
+
+
+def test_histogram_ops_degenerate_channels_match_pil():
+    rng = np.random.default_rng(3)
+    img = scene(rng, 20, 20)
+    img[..., 0] = 77                      # flat channel: both ops leave it alone
+    img[..., 1] = np.where(img[..., 1] > 128, 200, 10)  # two levels
+    tiny = scene(rng, 20, 20)
+    tiny[:, :] = tiny[0, 0]
+    tiny[0, :3] = (0, 128, 255)           # step == 0 for equalize (3 odd pixels of 400)
+    x = torch.from_numpy(np.stack([img, tiny]))
+    for op in ("autocontrast", "equalize"):
+        out = A.apply_op(x, op).numpy()
+        for i, im in enumerate((img, tiny)):
+            assert np.array_equal(out[i], pil_apply(im, op, None)), op
+
+
+def test_geometry_conventions_by_hand():
+    img = np.zeros((1, 21, 21, 3), np.uint8)
+    img[0, 10, 16] = 255                  # a dot right of the centre (10.5, 10.5)
+    x = torch.from_numpy(img)
+    # Positive degrees rotate counter-clockwise: the dot goes up (smaller row), not down.
+    rot = A.rotate(x, torch.tensor([90]))[0, ..., 0].numpy()
+    assert rot[4:6, 10].max() > 200 and rot[15:17, 10].max() == 0
+    # translate_x by t shows input column x + t at x; uncovered columns are black.
+    t = A.translate_x(x, torch.tensor([3]))[0, ..., 0].numpy()
+    assert t[10, 13] == 255 and t[:, -3:].max() == 0 and t.sum() == 255
+    t = A.translate_y(x, torch.tensor([-2]))[0, ..., 0].numpy()
+    assert t[12, 16] == 255 and t[:2].max() == 0
+    identity = A.affine(x, torch.tensor([[1.0, 0, 0, 0, 1, 0]]))
+    assert torch.equal(identity, x)
+
+
+def test_ops_keep_input_and_validate_parameters(batch):
+    x = torch.from_numpy(batch.copy())
+    before = x.clone()
+    for op in A.ALL_OPS:
+        param = None if op in ("autocontrast", "equalize") else torch.full((4,), 2)
+        A.apply_op(x, op, param)
+    assert torch.equal(x, before)
+    with pytest.raises(ValueError, match="one parameter per sample"):
+        A.posterize(x, torch.tensor([4, 4]))
+    with pytest.raises(ValueError, match="uint8"):
+        A.equalize(x.float())
+    with pytest.raises(ValueError, match="unknown op"):
+        A.apply_op(x, "blur", None)
