@@ -86,6 +86,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_imagenet, tiny_mixing_di
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed from {saved[-1]}" in resumed.stdout
     assert f"stopped at step {step + 1}" in resumed.stdout
+    # the preempted + resumed run equals an uninterrupted run of step + 1 steps
+    straight = [a.replace(str(out), str(tmp_path / "straight")) for a in args]
+    plain = subprocess.run(straight + ["--set", f"train.max_steps={step + 1}"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    a = torch.load(list_checkpoints(out)[-1], weights_only=True)["model"]
+    b = torch.load(list_checkpoints(tmp_path / "straight")[-1], weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_imagenet, tiny_mixing_dir, tmp_path):
