@@ -9,6 +9,8 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
   "rng"        torch/numpy/python generator states as tensors and plain values,
   "config"     the resolved config as a plain dict, "classes" (wnids), "arch".
 `final.pt` holds the same keys without optimizer/scheduler/scaler/rng.
+The PixMix and DALI generators are not stored: the engine rebuilds each epoch's pipeline from
+(seed, epoch, rank) and replays the "epoch_step" batches already trained, which restores them.
 Everything is loadable with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
