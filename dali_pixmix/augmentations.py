@@ -16,6 +16,8 @@ Conventions shared by every op:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
@@ -175,19 +177,23 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     m = torch.as_tensor(coeffs, dtype=torch.float64).reshape(n, 6).cpu()
     unique, inverse = torch.unique(m, dim=0, return_inverse=True)
     if unique.shape[0] == 1:
-        plan = _bilinear_plan(unique[0].tolist(), h, w, x.device)
+        plan = _bilinear_plan(tuple(unique[0].tolist()), h, w, x.device)
         return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
     out = torch.empty_like(x)
     for g in range(unique.shape[0]):
         members = (inverse == g).nonzero(as_tuple=True)[0].to(x.device)
-        plan = _bilinear_plan(unique[g].tolist(), h, w, x.device)
+        plan = _bilinear_plan(tuple(unique[g].tolist()), h, w, x.device)
         group = take_rows(x, members).view(-1, h * w, 3)
         put_rows(out, members, _bilinear_apply(group, *plan))
     return out
 
 
-def _bilinear_plan(coeffs, h: int, w: int, device):
-    """Tap indices ``[4, H*W]``, weights and inside-mask ``[H*W, 1]`` of one affine map."""
+@functools.lru_cache(maxsize=8)
+def _bilinear_plan(coeffs: tuple, h: int, w: int, device):
+    """Tap indices ``[4, H*W*3]``, weights and inside-mask ``[H*W, 3]`` of one affine map.
+
+    Cached (a few MB each at 224 px): PixMix rotations use integer angles, so the same few
+    maps recur in every batch."""
     a, b, c, d, e, f = coeffs
     xs = torch.arange(w, dtype=torch.float64, device=device).view(1, w) + 0.5
     ys = torch.arange(h, dtype=torch.float64, device=device).view(h, 1) + 0.5
