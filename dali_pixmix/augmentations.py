@@ -372,28 +372,42 @@ def brightness(x: torch.Tensor, factor) -> torch.Tensor:
     return x.float().mul_(alpha).clamp_(0, 255).to(torch.uint8)
 
 
-def smooth(x: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageFilter.SMOOTH`` (1 1 1 / 1 5 1 / 1 1 1, /13, rounded) on interior pixels.
+def _smooth_interior(xf: torch.Tensor) -> torch.Tensor:
+    """SMOOTH-filtered interior ``[B, H-2, W-2, 3]`` (float32 holding integers) of float ``xf``.
 
-    Border pixels keep their value. The 3x3 sum is exact in float32; PIL's rounding of s/13
-    cannot straddle a .5 boundary (13 is odd), so the result is bit-exact.
-    """
-    n, h, w, _ = x.shape
+    The kernel is a 3x3 box plus 4 x centre; sums of integers stay exact in float32, and PIL's
+    rounding of s / 13 cannot meet a .5 tie (13 is odd), so this is bit-exact."""
+    rows = xf[:, :, :-2] + xf[:, :, 1:-1]
+    rows += xf[:, :, 2:]
+    total = rows[:, :-2] + rows[:, 1:-1]
+    total += rows[:, 2:]
+    total.add_(xf[:, 1:-1, 1:-1], alpha=4.0)
+    return total.add_(6.5).div_(13.0).floor_()
+
+
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageFilter.SMOOTH`` (1 1 1 / 1 5 1 / 1 1 1, /13, rounded) on interior pixels;
+    border pixels keep their value."""
     out = x.clone()
-    if h < 3 or w < 3:
-        return out
-    f = x.float()
-    total = f[:, :-2, :-2] + f[:, :-2, 1:-1] + f[:, :-2, 2:]
-    total += f[:, 1:-1, :-2] + f[:, 1:-1, 2:] + f[:, 2:, :-2] + f[:, 2:, 1:-1] + f[:, 2:, 2:]
-    total += 5.0 * f[:, 1:-1, 1:-1]
-    out[:, 1:-1, 1:-1] = torch.floor(total.add_(6.5).div_(13.0)).to(torch.uint8)
+    if x.shape[1] >= 3 and x.shape[2] >= 3:
+        out[:, 1:-1, 1:-1] = _smooth_interior(x.float()).to(torch.uint8)
     return out
 
 
 def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
-    """PIL ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image."""
+    """PIL ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image.
+
+    Border pixels blend with themselves, so only the interior is computed."""
     _check_images(x)
-    return _blend(smooth(x).float(), x, factor)
+    out = x.clone()
+    if x.shape[1] < 3 or x.shape[2] < 3:
+        return out
+    xf = x.float()
+    degenerate = _smooth_interior(xf)
+    alpha = _per_sample(factor, x, torch.float32)
+    inner = xf[:, 1:-1, 1:-1].sub_(degenerate).mul_(alpha).add_(degenerate)
+    out[:, 1:-1, 1:-1] = inner.clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 # ----------------------------------------------------------------------------- dispatch

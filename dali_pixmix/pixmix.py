@@ -214,14 +214,36 @@ def _log_table(weight: torch.Tensor, offset: torch.Tensor | float = 0.0,
     return (logs * weight.view(-1, 1)).add_(offset)
 
 
-def _lookup(table: torch.Tensor, values_u8: torch.Tensor) -> torch.Tensor:
-    """Per-sample look-up ``table[i, values_u8[i]]`` as float32, shaped like ``values_u8``."""
-    m = values_u8.shape[0]
-    return torch.gather(table, 1, values_u8.reshape(m, -1).long()).view(values_u8.shape)
+@dataclass
+class _Scratch:
+    """Work buffers reused by every mixing round of a call (no per-round allocations)."""
+    values: torch.Tensor  # float32, one chunk of images, flat
+    index: torch.Tensor   # int32, same length
+
+    @staticmethod
+    def for_chunk(chunk: int, images: torch.Tensor) -> "_Scratch":
+        numel = min(chunk, images.shape[0]) * images[0].numel()
+        return _Scratch(torch.empty(numel, dtype=torch.float32, device=images.device),
+                        torch.empty(numel, dtype=torch.int32, device=images.device))
 
 
-def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, start_u8=None) -> None:
-    """One mixing round, in place on the float32 view ``mixed`` (then clamped to [0, 1]).
+def _lookup(table: torch.Tensor, values_u8: torch.Tensor, scratch: _Scratch,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample look-up ``table[i, values_u8[i]]`` as float32, shaped like ``values_u8``,
+    written to ``out`` (contiguous) or to ``scratch.values``."""
+    m, numel = values_u8.shape[0], values_u8.numel()
+    # int32 flat indices into the stacked tables: half the memory traffic of an int64 gather.
+    offsets = torch.arange(m, dtype=torch.int32, device=table.device).view(m, 1) * 256
+    index = scratch.index[:numel].view(m, -1)
+    index.copy_(values_u8.reshape(m, -1)).add_(offsets)
+    out = scratch.values[:numel] if out is None else out
+    torch.index_select(table.reshape(-1), 0, index.view(-1), out=out.view(-1))
+    return out.view(values_u8.shape)
+
+
+def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, scratch: _Scratch,
+                  start_u8=None) -> None:
+    """One mixing round, in place on the contiguous float32 view ``mixed`` (then clamped).
 
     add: a x1 + (b x2 + (1 - a - b) / 2). multiply: (2 x1)**a (2 x2)**b / 2 evaluated as
     exp(a log x1 + b log max(x2, 5e-38) + (a + b - 1) log 2), equal to the reference's powers
@@ -233,13 +255,13 @@ def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, start_u8=None) ->
     b = b.view(-1, 1, 1, 1)
     if use_multiply:
         offset = (a + b - 1.0).view(-1, 1) * _LOG2
-        exponent = _lookup(_log_table(b, offset, floor=5e-38), partner_u8)
+        exponent = _lookup(_log_table(b, offset, floor=5e-38), partner_u8, scratch)
         if start_u8 is not None:
-            mixed.copy_(exponent.add_(_lookup(_log_table(a), start_u8))).exp_()
+            _lookup(_log_table(a), start_u8, scratch, out=mixed).add_(exponent).exp_()
         else:
             mixed.log_().mul_(a).add_(exponent).exp_()
     else:
-        x2 = partner_u8.float().div_(255.0)
+        x2 = scratch.values[:mixed.numel()].view(mixed.shape).copy_(partner_u8).div_(255.0)
         mixed.mul_(a).add_(x2.mul_(b).add_((1.0 - a - b) / 2.0))
     mixed.clamp_(0.0, 1.0)
 
@@ -273,7 +295,8 @@ def _runs(codes: torch.Tensor):
     return [(s, e, values[s]) for s, e in zip(bounds[:-1], bounds[1:]) if values[s]]
 
 
-def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, job_of) -> None:
+def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, job_of,
+               scratch: _Scratch) -> None:
     """Every mixing round for the sorted samples ``samples``, in place on ``mixed``
     (which holds ``start_u8 / 255`` on entry)."""
     dev = mixed.device
@@ -282,7 +305,8 @@ def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, j
             part = samples[s:e]
             partner = _partners(mixing, augmented, job_of[r + 1, part], part, dev)
             _mix_in_place(mixed[s:e], partner, plan.a[r, part].to(dev), plan.b[r, part].to(dev),
-                          use_multiply=code == 2, start_u8=start_u8[s:e] if r == 0 else None)
+                          use_multiply=code == 2, scratch=scratch,
+                          start_u8=start_u8[s:e] if r == 0 else None)
 
 
 def _partners(mixing, augmented, job_idx, sel, dev) -> torch.Tensor:
@@ -312,13 +336,14 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
     order = _sort_by_rounds(codes)
     out = torch.empty(images.shape, dtype=torch.float32, device=dev)
     buffer = torch.empty((min(chunk, n), *images.shape[1:]), dtype=torch.float32, device=dev)
+    scratch = _Scratch.for_chunk(chunk, images)
     for s in range(0, n, chunk):
         samples = order[s:s + chunk]
         samples_dev = samples.to(dev)
         mixed = buffer[:samples.numel()]
         start_u8 = _take(start, samples_dev)
         torch.div(start_u8, 255.0, out=mixed)
-        _mix_block(mixed, start_u8, samples, codes, mixing_pics, augmented, plan, job_of)
+        _mix_block(mixed, start_u8, samples, codes, mixing_pics, augmented, plan, job_of, scratch)
         _put(out, samples_dev, mixed)
     return out
 
