@@ -17,6 +17,7 @@ Conventions shared by every op:
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -42,7 +43,7 @@ def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` as a 2-D ``[len, row]`` view with the widest element type dividing a row, so that
     row gathers / scatters move 8-byte words instead of single bytes."""
-    flat = t.reshape(t.shape[0], -1)
+    flat = t.reshape(t.shape[0], math.prod(t.shape[1:]))
     row_bytes = flat.shape[1] * flat.element_size()
     for dtype in (torch.int64, torch.int32, torch.int16):
         size = torch.empty((), dtype=dtype).element_size()

@@ -20,6 +20,7 @@ geometric ops), and add / multiply run only on the samples that chose them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -222,7 +223,7 @@ class _Scratch:
 
     @staticmethod
     def for_chunk(chunk: int, images: torch.Tensor) -> "_Scratch":
-        numel = min(chunk, images.shape[0]) * images[0].numel()
+        numel = min(chunk, images.shape[0]) * math.prod(images.shape[1:])
         return _Scratch(torch.empty(numel, dtype=torch.float32, device=images.device),
                         torch.empty(numel, dtype=torch.int32, device=images.device))
 
@@ -368,8 +369,7 @@ def _default_chunk(images: torch.Tensor) -> int:
     # On CPU, ~4 MB of float32 per chunk keeps the mixing in cache; on GPU one chunk is fastest.
     if images.is_cuda:
         return max(1, images.shape[0])
-    per_image = images[0].numel() * 4 if images.shape[0] else 1
-    return max(1, _CPU_CHUNK_BYTES // per_image)
+    return max(1, _CPU_CHUNK_BYTES // max(1, 4 * math.prod(images.shape[1:])))
 
 
 def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: float = 4.0,
@@ -391,6 +391,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
         float32 ``[B, H, W, 3]`` in [0, 1]; with ``trace=True`` a pair ``(out, traces)``.
     """
     _check_inputs(images, mixing_pics)
+    images, mixing_pics = images.contiguous(), mixing_pics.contiguous()
     ops = A.ALL_OPS if all_ops else A.OPS
     n, h, w, _ = images.shape
     plan = draw_plan(n, k, beta, severity, len(ops), generator, images.device)
