@@ -153,3 +153,21 @@ def test_sample_ab_branches():
     assert torch.all((a[~interp] >= 1) & (a[~interp] < 2) & (b[~interp] <= 0) & (b[~interp] > -1))
     with pytest.raises(ValueError, match="beta"):
         sample_ab(0.0, 4)
+
+
+def test_edge_shapes_empty_tiny_and_non_contiguous():
+    gen = torch.Generator().manual_seed(4)
+    empty = torch.zeros(0, 8, 8, 3, dtype=torch.uint8)
+    out, traces = pixmix(empty, empty, generator=gen, trace=True)
+    assert out.shape == (0, 8, 8, 3) and traces == []
+    for shape in [(40, 1, 1, 3), (40, 2, 5, 3)]:  # below the 3x3 filter size
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        m = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        out, traces = pixmix(x, m, severity=10, generator=gen, trace=True)
+        for i, tr in enumerate(traces):
+            assert np.abs(out[i].numpy() - R.replay(x[i].numpy(), m[i].numpy(), tr)).max() < 1e-5
+    planar = torch.randint(0, 256, (3, 3, 9, 9), dtype=torch.uint8, generator=gen)
+    hwc = planar.permute(0, 2, 3, 1)  # a channels-last view, not contiguous
+    a = pixmix(hwc, hwc, generator=torch.Generator().manual_seed(1))
+    b = pixmix(hwc.contiguous(), hwc.contiguous(), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
