@@ -272,6 +272,26 @@ def test_train_sbatch_forwards_usr1_and_requeues(tmp_path):
     assert "--config" in tail and (ROOT / tail[tail.index("--config") + 1]).parent.is_dir()
 
 
+def test_train_sbatch_stops_requeueing_after_max_requeues(tmp_path):
+    env, log = _fake_slurm(tmp_path)
+    proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path,
+                  dict(env, SLURM_RESTART_COUNT="3", MAX_REQUEUES="3"))
+    _wait_for(log / "srun.pid", proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 1 and "MAX_REQUEUES" in out, out
+    assert "requeue" not in (log / "scontrol.calls").read_text()
+
+
+def test_image_python_matches_the_tested_python():
+    ins = _dockerfile_instructions()
+    base = [v.split("=", 1)[1] for k, v in ins if k == "ARG" and v.startswith("PYTHON_IMAGE=")][0]
+    version = re.match(r"python:(\d+)\.(\d+)", base)
+    assert version, f"base {base} is not an official python image with a version tag"
+    assert tuple(map(int, version.groups())) == sys.version_info[:2]
+
+
 def test_train_sbatch_no_requeue_without_signal(tmp_path):
     env, log = _fake_slurm(tmp_path)
     proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path, dict(env, FAKE_SRUN_EXIT="5"),
