@@ -5,7 +5,8 @@ of the project's Python entry points (`python x.py ...`, `torchrun ... x.py ...`
 image's pass-through `<image> x.py ...`) must name a file that exists and use only flags that the
 script's argparse definitions declare; every `--config` file must exist; every
 `--set section.key=value` must name a real config key; every torchrun option must be one torchrun
-accepts. Flags are read statically from `add_argument(...)` calls in the script and in the
+accepts; each documented training command's recipe loads with its overrides (types and choices
+checked by the config loader). Flags are read statically from `add_argument(...)` calls in the script and in the
 project modules it imports, which keeps this test fast; only a flag not found that way (one built
 at run time) costs one `python <script> --help`, cached per script.
 """
@@ -230,11 +231,27 @@ def problems_in(line: str, where: str, root: Path = ROOT):
                 key = arg.split("=", 1)[0]
                 if "=" not in arg or key not in config_keys():
                     out.append(f"{where}: `--set {arg}` is not a config key")
+        if script == "train_imagenet.py" and root == ROOT and not out:
+            out += config_problems(args, where)
         if "torchrun" in before:
             for flag in flags_in(before[before.index("torchrun") + 1:]):
                 if flag not in torchrun_flags():
                     out.append(f"{where}: torchrun has no option {flag}")
     return out
+
+
+def config_problems(args, where: str):
+    """Load the documented recipe with its documented overrides (keys, types, choices)."""
+    from dali_pixmix.config import load_config
+    pairs = list(zip(args, args[1:]))
+    configs = [v for k, v in pairs if k == "--config" and (ROOT / v).is_file()]
+    if not configs:
+        return []
+    try:
+        load_config(ROOT / configs[0], [v for k, v in pairs if k == "--set"])
+    except (ValueError, FileNotFoundError) as err:
+        return [f"{where}: {err}"]
+    return []
 
 
 def all_commands():
@@ -289,6 +306,14 @@ def test_checker_catches_drift(tmp_path):
     assert "train.no_such_key" in text and "data.train" not in text
     assert "--no_such_opt" in text and "--nproc_per_node" not in text
     assert "tools/no_such_tool.py` does not exist" in text
+
+
+def test_documented_overrides_are_type_checked_against_the_recipe():
+    bad = problems_in("python train_imagenet.py --config configs/demo.yaml --set train.amp=maybe",
+                      "doc")
+    assert len(bad) == 1 and "train.amp" in bad[0]
+    assert problems_in("python train_imagenet.py --config configs/demo.yaml --set train.amp=bf16",
+                       "doc") == []
 
 
 def test_extraction_sees_continued_lines_and_images():
