@@ -6,9 +6,11 @@ image's pass-through `<image> x.py ...`) must name a file that exists and use on
 script's argparse definitions declare; every `--config` file must exist; every
 `--set section.key=value` must name a real config key; every torchrun option must be one torchrun
 accepts; each documented training command's recipe loads with its overrides (types and choices
-checked by the config loader). Flags are read statically from `add_argument(...)` calls in the script and in the
-project modules it imports, which keeps this test fast; only a flag not found that way (one built
-at run time) costs one `python <script> --help`, cached per script.
+checked by the config loader). Inline mentions count too: `--flags` under a heading that names a
+script, `section.key` config keys, relative links and their anchors. Flags are read statically
+from `add_argument(...)` calls in the script and in the project modules it imports, which keeps
+this test fast; only a flag not found that way (one built at run time) costs one
+`python <script> --help`, cached per script.
 """
 import ast
 import os
