@@ -7,12 +7,15 @@ Conventions shared by every op:
 * Parameters are 1-D tensors of length ``B`` (one value per sample, sign already applied), on
   any device. They are the exact values the PIL reference passes to PIL
   (``dali_pixmix.reference.apply_op``), see ``dali_pixmix/pixmix.py`` for how they are drawn.
-* Results match PIL (Pillow >= 9): bit-exact for ``posterize``, ``solarize``, ``autocontrast``,
-  ``equalize``, ``color``, ``contrast``, ``brightness`` and ``sharpness`` (the enhance ops are
-  specified to within one grey level; they reproduce PIL's float32 blend and truncation).
-  Geometric ops reproduce PIL's affine transform (pixel-centre mapping, bilinear sampling with
-  edge replication inside the canvas, black outside, truncation to uint8) in float32, so they
-  agree with PIL's float64 arithmetic except where a value lands within ~1e-4 of an integer.
+* Results match PIL (checked against Pillow 13): bit-exact for ``posterize``, ``solarize``,
+  ``autocontrast``, ``equalize``, ``color``, ``contrast``, ``brightness`` and ``sharpness`` (the
+  enhance ops are specified to within one grey level; they reproduce PIL's float32 blend and
+  truncation). Geometric ops reproduce PIL's affine transform (pixel-centre mapping, bilinear
+  sampling with edge replication inside the canvas, black outside, truncation to uint8) with
+  float64 coordinates and float32 interpolation, so they differ from PIL (by one level) only
+  where an interpolated value lands within ~1e-5 of an integer.
+* Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
+  rotation uses one cached coordinate map per distinct angle.
 """
 from __future__ import annotations
 

@@ -14,12 +14,16 @@ once, on the batch's device (CPU or CUDA), with every random choice drawn from o
 
 Images are uint8 ``[B, H, W, 3]``; the result is float32 ``[B, H, W, 3]`` in [0, 1], not yet
 normalised. All randomness is drawn up front as ONE ``torch.rand`` call (the "plan"), copied to
-the host once, and executed with vectorised ops: samples that chose the same op are processed
-together, every augmentation of the batch goes through one call per op (one affine call for all
-geometric ops), and add / multiply run only on the samples that chose them.
+the host once, and executed with vectorised ops, no Python loop over samples: every augmentation
+of the batch (start images and partners alike) goes through one batched call per op; then the
+samples are ordered by their sequence of mixing ops so that each round's add / multiply runs in
+place on contiguous runs of exactly the samples that chose it (on CPU a few MB at a time, to
+stay in cache). ``trace=True`` also returns every choice, per sample, so that each output can be
+recomputed on its own with PIL (``dali_pixmix.reference.replay``).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,7 +32,6 @@ import torch
 from dali_pixmix import augmentations as A
 
 MIX_OPS = ("add", "multiply")
-_SIGNED_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 
 
 # ----------------------------------------------------------------------------- mixing
@@ -210,9 +213,14 @@ def _log_table(weight: torch.Tensor, offset: torch.Tensor | float = 0.0,
 
     The same float32 operations as applying them element-wise, so a gather from this table
     gives bit-identical results at a fraction of the cost of a per-pixel log (log 0 = -inf)."""
-    values = torch.arange(256, dtype=torch.float32, device=weight.device).div_(255.0)
-    logs = values.clamp_(min=floor).log_().view(1, 256)
-    return (logs * weight.view(-1, 1)).add_(offset)
+    return (_uint8_logs(floor, weight.device) * weight.view(-1, 1)).add_(offset)
+
+
+@functools.lru_cache(maxsize=16)
+def _uint8_logs(floor: float, device) -> torch.Tensor:
+    """``[1, 256]`` float32: log(max(v / 255, floor)), computed once per device."""
+    values = torch.arange(256, dtype=torch.float32, device=device).div_(255.0)
+    return values.clamp_(min=floor).log_().view(1, 256)
 
 
 @dataclass
