@@ -307,23 +307,29 @@ def _runs(codes: torch.Tensor):
 def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, job_of,
                scratch: _Scratch) -> None:
     """Every mixing round for the sorted samples ``samples``, in place on ``mixed``
-    (which holds ``start_u8 / 255`` on entry)."""
+    (which holds ``start_u8 / 255`` on entry). Per round, the partners of all these samples
+    are gathered once; each run of samples sharing the round's op is then a contiguous slice."""
     dev = mixed.device
+    samples_dev = samples.to(dev)
+    a_all, b_all = plan.a[:, samples].to(dev), plan.b[:, samples].to(dev)
     for r in range(codes.shape[0]):
-        for s, e, code in _runs(codes[r, samples]):
-            part = samples[s:e]
-            partner = _partners(mixing, augmented, job_of[r + 1, part], part, dev)
-            _mix_in_place(mixed[s:e], partner, plan.a[r, part].to(dev), plan.b[r, part].to(dev),
+        runs = _runs(codes[r, samples])
+        if not runs:
+            break  # sorted by codes: no sample of this block has round r or later
+        partners = _partners(mixing, augmented, job_of[r + 1, samples], samples_dev)
+        for s, e, code in runs:
+            _mix_in_place(mixed[s:e], partners[s:e], a_all[r, s:e], b_all[r, s:e],
                           use_multiply=code == 2, scratch=scratch,
                           start_u8=start_u8[s:e] if r == 0 else None)
 
 
-def _partners(mixing, augmented, job_idx, sel, dev) -> torch.Tensor:
-    """uint8 partners for samples ``sel``: their augmentation job where ``job_idx >= 0``, else
-    their mixing picture."""
-    partner = _take(mixing, sel.to(dev))
+def _partners(mixing, augmented, job_idx, samples_dev) -> torch.Tensor:
+    """uint8 partners: the augmentation job ``job_idx[i]`` where it is >= 0, else sample i's
+    mixing picture (rows for samples without this round are unused)."""
+    partner = _take(mixing, samples_dev)
     from_aug = (job_idx >= 0).nonzero(as_tuple=True)[0]
     if from_aug.numel():
+        dev = samples_dev.device
         _put(partner, from_aug.to(dev), _take(augmented, job_idx[from_aug].to(dev)))
     return partner
 
