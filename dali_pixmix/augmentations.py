@@ -158,7 +158,8 @@ def rotation_matrices(degrees, width: int, height: int) -> torch.Tensor:
 
     Positive degrees rotate counter-clockwise about the canvas centre ``(w / 2, h / 2)``.
     """
-    angle = -torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64).reshape(-1))
+    degrees = torch.remainder(torch.as_tensor(degrees, dtype=torch.float64).reshape(-1), 360.0)
+    angle = -torch.deg2rad(degrees)  # PIL reduces the angle modulo 360 first, as here
     # PIL rounds the matrix to 15 decimals (exact 0 / 1 at multiples of 90 degrees).
     cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
     cx, cy = width / 2.0, height / 2.0

@@ -132,7 +132,10 @@ def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
 
 def op_params(op: str, level: torch.Tensor, negate: torch.Tensor, height: int, width: int):
     """The reference's level -> parameter mapping (float64 ``level``), or None for
-    autocontrast / equalize. Integer parameters are int64, float ones float64."""
+    autocontrast / equalize. Integer parameters are int64, float ones float64.
+
+    ``int_param(level, M) = int(level * M / 10)``; translations use M = width / 3 (x) or
+    height / 3 (y), i.e. the reference's 224 / 3 on 224 px crops."""
     def int_param(maxval):
         return torch.trunc(level * maxval / 10).long()
 
