@@ -30,6 +30,12 @@ ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """Host -> device copy that does not synchronise the stream (small index / parameter
+    tensors: CUDA stages pageable memory before returning, so this is safe)."""
+    return t.to(device, non_blocking=True)
+
+
 def _check_images(x: torch.Tensor) -> None:
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [B, H, W, 3], got {x.dtype} {tuple(x.shape)}")
@@ -37,7 +43,7 @@ def _check_images(x: torch.Tensor) -> None:
 
 def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Parameter as a ``[B, 1, 1, 1]`` tensor of ``dtype`` on ``x``'s device."""
-    p = torch.as_tensor(param).to(device=x.device, dtype=dtype).reshape(-1)
+    p = to_device(torch.as_tensor(param), x.device).to(dtype).reshape(-1)
     if p.numel() != x.shape[0]:
         raise ValueError(f"expected one parameter per sample ({x.shape[0]}), got {p.numel()}")
     return p.view(-1, 1, 1, 1)
@@ -186,7 +192,7 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
         return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
     out = torch.empty_like(x)
     for g in range(unique.shape[0]):
-        members = (inverse == g).nonzero(as_tuple=True)[0].to(x.device)
+        members = to_device((inverse == g).nonzero(as_tuple=True)[0], x.device)
         plan = _bilinear_plan(tuple(unique[g].tolist()), h, w, x.device)
         group = take_rows(x, members).view(-1, h * w, 3)
         put_rows(out, members, _bilinear_apply(group, *plan))
@@ -234,37 +240,39 @@ def _bilinear_apply(flat: torch.Tensor, taps, du, dv, inside) -> torch.Tensor:
 def _shift_lines(lines: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Resample each line at ``j + shift`` (PIL affine conventions): uint8 ``[R, L, 3]``.
 
-    ``shift`` is float64 ``[R]``. Output pixel j has centre j + .5, reads the input at
-    j + .5 + shift: black outside [0, L), else linear between the two nearest input pixels
-    with edge replication, truncated. Lines are grouped by the integer part of the shift so
-    every copy is a contiguous slice.
+    ``shift`` is float64 ``[R]`` on the host. Output pixel j has centre j + .5 and reads the
+    input at j + .5 + shift: black outside [0, L), else linear between the two nearest input
+    pixels with edge replication, truncated. Lines are grouped by the integer part of the
+    shift so every copy is a contiguous slice; the grouping is planned on the host, so a GPU
+    batch needs no device synchronisation here.
     """
     r, length, _ = lines.shape
     dev = lines.device
-    whole = torch.floor(shift).clamp_(-length - 1, length + 1)
-    frac = (shift - torch.floor(shift)).float()
-    pad = int(whole.abs().max().item()) + 1 if r else 1
+    shift = shift.cpu()
+    floor = torch.floor(shift)
+    whole = floor.clamp(-length - 1, length + 1).long()
+    frac = (shift - floor).float()
+    pad = int(whole.abs().max()) + 1 if r else 1
     padded = torch.cat([lines[:, :1].expand(r, pad, 3), lines,
                         lines[:, -1:].expand(r, pad + 1, 3)], dim=1)
     wide = torch.empty(r, length + 1, 3, dtype=lines.dtype, device=dev)
-    whole_cpu = whole.long().cpu()
-    for d in torch.unique(whole_cpu).tolist():
-        rows = (whole_cpu == d).nonzero(as_tuple=True)[0].to(dev)
+    for d in torch.unique(whole).tolist():
+        rows = to_device((whole == d).nonzero(as_tuple=True)[0], dev)
         wide.index_copy_(0, rows, padded.index_select(0, rows)[:, pad + d:pad + d + length + 1])
     pos = torch.arange(length, dtype=torch.float64, device=dev).view(1, length) + 0.5
-    pos = pos + shift.to(dev).view(r, 1)
+    pos = pos + to_device(shift, dev).view(r, 1)
     inside = ((pos >= 0) & (pos < length)).unsqueeze(-1).expand(r, length, 3).contiguous()
     if not bool((frac != 0).any()):
         return wide[:, :length] * inside
     left = wide[:, :length].float()
-    out = left.add_(wide[:, 1:].float().sub_(left).mul_(frac.to(dev).view(r, 1, 1)))
+    out = left.add_(wide[:, 1:].float().sub_(left).mul_(to_device(frac, dev).view(r, 1, 1)))
     return out.mul_(inside).clamp_(0, 255).to(torch.uint8)
 
 
 def _shift_along(x: torch.Tensor, shift: torch.Tensor, axis: str) -> torch.Tensor:
-    """Shift every row (axis "x") or column (axis "y") of ``x`` by ``shift`` ``[B, lines]``."""
+    """Shift every row (axis "x") or column (axis "y") of ``x`` by ``shift`` ``[B, lines]``
+    (float64, host)."""
     n, h, w, _ = x.shape
-    shift = shift.to(torch.float64)
     if axis == "x":
         return _shift_lines(x.reshape(n * h, w, 3), shift.reshape(n * h)).view(n, h, w, 3)
     cols = x.transpose(1, 2).reshape(n * w, h, 3)
@@ -273,7 +281,8 @@ def _shift_along(x: torch.Tensor, shift: torch.Tensor, axis: str) -> torch.Tenso
 
 
 def _params64(param, n: int) -> torch.Tensor:
-    p = torch.as_tensor(param, dtype=torch.float64).reshape(-1)
+    """Per-sample parameters as a float64 host tensor ``[n]``."""
+    p = torch.as_tensor(param).to("cpu", torch.float64).reshape(-1)
     if p.numel() != n:
         raise ValueError(f"expected one parameter per sample ({n}), got {p.numel()}")
     return p
@@ -290,34 +299,30 @@ def shear_x(x: torch.Tensor, s) -> torch.Tensor:
     """PIL affine (1, s, 0, 0, 1, 0), bilinear, black fill: row y moves by s * (y + .5)."""
     _check_images(x)
     n, h, w, _ = x.shape
-    s = _params64(s, n).to(x.device)
-    ys = torch.arange(h, dtype=torch.float64, device=x.device) + 0.5
-    return _shift_along(x, s.view(n, 1) * ys.view(1, h), "x")
+    ys = torch.arange(h, dtype=torch.float64) + 0.5
+    return _shift_along(x, _params64(s, n).view(n, 1) * ys.view(1, h), "x")
 
 
 def shear_y(x: torch.Tensor, s) -> torch.Tensor:
     """PIL affine (1, 0, 0, s, 1, 0), bilinear, black fill: column x moves by s * (x + .5)."""
     _check_images(x)
     n, h, w, _ = x.shape
-    s = _params64(s, n).to(x.device)
-    xs = torch.arange(w, dtype=torch.float64, device=x.device) + 0.5
-    return _shift_along(x, s.view(n, 1) * xs.view(1, w), "y")
+    xs = torch.arange(w, dtype=torch.float64) + 0.5
+    return _shift_along(x, _params64(s, n).view(n, 1) * xs.view(1, w), "y")
 
 
 def translate_x(x: torch.Tensor, pixels) -> torch.Tensor:
     """PIL affine (1, 0, t, 0, 1, 0): output pixel x shows input pixel x + t, black outside."""
     _check_images(x)
     n, h, _, _ = x.shape
-    t = _params64(pixels, n).to(x.device)
-    return _shift_along(x, t.view(n, 1).expand(n, h), "x")
+    return _shift_along(x, _params64(pixels, n).view(n, 1).expand(n, h), "x")
 
 
 def translate_y(x: torch.Tensor, pixels) -> torch.Tensor:
     """PIL affine (1, 0, 0, 0, 1, t): output pixel y shows input pixel y + t, black outside."""
     _check_images(x)
     n, _, w, _ = x.shape
-    t = _params64(pixels, n).to(x.device)
-    return _shift_along(x, t.view(n, 1).expand(n, w), "y")
+    return _shift_along(x, _params64(pixels, n).view(n, 1).expand(n, w), "y")
 
 
 # ----------------------------------------------------------------------------- enhance ops

@@ -184,7 +184,7 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
     """uint8 ``[M, H, W, 3]``: job j's augmented image; one batched call per op."""
     _, h, w, _ = images.shape
     dev = images.device
-    out = _take(images, jobs.sample.to(dev))
+    out = _take(images, _dev(jobs.sample, dev))
     level = plan.level[jobs.slot, jobs.sample]
     negate = plan.negate[jobs.slot, jobs.sample]
     for op_index, name in enumerate(ops):
@@ -192,7 +192,7 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
         if sel.numel() == 0:
             continue
         param = op_params(name, level[sel], negate[sel], h, w)
-        sel_dev = sel.to(dev)
+        sel_dev = _dev(sel, dev)
         _put(out, sel_dev, A.apply_op(_take(out, sel_dev), name, param))
     return out
 
@@ -202,8 +202,8 @@ def _start_images(images, augmented, plan: Plan, job_of) -> torch.Tensor:
     start = images.clone()
     starters = plan.start_aug.nonzero(as_tuple=True)[0]
     if starters.numel():
-        _put(start, starters.to(images.device),
-             _take(augmented, job_of[0, starters].to(images.device)))
+        _put(start, _dev(starters, images.device),
+             _take(augmented, _dev(job_of[0, starters], images.device)))
     return start
 
 
@@ -280,6 +280,7 @@ def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, scratch: _Scratch
 
 _take = A.take_rows
 _put = A.put_rows
+_dev = A.to_device
 
 
 def _round_codes(plan: Plan) -> torch.Tensor:
@@ -313,8 +314,8 @@ def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, j
     (which holds ``start_u8 / 255`` on entry). Per round, the partners of all these samples
     are gathered once; each run of samples sharing the round's op is then a contiguous slice."""
     dev = mixed.device
-    samples_dev = samples.to(dev)
-    a_all, b_all = plan.a[:, samples].to(dev), plan.b[:, samples].to(dev)
+    samples_dev = _dev(samples, dev)
+    a_all, b_all = _dev(plan.a[:, samples], dev), _dev(plan.b[:, samples], dev)
     for r in range(codes.shape[0]):
         runs = _runs(codes[r, samples])
         if not runs:
@@ -333,7 +334,7 @@ def _partners(mixing, augmented, job_idx, samples_dev) -> torch.Tensor:
     from_aug = (job_idx >= 0).nonzero(as_tuple=True)[0]
     if from_aug.numel():
         dev = samples_dev.device
-        _put(partner, from_aug.to(dev), _take(augmented, job_idx[from_aug].to(dev)))
+        _put(partner, _dev(from_aug, dev), _take(augmented, _dev(job_idx[from_aug], dev)))
     return partner
 
 
@@ -357,7 +358,7 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
     scratch = _Scratch.for_chunk(chunk, images)
     for s in range(0, n, chunk):
         samples = order[s:s + chunk]
-        samples_dev = samples.to(dev)
+        samples_dev = _dev(samples, dev)
         mixed = buffer[:samples.numel()]
         start_u8 = _take(start, samples_dev)
         torch.div(start_u8, 255.0, out=mixed)
