@@ -101,9 +101,6 @@ class Plan:
     level: torch.Tensor        # float64 [k+1, B], uniform on [0.1, severity)
     negate: torch.Tensor       # bool [k+1, B], random sign for signed ops
 
-    def slice(self, start: int, stop: int) -> "Plan":
-        return Plan(*(t[..., start:stop] for t in self.__dict__.values()))
-
 
 def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
               generator: torch.Generator | None, device) -> Plan:
