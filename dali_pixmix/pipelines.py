@@ -34,8 +34,9 @@ class PixMixStage:
     Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
     them as a torch batch (zero copy), draws one mixing picture per sample from `bank` (a random
     `crop` window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float [0,1] HWC samples.
-    Randomness comes from generators owned by the stage: PixMix's on the batch device, seeded
-    with `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
+    Randomness comes from generators owned by the stage: PixMix's choices on the host (they steer
+    host-side batching, so drawing them there costs no device synchronisation), seeded with
+    `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
     `SeedSequence([seed, 1])` (first 32-bit word). On CUDA the work is enqueued on DALI's stream;
     the host never waits for the GPU.
     """
@@ -73,7 +74,7 @@ class PixMixStage:
         bank_gen = self.generator(self.bank.device, 1)
         mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
         return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.generator(batch.device, 0))
+                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0))
 
     def __call__(self, samples):
         first = torch.from_dlpack(samples[0])

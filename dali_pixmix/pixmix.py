@@ -397,7 +397,9 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
         mixing_pics: uint8 ``[B, H, W, 3]``, one already-cropped mixing picture per sample,
             on the same device as ``images``.
         k, beta, severity, all_ops: the paper's hyper-parameters (ImageNet: 4, 4.0, 1, True).
-        generator: source of every random choice; must live on the images' device.
+        generator: source of every random choice; on the images' device or on the CPU. The
+            choices are needed on the host, so a CPU generator saves CUDA batches the one
+            device-to-host copy (a stream synchronisation) of the drawn plan.
         trace: also return, per sample, the choices made (see ``trace_of``).
         chunk_size: samples mixed together (default: whole batch on CUDA, ~4 MB on CPU);
             it does not change the result.
@@ -409,7 +411,8 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     images, mixing_pics = images.contiguous(), mixing_pics.contiguous()
     ops = A.ALL_OPS if all_ops else A.OPS
     n, h, w, _ = images.shape
-    plan = draw_plan(n, k, beta, severity, len(ops), generator, images.device)
+    plan_device = generator.device if generator is not None else images.device
+    plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device)
     out = _execute(images, mixing_pics, plan, ops, chunk_size or _default_chunk(images))
     if trace:
         return out, trace_of(plan, ops, h, w)

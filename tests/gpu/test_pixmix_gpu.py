@@ -78,3 +78,13 @@ def test_pixmix_cuda_throughput_smoke():
     rate = 2560 / (time.perf_counter() - t0)
     print(f"pixmix on {torch.cuda.get_device_name()}: {rate:.0f} images/s")
     assert rate > 1000
+
+
+def test_host_generator_drives_a_cuda_batch_like_a_cpu_batch():
+    """A CPU generator (the DALI stage's choice: no device sync) gives the CPU result on CUDA."""
+    images, mixing = scenes(16, 36, 44, 5), scenes(16, 36, 44, 6)
+    xi, xm = torch.from_numpy(images), torch.from_numpy(mixing)
+    on_cpu = pixmix(xi, xm, generator=torch.Generator().manual_seed(9))
+    on_gpu = pixmix(xi.cuda(), xm.cuda(), generator=torch.Generator().manual_seed(9))
+    assert on_gpu.is_cuda
+    assert (on_gpu.cpu() - on_cpu).abs().max() < 0.1
