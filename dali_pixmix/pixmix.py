@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -335,13 +337,15 @@ def _partners(mixing, augmented, job_idx, samples_dev) -> torch.Tensor:
     return partner
 
 
-def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
-    """Run ``plan``: all augmentations batched (uint8), then the float mixing.
+def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor) -> None:
+    """Run ``plan`` into ``out``: all augmentations batched (uint8), then the float mixing.
 
     The mixing walks the samples sorted by their round ops, ``chunk`` at a time in one reused
     float buffer, so each op runs in place on contiguous runs; results are scattered back.
     """
     n = images.shape[0]
+    if n == 0:
+        return
     dev = images.device
     jobs = _collect_jobs(plan)
     augmented = _run_augmentations(images, plan, jobs, ops)
@@ -350,7 +354,6 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
     start = _start_images(images, augmented, plan, job_of)
     codes = _round_codes(plan)
     order = _sort_by_rounds(codes)
-    out = torch.empty(images.shape, dtype=torch.float32, device=dev)
     buffer = torch.empty((min(chunk, n), *images.shape[1:]), dtype=torch.float32, device=dev)
     scratch = _Scratch.for_chunk(chunk, images)
     for s in range(0, n, chunk):
@@ -361,7 +364,77 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int) -> torch.Tensor:
         torch.div(start_u8, 255.0, out=mixed)
         _mix_block(mixed, start_u8, samples, codes, mixing_pics, augmented, plan, job_of, scratch)
         _put(out, samples_dev, mixed)
+
+
+def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
+    """The choices of samples ``start:stop`` (every field is indexed by sample last)."""
+    return Plan(**{name: value[..., start:stop] for name, value in vars(plan).items()})
+
+
+def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int):
+    """float32 result of ``plan``; on CPU split into ``workers`` contiguous sample ranges run
+    concurrently by single-threaded host workers (see ``_host_workers``). Each sample's result
+    depends only on its own choices, so the split does not change the output."""
+    n = images.shape[0]
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    workers = min(workers, n) if not images.is_cuda else 1
+    if workers <= 1:
+        _execute(images, mixing_pics, plan, ops, chunk, out)
+        return out
+    bounds = _balanced_bounds(plan, workers)
+
+    def part(i):
+        s, e = bounds[i], bounds[i + 1]
+        _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e])
+
+    list(_host_workers(workers).map(part, range(workers)))  # re-raises a worker's error
     return out
+
+
+def _balanced_bounds(plan: Plan, parts: int) -> list:
+    """Split points of ``parts`` contiguous sample ranges with about equal work: a sample
+    costs one unit for its own mixing buffer, one per augmentation and one per mixing round."""
+    k = plan.partner_aug.shape[0]
+    active = torch.arange(k).view(k, 1) < plan.rounds.view(1, -1)
+    cost = 1.0 + plan.start_aug.double() + plan.rounds.double() + (plan.partner_aug & active).sum(0)
+    cumulative = cost.cumsum(0)
+    targets = cumulative[-1] * torch.arange(1, parts, dtype=torch.float64) / parts
+    inner = torch.searchsorted(cumulative, targets).add_(1).clamp_(1, cost.numel() - 1)
+    return [0] + inner.tolist() + [cost.numel()]
+
+
+_POOLS: dict = {}
+
+
+def _host_workers(n: int):
+    """A persistent pool of ``n`` threads whose torch ops run single-threaded.
+
+    Why not torch's own threads: called from a thread other than the one that first used
+    OpenMP (e.g. DALI's python-function thread), every parallel torch op wakes sleeping OpenMP
+    workers, which costs more than many of PixMix's per-chunk ops; ``n`` single-threaded
+    workers on disjoint samples keep ``n`` cores busy without that hand-off.
+    """
+    if n not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pixmix")
+        ready = threading.Barrier(n + 1)
+        callers_threads = torch.get_num_threads()
+
+        def single_threaded():
+            torch.get_num_threads()  # initialise this thread's torch threading first
+            torch.set_num_threads(1)  # this thread only ... and torch's global default,
+            ready.wait()
+
+        for _ in range(n):
+            pool.submit(single_threaded)
+        ready.wait()
+        torch.set_num_threads(callers_threads)  # ... restored here for other threads
+        _POOLS[n] = pool
+    return _POOLS[n]
+
+
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the threads
 
 
 # ----------------------------------------------------------------------------- public API
@@ -389,7 +462,8 @@ def _default_chunk(images: torch.Tensor) -> int:
 
 def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: float = 4.0,
            severity: float = 1, all_ops: bool = True, generator: torch.Generator | None = None,
-           trace: bool = False, *, chunk_size: int | None = None):
+           trace: bool = False, *, chunk_size: int | None = None,
+           host_workers: int | None = None):
     """PixMix a batch. Pure function: the same generator state gives the same output.
 
     Args:
@@ -403,6 +477,8 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
         trace: also return, per sample, the choices made (see ``trace_of``).
         chunk_size: samples mixed together (default: whole batch on CUDA, ~4 MB on CPU);
             it does not change the result.
+        host_workers: on CPU, samples are split among this many single-threaded host threads
+            (default: ``torch.get_num_threads()``); it does not change the result.
 
     Returns:
         float32 ``[B, H, W, 3]`` in [0, 1]; with ``trace=True`` a pair ``(out, traces)``.
@@ -413,7 +489,8 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     n, h, w, _ = images.shape
     plan_device = generator.device if generator is not None else images.device
     plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device)
-    out = _execute(images, mixing_pics, plan, ops, chunk_size or _default_chunk(images))
+    out = _execute_parts(images, mixing_pics, plan, ops, chunk_size or _default_chunk(images),
+                         host_workers or torch.get_num_threads())
     if trace:
         return out, trace_of(plan, ops, h, w)
     return out

@@ -108,6 +108,23 @@ def test_same_seed_same_output_and_chunking_does_not_matter(data):
     assert not torch.equal(first, run(6))
 
 
+def test_host_workers_split_samples_without_changing_the_output(data):
+    import threading
+
+    images, mixing = (torch.from_numpy(a[:20]) for a in data)
+    run = lambda **kw: pixmix(images, mixing, generator=torch.Generator().manual_seed(3), **kw)
+    single = run(host_workers=1)
+    for workers in (2, 3, 40):
+        assert torch.equal(single, run(host_workers=workers)), workers
+    threads_before = torch.get_num_threads()
+    from_thread = {}
+    worker = threading.Thread(target=lambda: from_thread.update(out=run(host_workers=2)))
+    worker.start()
+    worker.join()
+    assert torch.equal(single, from_thread["out"])
+    assert torch.get_num_threads() == threads_before  # the workers' setting does not leak
+
+
 def test_no_rounds_no_start_gives_the_scaled_original(data):
     images, mixing = (torch.from_numpy(a) for a in data)
     out, traces = pixmix(images, mixing, k=0, generator=torch.Generator().manual_seed(1), trace=True)
