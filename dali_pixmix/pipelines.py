@@ -32,8 +32,10 @@ class PixMixStage:
     """The batch-level PixMix step of a DALI pipeline (a `dl_tensor_python_function`).
 
     Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
-    them as a torch batch (zero copy), draws one mixing picture per sample from `bank` (a random
-    `crop` window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float [0,1] HWC samples.
+    them as a torch batch, draws one mixing picture per sample from `bank` (a random `crop`
+    window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float32 [0,1] HWC samples, or,
+    for a stage made by `for_pipeline`, the pipeline's final normalised samples (its layout and
+    dtype), so no separate normalisation pass follows.
     Randomness comes from generators owned by the stage: PixMix's choices on the host (they steer
     host-side batching, so drawing them there costs no device synchronisation), seeded with
     `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
@@ -48,12 +50,25 @@ class PixMixStage:
                              "pictures; rebuild the bank with a larger --size")
         self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
         self.all_ops, self.seed, self.crop = all_ops, int(seed), crop
+        self.output = None  # a dali_pixmix.pixmix.Normalized format, or None: [0, 1] HWC
         self._generators = {}
 
     def reseeded(self, seed: int) -> "PixMixStage":
         """A fresh stage with the same bank and settings and its own generators."""
-        return PixMixStage(self.bank, self.k, self.beta, self.severity, self.all_ops, seed,
-                           self.crop)
+        stage = PixMixStage(self.bank, self.k, self.beta, self.severity, self.all_ops, seed,
+                            self.crop)
+        stage.output = self.output
+        return stage
+
+    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "PixMixStage":
+        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`."""
+        from dali_pixmix.pixmix import Normalized
+
+        _dali_dtype(dtype)  # validates
+        stage = self.reseeded(seed)
+        stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, _check_layout(layout),
+                                  getattr(torch, dtype))
+        return stage
 
     def generator(self, device: torch.device, stream: int) -> torch.Generator:
         """The stage's generator on `device`; `stream` 0 drives PixMix, 1 the bank draws."""
@@ -65,7 +80,8 @@ class PixMixStage:
         return self._generators[key]
 
     def apply(self, batch: torch.Tensor) -> torch.Tensor:
-        """PixMix a uint8 [B, H, W, 3] batch; float [B, H, W, 3] in [0, 1] on the same device."""
+        """PixMix a uint8 [B, H, W, 3] batch, on the same device: float32 [B, H, W, 3] in
+        [0, 1], or in the `output` format."""
         from dali_pixmix.pixmix import pixmix
 
         if batch.ndim != 4 or batch.shape[1:] != (self.crop, self.crop, 3):
@@ -74,13 +90,14 @@ class PixMixStage:
         bank_gen = self.generator(self.bank.device, 1)
         mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
         return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0))
+                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0),
+                      output=self.output)
 
     def __call__(self, samples):
         first = torch.from_dlpack(samples[0])
         with dali_stream(first.device):
             batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
-            mixed = self.apply(batch).contiguous()
+            mixed = self.apply(batch)  # contiguous
             return [torch.utils.dlpack.to_dlpack(t) for t in mixed.unbind(0)]
 
 
@@ -165,13 +182,12 @@ def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
         random_area=list(RRC_AREA), num_attempts=100)
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-    scale = 255.0
-    if pixmix is not None:
+    if pixmix is not None:  # the stage emits the final normalised layout and dtype itself
         images = fn.dl_tensor_python_function(
             images, function=pixmix, batch_processing=True, synchronize_stream=False,
-            num_outputs=1, device="gpu" if gpu else "cpu")
-        scale = 1.0  # PixMix returns floats in [0, 1]
-    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=scale)
+            num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
+    else:
+        images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
     return images, (labels.gpu() if gpu else labels)
 
 
@@ -246,7 +262,7 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
         if pixmix.crop != crop:
             raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
         stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
-        pixmix = pixmix.reseeded(int(stage_seed))
+        pixmix = pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
     reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
                        shard_id=shard_id, num_shards=num_shards, shuffle=random_shuffle)
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,

@@ -160,6 +160,48 @@ def op_params(op: str, level: torch.Tensor, negate: torch.Tensor, height: int, w
     raise ValueError(f"unknown op {op!r}; expected one of {A.ALL_OPS}")
 
 
+# ----------------------------------------------------------------------------- output format
+
+@dataclass(frozen=True)
+class Normalized:
+    """An output format for ``pixmix``: ``(x - mean) * (1 / std)`` per RGB channel of the
+    [0, 1] result (float32 maths, as DALI's crop_mirror_normalize), stored as ``dtype``
+    (float32 / float16) in layout ``"HWC"`` (``[B, H, W, 3]``) or ``"CHW"`` (``[B, 3, H, W]``)."""
+    mean: tuple
+    std: tuple
+    layout: str = "HWC"
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        if self.layout not in ("HWC", "CHW") or len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"Normalized needs 3 means and stds and layout HWC or CHW, got "
+                             f"{self.mean}, {self.std}, {self.layout!r}")
+
+    def empty(self, shape, device) -> torch.Tensor:
+        n, h, w, c = shape
+        size = (n, c, h, w) if self.layout == "CHW" else (n, h, w, c)
+        return torch.empty(size, dtype=self.dtype, device=device)
+
+    def convert(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise float32 ``[m, H, W, 3]`` in place and return it in this format."""
+        m, h, w, _ = x.shape
+        mean, scale = _channel_rows(self.mean, self.std, w, x.device)
+        x.view(m, h, w * 3).sub_(mean).mul_(scale)
+        if self.layout == "CHW":
+            return x.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.contiguous_format)
+        return x if self.dtype == torch.float32 else x.to(self.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_rows(mean: tuple, std: tuple, width: int, device) -> tuple:
+    """float32 mean and 1 / std repeated along an RGB row, ``[width * 3]`` each, on ``device``
+    (created once: no per-batch copy). A broadcast over the innermost size-3 dimension would
+    not vectorise; whole rows do."""
+    scale = 1.0 / torch.tensor(std, dtype=torch.float32)
+    mean = torch.tensor(mean, dtype=torch.float32)
+    return A.to_device(mean.repeat(width), device), A.to_device(scale.repeat(width), device)
+
+
 # ----------------------------------------------------------------------------- execution
 
 @dataclass
@@ -337,11 +379,13 @@ def _partners(mixing, augmented, job_idx, samples_dev) -> torch.Tensor:
     return partner
 
 
-def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor) -> None:
+def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor,
+             output: "Normalized | None" = None) -> None:
     """Run ``plan`` into ``out``: all augmentations batched (uint8), then the float mixing.
 
     The mixing walks the samples sorted by their round ops, ``chunk`` at a time in one reused
-    float buffer, so each op runs in place on contiguous runs; results are scattered back.
+    float buffer, so each op runs in place on contiguous runs; results are scattered back
+    (first converted to ``output``'s format while the chunk is still in cache).
     """
     n = images.shape[0]
     if n == 0:
@@ -363,7 +407,7 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor
         start_u8 = _take(start, samples_dev)
         torch.div(start_u8, 255.0, out=mixed)
         _mix_block(mixed, start_u8, samples, codes, mixing_pics, augmented, plan, job_of, scratch)
-        _put(out, samples_dev, mixed)
+        _put(out, samples_dev, mixed if output is None else output.convert(mixed))
 
 
 def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
@@ -371,21 +415,26 @@ def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
     return Plan(**{name: value[..., start:stop] for name, value in vars(plan).items()})
 
 
-def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int):
-    """float32 result of ``plan``; on CPU split into ``workers`` contiguous sample ranges run
+def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
+                   output: "Normalized | None" = None):
+    """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into ``workers`` contiguous sample ranges run
     concurrently by single-threaded host workers (see ``_host_workers``). Each sample's result
     depends only on its own choices, so the split does not change the output."""
     n = images.shape[0]
-    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    if output is None:
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    else:
+        out = output.empty(images.shape, images.device)
     workers = min(workers, n) if not images.is_cuda else 1
     if workers <= 1:
-        _execute(images, mixing_pics, plan, ops, chunk, out)
+        _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
     bounds = _balanced_bounds(plan, ops, workers)
 
     def part(i):
         s, e = bounds[i], bounds[i + 1]
-        _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e])
+        _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e],
+                 output)
 
     list(_host_workers(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
     return out
@@ -473,7 +522,7 @@ def _default_chunk(images: torch.Tensor) -> int:
 def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: float = 4.0,
            severity: float = 1, all_ops: bool = True, generator: torch.Generator | None = None,
            trace: bool = False, *, chunk_size: int | None = None,
-           host_workers: int | None = None):
+           host_workers: int | None = None, output: "Normalized | None" = None):
     """PixMix a batch. Pure function: the same generator state gives the same output.
 
     Args:
@@ -489,9 +538,12 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
             it does not change the result.
         host_workers: on CPU, samples are split among this many single-threaded host threads
             (default: ``torch.get_num_threads()``); it does not change the result.
+        output: return the result normalised, in this layout and dtype (see ``Normalized``)
+            instead of float32 ``[B, H, W, 3]`` in [0, 1]; converted chunk by chunk.
 
     Returns:
-        float32 ``[B, H, W, 3]`` in [0, 1]; with ``trace=True`` a pair ``(out, traces)``.
+        float32 ``[B, H, W, 3]`` in [0, 1] (or as ``output`` says); with ``trace=True`` a pair
+        ``(out, traces)``.
     """
     _check_inputs(images, mixing_pics)
     images, mixing_pics = images.contiguous(), mixing_pics.contiguous()
@@ -500,7 +552,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     plan_device = generator.device if generator is not None else images.device
     plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device)
     out = _execute_parts(images, mixing_pics, plan, ops, chunk_size or _default_chunk(images),
-                         host_workers or torch.get_num_threads())
+                         host_workers or torch.get_num_threads(), output)
     if trace:
         return out, trace_of(plan, ops, h, w)
     return out

@@ -181,6 +181,24 @@ def test_pixmix_stage_changes_the_same_crops(tiny_imagenet, noise_bank):
     assert np.all(per_channel.max(axis=1) <= high + 1e-4)
 
 
+def test_pipeline_stage_output_is_the_normalised_pixmix_of_the_plain_crops(tiny_imagenet,
+                                                                          noise_bank):
+    """The stage emits the final layout / dtype itself: it must equal ImageNet normalisation
+    (computed here with numpy) of pixmix() on the very crops the plain pipeline produces."""
+    plain, _ = train_batch(tiny_imagenet, seed=6, layout="HWC")
+    crops = np.rint((plain * IMAGENET_STD + IMAGENET_MEAN) * 255).astype(np.uint8)
+    stage = PixMixStage(noise_bank, crop=CROP, seed=2)
+    stage_seed = int(np.random.SeedSequence([2, 6, 0]).generate_state(1)[0])
+    unit = stage.reseeded(stage_seed).apply(torch.from_numpy(crops)).numpy()  # [0, 1] HWC
+    expected = (unit - np.float32(IMAGENET_MEAN)) * (1 / np.float32(IMAGENET_STD))
+    chw, _ = train_batch(tiny_imagenet, seed=6, pixmix=stage)
+    assert chw.dtype == np.float32 and chw.shape == (8, 3, CROP, CROP)
+    np.testing.assert_allclose(chw, expected.transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
+    hwc16, _ = train_batch(tiny_imagenet, seed=6, pixmix=stage, dtype="float16", layout="HWC")
+    assert hwc16.dtype == np.float16 and hwc16.shape == (8, CROP, CROP, 3)
+    np.testing.assert_allclose(hwc16.astype(np.float32), expected, rtol=1e-3, atol=1e-3)
+
+
 def test_pixmix_stage_draws_from_the_bank(tiny_imagenet):
     """Same seeds, banks of black vs white pictures: only the mixing pictures differ."""
     black, _ = train_batch(tiny_imagenet, seed=4, pixmix=PixMixStage(constant_bank(0), crop=CROP))

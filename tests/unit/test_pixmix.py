@@ -125,6 +125,23 @@ def test_host_workers_split_samples_without_changing_the_output(data):
     assert torch.get_num_threads() == threads_before  # the workers' setting does not leak
 
 
+def test_normalized_output_format_equals_normalising_the_unit_output(data):
+    from dali_pixmix.pixmix import Normalized
+
+    images, mixing = (torch.from_numpy(a[:12]) for a in data)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    run = lambda **kw: pixmix(images, mixing, generator=torch.Generator().manual_seed(4), **kw)
+    unit = run().numpy()
+    expected = (unit - np.float32(mean)) * (1 / np.float32(std))
+    for layout, dtype in (("HWC", torch.float32), ("CHW", torch.float32), ("CHW", torch.float16)):
+        out = run(output=Normalized(mean, std, layout, dtype), chunk_size=5, host_workers=2)
+        assert out.dtype == dtype and out.is_contiguous()
+        want = expected.transpose(0, 3, 1, 2) if layout == "CHW" else expected
+        np.testing.assert_array_equal(out.numpy(), want.astype(out.numpy().dtype))
+    with pytest.raises(ValueError, match="layout"):
+        Normalized(mean, std, "NCHW")
+
+
 def test_no_rounds_no_start_gives_the_scaled_original(data):
     images, mixing = (torch.from_numpy(a) for a in data)
     out, traces = pixmix(images, mixing, k=0, generator=torch.Generator().manual_seed(1), trace=True)
