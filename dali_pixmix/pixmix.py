@@ -18,7 +18,8 @@ the host once, and executed with vectorised ops, no Python loop over samples: ev
 of the batch (start images and partners alike) goes through one batched call per op; then the
 samples are ordered by their sequence of mixing ops so that each round's add / multiply runs in
 place on contiguous runs of exactly the samples that chose it (on CPU a few MB at a time, to
-stay in cache). ``trace=True`` also returns every choice, per sample, so that each output can be
+stay in cache). On CPU the samples are split into one contiguous range per torch thread, each
+run by a single-threaded host worker (ranges balanced by the planned work). ``trace=True`` also returns every choice, per sample, so that each output can be
 recomputed on its own with PIL (``dali_pixmix.reference.replay``).
 """
 from __future__ import annotations
@@ -225,7 +226,7 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
     """uint8 ``[M, H, W, 3]``: job j's augmented image; one batched call per op."""
     _, h, w, _ = images.shape
     dev = images.device
-    out = _take(images, _dev(jobs.sample, dev))
+    out = torch.empty((jobs.sample.numel(), h, w, 3), dtype=images.dtype, device=dev)
     level = plan.level[jobs.slot, jobs.sample]
     negate = plan.negate[jobs.slot, jobs.sample]
     for op_index, name in enumerate(ops):
@@ -233,8 +234,8 @@ def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
         if sel.numel() == 0:
             continue
         param = op_params(name, level[sel], negate[sel], h, w)
-        sel_dev = _dev(sel, dev)
-        _put(out, sel_dev, A.apply_op(_take(out, sel_dev), name, param))
+        sources = _take(images, _dev(jobs.sample[sel], dev))
+        _put(out, _dev(sel, dev), A.apply_op(sources, name, param))
     return out
 
 
@@ -463,6 +464,7 @@ def _balanced_bounds(plan: Plan, ops, parts: int) -> list:
 
 
 _POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _host_workers(n: int):
@@ -473,27 +475,41 @@ def _host_workers(n: int):
     workers, which costs more than many of PixMix's per-chunk ops; ``n`` single-threaded
     workers on disjoint samples keep ``n`` cores busy without that hand-off.
     """
-    if n not in _POOLS:
-        from concurrent.futures import ThreadPoolExecutor
+    with _POOLS_LOCK:
+        if n not in _POOLS:
+            _POOLS[n] = _start_single_threaded_pool(n)
+        return _POOLS[n]
 
-        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pixmix")
-        ready = threading.Barrier(n + 1)
-        callers_threads = torch.get_num_threads()
 
-        def single_threaded():
-            torch.get_num_threads()  # initialise this thread's torch threading first
-            torch.set_num_threads(1)  # this thread only ... and torch's global default,
-            ready.wait()
+def _start_single_threaded_pool(n: int):
+    """``n`` started threads, each with torch set to one thread; torch's default for threads
+    that start later is left as the caller's."""
+    from concurrent.futures import ThreadPoolExecutor
 
-        for _ in range(n):
-            pool.submit(single_threaded)
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pixmix")
+    ready = threading.Barrier(n + 1)
+    callers_threads = torch.get_num_threads()
+
+    def single_threaded():
+        torch.get_num_threads()  # initialise this thread's torch threading first
+        torch.set_num_threads(1)  # this thread only ... and torch's global default,
         ready.wait()
-        torch.set_num_threads(callers_threads)  # ... restored here for other threads
-        _POOLS[n] = pool
-    return _POOLS[n]
+
+    for _ in range(n):  # n blocking tasks: the pool starts n threads
+        pool.submit(single_threaded)
+    ready.wait()
+    torch.set_num_threads(callers_threads)  # ... restored here for other threads
+    return pool
 
 
-os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the threads
+def _forget_pools_in_child() -> None:
+    """A forked child (e.g. a DataLoader worker) has none of the parent's pool threads."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 # ----------------------------------------------------------------------------- public API
