@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="images timed per configuration and round")
     p.add_argument("--rounds", type=int, default=4,
                    help="interleaved rounds (a, b, c, a, ...); the median is reported")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="seconds of pause before each timed window (background refills end)")
     p.add_argument("--num-threads", type=int, default=cores, help="DALI CPU threads")
     p.add_argument("--workers", type=int, default=cores, help="reference DataLoader workers")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -81,12 +83,15 @@ def endless(loader):
         yield from loader
 
 
-def timed_rate(batches, count: int, drain: int, device: torch.device) -> float:
-    """images/s of the next `count` images, after taking `drain` batches untimed.
+def timed_rate(batches, count: int, drain: int, device: torch.device, settle: float) -> float:
+    """images/s of the next `count` images, after a pause of `settle` s and `drain` batches
+    taken untimed.
 
-    Draining empties the queue a producer filled while another configuration was timed, so the
-    timed batches are produced while the clock runs.
+    The pause lets every other configuration finish refilling its (bounded) prefetch queue, so
+    no background work shares the cores with the timed one; draining empties the queue this
+    producer filled meanwhile, so the timed batches are produced while the clock runs.
     """
+    time.sleep(settle)
     for _ in range(drain):
         next(batches)
     sync(device)
@@ -145,7 +150,7 @@ def measure(args, sources, device) -> dict:
     rates = {name: [] for name in sources}
     for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
         for name, (batches, drain) in sources.items():
-            rates[name].append(timed_rate(batches, args.measure, drain, device))
+            rates[name].append(timed_rate(batches, args.measure, drain, device, args.settle))
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
@@ -172,6 +177,7 @@ def main(argv=None) -> int:
         results["ratio_b_over_c"] = results["b_dali_pixmix"] / results["c_reference"]
         summary += f", b/c = {results['ratio_b_over_c']:.2f}"
     results.update(device=str(device), batch_size=args.batch_size, rounds=args.rounds,
+                   settle_s=args.settle,
                    images_per_round=args.measure, num_threads=args.num_threads,
                    workers=args.workers, cores=os.cpu_count())
     if args.json:
