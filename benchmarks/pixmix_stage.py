@@ -6,8 +6,8 @@ Both sides PixMix the same 224 px uint8 crops with the same mixing pictures and 
 chosen device (CUDA when available: CUDA events, warm-up, synchronised; else CPU with
 ``torch.set_num_threads(n)``, i.e. n single-threaded host workers in ``pixmix``); the oracle
 (``dali_pixmix.reference.pixmix_pil``) runs in n processes (in-process for n = 1). Rounds
-alternate batched / oracle and the median of each is reported with the ratio. For n = 1 the CPU-time ratio is printed too, which is robust to other
-load on a shared machine.
+alternate batched / oracle and the median of each is reported with the ratio. For n = 1 the
+CPU-time ratio is printed too, which is robust to other load on a shared machine.
 
 By default the torch CPU allocator is asked for transparent huge pages (torch's
 ``THP_MEM_ALLOC_ENABLE=1``, set before torch is imported; ``--no-thp`` to compare): the batched
