@@ -290,12 +290,7 @@ def plot_flip_rates(table: Dict[str, Dict], path: str | Path) -> Optional[Path]:
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="flip rate FR (%) (AlexNet = 100)", title="ImageNet-P flip rate per perturbation")
     ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, plt, path)
 
 
 def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | Path,

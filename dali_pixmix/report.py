@@ -180,7 +180,7 @@ def plot_calibration_vs_severity(rows: Sequence[Row], path: str | Path) -> Optio
     ax.set(xlabel="severity", ylabel="RMS calibration error (%)", xticks=[1, 2, 3, 4, 5],
            title="Calibration under corruption")
     ax.legend()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
@@ -201,7 +201,7 @@ def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Pa
     ax.axhline(100, color="gray", lw=0.8, ls="--")
     ax.set_xticks(range(len(ce)), [r.variant for r in ce], rotation=60, ha="right", fontsize=8)
     ax.set(ylabel="CE (%) (AlexNet = 100)", title="Corruption error per corruption")
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
@@ -216,10 +216,11 @@ def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
     ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
     ax.legend(loc="upper left")
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig, plt, path: str | Path) -> Path:
+def save_figure(fig, plt, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG (parents created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -8,23 +8,11 @@ import torch
 from dali_pixmix import augmentations as A
 from dali_pixmix import reference as R
 from dali_pixmix.pixmix import pixmix
+from scenes import scenes
 
 pytestmark = pytest.mark.gpu
 
 GEOMETRIC = {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}
-
-
-def scenes(n, h, w, seed):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    out = np.empty((n, h, w, 3), np.uint8)
-    for i in range(n):
-        img = np.stack([128 + 90 * np.sin(2 * np.pi * rng.uniform(0.3, 2) * xx / w + c)
-                        * np.cos(2 * np.pi * rng.uniform(0.3, 2) * yy / h) for c in range(3)], -1)
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, w / 3)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-        out[i] = np.clip(img, 0, 255)
-    return out
 
 
 @pytest.mark.parametrize("op", A.ALL_OPS)

@@ -8,23 +8,11 @@ import torch
 from dali_pixmix import augmentations as A
 from dali_pixmix import reference as R
 from dali_pixmix.pixmix import mix_add, mix_multiply, op_params, pixmix, sample_ab
+from scenes import scene
 
 pytestmark = pytest.mark.unit
 
 GEOMETRIC = {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}
-
-
-def scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Smooth colour gradients plus a few flat discs: uint8 [h, w, 3]."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.empty((h, w, 3))
-    for c in range(3):
-        fx, fy, phase = rng.uniform(0.3, 2.0, 3)
-        img[..., c] = 128 + 90 * np.sin(2 * np.pi * fx * xx / w + phase) * np.cos(2 * np.pi * fy * yy / h)
-    for _ in range(3):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, w / 3)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
