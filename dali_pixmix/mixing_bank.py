@@ -22,7 +22,7 @@ class MixingBank:
     """A tensor of mixing pictures, uint8 `[N, S, S, 3]`, on one device."""
 
     def __init__(self, images: torch.Tensor, source: str = "tensor"):
-        check_bank_tensor(images, source)
+        check_bank_shape(images, source)
         self.images = images
         self.source = source
 
@@ -89,7 +89,7 @@ class MixingBank:
                                     "tools/build_mixing_bank.py")
         # Copy-on-write map: pages are read lazily and torch gets a writable array without a copy.
         array = np.load(npy_path, mmap_mode="c", allow_pickle=False)
-        check_bank_array(array, str(npy_path))
+        check_bank_shape(array, str(npy_path), "delete it and rebuild it")
         images = place_tensor(torch.from_numpy(array), torch.device(device), pin_memory)
         return cls(images, source=str(npy_path))
 
@@ -159,20 +159,13 @@ def crop_windows(images: torch.Tensor, picks, rows, cols) -> torch.Tensor:
     return windows.index_select(0, start.reshape(-1)).view(n, crop, crop, 3)
 
 
-def check_bank_tensor(images: torch.Tensor, source: str) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3 \
-            or images.shape[1] != images.shape[2] or images.shape[0] == 0:
+def check_bank_shape(array, source: str, fix: str = "rebuild it") -> None:
+    """A bank is a non-empty uint8 [N, S, S, 3] tensor or numpy array; else a clear error."""
+    uint8 = array.dtype in (torch.uint8, np.uint8)
+    shape = tuple(array.shape)
+    if not uint8 or len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2] or shape[0] == 0:
         raise ValueError(f"mixing bank {source} must be a non-empty uint8 [N, S, S, 3] array, "
-                         f"got {images.dtype} {tuple(images.shape)}; rebuild it with "
-                         "tools/build_mixing_bank.py")
-
-
-def check_bank_array(array: np.ndarray, source: str) -> None:
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 \
-            or array.shape[1] != array.shape[2] or array.shape[0] == 0:
-        raise ValueError(f"mixing bank {source} must be a non-empty uint8 [N, S, S, 3] array, "
-                         f"got {array.dtype} {array.shape}; delete it and rebuild it with "
-                         "tools/build_mixing_bank.py")
+                         f"got {array.dtype} {shape}; {fix} with tools/build_mixing_bank.py")
 
 
 def place_tensor(images: torch.Tensor, device: torch.device, pin_memory: bool) -> torch.Tensor:
