@@ -395,15 +395,6 @@ def _smooth_interior(xf: torch.Tensor) -> torch.Tensor:
     return total.add_(6.5).div_(13.0).floor_()
 
 
-def smooth(x: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageFilter.SMOOTH`` (1 1 1 / 1 5 1 / 1 1 1, /13, rounded) on interior pixels;
-    border pixels keep their value."""
-    out = x.clone()
-    if x.shape[1] >= 3 and x.shape[2] >= 3:
-        out[:, 1:-1, 1:-1] = _smooth_interior(x.float()).to(torch.uint8)
-    return out
-
-
 def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image.
 

@@ -273,10 +273,3 @@ def save_config(cfg: Config, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     return path
-
-
-def config_from_dict(data: Dict[str, Any], source: str = "checkpoint") -> Config:
-    """A Config from a plain dict (e.g. the one stored in a checkpoint)."""
-    cfg = apply_dict(Config(), data, source)
-    validate(cfg)
-    return cfg
