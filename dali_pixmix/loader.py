@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.file_lists import class_folders, read_file_list
 from dali_pixmix.pipelines import PixMixStage, eval_pipeline, train_pipeline

@@ -16,9 +16,7 @@ def main(argv=None) -> int:
     parser = cli.common_parser(__doc__)
     parser.add_argument("--root", required=True,
                         help="ImageNet-C-bar folder: <root>/<corruption>/<severity>/<wnid>/<image>")
-    parser.add_argument("--protocol", default="pixmix", choices=("pixmix", "unresized"))
-    parser.add_argument("--corruptions", nargs="+", default=None,
-                        help="evaluate only these corruption folders (default: all present)")
+    cli.add_corruption_args(parser)
     args = parser.parse_args(argv)
     ev = cli.evaluator_from_args(args)
     rows = run_imagenet_cbar(ev, args.root, args.protocol, args.corruptions, args.bin_size)

@@ -34,6 +34,15 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_corruption_args(parser: argparse.ArgumentParser) -> None:
+    """--protocol and --corruptions, shared by ImageNet-C and ImageNet-C-bar."""
+    parser.add_argument("--protocol", default="pixmix", choices=("pixmix", "unresized"),
+                        help="pixmix: Resize+CenterCrop the 224 px images (PixMix/AugMix "
+                             "reference); unresized: feed them as they are")
+    parser.add_argument("--corruptions", nargs="+", default=None,
+                        help="evaluate only these corruption folders (default: all present)")
+
+
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
     return Evaluator(args.checkpoint, args.out, arch=args.arch, batch_size=args.batch_size,
                      resize=args.resize, crop=args.crop, workers=args.workers, device=args.device)
