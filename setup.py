@@ -11,7 +11,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["dali_pixmix", "dali_pixmix.*"]),
-    package_data={"dali_pixmix": ["data/*.txt"]},
+    package_data={"dali_pixmix": ["assets/*.txt"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

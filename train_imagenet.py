@@ -34,7 +34,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from dali_pixmix.engine import TrainingError, train  # heavy imports after the config check
+    from dali_pixmix.training.loop import (  # heavy imports after the config check
+        TrainingError,
+        train,
+    )
 
     try:
         result = train(cfg, resume=args.resume)

@@ -22,10 +22,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dali_pixmix.classes import imagenet_wnids  # noqa: E402
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.evaluation import Evaluator  # noqa: E402
-from dali_pixmix.layouts import class_tree  # noqa: E402
+from dali_pixmix.evaluation.datasets import class_tree  # noqa: E402
 from dali_pixmix.models import build_model  # noqa: E402
-from dali_pixmix.pipelines import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def make_tree(root: Path, images: int, size: int, classes: int = 8) -> Path:
@@ -41,7 +41,7 @@ def make_tree(root: Path, images: int, size: int, classes: int = 8) -> Path:
 
 def dali_loader_pass(ev, images, labels) -> int:
     """Decode + resize + crop + normalise only (no model)."""
-    from dali_pixmix.loader import make_eval_loader
+    from dali_pixmix.data.loaders import make_eval_loader
     loader = make_eval_loader(files=list(images.files), labels=labels.tolist(),
                               batch_size=ev.batch_size, dist=ev.dist, resize=ev.resize,
                               crop=ev.crop, num_threads=ev.workers,

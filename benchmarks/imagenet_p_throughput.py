@@ -28,9 +28,9 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.imagenet_p import autocast, predict_top5
+from dali_pixmix.evaluation.imagenet_p import autocast, predict_top5
+from dali_pixmix.evaluation.video import VideoReader, decode_pyav, list_videos
 from dali_pixmix.models import build_model
-from dali_pixmix.video import VideoReader, decode_pyav, list_videos
 
 
 def parse_args(argv=None):

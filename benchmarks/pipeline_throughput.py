@@ -27,12 +27,14 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.data.images import scan_images  # noqa: E402
+from dali_pixmix.data.loaders import make_train_loader  # noqa: E402
+from dali_pixmix.data.stage import PixMixStage  # noqa: E402
+from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
-from dali_pixmix.file_lists import scan_images  # noqa: E402
-from dali_pixmix.loader import make_train_loader  # noqa: E402
-from dali_pixmix.mixing_bank import MixingBank  # noqa: E402
-from dali_pixmix.pipelines import IMAGENET_MEAN, IMAGENET_STD, PixMixStage  # noqa: E402
-from dali_pixmix.synthetic import make_fractals, make_synthetic_imagenet  # noqa: E402
+from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
+from dali_pixmix.mixing.fractals import make_fractals
 
 CROP = 224
 
@@ -123,7 +125,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision import transforms
 
-        from dali_pixmix.reference import pixmix_pil
+        from dali_pixmix.augment.pil_oracle import pixmix_pil
 
         rng = np.random.default_rng(index)
         base = transforms.Compose([transforms.RandomResizedCrop(CROP),

@@ -54,7 +54,8 @@ def make_pool(size: int, n_images: int, n_mixing: int, seed: int):
     """uint8 pools of synthetic object pictures and fractal mixing pictures (size x size)."""
     import numpy as np
 
-    from dali_pixmix.synthetic import fractal_image, synthetic_object_image
+    from dali_pixmix.data.synthetic import synthetic_object_image
+    from dali_pixmix.mixing.fractals import fractal_image
 
     rng = np.random.default_rng(seed)
     images = np.stack([synthetic_object_image(i, rng, size, size) for i in range(n_images)])
@@ -77,7 +78,7 @@ def _init_worker(images, mixing, settings):
 def _oracle_chunk(args):
     import numpy as np
 
-    from dali_pixmix.reference import pixmix_pil
+    from dali_pixmix.augment.pil_oracle import pixmix_pil
 
     indices, seed = args
     rng = np.random.default_rng(seed)
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from dali_pixmix.pixmix import pixmix
+    from dali_pixmix.augment.pixmix import pixmix
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -84,7 +84,8 @@ def dali_batches(loader):
 
 
 def prepare_data(args, workdir: Path):
-    from dali_pixmix.synthetic import make_fractals, make_synthetic_imagenet
+    from dali_pixmix.data.synthetic import make_synthetic_imagenet
+    from dali_pixmix.mixing.fractals import make_fractals
 
     data = Path(args.data) if args.data else make_synthetic_imagenet(
         workdir / "data", num_classes=10, train_per_class=20, val_per_class=0, progress=False) / "train"
@@ -96,9 +97,9 @@ def prepare_data(args, workdir: Path):
 
 def build_sources(args, dist, data, mixing, classes, channels_last):
     """The three batch sources: synthetic tensors, DALI without and with PixMix."""
-    from dali_pixmix.loader import make_train_loader
-    from dali_pixmix.mixing_bank import load_or_build_bank
-    from dali_pixmix.pipelines import PixMixStage
+    from dali_pixmix.data.loaders import make_train_loader
+    from dali_pixmix.data.stage import PixMixStage
+    from dali_pixmix.mixing.bank import load_or_build_bank
 
     bank = load_or_build_bank(mixing, args.bank_cache, size=args.bank_size or args.crop + 32,
                               device=dist.device, num_threads=args.threads)
@@ -115,10 +116,10 @@ def build_sources(args, dist, data, mixing, classes, channels_last):
 def main():
     args = parse_args()
     from dali_pixmix.config import Config
+    from dali_pixmix.data.images import class_folders
     from dali_pixmix.distributed import init_distributed
-    from dali_pixmix.engine import use_channels_last
-    from dali_pixmix.file_lists import class_folders
     from dali_pixmix.models import build_model
+    from dali_pixmix.training.setup import use_channels_last
 
     dist = init_distributed(args.device)
     device = dist.device

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 
 def _read_lines(name: str) -> List[str]:
-    text = resources.files("dali_pixmix").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("dali_pixmix").joinpath("assets", name).read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torchvision
 
-from .classes import imagenet_wnids
+from dali_pixmix.classes import imagenet_wnids
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from dali_pixmix.evaluation import cli  # noqa: E402
-from dali_pixmix.imagenet_p import run_imagenet_p_task  # noqa: E402
+from dali_pixmix.evaluation.imagenet_p import run_imagenet_p_task  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 import yaml  # noqa: E402
 
 from dali_pixmix.evaluation import cli  # noqa: E402
-from dali_pixmix.evaluation.registry import (HEADLINES, TASKS, configured_tasks,  # noqa: E402
-                                             discover, validate)
+from dali_pixmix.evaluation.registry import HEADLINES, TASKS, configured_tasks, discover, validate
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
              "imagenet_r": "imagenet_r", "imagenet_p": "imagenet_p"}

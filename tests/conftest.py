@@ -27,7 +27,7 @@ def tiny_imagenet(tmp_path_factory):
 
     Class k is the k-th ImageNet wnid, so folder order equals the class index.
     """
-    from dali_pixmix.synthetic import make_synthetic_imagenet
+    from dali_pixmix.data.synthetic import make_synthetic_imagenet
 
     root = tmp_path_factory.mktemp("tiny_imagenet")
     return make_synthetic_imagenet(root, num_classes=TINY_IMAGENET_CLASSES, train_per_class=8,
@@ -40,11 +40,10 @@ def tiny_mixing_dir(tmp_path_factory):
     """12 fractal pictures of 64 px in nested sub-folders (11 PNG, 1 JPEG): a mixing set root."""
     from PIL import Image
 
-    from dali_pixmix.synthetic import make_fractals
+    from dali_pixmix.mixing.fractals import make_fractals
 
     root = tmp_path_factory.mktemp("tiny_mixing")
     paths = make_fractals(root / "fractals" / "images", n=12, size=64, seed=0, progress=False)
-    moved = []
     for i, path in enumerate(paths):
         sub = root / ("fractals/images" if i < 6 else "more/nested/deeper" if i < 9 else "more")
         sub.mkdir(parents=True, exist_ok=True)

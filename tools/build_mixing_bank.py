@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.mixing_bank import MixingBank  # noqa: E402
+from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from dali_pixmix.file_lists import make_file_list
+from dali_pixmix.data.file_lists import make_file_list
 
 
 def parse_args(argv=None):

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from dali_pixmix.synthetic import contact_sheet, make_fractals
+from dali_pixmix.mixing.fractals import make_fractals
+from dali_pixmix.mixing.preview import contact_sheet
 
 
 def parse_args(argv=None):

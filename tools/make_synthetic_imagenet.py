@@ -7,7 +7,7 @@ so a small network learns it in minutes on CPU; use it for demos, smoke tests an
 import argparse
 import sys
 
-from dali_pixmix.synthetic import make_synthetic_imagenet
+from dali_pixmix.data.synthetic import make_synthetic_imagenet
 
 
 def parse_args(argv=None):

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dali_pixmix import synthetic
-from dali_pixmix.pixmix import pixmix
+from dali_pixmix.augment.pixmix import pixmix
+from dali_pixmix.data import synthetic
+from dali_pixmix.mixing.fractals import fractal_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -75,7 +76,7 @@ def load_mixing(folder, count, size, rng) -> np.ndarray:
     """``count`` mixing pictures drawn uniformly (with replacement), reference preparation."""
     big = round(size * 256 / 224)
     if folder is None:
-        pool = [synthetic.fractal_image(rng, big) for _ in range(min(count, 12))]
+        pool = [fractal_image(rng, big) for _ in range(min(count, 12))]
         pictures = [Image.fromarray(pool[i]) for i in rng.integers(len(pool), size=count)]
     else:
         files = list_images(folder)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from ..report import Row, read_rows, summary_value, write_report, write_rows
-from .runner import Evaluator
+from dali_pixmix.evaluation.report import Row, read_rows, summary_value, write_report, write_rows
+from dali_pixmix.evaluation.runner import Evaluator
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
@@ -87,5 +87,5 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        from ..distributed import cleanup
+        from dali_pixmix.distributed import cleanup
         cleanup()

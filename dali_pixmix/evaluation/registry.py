@@ -11,10 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from .. import layouts
-from ..report import Row
-from .runner import Evaluator
-from .tasks import run_clean, run_imagenet_c, run_imagenet_cbar, run_imagenet_r, run_ood
+from dali_pixmix.evaluation import datasets
+from dali_pixmix.evaluation.report import Row
+from dali_pixmix.evaluation.runner import Evaluator
+from dali_pixmix.evaluation.tasks import (
+    run_clean,
+    run_imagenet_c,
+    run_imagenet_cbar,
+    run_imagenet_r,
+    run_ood,
+)
 
 TaskFn = Callable[[Evaluator, dict], List[Row]]
 
@@ -24,7 +30,7 @@ def _clean(ev: Evaluator, cfg: dict) -> List[Row]:
 
 
 def _imagenet_c(ev: Evaluator, cfg: dict) -> List[Row]:
-    from .cli import clean_error_from
+    from dali_pixmix.evaluation.cli import clean_error_from
     return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"], bin_size=cfg["bin_size"],
                           clean_error=clean_error_from(ev.out))
 
@@ -38,7 +44,7 @@ def _imagenet_r(ev: Evaluator, cfg: dict) -> List[Row]:
 
 
 def _imagenet_p(ev: Evaluator, cfg: dict) -> List[Row]:
-    from ..imagenet_p import run_imagenet_p_task
+    from dali_pixmix.evaluation.imagenet_p import run_imagenet_p_task
     return run_imagenet_p_task(ev, cfg["imagenet_p"])
 
 
@@ -56,11 +62,11 @@ TASKS: Dict[str, TaskFn] = {"clean": _clean, "imagenet_c": _imagenet_c,
 
 # Layout checks run for every configured task before any inference starts.
 VALIDATORS: Dict[str, Callable[[dict], object]] = {
-    "clean": lambda cfg: layouts.class_tree(cfg["clean"], name="ImageNet val"),
-    "imagenet_c": lambda cfg: layouts.imagenet_c_cells(cfg["imagenet_c"]),
-    "imagenet_cbar": lambda cfg: layouts.imagenet_cbar_cells(cfg["imagenet_cbar"]),
-    "imagenet_r": lambda cfg: layouts.class_tree(cfg["imagenet_r"], name="ImageNet-R"),
-    "ood": lambda cfg: [layouts.image_set(p) for p in (cfg.get("ood") or {}).values()],
+    "clean": lambda cfg: datasets.class_tree(cfg["clean"], name="ImageNet val"),
+    "imagenet_c": lambda cfg: datasets.imagenet_c_cells(cfg["imagenet_c"]),
+    "imagenet_cbar": lambda cfg: datasets.imagenet_cbar_cells(cfg["imagenet_cbar"]),
+    "imagenet_r": lambda cfg: datasets.class_tree(cfg["imagenet_r"], name="ImageNet-R"),
+    "ood": lambda cfg: [datasets.image_set(p) for p in (cfg.get("ood") or {}).values()],
 }
 
 

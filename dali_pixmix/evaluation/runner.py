@@ -23,8 +23,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..distributed import DistInfo, all_gather_objects, barrier, broadcast_object, init_distributed
-from ..models import load_classifier
+from dali_pixmix.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
+from dali_pixmix.models import load_classifier
 
 FIELDS = ("labels", "top5", "confidence", "msp", "maxlogit", "energy")
 
@@ -167,7 +173,7 @@ class Evaluator:
 
     def infer(self, files, labels, *, no_resize=False, mask=None, desc="eval") -> Predictions:
         """Predictions for `files` in file order without the cache (all ranks take part)."""
-        from ..loader import make_eval_loader
+        from dali_pixmix.data.loaders import make_eval_loader
 
         labels = np.asarray(labels, dtype=np.int64)
         loader = make_eval_loader(files=list(files), labels=labels.tolist(),
@@ -221,7 +227,7 @@ class Evaluator:
 
     @torch.inference_mode()
     def _run_generated(self, make_images, indices: np.ndarray, desc: str) -> Predictions:
-        from ..pipelines import IMAGENET_MEAN, IMAGENET_STD
+        from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
         dev = self.dist.device
         mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)

@@ -12,12 +12,12 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .. import layouts
-from ..metrics import calibration, corruption, ood
-from ..models import class_index_mask
-from ..ood_synthetic import SYNTHETIC_SETS, synthetic_batch
-from ..report import Row, row
-from .runner import Evaluator, Predictions
+from dali_pixmix.evaluation import datasets
+from dali_pixmix.evaluation.report import Row, row
+from dali_pixmix.evaluation.runner import Evaluator, Predictions
+from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS, synthetic_batch
+from dali_pixmix.metrics import calibration, corruption, ood
+from dali_pixmix.models import class_index_mask
 
 PROTOCOLS = ("pixmix", "unresized")
 # Images per set (per cell for C / C-bar) in the full benchmarks; other counts are flagged.
@@ -64,7 +64,7 @@ def classification_rows(ev: Evaluator, preds: Predictions, base: dict, bin_size:
 
 
 def clean_predictions(ev: Evaluator, root: str) -> Predictions:
-    images = layouts.class_tree(root, name="ImageNet val")
+    images = datasets.class_tree(root, name="ImageNet val")
     return ev.predict(images.files, images.labels(ev.classes), task="clean", cell="val")
 
 
@@ -75,7 +75,7 @@ def run_clean(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
     base = dict(task="clean", dataset="imagenet_val", protocol=preprocessing(ev))
     rows = classification_rows(ev, preds, base, bin_size, top5=True)
     if ev.dist.is_main:
-        from ..report import plot_reliability
+        from dali_pixmix.evaluation.report import plot_reliability
         plot_reliability(calibration.reliability_bins(preds.confidence, preds.correct),
                          ev.out / "plots" / "reliability_clean.png",
                          title="Reliability diagram, ImageNet val")
@@ -108,7 +108,7 @@ def run_imagenet_c(ev: Evaluator, root: str, protocol: str = "pixmix",
     """mCE over the 15, mean error, per-corruption CE, RMS per cell and mean; extras apart."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown ImageNet-C protocol '{protocol}': use one of {PROTOCOLS}")
-    cells = layouts.imagenet_c_cells(root, only)
+    cells = datasets.imagenet_c_cells(root, only)
     note_count(ev, "imagenet_c", len(cells[0].images.files))
     rows, errors = _cell_rows(ev, "imagenet_c", cells, protocol, bin_size)
     label, n_cell = preprocessing(ev, protocol), len(cells[0].images.files)
@@ -135,7 +135,7 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
     """Plain mean error and mean RMS over the (corruption, severity) cells (50 when complete)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown ImageNet-C-bar protocol '{protocol}': use one of {PROTOCOLS}")
-    cells = layouts.imagenet_cbar_cells(root, only)
+    cells = datasets.imagenet_cbar_cells(root, only)
     note_count(ev, "imagenet_cbar", len(cells[0].images.files))
     numeric = sorted({(c.severity, c.folder) for c in cells if c.folder != str(c.severity)})
     if numeric:
@@ -147,8 +147,8 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
     if numeric:
         label += ";severity-folders-sorted-numerically"
     rows = [Row(**{**r.__dict__, "protocol": label}) for r in rows]
-    found = [c for c in layouts.CBAR_CORRUPTIONS if c in errors]
-    full = len(found) == len(layouts.CBAR_CORRUPTIONS)
+    found = [c for c in datasets.CBAR_CORRUPTIONS if c in errors]
+    full = len(found) == len(datasets.CBAR_CORRUPTIONS)
     variant = "mean" if full else f"partial: {len(found)} of 10 corruptions"
     n = sum(len(c.images.files) for c in cells)
     mean_err = 100 * float(np.mean([e for c in found for e in errors[c]]))
@@ -162,7 +162,7 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
 
 def run_imagenet_r(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
     """Error and calibration on the model's logits restricted to the folder classes."""
-    images = layouts.class_tree(root, name="ImageNet-R")
+    images = datasets.class_tree(root, name="ImageNet-R")
     note_count(ev, "imagenet_r", len(images.files))
     subset = images.classes
     mask = class_index_mask(ev.classes, subset)
@@ -181,7 +181,7 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
         raise ValueError(f"OOD set names {sorted(set(ood_sets) & set(SYNTHETIC_SETS))} clash with "
                          "the generated synthetic sets; rename them")
     inside = clean_predictions(ev, in_root)
-    files = {name: layouts.image_set(path) for name, path in ood_sets.items()}
+    files = {name: datasets.image_set(path) for name, path in ood_sets.items()}
     if not files and not synthetic:
         raise ValueError("no OOD sets: pass --ood NAME=PATH or keep the synthetic sets")
     rows = []

@@ -3,5 +3,8 @@
 All functions are pure, take numpy arrays or torch tensors, and return fractions unless their
 docstring says percent.
 """
-from . import calibration  # noqa: F401
-from . import corruption, ood  # noqa: F401,E402
+from dali_pixmix.metrics import (  # noqa: F401,E402
+    calibration,  # noqa: F401
+    corruption,
+    ood,
+)

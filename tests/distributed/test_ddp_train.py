@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from dali_pixmix.synthetic import make_synthetic_imagenet
+from dali_pixmix.data.synthetic import make_synthetic_imagenet
 
 pytestmark = pytest.mark.distributed
 

@@ -6,7 +6,7 @@ import torchvision
 
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.distributed import DistInfo
-from dali_pixmix.video import VideoReader, decode_pyav, list_videos
+from dali_pixmix.evaluation.video import VideoReader, decode_pyav, list_videos
 
 pytestmark = pytest.mark.gpu
 
@@ -71,7 +71,7 @@ def test_normalised_frames_on_gpu_match_cpu(tree):
 
 
 def test_cuda_evaluation_close_to_cpu(tree):
-    from dali_pixmix.imagenet_p import run_imagenet_p
+    from dali_pixmix.evaluation.imagenet_p import run_imagenet_p
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
     kwargs = dict(perturbations="tilt,translate,gaussian_noise", batch_size=64, progress=False,

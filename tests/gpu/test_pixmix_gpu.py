@@ -4,11 +4,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from dali_pixmix import augmentations as A
-from dali_pixmix import reference as R
-from dali_pixmix.pixmix import pixmix
 from scenes import scenes
+
+from dali_pixmix.augment import ops as A
+from dali_pixmix.augment import pil_oracle as R
+from dali_pixmix.augment.pixmix import pixmix
 
 pytestmark = pytest.mark.gpu
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
-from dali_pixmix.engine import train
+from dali_pixmix.training.checkpoint import list_checkpoints
+from dali_pixmix.training.loop import train
 
 pytestmark = pytest.mark.gpu
 

@@ -10,9 +10,9 @@ from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.evaluation import Evaluator, cli
+from dali_pixmix.evaluation.synthetic_ood import synthetic_image, write_synthetic_set
 from dali_pixmix.metrics.ood import ood_metrics
 from dali_pixmix.models import build_model
-from dali_pixmix.ood_synthetic import synthetic_image, write_synthetic_set
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from nvidia.dali import fn, pipeline_def
 from PIL import Image
 
-from dali_pixmix.file_lists import (class_folders, make_file_list, read_file_list, scan_images,
-                                    write_file_list)
+from dali_pixmix.data.file_lists import make_file_list, read_file_list, write_file_list
+from dali_pixmix.data.images import class_folders, scan_images
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

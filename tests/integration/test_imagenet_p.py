@@ -202,7 +202,7 @@ def test_layout_errors_are_clear(setup, tmp_path, capsys):
 
 def test_dali_decoder_path_on_cpu_matches_pyav(tmp_path):
     """The DALI backend's batching and broken-file isolation, exercised with VP9 on the CPU."""
-    from dali_pixmix.video import VideoReader, list_videos
+    from dali_pixmix.evaluation.video import VideoReader, list_videos
     rng = np.random.default_rng(2)
     make_tree(tmp_path, ["tilt"], rng, videos_per_class=2, codec="libvpx-vp9", max_freq=1.0)
     (tmp_path / "tilt" / VIDEO_CLASSES[0] / "v1b.mp4").write_bytes(b"\x00" * 300)
@@ -224,8 +224,8 @@ def test_dali_decoder_path_on_cpu_matches_pyav(tmp_path):
 def test_ranks_split_videos_without_overlap(setup):
     """Each global rank decodes a disjoint strided share; together they cover every video."""
     from dali_pixmix.distributed import DistInfo
-    from dali_pixmix.imagenet_p import evaluate_folder
-    from dali_pixmix.video import list_videos
+    from dali_pixmix.evaluation.imagenet_p import evaluate_folder
+    from dali_pixmix.evaluation.video import list_videos
     root, _, model = setup
     entries = list_videos(root / "snow", CLASSES)          # 2 good videos + 1 broken, sorted
     kwargs = dict(batch_frames=64, amp=False, backend="pyav")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dali_pixmix.mixing_bank import MixingBank, load_or_build_bank
+from dali_pixmix.mixing.bank import MixingBank, load_or_build_bank
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_folder_bank_matches_pil_resize_and_centre_crop(tiny_mixing_dir, folder_
 
 
 def test_file_list_bank_equals_folder_bank(tiny_mixing_dir, folder_bank, tmp_path):
-    from dali_pixmix.file_lists import make_file_list
+    from dali_pixmix.data.file_lists import make_file_list
 
     listing = tmp_path / "mixing.txt"
     make_file_list(tiny_mixing_dir, listing, root=tiny_mixing_dir, labels="zero", progress=False)

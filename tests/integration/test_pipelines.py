@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dali_pixmix.file_lists import write_file_list
-from dali_pixmix.mixing_bank import MixingBank
-from dali_pixmix.pipelines import IMAGENET_MEAN, IMAGENET_STD, PixMixStage, eval_pipeline, \
-    train_pipeline
+from dali_pixmix.data.file_lists import write_file_list
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from dali_pixmix.data.stage import PixMixStage
+from dali_pixmix.mixing.bank import MixingBank
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ def test_pixmix_stage_on_a_torch_batch_is_seeded_and_bounded(noise_bank):
 
 def test_pixmix_stage_passes_its_settings_and_bank_crops_to_pixmix(noise_bank):
     """The stage equals a direct pixmix() call with the documented generators and bank draws."""
-    from dali_pixmix.pixmix import pixmix
+    from dali_pixmix.augment.pixmix import pixmix
 
     batch = torch.randint(0, 256, (6, CROP, CROP, 3), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(2))

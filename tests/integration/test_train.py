@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
-from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
-from dali_pixmix.engine import TrainingError, train
+from dali_pixmix.training.checkpoint import list_checkpoints
+from dali_pixmix.training.loop import TrainingError, train
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-
-from dali_pixmix import augmentations as A
 from scenes import scene
+
+from dali_pixmix.augment import ops as A
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,16 @@ import pytest
 import torch
 import torchvision
 
-from dali_pixmix.checkpoint import (atomic_save, capture_rng, find_latest_valid, list_checkpoints,
-                                    load_checkpoint, resolve_resume, restore_rng,
-                                    save_step_checkpoint)
+from dali_pixmix.training.checkpoint import (
+    atomic_save,
+    capture_rng,
+    find_latest_valid,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    restore_rng,
+    save_step_checkpoint,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -207,6 +207,7 @@ def torchrun_flags():
 @lru_cache(maxsize=None)
 def config_keys():
     import dataclasses
+
     from dali_pixmix.config import Config
     cfg = Config()
     return frozenset(f"{s.name}.{k.name}" for s in dataclasses.fields(cfg)

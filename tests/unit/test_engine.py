@@ -5,8 +5,10 @@ import torch
 from sklearn.metrics import top_k_accuracy_score
 
 from dali_pixmix.config import load_config
-from dali_pixmix.engine import resolve_amp, validation_metrics, weights_digest
-from dali_pixmix.epoch_data import epoch_order, epoch_seed
+from dali_pixmix.data.loaders import epoch_order, epoch_seed
+from dali_pixmix.training.loop import validation_metrics
+from dali_pixmix.training.setup import resolve_amp
+from dali_pixmix.training.state import weights_digest
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dali_pixmix import layouts
+from dali_pixmix.evaluation import datasets
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +27,7 @@ def corruption_tree(root: Path, corruptions, severities=("1", "2", "3", "4", "5"
 def test_class_tree_labels_follow_model_order(tmp_path):
     touch_tree(tmp_path)
     (tmp_path / "README.txt").write_text("not a class")
-    s = layouts.class_tree(tmp_path)
+    s = datasets.class_tree(tmp_path)
     assert len(s.files) == 6 and s.classes == tuple(WNIDS)
     model_classes = ["n09999999", WNIDS[2], WNIDS[0], WNIDS[1]]
     np.testing.assert_array_equal(s.labels(model_classes), [2, 2, 3, 3, 1, 1])
@@ -39,58 +39,58 @@ def test_empty_class_folder_is_an_error(tmp_path):
     touch_tree(tmp_path)
     (tmp_path / "n09999999").mkdir()
     with pytest.raises(ValueError, match="hold no images"):
-        layouts.class_tree(tmp_path)
+        datasets.class_tree(tmp_path)
 
 
 def test_imagenet_c_cells_sorted_and_validated(tmp_path):
     corruption_tree(tmp_path, ["fog", "gaussian_noise", "spatter"])
-    cells = layouts.imagenet_c_cells(tmp_path)
+    cells = datasets.imagenet_c_cells(tmp_path)
     # order follows the canonical list (test corruptions first, then extras), severities 1..5
     assert [c.key for c in cells[:6]] == ["gaussian_noise/1", "gaussian_noise/2",
                                           "gaussian_noise/3", "gaussian_noise/4",
                                           "gaussian_noise/5", "fog/1"]
     assert cells[-1].key == "spatter/5" and len(cells) == 15
-    only = layouts.imagenet_c_cells(tmp_path, only=["fog"])
+    only = datasets.imagenet_c_cells(tmp_path, only=["fog"])
     assert {c.corruption for c in only} == {"fog"}
     with pytest.raises(ValueError, match="missing: \\['snow'\\]"):
-        layouts.imagenet_c_cells(tmp_path, only=["snow"])
+        datasets.imagenet_c_cells(tmp_path, only=["snow"])
 
 
 def test_imagenet_c_rejects_unknown_corruption_and_bad_severities(tmp_path):
     corruption_tree(tmp_path / "a", ["fog", "fogg"])
     with pytest.raises(ValueError, match="unknown ImageNet-C corruption folders \\['fogg'\\]"):
-        layouts.imagenet_c_cells(tmp_path / "a")
+        datasets.imagenet_c_cells(tmp_path / "a")
     corruption_tree(tmp_path / "b", ["fog"], severities=("1", "2", "3", "4"))
     with pytest.raises(ValueError, match="severity folders 1..5"):
-        layouts.imagenet_c_cells(tmp_path / "b")
+        datasets.imagenet_c_cells(tmp_path / "b")
 
 
 def test_unequal_cells_are_suspicious(tmp_path):
     corruption_tree(tmp_path, ["fog", "snow"])
     (tmp_path / "snow" / "3" / WNIDS[0] / "img_0.JPEG").unlink()
     with pytest.raises(ValueError, match="unequal image counts.*snow/3"):
-        layouts.imagenet_c_cells(tmp_path)
+        datasets.imagenet_c_cells(tmp_path)
 
 
 def test_cbar_float_severities_sorted_numerically(tmp_path):
     # lexicographic order would put "10.0" before "2.35"
     corruption_tree(tmp_path, ["sparkles"], severities=("2.35", "10.0", "0.5", "3", "7.25"))
-    cells = layouts.imagenet_cbar_cells(tmp_path)
+    cells = datasets.imagenet_cbar_cells(tmp_path)
     assert [(c.folder, c.severity) for c in cells] == [
         ("0.5", 1), ("2.35", 2), ("3", 3), ("7.25", 4), ("10.0", 5)]
     with pytest.raises(ValueError, match="5 severity folders"):
-        layouts.severity_map(["1", "2", "x", "4", "5"], "somewhere")
+        datasets.severity_map(["1", "2", "x", "4", "5"], "somewhere")
 
 
 def test_image_set_folder_and_file_list(tmp_path):
     touch_tree(tmp_path / "ood" / "deep", per_class=1)
-    assert len(layouts.image_set(tmp_path / "ood")) == 3
+    assert len(datasets.image_set(tmp_path / "ood")) == 3
     lst = tmp_path / "list.txt"
     lst.write_text(f"# comment\nood/deep/{WNIDS[0]}/img_0.JPEG\n\n")
     listed = tmp_path / "ood" / "deep" / WNIDS[0] / "img_0.JPEG"
-    assert layouts.image_set(lst) == (str(listed.resolve()),)
+    assert datasets.image_set(lst) == (str(listed.resolve()),)
     lst.write_text("ood/missing.jpg\n")
     with pytest.raises(ValueError, match="missing files"):
-        layouts.image_set(lst)
+        datasets.image_set(lst)
     with pytest.raises(FileNotFoundError, match="image set not found"):
-        layouts.image_set(tmp_path / "nope")
+        datasets.image_set(tmp_path / "nope")

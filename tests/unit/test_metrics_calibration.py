@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from dali_pixmix.metrics.calibration import (confidence_and_correct, expected_calibration_error,
-                                             reliability_bins, rms_calibration_error)
+from dali_pixmix.metrics.calibration import (
+    confidence_and_correct,
+    expected_calibration_error,
+    reliability_bins,
+    rms_calibration_error,
+)
 
 pytestmark = pytest.mark.unit
 

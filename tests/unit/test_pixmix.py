@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from dali_pixmix import augmentations as A
-from dali_pixmix import reference as R
-from dali_pixmix.pixmix import mix_add, mix_multiply, op_params, pixmix, sample_ab
 from scenes import scene
+
+from dali_pixmix.augment import ops as A
+from dali_pixmix.augment import pil_oracle as R
+from dali_pixmix.augment.pixmix import mix_add, mix_multiply, op_params, pixmix, sample_ab
 
 pytestmark = pytest.mark.unit
 
@@ -114,7 +114,7 @@ def test_host_workers_split_samples_without_changing_the_output(data):
 
 
 def test_normalized_output_format_equals_normalising_the_unit_output(data):
-    from dali_pixmix.pixmix import Normalized
+    from dali_pixmix.augment.pixmix import Normalized
 
     images, mixing = (torch.from_numpy(a[:12]) for a in data)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

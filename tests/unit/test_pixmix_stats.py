@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dali_pixmix import augmentations as A
-from dali_pixmix import reference as R
-from dali_pixmix.pixmix import draw_plan, pixmix, sample_ab
+from dali_pixmix.augment import ops as A
+from dali_pixmix.augment import pil_oracle as R
+from dali_pixmix.augment.pixmix import draw_plan, pixmix, sample_ab
 
 pytestmark = pytest.mark.unit
 

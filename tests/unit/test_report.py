@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dali_pixmix import report
+from dali_pixmix.evaluation import report
 from dali_pixmix.metrics.calibration import reliability_bins
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dali_pixmix.schedule import CosineSchedule, cosine_lr
+from dali_pixmix.training.schedule import CosineSchedule, cosine_lr
 
 pytestmark = pytest.mark.unit
 

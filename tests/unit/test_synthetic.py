@@ -8,9 +8,9 @@ import torchvision.transforms as T
 from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.synthetic import (FRACTAL_FAMILIES, MARKER_NAME, contact_sheet, fractal_image,
-                                   make_fractals, make_synthetic_imagenet,
-                                   synthetic_object_image)
+from dali_pixmix.data.synthetic import MARKER_NAME, make_synthetic_imagenet, synthetic_object_image
+from dali_pixmix.mixing.fractals import FRACTAL_FAMILIES, fractal_image, make_fractals
+from dali_pixmix.mixing.preview import contact_sheet
 
 pytestmark = pytest.mark.unit
 

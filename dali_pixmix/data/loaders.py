@@ -14,12 +14,18 @@ must not be used; gather the results after the loop.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
+import numpy as np
+
+from dali_pixmix.data.file_lists import read_file_list
+from dali_pixmix.data.graphs import eval_pipeline, train_pipeline
+from dali_pixmix.data.images import class_folders
+from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
-from dali_pixmix.file_lists import class_folders, read_file_list
-from dali_pixmix.pipelines import PixMixStage, eval_pipeline, train_pipeline
 
 
 class DaliLoader:
@@ -119,3 +125,39 @@ def make_eval_loader(*, file_root=None, file_list=None, files=None, labels=None,
                          num_shards=dist.world_size, num_threads=num_threads, dtype=dtype,
                          layout="HWC" if channels_last else "CHW")
     return DaliLoader(pipe, batch_size=batch_size, train=False, channels_last=channels_last)
+
+
+# --------------------------------------------------------------------------- training epochs
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed for one epoch's pipeline (kept below 2**30 so `+ rank` stays a valid int32)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) % (1 << 30)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The global permutation of sample indices for `epoch` (identical on every rank)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def write_file_list(samples: Sequence[Tuple[str, int]], order: np.ndarray) -> str:
+    """A temporary DALI file list of `samples` in `order`; the caller deletes it."""
+    handle, path = tempfile.mkstemp(prefix="dali_pixmix_epoch_", suffix=".txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.writelines(f"{samples[i][0]} {samples[i][1]}\n" for i in order)
+    return path
+
+
+def make_epoch_loader(*, train_root: str | Path, samples: Sequence[Tuple[str, int]], epoch: int,
+                      seed: int, batch_size: int, dist: DistInfo, crop: int,
+                      pixmix: Optional[PixMixStage], num_threads: int, dtype: str,
+                      channels_last: bool) -> DaliLoader:
+    """The DALI training loader of `epoch` for this rank (drops the last partial batch)."""
+    path = write_file_list(samples, epoch_order(len(samples), seed, epoch))
+    try:
+        pipe = train_pipeline(file_root=str(train_root), file_list=path, batch_size=batch_size,
+                              crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
+                              num_shards=dist.world_size, seed=epoch_seed(seed, epoch),
+                              num_threads=num_threads, pixmix=pixmix, dtype=dtype,
+                              layout="HWC" if channels_last else "CHW", random_shuffle=False)
+    finally:
+        os.unlink(path)  # the reader has parsed the list when the pipeline is built
+    return DaliLoader(pipe, batch_size=batch_size, train=True, channels_last=channels_last)

@@ -63,7 +63,7 @@ class MixingBank:
     def from_folder(cls, root: PathLike, size: int = 256, device="cpu", pin_memory: bool = False,
                     batch_size: int = 64, num_threads: int = 2) -> "MixingBank":
         """Every picture under `root`, at any depth, in sorted path order."""
-        from dali_pixmix.file_lists import scan_images
+        from dali_pixmix.data.images import scan_images
 
         files = scan_images(root)  # names the folder when it is missing or holds no picture
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
@@ -74,7 +74,7 @@ class MixingBank:
                        device="cpu", pin_memory: bool = False, batch_size: int = 64,
                        num_threads: int = 2) -> "MixingBank":
         """The pictures named in a DALI-style file list (`relative/path label` per line)."""
-        from dali_pixmix.file_lists import read_file_list
+        from dali_pixmix.data.file_lists import read_file_list
 
         files, _labels = read_file_list(path, root=root)  # names a missing file's line
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
@@ -209,7 +209,7 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
 
 def undecodable_message(files: Sequence[str], err: Exception) -> str:
     """Name the first file PIL cannot decode either (DALI's error does not say which)."""
-    from dali_pixmix.file_lists import find_broken_images
+    from dali_pixmix.data.images import find_broken_images
 
     broken = find_broken_images([Path(f) for f in files], progress=False)
     if broken:

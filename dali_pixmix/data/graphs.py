@@ -11,12 +11,13 @@ labels int32 `[B, 1]`.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
-from dali_pixmix.mixing_bank import MixingBank
+if TYPE_CHECKING:
+    from dali_pixmix.data.stage import PixMixStage
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,102 +27,6 @@ LAYOUTS = ("CHW", "HWC")
 # nvJPEG buffers sized for the largest ImageNet pictures (NVIDIA's ResNet-50 DALI example),
 # so the decoder does not reallocate during the first epoch.
 MIXED_DECODER_PADDING = dict(device_memory_padding=211025920, host_memory_padding=140544512)
-
-
-class PixMixStage:
-    """The batch-level PixMix step of a DALI pipeline (a `dl_tensor_python_function`).
-
-    Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
-    them as a torch batch, draws one mixing picture per sample from `bank` (a random `crop`
-    window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float32 [0,1] HWC samples, or,
-    for a stage made by `for_pipeline`, the pipeline's final normalised samples (its layout and
-    dtype), so no separate normalisation pass follows.
-    Randomness comes from generators owned by the stage: PixMix's choices on the host (they steer
-    host-side batching, so drawing them there costs no device synchronisation), seeded with
-    `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
-    `SeedSequence([seed, 1])` (first 32-bit word). On CUDA the work is enqueued on DALI's stream;
-    the host never waits for the GPU.
-    """
-
-    def __init__(self, bank: MixingBank, k: int = 4, beta: float = 4.0, severity: float = 1,
-                 all_ops: bool = True, seed: int = 0, crop: int = 224):
-        if crop > bank.size:
-            raise ValueError(f"PixMix crop {crop} is larger than the mixing bank's {bank.size} px "
-                             "pictures; rebuild the bank with a larger --size")
-        self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
-        self.all_ops, self.seed, self.crop = all_ops, int(seed), crop
-        self.output = None  # a dali_pixmix.pixmix.Normalized format, or None: [0, 1] HWC
-        self._generators = {}
-
-    def reseeded(self, seed: int) -> "PixMixStage":
-        """A fresh stage with the same bank and settings and its own generators."""
-        stage = PixMixStage(self.bank, self.k, self.beta, self.severity, self.all_ops, seed,
-                            self.crop)
-        stage.output = self.output
-        return stage
-
-    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "PixMixStage":
-        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`."""
-        from dali_pixmix.pixmix import Normalized
-
-        _dali_dtype(dtype)  # validates
-        stage = self.reseeded(seed)
-        stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, _check_layout(layout),
-                                  getattr(torch, dtype))
-        return stage
-
-    def generator(self, device: torch.device, stream: int) -> torch.Generator:
-        """The stage's generator on `device`; `stream` 0 drives PixMix, 1 the bank draws."""
-        key = (str(device), stream)
-        if key not in self._generators:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0]))
-            self._generators[key] = gen
-        return self._generators[key]
-
-    def apply(self, batch: torch.Tensor) -> torch.Tensor:
-        """PixMix a uint8 [B, H, W, 3] batch, on the same device: float32 [B, H, W, 3] in
-        [0, 1], or in the `output` format."""
-        from dali_pixmix.pixmix import pixmix
-
-        if batch.ndim != 4 or batch.shape[1:] != (self.crop, self.crop, 3):
-            raise ValueError(f"PixMix stage expects uint8 [B, {self.crop}, {self.crop}, 3] crops, "
-                             f"got {tuple(batch.shape)}; build the stage with crop={batch.shape[1]}")
-        bank_gen = self.generator(self.bank.device, 1)
-        mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
-        return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0),
-                      output=self.output)
-
-    def __call__(self, samples):
-        first = torch.from_dlpack(samples[0])
-        with dali_stream(first.device):
-            batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
-            mixed = self.apply(batch)  # contiguous
-            return [torch.utils.dlpack.to_dlpack(t) for t in mixed.unbind(0)]
-
-
-class dali_stream:
-    """Context: on CUDA, make DALI's current stream torch's current stream; no-op on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._ctx = None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            from nvidia.dali import python_function_plugin
-
-            stream = torch.cuda.ExternalStream(python_function_plugin.current_dali_stream(),
-                                               device=self.device)
-            self._ctx = torch.cuda.stream(stream)
-            self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.__exit__(*exc)
-        return False
 
 
 # --------------------------------------------------------------------------- graph pieces

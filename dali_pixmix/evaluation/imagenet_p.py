@@ -32,10 +32,17 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import report
-from .distributed import DistInfo, all_gather_objects, broadcast_object
-from .metrics import perturbation as pm
-from .video import VideoClip, VideoEntry, VideoReader, expected_frames, list_videos, shard
+from dali_pixmix.distributed import DistInfo, all_gather_objects, broadcast_object
+from dali_pixmix.evaluation import report
+from dali_pixmix.evaluation.video import (
+    VideoClip,
+    VideoEntry,
+    VideoReader,
+    expected_frames,
+    list_videos,
+    shard,
+)
+from dali_pixmix.metrics import perturbation as pm
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +311,7 @@ def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | P
     `fingerprint` identifies the model (e.g. checkpoint path, size, mtime); cached predictions
     made under another fingerprint or setting are recomputed. No cache when `cache_dir` is None.
     """
-    from .video import resolve_backend
+    from dali_pixmix.evaluation.video import resolve_backend
 
     if len(classes) < pm.TOP_K:
         raise ValueError(f"the top-5 distance needs a model with at least {pm.TOP_K} classes; "

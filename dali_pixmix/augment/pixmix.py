@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import threading
 from dataclasses import dataclass
 
 import torch
 
-from dali_pixmix import augmentations as A
+from dali_pixmix.augment import ops as A
+from dali_pixmix.augment._cpu_split import balanced_bounds
+from dali_pixmix.augment._host_pool import host_workers
+from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 MIX_OPS = ("add", "multiply")
 
@@ -200,7 +201,7 @@ def _channel_rows(mean: tuple, std: tuple, width: int, device) -> tuple:
     not vectorise; whole rows do."""
     scale = 1.0 / torch.tensor(std, dtype=torch.float32)
     mean = torch.tensor(mean, dtype=torch.float32)
-    return A.to_device(mean.repeat(width), device), A.to_device(scale.repeat(width), device)
+    return to_device(mean.repeat(width), device), to_device(scale.repeat(width), device)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -320,9 +321,9 @@ def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, scratch: _Scratch
     mixed.clamp_(0.0, 1.0)
 
 
-_take = A.take_rows
-_put = A.put_rows
-_dev = A.to_device
+_take = take_rows
+_put = put_rows
+_dev = to_device
 
 
 def _round_codes(plan: Plan) -> torch.Tensor:
@@ -419,7 +420,7 @@ def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
 def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
     """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into ``workers`` contiguous sample ranges run
-    concurrently by single-threaded host workers (see ``_host_workers``). Each sample's result
+    concurrently by single-threaded host workers (see ``_host_pool``). Each sample's result
     depends only on its own choices, so the split does not change the output."""
     n = images.shape[0]
     if output is None:
@@ -430,86 +431,18 @@ def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: in
     if workers <= 1:
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
-    bounds = _balanced_bounds(plan, ops, workers)
+    jobs = _collect_jobs(plan)
+    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, workers)
 
     def part(i):
         s, e = bounds[i], bounds[i + 1]
         _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    list(_host_workers(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
+    list(host_workers(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
     return out
 
 
-# Rough CPU cost of each step per 224 px image (ms, one thread); only steers the work split.
-_OP_COST = {"autocontrast": 0.36, "equalize": 0.39, "posterize": 0.01, "rotate": 0.77,
-            "solarize": 0.18, "shear_x": 0.6, "shear_y": 0.81, "translate_x": 0.31,
-            "translate_y": 0.57, "color": 0.26, "contrast": 0.19, "brightness": 0.06,
-            "sharpness": 0.3}
-_MIX_COST = (0.0, 0.07, 0.33)  # by round code: none, add, multiply
-_SAMPLE_COST = 0.1  # start image, partner gathers, result scatter
-
-
-def _balanced_bounds(plan: Plan, ops, parts: int) -> list:
-    """Split points of ``parts`` contiguous sample ranges with about equal estimated work."""
-    jobs = _collect_jobs(plan)
-    op_cost = torch.tensor([_OP_COST.get(name, 0.5) for name in ops], dtype=torch.float64)
-    cost = torch.full((plan.rounds.numel(),), _SAMPLE_COST, dtype=torch.float64)
-    cost.index_add_(0, jobs.sample, op_cost[jobs.op])
-    cost += torch.tensor(_MIX_COST, dtype=torch.float64)[_round_codes(plan)].sum(0)
-    cumulative = cost.cumsum(0)
-    targets = cumulative[-1] * torch.arange(1, parts, dtype=torch.float64) / parts
-    inner = torch.searchsorted(cumulative, targets).add_(1).clamp_(1, cost.numel() - 1)
-    return [0] + inner.tolist() + [cost.numel()]
-
-
-_POOLS: dict = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _host_workers(n: int):
-    """A persistent pool of ``n`` threads whose torch ops run single-threaded.
-
-    Why not torch's own threads: called from a thread other than the one that first used
-    OpenMP (e.g. DALI's python-function thread), every parallel torch op wakes sleeping OpenMP
-    workers, which costs more than many of PixMix's per-chunk ops; ``n`` single-threaded
-    workers on disjoint samples keep ``n`` cores busy without that hand-off.
-    """
-    with _POOLS_LOCK:
-        if n not in _POOLS:
-            _POOLS[n] = _start_single_threaded_pool(n)
-        return _POOLS[n]
-
-
-def _start_single_threaded_pool(n: int):
-    """``n`` started threads, each with torch set to one thread; torch's default for threads
-    that start later is left as the caller's."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pixmix")
-    ready = threading.Barrier(n + 1)
-    callers_threads = torch.get_num_threads()
-
-    def single_threaded():
-        torch.get_num_threads()  # initialise this thread's torch threading first
-        torch.set_num_threads(1)  # this thread only ... and torch's global default,
-        ready.wait()
-
-    for _ in range(n):  # n blocking tasks: the pool starts n threads
-        pool.submit(single_threaded)
-    ready.wait()
-    torch.set_num_threads(callers_threads)  # ... restored here for other threads
-    return pool
-
-
-def _forget_pools_in_child() -> None:
-    """A forked child (e.g. a DataLoader worker) has none of the parent's pool threads."""
-    global _POOLS_LOCK
-    _POOLS.clear()
-    _POOLS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 # ----------------------------------------------------------------------------- public API

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics.corruption import EXTRA_CORRUPTIONS, TEST_CORRUPTIONS
+from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS, TEST_CORRUPTIONS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CBAR_CORRUPTIONS = (

@@ -190,7 +190,7 @@ def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Pa
         return None
     plt = _figure()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.5))
-    from .metrics.corruption import EXTRA_CORRUPTIONS
+    from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS
     extra = [r.variant in EXTRA_CORRUPTIONS for r in ce]
     ax.bar(range(len(ce)), [r.value for r in ce],
            color=["tab:gray" if e else "tab:blue" for e in extra])

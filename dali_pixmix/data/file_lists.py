@@ -10,78 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image, ImageFile
-from tqdm import tqdm
-
-# The still-image formats DALI's decoders read (the defaults of fn.readers.file, minus audio).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pnm", ".ppm",
-                    ".pgm", ".pbm", ".jp2")
-
-
-def _is_hidden(name: str) -> bool:
-    # Dot files include macOS "._x.jpg" resource forks: JPEG-named junk that fails to decode.
-    return name.startswith(".")
-
-
-def _iter_images(root: Path, extensions: Sequence[str]) -> Iterator[Path]:
-    """Yield image paths under root at any depth (follows symlinks, skips hidden entries)."""
-    wanted = tuple(e.lower() for e in extensions)
-    seen = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink cycle: this folder was already listed
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
-        for name in filenames:
-            if not _is_hidden(name) and name.lower().endswith(wanted):
-                yield Path(dirpath) / name
-
-
-def _require_dir(root: Path, what: str) -> None:
-    if not root.exists():
-        raise FileNotFoundError(f"{what} {root} does not exist; check the path")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{what} {root} is not a folder; pass the folder that holds "
-                                 f"the images")
-
-
-def scan_images(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
-    """All image files under ``root`` at any depth, extension case-insensitive, sorted by path.
-
-    Hidden files and folders (names starting with '.') are skipped. Raises FileNotFoundError
-    when the folder is missing and ValueError when it holds no image.
-    """
-    root = Path(root)
-    _require_dir(root, "image folder")
-    files = sorted(_iter_images(root, extensions), key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise ValueError(f"no images ({', '.join(extensions)}) found under {root}; "
-                         f"point to the folder that holds the pictures")
-    return files
-
-
-def class_folders(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
-    """The class sub-folders of ``root`` in lexicographic order (class index = position).
-
-    This is the ImageFolder / DALI ``file_root`` convention. Raises ValueError when there is no
-    sub-folder or when a class folder holds no image (it would shift every later label).
-    """
-    root = Path(root)
-    _require_dir(root, "dataset folder")
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)),
-                     key=lambda p: p.name)
-    if not folders:
-        raise ValueError(f"{root} has no class sub-folders; expected root/<class>/<image> "
-                         f"(for a flat folder use labels='zero', --labels zero)")
-    for folder in folders:
-        if next(_iter_images(folder, extensions), None) is None:
-            raise ValueError(f"class folder {folder} holds no image; remove it or add images "
-                             f"(an empty class would shift the labels of later classes)")
-    return folders
+from dali_pixmix.data.images import IMAGE_EXTENSIONS, class_folders, find_broken_images, scan_images
 
 
 def _check_entry(rel: str, label: int, index: int) -> None:
@@ -149,19 +80,6 @@ def read_file_list(path, root=None) -> Tuple[List[Path], List[int]]:
     if not files:
         raise ValueError(f"file list {path} has no entries")
     return files, labels
-
-
-def find_broken_images(files: Sequence[Path], progress: bool = True) -> List[Path]:
-    """Decode every file fully with PIL; return those that fail (truncated, corrupt, not images)."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # another module may have relaxed it globally
-    broken = []
-    for file in tqdm(files, desc="verify", unit="img", disable=not progress):
-        try:
-            with Image.open(file) as img:
-                img.load()
-        except Exception:  # noqa: BLE001 - any decoder failure means the file is unusable
-            broken.append(file)
-    return broken
 
 
 def _labelled_files(folder: Path, labels: str) -> Tuple[List[Path], Optional[List[int]], List[str]]:

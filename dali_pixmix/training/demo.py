@@ -1,0 +1,60 @@
+"""The README demo: generated data before training, and the results table after it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from dali_pixmix.training.state import Run
+
+from ..config import Config
+from ..distributed import DistInfo, barrier
+
+
+def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
+    """Generate the demo dataset and fractals once (rank 0) and point the config at them."""
+    if not cfg.demo.enabled:
+        return
+    from dali_pixmix.data.synthetic import make_synthetic_imagenet
+    from dali_pixmix.mixing.fractals import make_fractals
+
+    root, demo = Path(cfg.demo.root), cfg.demo
+    fractal_dir = root / "fractals"
+    if dist.is_main:
+        make_synthetic_imagenet(root / "imagenet", num_classes=demo.num_classes,
+                                train_per_class=demo.train_per_class,
+                                val_per_class=demo.val_per_class, seed=0, min_size=demo.min_size,
+                                max_size=demo.max_size)
+        if len(list(fractal_dir.glob("fractal_*.png"))) < demo.fractals:
+            make_fractals(fractal_dir, n=demo.fractals, size=max(cfg.pixmix.bank_size, 64), seed=0)
+    barrier()
+    cfg.data.train = cfg.data.train or str(root / "imagenet" / "train")
+    cfg.data.val = cfg.data.val or str(root / "imagenet" / "val")
+    cfg.pixmix.mixing_set = cfg.pixmix.mixing_set or str(fractal_dir)
+
+
+def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
+    """Demo only: anomaly detection with the evaluation suite, validation images vs generated
+    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score."""
+    from dali_pixmix.evaluation.runner import Evaluator
+    from dali_pixmix.evaluation.tasks import run_ood
+
+    cfg = run.cfg
+    ev = Evaluator(str(final_path), out=str(run.out_dir / "eval"), arch=cfg.model.arch,
+                   batch_size=cfg.eval.batch_size // run.dist.world_size,
+                   resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+                   workers=cfg.data.num_threads, dist=run.dist, progress=False)
+    rows = run_ood(ev, cfg.data.val, {}, synthetic=True)
+    return [(f"anomaly detection AUROC, {r.variant} (%)", f"{r.value:.1f}")
+            for r in rows if r.dataset == "mean" and r.metric == "auroc"]
+
+
+def results_table(val: Dict[str, Any], cfg: Config, extra: Sequence[tuple] = ()) -> str:
+    """A small Markdown table of the final validation metrics (plus `extra` (name, value) rows)."""
+    rms = "n/a" if val["rms"] is None else f"{val['rms']:.2f}"
+    rows = [("top-1 accuracy (%)", f"{val['top1']:.2f}"), ("top-5 accuracy (%)", f"{val['top5']:.2f}"),
+            ("chance top-1 (%)", f"{val['chance_top1']:.2f}"), ("RMS calibration error (%)", rms),
+            ("ECE, 15 bins (%)", f"{val['ece15']:.2f}"), ("validation loss", f"{val['loss']:.4f}"),
+            ("validation images", str(val["n"])), *extra]
+    head = f"| {cfg.model.arch}, PixMix {'on' if cfg.pixmix.enabled else 'off'} | value |"
+    lines = [head, "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + f"\n(RMS: {val['rms_note']})"

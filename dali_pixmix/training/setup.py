@@ -1,0 +1,200 @@
+"""Building a training run: input checks, model, optimizer, mixing bank, loaders, resume."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from dali_pixmix.training import checkpoint as ckpt_io
+from dali_pixmix.training.schedule import CosineSchedule
+from dali_pixmix.training.state import Run, log, restore
+
+from ..config import Config, per_rank_batch, save_config
+from ..distributed import DistInfo, barrier
+from ..models import build_model, load_pretrained_backbone
+
+
+def check_inputs(cfg: Config) -> List[str]:
+    """Clear errors for missing data before any model or pipeline is built; returns the classes."""
+    from dali_pixmix.data.images import check_val_classes, class_names
+
+    if not cfg.data.train:
+        raise ValueError("config key 'data.train' is empty: set it to the training folder")
+    classes = class_names(cfg.data.train)
+    if not cfg.data.val:
+        raise ValueError("config key 'data.val' is empty: set it to the validation folder")
+    check_val_classes(cfg.data.val, classes)
+    if cfg.pixmix.enabled:
+        source = Path(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else None
+        if source is None or not source.exists():
+            raise FileNotFoundError(f"mixing set '{cfg.pixmix.mixing_set}' does not exist: set "
+                                    "pixmix.mixing_set to a folder, file list or .npy bank (or "
+                                    "pixmix.enabled=false for the baseline)")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "
+                                "model.pretrained to a local torchvision checkpoint or null")
+    return classes
+
+
+def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype (None = full precision). auto: bf16 on GPUs that have it, off on CPU."""
+    amp = cfg.train.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    return cfg.model.channels_last == "true" or (cfg.model.channels_last == "auto"
+                                                 and device.type == "cuda")
+
+
+def build_training_model(cfg: Config, classes: List[str], dist: DistInfo):
+    """(training module, unwrapped module): pretrained init, channels_last, compile, DDP."""
+    torch.manual_seed(cfg.train.seed)  # identical initialisation on every rank
+    model = build_model(cfg.model.arch, len(classes))
+    if cfg.model.pretrained:
+        fresh = load_pretrained_backbone(model, cfg.model.pretrained)
+        log(dist, f"initialised {cfg.model.arch} from {cfg.model.pretrained}; "
+                  f"fresh parameters: {fresh or 'none'}")
+    raw = model.to(dist.device)
+    if use_channels_last(cfg, dist.device):
+        raw = raw.to(memory_format=torch.channels_last)
+    model = torch.compile(raw) if cfg.model.compile else raw
+    if dist.is_distributed:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model, raw
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device):
+    """SGD (Nesterov) as in the reference; apex FusedSGD when asked for or available on GPU."""
+    opt = cfg.optim
+    kwargs = dict(lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                  weight_decay=opt.weight_decay)
+    if opt.impl in ("auto", "apex") and device.type == "cuda":
+        try:
+            import apex.optimizers  # optional fused kernel, never required
+            return apex.optimizers.FusedSGD(model.parameters(), **kwargs)
+        except ImportError:
+            if opt.impl == "apex":
+                raise ValueError("optim.impl=apex but apex is not importable; use auto or torch")
+    elif opt.impl == "apex":
+        raise ValueError("optim.impl=apex needs a CUDA device; use auto or torch")
+    return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def build_bank(cfg: Config, dist: DistInfo):
+    """The mixing bank on this rank's device (or pinned host memory), built once and cached."""
+    if not cfg.pixmix.enabled:
+        return None
+    from dali_pixmix.mixing.bank import load_or_build_bank
+
+    cache = cfg.pixmix.bank_cache
+    if cache and not Path(cache).is_file():  # rank 0 builds the cache, the others load it
+        if dist.is_main:
+            load_or_build_bank(cfg.pixmix.mixing_set, cache, size=cfg.pixmix.bank_size,
+                               device="cpu", num_threads=cfg.data.num_threads)
+        barrier()
+    on_host = cfg.pixmix.bank_on_host or dist.device.type == "cpu"
+    return load_or_build_bank(cfg.pixmix.mixing_set, cache, size=cfg.pixmix.bank_size,
+                              device="cpu" if on_host else dist.device,
+                              pin_memory=on_host and dist.device.type == "cuda",
+                              num_threads=cfg.data.num_threads)
+
+
+def epoch_loader(run: Run, epoch: int):
+    """This rank's training loader for `epoch` (rebuilt from the seed; see `epoch_data`)."""
+    from dali_pixmix.data.loaders import make_epoch_loader
+    from dali_pixmix.data.stage import PixMixStage
+
+    cfg = run.cfg
+    stage = None
+    if run.bank is not None:
+        stage = PixMixStage(run.bank, k=cfg.pixmix.k, beta=cfg.pixmix.beta,
+                            severity=cfg.pixmix.severity, all_ops=cfg.pixmix.all_ops,
+                            seed=cfg.train.seed, crop=cfg.data.crop)
+    return make_epoch_loader(
+        train_root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
+        batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size), dist=run.dist,
+        crop=cfg.data.crop, pixmix=stage, num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
+        channels_last=use_channels_last(cfg, run.dist.device))
+
+
+def build_eval_loader(cfg: Config, dist: DistInfo):
+    from dali_pixmix.data.loaders import make_eval_loader
+
+    return make_eval_loader(
+        file_root=cfg.data.val, dist=dist, resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+        batch_size=per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size"),
+        num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
+        channels_last=use_channels_last(cfg, dist.device))
+
+
+def setup_run(cfg: Config, dist: DistInfo) -> Run:
+    """Check inputs, build model/optimizer/bank/eval loader (in that order: cheap errors first)."""
+    classes = check_inputs(cfg)
+    per_rank_batch(cfg.train.batch_size, dist.world_size)
+    per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size")
+    from dali_pixmix.data.images import list_samples
+
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp_dtype = resolve_amp(cfg, dist.device)
+    if cfg.data.dtype == "float16" and amp_dtype is None:
+        raise ValueError(f"data.dtype=float16 needs mixed precision, but train.amp={cfg.train.amp} "
+                         f"is off on {dist.device}; set train.amp=bf16/fp16 or data.dtype=float32")
+    model, raw = build_training_model(cfg, classes, dist)
+    run = Run(cfg=cfg, dist=dist, classes=classes, samples=list_samples(cfg.data.train, classes),
+              out_dir=Path(cfg.train.output_dir), model=model, raw_model=raw,
+              optimizer=build_optimizer(cfg, raw, dist.device), amp_dtype=amp_dtype,
+              scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16))
+    run.bank = build_bank(cfg, dist)
+    run.eval_loader = build_eval_loader(cfg, dist)
+    return run
+
+
+def open_logs(run: Run) -> None:
+    """config.yaml (rank 0), TensorBoard when importable, the optional debug log per rank."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    if run.dist.is_main:
+        save_config(run.cfg, run.out_dir / "config.yaml")
+        if run.cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
+            except ImportError:
+                run.writer = None
+    if run.cfg.train.debug_log:
+        run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a", encoding="utf-8")
+
+
+def start(run: Run, resume: str) -> None:
+    """Size the schedule from the loader length, then restore a checkpoint if asked."""
+    cfg = run.cfg
+    state = ckpt_io.resolve_resume(resume, run.out_dir) if run.dist.is_main or resume != "auto" \
+        else None
+    if resume == "auto":  # rank 0 decides which file, so every rank loads the same one
+        path = broadcast_path(state)
+        state = ckpt_io.load_checkpoint(path) if path and not run.dist.is_main else state
+        if state is not None:
+            state["path"] = path
+    batch = per_rank_batch(cfg.train.batch_size, run.dist.world_size)
+    run.steps_per_epoch = (len(run.samples) // run.dist.world_size) // batch  # = len(loader)
+    if run.steps_per_epoch == 0:
+        raise ValueError(f"{cfg.data.train} has {len(run.samples)} images: fewer than one global "
+                         f"batch of {cfg.train.batch_size}; lower train.batch_size")
+    warmup = round(cfg.optim.warmup_epochs * run.steps_per_epoch)
+    run.scheduler = CosineSchedule(run.optimizer, cfg.optim.lr, cfg.optim.min_lr,
+                                   cfg.train.epochs * run.steps_per_epoch, warmup)
+    if state is not None:
+        restore(run, state)
+
+
+def broadcast_path(state: Optional[Dict]) -> Optional[str]:
+    from dali_pixmix.distributed import broadcast_object
+
+    return broadcast_object(state.get("path") if state else None)

@@ -1,0 +1,128 @@
+"""The state of one training run (`Run`), its stop flag, and saving / restoring it as a checkpoint.
+
+Checkpoint files themselves (atomic writes, rotation, lookup) are `training.checkpoint`'s job.
+"""
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from dali_pixmix.training import checkpoint as ckpt_io
+from dali_pixmix.training.schedule import CosineSchedule
+
+from ..config import Config
+from ..distributed import DistInfo, barrier
+
+
+@dataclass
+class Run:
+    """Everything the loop needs; `model` is the (DDP-wrapped, compiled) training module."""
+    cfg: Config
+    dist: DistInfo
+    classes: List[str]
+    samples: list
+    out_dir: Path
+    model: torch.nn.Module
+    raw_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[CosineSchedule] = None
+    scaler: Optional[torch.amp.GradScaler] = None
+    amp_dtype: Optional[torch.dtype] = None
+    bank: Any = None
+    eval_loader: Any = None
+    epoch: int = 0
+    step: int = 0
+    epoch_step: int = 0
+    steps_per_epoch: int = 0
+    last_save: float = field(default_factory=time.monotonic)
+    history: List[Dict] = field(default_factory=list)
+    writer: Any = None
+    debug_file: Any = None
+    halt: bool = False            # all ranks agreed to stop after the current step
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1 (SLURM preemption): checkpoint at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+
+
+def log(run_or_dist, message: str) -> None:
+    dist = run_or_dist.dist if isinstance(run_or_dist, Run) else run_or_dist
+    if dist.is_main:
+        print(message, flush=True)
+
+
+def checkpoint_state(run: Run) -> Dict[str, Any]:
+    return {"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            "epoch": run.epoch, "step": run.step, "epoch_step": run.epoch_step,
+            "steps_per_epoch": run.steps_per_epoch, "world_size": run.dist.world_size,
+            "rng": ckpt_io.capture_rng(), "config": run.cfg.to_dict(),
+            "classes": list(run.classes), "arch": run.cfg.model.arch}
+
+
+def save_checkpoint(run: Run, reason: str) -> None:
+    """Rank 0 writes the step checkpoint; the other ranks wait so nobody exits early."""
+    if run.dist.is_main:
+        path = ckpt_io.save_step_checkpoint(checkpoint_state(run), run.out_dir,
+                                            keep=run.cfg.train.keep_checkpoints)
+        print(f"saved checkpoint {path} ({reason})", flush=True)
+    run.last_save = time.monotonic()
+    barrier()
+
+
+def restore(run: Run, state: Dict[str, Any]) -> None:
+    """Load a checkpoint into the run; errors if classes or architecture disagree."""
+    if list(state["classes"]) != list(run.classes):
+        raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
+                         f"classes but data.train has {len(run.classes)} (or other names); "
+                         "resume with the same dataset or pass --resume none")
+    if state.get("arch", run.cfg.model.arch) != run.cfg.model.arch:
+        raise ValueError(f"checkpoint {state.get('path')} holds a {state['arch']} but model.arch "
+                         f"is {run.cfg.model.arch}")
+    run.raw_model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step, run.epoch_step = state["epoch"], state["step"], state["epoch_step"]
+    if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
+        log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
+                 f"run has {run.steps_per_epoch} (other data or world size); the resumed run "
+                 "will not replay the original data order")
+    ckpt_io.restore_rng(state["rng"])
+    log(run, f"resumed from {state.get('path')} at epoch {run.epoch + 1}, step {run.step}")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (for cross-rank and resume comparisons)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def sync_buffers(run: Run) -> None:
+    """Copy rank 0's BatchNorm statistics to every rank (DDP keeps them per rank between steps)."""
+    if run.dist.is_distributed:
+        for buffer in run.raw_model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
