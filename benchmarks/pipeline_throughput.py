@@ -106,7 +106,7 @@ def timed_rate(batches, count: int, drain: int, device: torch.device, settle: fl
 
 
 def dali_batches(args, train_root, device, stage):
-    loader = make_train_loader(file_root=train_root, batch_size=args.batch_size,
+    loader = make_train_loader(root=train_root, batch_size=args.batch_size,
                                dist=DistInfo(device=device), pixmix=stage,
                                num_threads=args.num_threads)
     return endless(loader)

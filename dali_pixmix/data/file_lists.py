@@ -12,16 +12,17 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dali_pixmix.data.images import IMAGE_EXTENSIONS, class_folders, find_broken_images, scan_images
+from dali_pixmix.data.images import class_images, find_broken_images, scan_images
 
 
 def _check_entry(rel: str, label: int, index: int) -> None:
-    if not rel or "\n" in rel or "\r" in rel or rel != rel.strip():
+    # Cheap string tests: this runs for every sample of every training epoch.
+    if not rel or rel != rel.strip() or "\n" in rel or "\r" in rel:
         raise ValueError(f"file list entry {index}: path {rel!r} is empty or has line breaks or "
                          f"leading/trailing spaces, which the list format cannot hold")
-    if Path(rel).is_absolute():
+    if os.path.isabs(rel):
         raise ValueError(f"file list entry {index}: path {rel!r} must be relative")
-    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+    if type(label) is not int or label < 0:
         raise ValueError(f"file list entry {index}: label {label!r} must be an integer >= 0")
 
 
@@ -33,7 +34,7 @@ def write_file_list(out_path, entries: Sequence[Tuple[str, int]]) -> Path:
     out_path = Path(out_path)
     lines = []
     for index, (rel, label) in enumerate(entries):
-        rel = Path(rel).as_posix() if not isinstance(rel, str) else rel.replace(os.sep, "/")
+        rel = rel.replace(os.sep, "/") if isinstance(rel, str) else Path(rel).as_posix()
         _check_entry(rel, label, index)
         lines.append(f"{rel} {label}\n")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,17 +89,8 @@ def _labelled_files(folder: Path, labels: str) -> Tuple[List[Path], Optional[Lis
         return scan_images(folder), None, []
     if labels != "folder":
         raise ValueError(f"labels must be 'folder' or 'zero', got {labels!r}")
-    classes = class_folders(folder)
-    stray = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    if stray:
-        raise ValueError(f"{folder} has images outside class folders (e.g. {stray[0].name}); "
-                         f"move them into a class folder or use labels='zero'")
-    files, targets = [], []
-    for index, class_dir in enumerate(classes):
-        found = scan_images(class_dir)
-        files += found
-        targets += [index] * len(found)
-    return files, targets, [c.name for c in classes]
+    classes, files, targets = class_images(folder)
+    return files, targets, classes
 
 
 def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool = False,

@@ -49,6 +49,13 @@ def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffl
     """fn.readers.file named "Reader", padded so every rank runs the same number of batches."""
     from nvidia.dali import fn
 
+    if file_root is not None and file_list is None and files is None:
+        # A class-folder root is listed by the package's discovery rule (any depth, hidden files
+        # skipped), never by DALI's own scan, which reads only the top level of each class.
+        from dali_pixmix.data.images import class_images
+
+        _, files, labels = class_images(file_root)
+        file_root = None
     sources = {}
     if file_root is not None:
         sources["file_root"] = str(file_root)

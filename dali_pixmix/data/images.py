@@ -18,14 +18,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
                     ".pgm", ".pbm", ".jp2")
 
 
-def _is_hidden(name: str) -> bool:
-    # Dot files include macOS "._x.jpg" resource forks: JPEG-named junk that fails to decode.
+def is_hidden(name: str) -> bool:
+    """Dot files and folders are never data: they include macOS ``._x.JPEG`` resource forks,
+    JPEG-named junk that fails to decode."""
     return name.startswith(".")
 
 
-def _iter_images(root: Path, extensions: Sequence[str]) -> Iterator[Path]:
+def is_image_name(name: str) -> bool:
+    """The one rule for an image file name: not hidden, extension in ``IMAGE_EXTENSIONS``."""
+    return not is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _iter_images(root: Path) -> Iterator[Path]:
     """Yield image paths under root at any depth (follows symlinks, skips hidden entries)."""
-    wanted = tuple(e.lower() for e in extensions)
     seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -33,9 +38,9 @@ def _iter_images(root: Path, extensions: Sequence[str]) -> Iterator[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
+        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
         for name in filenames:
-            if not _is_hidden(name) and name.lower().endswith(wanted):
+            if is_image_name(name):
                 yield Path(dirpath) / name
 
 
@@ -47,7 +52,7 @@ def _require_dir(root: Path, what: str) -> None:
                                  f"the images")
 
 
-def scan_images(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+def scan_images(root) -> List[Path]:
     """All image files under ``root`` at any depth, extension case-insensitive, sorted by path.
 
     Hidden files and folders (names starting with '.') are skipped. Raises FileNotFoundError
@@ -55,31 +60,57 @@ def scan_images(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path
     """
     root = Path(root)
     _require_dir(root, "image folder")
-    files = sorted(_iter_images(root, extensions), key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(_iter_images(root), key=lambda p: p.relative_to(root).as_posix())
     if not files:
-        raise ValueError(f"no images ({', '.join(extensions)}) found under {root}; "
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
                          f"point to the folder that holds the pictures")
     return files
 
 
-def class_folders(root, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+def subfolders(root) -> List[Path]:
+    """The non-hidden sub-folders of ``root``, sorted by name."""
+    return sorted((p for p in Path(root).iterdir() if p.is_dir() and not is_hidden(p.name)),
+                  key=lambda p: p.name)
+
+
+def class_folders(root) -> List[Path]:
     """The class sub-folders of ``root`` in lexicographic order (class index = position).
 
-    This is the ImageFolder / DALI ``file_root`` convention. Raises ValueError when there is no
-    sub-folder or when a class folder holds no image (it would shift every later label).
+    This is the ImageFolder convention. Raises ValueError when there is no sub-folder, when a
+    class folder holds no image (it would shift every later label) or when images lie directly
+    in ``root`` (outside any class, they would be silently dropped).
     """
     root = Path(root)
     _require_dir(root, "dataset folder")
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)),
-                     key=lambda p: p.name)
+    folders = subfolders(root)
     if not folders:
         raise ValueError(f"{root} has no class sub-folders; expected root/<class>/<image> "
                          f"(for a flat folder use labels='zero', --labels zero)")
-    for folder in folders:
-        if next(_iter_images(folder, extensions), None) is None:
-            raise ValueError(f"class folder {folder} holds no image; remove it or add images "
-                             f"(an empty class would shift the labels of later classes)")
+    empty = [f.name for f in folders if next(_iter_images(f), None) is None]
+    if empty:
+        raise ValueError(f"{root}: {len(empty)} class folder(s) hold no images (e.g. "
+                         f"{root / empty[0]}); remove them or add images (an empty class would "
+                         f"shift the labels of later classes)")
+    stray = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name))
+    if stray:
+        raise ValueError(f"{root} has images outside class folders (e.g. {stray[0]}); move them "
+                         f"into a class folder (or, for an unlabelled set, use labels='zero')")
     return folders
+
+
+def class_images(root) -> Tuple[List[str], List[Path], List[int]]:
+    """(class names, image files, class index of each file) of a class-folder tree.
+
+    Classes follow ``class_folders``; each class contributes its images at any depth, sorted
+    by path. This is what training, validation and evaluation all read.
+    """
+    classes, files, labels = [], [], []
+    for index, folder in enumerate(class_folders(root)):
+        found = scan_images(folder)
+        classes.append(folder.name)
+        files += found
+        labels += [index] * len(found)
+    return classes, files, labels
 
 
 def find_broken_images(files: Sequence[Path], progress: bool = True) -> List[Path]:
@@ -100,14 +131,11 @@ def class_names(root) -> List[str]:
     return [folder.name for folder in class_folders(root)]
 
 
-def list_samples(root: str | Path, classes: Sequence[str]) -> List[Tuple[str, int]]:
-    """(path relative to root, class index) for every picture, in a fixed sorted order."""
+def list_samples(root: str | Path) -> List[Tuple[str, int]]:
+    """(path relative to root, class index) for every picture of ``class_images(root)``."""
     root = Path(root)
-    samples = []
-    for label, wnid in enumerate(classes):
-        files = scan_images(root / wnid)
-        samples.extend((p.relative_to(root).as_posix(), label) for p in files)
-    return samples
+    _, files, labels = class_images(root)
+    return [(p.relative_to(root).as_posix(), label) for p, label in zip(files, labels)]
 
 
 def check_val_classes(val_root: str | Path, train_classes: Sequence[str]) -> None:

@@ -1,9 +1,12 @@
 """PyTorch-facing loaders over the DALI pipelines: `(images, labels)` batches per rank.
 
 Training loaders drop the last partial batch and every rank runs the same number of steps
-(floor of the SMALLEST shard / batch size), so DDP ranks stay in lockstep. Evaluation loaders are
-exact: every picture is seen once across ranks, the padding DALI adds to keep ranks in step is
-removed, and `num_samples` is this rank's exact share.
+(`train_steps_per_epoch`: the SMALLEST shard in whole batches), so DDP ranks stay in lockstep.
+One training loader exists, `make_train_loader`: each epoch's loader is built from (seed,
+epoch), which makes a resumed run replay exactly the data order of an uninterrupted one.
+Evaluation loaders are exact: every picture is seen once across ranks, the padding DALI adds to
+keep ranks in step is removed, and `num_samples` is this rank's exact share. Class-folder roots
+are listed by `data.images` (the package's one discovery rule), never by DALI's own scan.
 
 Images are float32/float16 `[B, 3, H, W]` on the rank's device (channels_last memory format when
 asked), labels int64 `[B]`. Iterating the loader again starts the next epoch; leaving a loop early
@@ -21,9 +24,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from dali_pixmix.data.file_lists import read_file_list
+from dali_pixmix.data.file_lists import read_file_list, write_file_list
 from dali_pixmix.data.graphs import eval_pipeline, train_pipeline
-from dali_pixmix.data.images import class_folders
+from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
 
@@ -61,7 +64,7 @@ class DaliLoader:
 
     def __len__(self) -> int:
         if self.train:
-            return (self.dataset_size // self.num_shards) // self.batch_size
+            return train_steps_per_epoch(self.dataset_size, self.num_shards, self.batch_size)
         return math.ceil(self.shard_size / self.batch_size)
 
     def __iter__(self):
@@ -73,6 +76,12 @@ class DaliLoader:
             if self.channels_last:  # HWC storage viewed as NCHW = channels_last memory format
                 images = images.permute(0, 3, 1, 2)
             yield images, labels.reshape(-1).long()
+
+
+def train_steps_per_epoch(num_samples: int, world_size: int, batch_size: int) -> int:
+    """Steps every rank runs per training epoch: the smallest shard (DALI's split gives it
+    `num_samples // world_size` samples) in whole per-rank batches."""
+    return (num_samples // world_size) // batch_size
 
 
 # --------------------------------------------------------------------------- input checks
@@ -99,20 +108,6 @@ def check_sources(file_root, file_list, files, labels) -> None:
 
 
 # --------------------------------------------------------------------------- factories
-def make_train_loader(*, file_root=None, file_list=None, batch_size: int, dist: DistInfo,
-                      seed: int = 0, crop: int = 224, pixmix: Optional[PixMixStage] = None,
-                      num_threads: int = 2, dtype: str = "float32", channels_last: bool = False,
-                      random_shuffle: bool = True) -> DaliLoader:
-    """Training loader for this rank: shard `dist.rank` of `dist.world_size`, DROP policy."""
-    check_sources(file_root, file_list, None, None)
-    pipe = train_pipeline(file_root=file_root, file_list=file_list, batch_size=batch_size,
-                          crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
-                          num_shards=dist.world_size, seed=seed, num_threads=num_threads,
-                          pixmix=pixmix, dtype=dtype, layout="HWC" if channels_last else "CHW",
-                          random_shuffle=random_shuffle)
-    return DaliLoader(pipe, batch_size=batch_size, train=True, channels_last=channels_last)
-
-
 def make_eval_loader(*, file_root=None, file_list=None, files=None, labels=None,
                      batch_size: int, dist: DistInfo, resize: int = 256, crop: int = 224,
                      no_resize: bool = False, num_threads: int = 2, dtype: str = "float32",
@@ -138,22 +133,24 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-def write_file_list(samples: Sequence[Tuple[str, int]], order: np.ndarray) -> str:
-    """A temporary DALI file list of `samples` in `order`; the caller deletes it."""
+def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoch: int = 0,
+                      seed: int = 0, samples: Optional[Sequence[Tuple[str, int]]] = None,
+                      crop: int = 224, pixmix: Optional[PixMixStage] = None,
+                      num_threads: int = 2, dtype: str = "float32",
+                      channels_last: bool = False) -> DaliLoader:
+    """This rank's DALI training loader of `epoch` (drops the last partial batch).
+
+    `samples` are `(path relative to root, label)` pairs (default: `list_samples(root)`); the
+    epoch reads them in the global order `epoch_order(len(samples), seed, epoch)`, sharded by
+    rank, with DALI and PixMix seeded from `epoch_seed(seed, epoch)`.
+    """
+    samples = list_samples(root) if samples is None else samples
+    order = epoch_order(len(samples), seed, epoch)
     handle, path = tempfile.mkstemp(prefix="dali_pixmix_epoch_", suffix=".txt")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.writelines(f"{samples[i][0]} {samples[i][1]}\n" for i in order)
-    return path
-
-
-def make_epoch_loader(*, train_root: str | Path, samples: Sequence[Tuple[str, int]], epoch: int,
-                      seed: int, batch_size: int, dist: DistInfo, crop: int,
-                      pixmix: Optional[PixMixStage], num_threads: int, dtype: str,
-                      channels_last: bool) -> DaliLoader:
-    """The DALI training loader of `epoch` for this rank (drops the last partial batch)."""
-    path = write_file_list(samples, epoch_order(len(samples), seed, epoch))
+    os.close(handle)
     try:
-        pipe = train_pipeline(file_root=str(train_root), file_list=path, batch_size=batch_size,
+        write_file_list(path, [samples[i] for i in order])
+        pipe = train_pipeline(file_root=str(root), file_list=path, batch_size=batch_size,
                               crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
                               num_shards=dist.world_size, seed=epoch_seed(seed, epoch),
                               num_threads=num_threads, pixmix=pixmix, dtype=dtype,

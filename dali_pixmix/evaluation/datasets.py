@@ -1,13 +1,15 @@
-"""Dataset layouts of the safety benchmarks, validated up front with clear messages.
+"""Folder trees of the safety benchmarks, validated up front with clear messages.
 
-Layouts (spec/evaluation.md):
+Trees (spec/evaluation.md):
   class tree (ImageNet val, ImageNet-R):  <root>/<wnid>/<image>
   ImageNet-C / C-bar:                      <root>/<corruption>/<severity>/<wnid>/<image>
   image set (OOD):                         a folder (images at any depth) or a text file list
                                            (one path per line, relative to the list's folder)
-Severity folders are 1..5; C-bar folders may instead carry their float parameter (e.g. `2.35`),
-which are sorted numerically and mapped to 1..5. Every listing is sorted, so runs are
-reproducible and shardable.
+Images are found by the package's one discovery rule (`data.images`: any depth below the class
+folder, the same extensions, hidden files skipped), so evaluation sees exactly the images that
+training and its validation see. Severity folders are 1..5; C-bar folders may instead carry their
+float parameter (e.g. `2.35`), which are sorted numerically and mapped to 1..5. Every listing is
+sorted, so runs are reproducible and shardable.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dali_pixmix.data.images import class_images, scan_images, subfolders
 from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS, TEST_CORRUPTIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CBAR_CORRUPTIONS = (
     "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
     "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
@@ -60,36 +62,18 @@ class CorruptionCell:
         return f"{self.corruption}/{self.severity}"
 
 
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{what} not found: {path} (pass the folder that holds it)")
     return path
 
 
-def _subdirs(path: Path) -> List[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def class_tree(root: str | Path, name: Optional[str] = None) -> LabelledSet:
-    """<root>/<wnid>/<image>: every class folder must hold at least one image."""
+    """<root>/<wnid>/<images at any depth>: every class folder must hold at least one image."""
     root = _require_dir(Path(root), "class-folder dataset")
-    files, wnids, empty = [], [], []
-    for folder in _subdirs(root):
-        images = sorted(p for p in folder.iterdir() if is_image(p))
-        if not images:
-            empty.append(folder.name)
-        files += [str(p) for p in images]
-        wnids += [folder.name] * len(images)
-    if not files:
-        raise ValueError(f"{root} holds no <class>/<image> files (extensions {IMAGE_EXTENSIONS})")
-    if empty:
-        raise ValueError(f"{root}: {len(empty)} class folders hold no images (e.g. {empty[:3]}); "
-                         "the download looks incomplete")
-    return LabelledSet(name or str(root), tuple(files), tuple(wnids))
+    classes, files, labels = class_images(root)
+    return LabelledSet(name or str(root), tuple(str(f) for f in files),
+                       tuple(classes[k] for k in labels))
 
 
 def severity_map(folders: Sequence[str], where: str) -> Dict[str, int]:
@@ -129,7 +113,7 @@ def corruption_cells(root: str | Path, known: Sequence[str], dataset: str,
     error, so nothing is silently averaged in. `numeric_severities` accepts float folder names.
     """
     root = _require_dir(Path(root), f"{dataset} root")
-    found = [p.name for p in _subdirs(root)]
+    found = [p.name for p in subfolders(root)]
     unknown = [c for c in found if c not in known]
     if unknown:
         raise ValueError(f"{root}: unknown {dataset} corruption folders {unknown}; expected "
@@ -141,7 +125,7 @@ def corruption_cells(root: str | Path, known: Sequence[str], dataset: str,
     cells = []
     for corruption in sorted(wanted, key=list(known).index):
         folder = root / corruption
-        names = [p.name for p in _subdirs(folder)]
+        names = [p.name for p in subfolders(folder)]
         if numeric_severities:
             mapping = severity_map(names, str(folder))
         elif sorted(names) == ["1", "2", "3", "4", "5"]:
@@ -172,10 +156,7 @@ def image_set(path: str | Path) -> Tuple[str, ...]:
     """An unlabelled image set: a folder (images at any depth) or a text file list."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if is_image(p))
-        if not files:
-            raise ValueError(f"{path} holds no images (extensions {IMAGE_EXTENSIONS})")
-        return tuple(files)
+        return tuple(str(p) for p in scan_images(path))
     if not path.is_file():
         raise FileNotFoundError(f"image set not found: {path} (pass a folder or a text file list)")
     lines = [ln.strip() for ln in path.read_text().splitlines()]

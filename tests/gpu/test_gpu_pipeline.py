@@ -44,7 +44,7 @@ def test_gpu_channels_last_and_float16(tiny_imagenet):
 def test_gpu_train_with_pixmix_is_seeded_and_active(tiny_imagenet, tiny_mixing_dir):
     bank = MixingBank.from_folder(tiny_mixing_dir, size=40, device=CUDA)
     assert bank.device == CUDA
-    common = dict(file_root=tiny_imagenet / "train", batch_size=8, dist=DistInfo(device=CUDA),
+    common = dict(root=tiny_imagenet / "train", batch_size=8, dist=DistInfo(device=CUDA),
                   seed=3, crop=CROP)
     first, labels = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
     again, _ = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))

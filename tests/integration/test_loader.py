@@ -1,4 +1,4 @@
-"""DaliLoader: exact sharded evaluation, lockstep training epochs, layouts, clear input errors."""
+"""DaliLoader: exact sharded evaluation, lockstep training epochs, CHW/HWC, clear input errors."""
 from pathlib import Path
 
 import pytest
@@ -61,25 +61,30 @@ def test_channels_last_returns_the_same_values_in_channels_last_memory(tiny_imag
     assert torch.equal(nhwc, chw) and torch.equal(labels, labels_cl)
 
 
-def test_training_ranks_step_in_lockstep_and_epochs_restart(tiny_imagenet):
+def epoch_labels(loader):
+    batches = [(x.shape, y.clone()) for x, y in loader]
+    assert len(batches) == len(loader)
+    assert all(shape == (loader.batch_size, 3, CROP, CROP) for shape, _ in batches)
+    return torch.cat([y for _, y in batches])
+
+
+def test_training_ranks_step_in_lockstep_and_epochs_reshuffle(tiny_imagenet):
     # 48 pictures, 2 ranks, batch 5: each shard has 24 -> 4 full batches, the rest is dropped
-    loaders = [make_train_loader(file_root=tiny_imagenet / "train", batch_size=5,
-                                 dist=rank(r, 2), seed=0, crop=CROP, pixmix=None)
-               for r in range(2)]
-    for loader in loaders:
-        assert len(loader) == 4 and loader.num_samples == 20 and loader.dataset_size == 48
-        epochs = []
-        for _ in range(2):
-            batches = [(x.shape, y.clone()) for x, y in loader]
-            assert len(batches) == 4
-            assert all(shape == (5, 3, CROP, CROP) for shape, _ in batches)
-            epochs.append(torch.cat([y for _, y in batches]))
-        assert not torch.equal(epochs[0], epochs[1])  # reshuffled every epoch
+    def loader(r, epoch):
+        return make_train_loader(root=tiny_imagenet / "train", batch_size=5, dist=rank(r, 2),
+                                 epoch=epoch, seed=0, crop=CROP, pixmix=None)
+
+    for r in range(2):
+        first = loader(r, epoch=0)
+        assert len(first) == 4 and first.num_samples == 20 and first.dataset_size == 48
+        labels = epoch_labels(first)
+        assert torch.equal(epoch_labels(loader(r, epoch=0)), labels)  # rebuilt: same order
+        assert not torch.equal(epoch_labels(loader(r, epoch=1)), labels)  # reshuffled
 
 
 def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
     bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8))
-    common = dict(file_root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=7,
+    common = dict(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=7,
                   crop=CROP, channels_last=True)
     plain, _ = next(iter(make_train_loader(**common, pixmix=None)))
     mixed, _ = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
@@ -90,7 +95,7 @@ def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
 
 def test_batch_larger_than_a_shard_is_a_clear_error(tiny_imagenet):
     with pytest.raises(ValueError, match="too few .* lower the batch size"):
-        make_train_loader(file_root=tiny_imagenet / "train", batch_size=30, dist=rank(0, 2),
+        make_train_loader(root=tiny_imagenet / "train", batch_size=30, dist=rank(0, 2),
                           crop=CROP, pixmix=None)
 
 
@@ -104,7 +109,7 @@ def test_input_errors_name_the_problem(tmp_path, tiny_imagenet):
     first = next(iter(train_files(tiny_imagenet)))
     (empty / "a_class" / "x.JPEG").write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="b_class"):
-        make_train_loader(file_root=empty, batch_size=1, dist=dist, pixmix=None)
+        make_train_loader(root=empty, batch_size=1, dist=dist, pixmix=None)
     listing = empty / "list.txt"
     listing.write_text("a_class/x.JPEG 0\n\na_class/gone.JPEG 1\n")
     with pytest.raises(FileNotFoundError, match="list.txt:3"):

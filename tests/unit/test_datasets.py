@@ -1,4 +1,5 @@
-"""Layout discovery and validation on generated trees (empty files: only names matter here)."""
+"""Benchmark folder trees: discovery and validation on generated trees (empty files: only names
+matter here)."""
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,50 @@ def test_empty_class_folder_is_an_error(tmp_path):
     (tmp_path / "n09999999").mkdir()
     with pytest.raises(ValueError, match="hold no images"):
         datasets.class_tree(tmp_path)
+
+
+def test_class_tree_follows_the_one_discovery_rule(tmp_path):
+    """Images at any depth below a class folder count; hidden files (macOS `._x.JPEG`
+    resource forks) and hidden folders never do; extensions are the package's list."""
+    touch_tree(tmp_path, per_class=1)
+    nested = tmp_path / WNIDS[1] / "batch_2" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "img_9.png").write_bytes(b"")
+    (nested / "img_10.TIFF").write_bytes(b"")
+    (tmp_path / WNIDS[0] / "._img_0.JPEG").write_bytes(b"")
+    (tmp_path / WNIDS[0] / ".cache").mkdir()
+    (tmp_path / WNIDS[0] / ".cache" / "x.jpg").write_bytes(b"")
+    (tmp_path / ".Trashes").mkdir()
+    (tmp_path / ".Trashes" / "y.jpg").write_bytes(b"")
+    s = datasets.class_tree(tmp_path)
+    names = [Path(f).relative_to(tmp_path).as_posix() for f in s.files]
+    assert names == [f"{WNIDS[0]}/img_0.JPEG", f"{WNIDS[1]}/batch_2/deeper/img_10.TIFF",
+                     f"{WNIDS[1]}/batch_2/deeper/img_9.png", f"{WNIDS[1]}/img_0.JPEG",
+                     f"{WNIDS[2]}/img_0.JPEG"]
+    assert s.wnids == (WNIDS[0], WNIDS[1], WNIDS[1], WNIDS[1], WNIDS[2])
+    only_nested = tmp_path / "only_nested"
+    (only_nested / WNIDS[0] / "sub").mkdir(parents=True)
+    (only_nested / WNIDS[0] / "sub" / "a.jpg").write_bytes(b"")
+    assert len(datasets.class_tree(only_nested).files) == 1  # not an "empty" class
+
+
+def test_images_beside_the_class_folders_are_an_error(tmp_path):
+    touch_tree(tmp_path)
+    (tmp_path / "stray.JPEG").write_bytes(b"")
+    with pytest.raises(ValueError, match="images outside class folders.*stray.JPEG"):
+        datasets.class_tree(tmp_path)
+
+
+def test_corruption_cells_and_image_sets_skip_hidden_entries(tmp_path):
+    corruption_tree(tmp_path / "c", ["fog"])
+    (tmp_path / "c" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "c" / "._fog").mkdir()  # hidden folder: not an unknown corruption
+    (tmp_path / "c" / "fog" / "3" / WNIDS[0] / "._img_0.JPEG").write_bytes(b"")
+    cells = datasets.imagenet_c_cells(tmp_path / "c")
+    assert len(cells) == 5 and all(len(c.images.files) == 6 for c in cells)
+    touch_tree(tmp_path / "ood", per_class=1)
+    (tmp_path / "ood" / WNIDS[0] / "._img_0.JPEG").write_bytes(b"")
+    assert len(datasets.image_set(tmp_path / "ood")) == 3
 
 
 def test_imagenet_c_cells_sorted_and_validated(tmp_path):
