@@ -56,7 +56,8 @@ def pick_device(local_rank: int, want: str = "auto") -> torch.device:
     if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but CUDA is not available; use device=auto or cpu")
+        raise ValueError("device 'cuda' was requested but CUDA is not available; use device "
+                         "auto or cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

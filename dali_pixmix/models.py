@@ -1,11 +1,6 @@
-"""Classifier construction and checkpoint loading (ours or torchvision's format).
+"""Classifier construction and loading from a checkpoint (ours or torchvision's format).
 
-Checkpoint format written by training (`dali_pixmix.checkpoint`): a dict with
-  "model": state_dict of the unwrapped model (loads into torchvision's architecture as is),
-  "arch": torchvision model name, "classes": list of wnids in class-index order,
-  "config": the resolved config as a plain dict, plus optimizer/scheduler/scaler/epoch/step/rng.
-A torchvision checkpoint is a bare state_dict; its classes are the sorted 1000 ImageNet wnids.
-Everything is read with `torch.load(weights_only=True)`: no user pickles are executed.
+The checkpoint format and its reader live in `training.checkpoint`.
 """
 from __future__ import annotations
 
@@ -16,6 +11,7 @@ import torch
 import torchvision
 
 from dali_pixmix.classes import imagenet_wnids
+from dali_pixmix.training.checkpoint import read_checkpoint
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:
@@ -24,24 +20,6 @@ def build_model(arch: str, num_classes: int) -> torch.nn.Module:
         raise ValueError(f"unknown model '{arch}': use a torchvision classifier name such as "
                          "resnet50 or resnet18")
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-
-
-def read_checkpoint(path: str | Path) -> Dict:
-    """Load a checkpoint file safely; a bare state_dict is wrapped as {"model": state_dict}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (pass the path of a .pt/.pth file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        return obj
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        return {"model": obj["state_dict"]}
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {"model": obj}
-    raise ValueError(f"{path} is neither a dali-pixmix checkpoint nor a torchvision state_dict")
 
 
 def clean_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 
 
@@ -31,21 +32,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="decode on the GPU (nvJPEG) or the CPU")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-threads", type=int, default=2, help="DALI CPU threads")
+    parser.add_argument("--num-threads", type=int, default=2,
+                        help="DALI CPU threads (the training config's data.num_threads)")
     return parser.parse_args(argv)
-
-
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def build(args: argparse.Namespace) -> MixingBank:
     source = Path(args.source)
-    common = dict(size=args.size, device=pick_device(args.device), batch_size=args.batch_size,
+    common = dict(size=args.size, device=pick_device(0, args.device), batch_size=args.batch_size,
                   num_threads=args.num_threads)
     if source.is_dir():
         return MixingBank.from_folder(source, **common)

@@ -24,13 +24,13 @@ from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Seq
 import numpy as np
 import torch
 
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIX = ".mp4"
 DEFAULT_FRAMES = 31
 TRANSLATE_FRAMES = 41
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def expected_frames(perturbation: str) -> int:

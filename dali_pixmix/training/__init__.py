@@ -1,3 +1,5 @@
-"""Distributed training: run setup, the loop, checkpoints, the lr schedule and the demo."""
+"""Distributed training: run setup, the loop, checkpoints, the lr schedule and the demo.
 
-from dali_pixmix.training.loop import TrainingError, train  # noqa: F401
+Entry point: `training.loop.train(cfg, resume)`. This package imports nothing on its own, so
+`training.checkpoint` (the checkpoint format and its reader) is cheap to import from anywhere.
+"""

@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic writes, rotation, newest-valid lookup, RNG state as tensors.
+"""THE checkpoint format and its one reader; training's atomic writes, rotation and lookup.
 
 A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
   "model"      state_dict of the unwrapped model (no "module."/"_orig_mod." prefixes; loads into
@@ -6,12 +6,17 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
   "optimizer", "scheduler", "scaler" (None without fp16),
   "epoch"      the epoch in progress (0-based), "step" the number of optimizer steps done,
   "epoch_step" steps done inside that epoch (a resume fast-forwards the loader by this many),
+  "steps_per_epoch", "world_size" (a resume on another world size is flagged),
   "rng"        torch/numpy/python generator states as tensors and plain values,
-  "config"     the resolved config as a plain dict, "classes" (wnids), "arch".
-`final.pt` holds the same keys without optimizer/scheduler/scaler/rng.
-The PixMix and DALI generators are not stored: the engine rebuilds each epoch's pipeline from
-(seed, epoch, rank) and replays the "epoch_step" batches already trained, which restores them.
-Everything is loadable with `torch.load(weights_only=True)`.
+  "config"     the resolved config as a plain dict, "classes" (wnids in class-index order),
+  "arch"       the torchvision model name,
+  "provenance" the git revision and library versions that wrote it (`provenance.provenance`).
+`final.pt` holds the same keys without optimizer/scheduler/scaler/rng, plus "val" (the last
+validation metrics). A torchvision checkpoint is a bare state_dict (or {"state_dict": ...}); its
+classes are the sorted 1000 ImageNet wnids. The PixMix and DALI generators are not stored: the
+training loop rebuilds each epoch's pipeline from (seed, epoch, rank) and replays the
+"epoch_step" batches already trained, which restores them. Everything is read with
+`torch.load(weights_only=True)` (`read_checkpoint`): no user pickles are executed.
 """
 from __future__ import annotations
 
@@ -91,19 +96,39 @@ def list_checkpoints(out_dir: str | Path) -> List[Path]:
     return [path for _, path in sorted(found)]
 
 
-def load_checkpoint(path: str | Path) -> Dict[str, Any]:
-    """Read a training checkpoint with weights_only=True; ValueError if truncated or foreign."""
+TRAINING_KEYS = ("model", "epoch", "step", "classes")
+
+
+def read_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Load any checkpoint file safely; a bare state_dict is wrapped as {"model": state_dict}.
+
+    FileNotFoundError when missing; ValueError when unreadable (e.g. truncated) or neither a
+    dali-pixmix checkpoint nor a torchvision state_dict.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (pass --resume auto, none or a .pt path)")
+        raise FileNotFoundError(f"checkpoint not found: {path} (pass the path of a .pt/.pth file)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated or foreign file
         raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); "
-                         "it may be truncated: delete it or pass another --resume path") from err
-    missing = [k for k in ("model", "epoch", "step", "classes") if not isinstance(ckpt, dict) or k not in ckpt]
+                         "it may be truncated: delete it or pass another file") from err
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        return {"model": obj["state_dict"]}
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"model": obj}
+    raise ValueError(f"{path} is neither a dali-pixmix checkpoint nor a torchvision state_dict")
+
+
+def load_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """A checkpoint to resume training from: `read_checkpoint` plus the training keys."""
+    ckpt = read_checkpoint(path)
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
     if missing:
-        raise ValueError(f"{path} is not a dali-pixmix training checkpoint (missing {missing})")
+        raise ValueError(f"{path} is not a dali-pixmix training checkpoint (missing {missing}); "
+                         "pass --resume auto, none or the path of a ckpt_*.pt file")
     return ckpt
 
 
