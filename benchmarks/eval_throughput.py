@@ -12,7 +12,6 @@ import argparse
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
@@ -26,6 +25,7 @@ from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.evaluation import Evaluator  # noqa: E402
 from dali_pixmix.evaluation.datasets import class_tree  # noqa: E402
 from dali_pixmix.models import build_model  # noqa: E402
+from dali_pixmix.precision import autocast, eval_amp_dtype  # noqa: E402
 
 
 def make_tree(root: Path, images: int, size: int, classes: int = 8) -> Path:
@@ -43,8 +43,8 @@ def dali_loader_pass(ev, images, labels) -> int:
     """Decode + resize + crop + normalise only (no model)."""
     from dali_pixmix.data.loaders import make_eval_loader
     loader = make_eval_loader(files=list(images.files), labels=labels.tolist(),
-                              batch_size=ev.batch_size, dist=ev.dist, resize=ev.resize,
-                              crop=ev.crop, num_threads=ev.workers,
+                              batch_size=ev.rank_batch_size, dist=ev.dist, resize=ev.resize,
+                              crop=ev.crop, num_threads=ev.num_threads,
                               dtype="float16" if ev.gpu else "float32", channels_last=ev.gpu)
     return sum(int(batch.shape[0]) for batch, _ in loader)
 
@@ -58,7 +58,6 @@ def torchvision_pass(model, root, args, device) -> int:
     loader = torch.utils.data.DataLoader(ImageFolder(str(root), tf), batch_size=args.batch_size,
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
     gpu = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.float16) if gpu else nullcontext()
     count = 0
     with torch.inference_mode():
         for images, _ in loader:
@@ -66,7 +65,7 @@ def torchvision_pass(model, root, args, device) -> int:
             if gpu:
                 images = images.to(memory_format=torch.channels_last)
             if model is not None:
-                with autocast:
+                with autocast(device, eval_amp_dtype(device)):
                     model(images).float().argmax(1).cpu()
             count += images.shape[0]
     return count
@@ -93,7 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--resize", type=int, default=146)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2,
+                   help="DALI CPU threads (ours) / DataLoader workers (baseline)")
     p.add_argument("--loader-only", action="store_true",
                    help="time the input pipelines alone (no model forward)")
     args = p.parse_args(argv)
@@ -106,8 +106,9 @@ def main(argv=None) -> int:
         arch = args.arch or ("resnet50" if gpu else "resnet18")
         torch.save({"model": build_model(arch, 1000).state_dict(), "arch": arch,
                     "classes": list(imagenet_wnids())}, tmp / "model.pt")
-        ev = Evaluator(str(tmp / "model.pt"), str(tmp / "out"), batch_size=args.batch_size,
-                       resize=args.resize, crop=args.crop, workers=args.workers, progress=False)
+        ev = Evaluator.from_checkpoint(tmp / "model.pt", tmp / "out", batch_size=args.batch_size,
+                                       resize=args.resize, crop=args.crop,
+                                       num_threads=args.workers, progress=False)
         labels = images.labels(ev.classes)
         if args.loader_only:
             ours = timed(lambda: dali_loader_pass(ev, images, labels))

@@ -28,9 +28,10 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.evaluation.imagenet_p import autocast, predict_top5
+from dali_pixmix.evaluation.imagenet_p import predict_top5
 from dali_pixmix.evaluation.video import VideoReader, decode_pyav, list_videos
 from dali_pixmix.models import build_model
+from dali_pixmix.precision import autocast, eval_amp_dtype
 
 
 def parse_args(argv=None):
@@ -96,7 +97,7 @@ def time_model_only(model, device, frames: int, size: int, batch: int) -> float:
     start = time.perf_counter()
     done = 0
     while done < frames:
-        with autocast(device, True):
+        with autocast(device, eval_amp_dtype(device)):
             model(x).float().topk(5, dim=1)
         done += batch
     sync(device)
@@ -118,7 +119,7 @@ def time_baseline(model, entries, device, workers) -> float:
                                          pin_memory=device.type == "cuda")
     start, done = time.perf_counter(), 0
     for video in loader:
-        with autocast(device, True):
+        with autocast(device, eval_amp_dtype(device)):
             model(video.to(device, non_blocking=True)).float().topk(5, dim=1).indices.cpu()
         done += video.shape[0]
     sync(device)

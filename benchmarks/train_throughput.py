@@ -31,7 +31,7 @@ def parse_args():
     p.add_argument("--mixing", help="mixing set folder/list/.npy; default: generated fractals")
     p.add_argument("--bank-cache", help=".npy cache for the mixing bank")
     p.add_argument("--bank-size", type=int, default=None, help="stored bank side (default crop+32)")
-    p.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
+    p.add_argument("--num-threads", type=int, default=2, help="DALI CPU threads")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     return p.parse_args()
@@ -39,10 +39,12 @@ def parse_args():
 
 def make_step(model, optimizer, amp_dtype, device):
     """One training step, identical for every data source."""
+    from dali_pixmix.precision import autocast
+
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def step(images, labels):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -79,7 +81,7 @@ def synthetic_batches(batch, crop, classes, device, channels_last):
 
 
 def dali_batches(loader):
-    while True:  # iterating the loader again starts the next epoch
+    while True:  # iterating the loader again replays its epoch (same work per batch)
         yield from loader
 
 
@@ -102,33 +104,35 @@ def build_sources(args, dist, data, mixing, classes, channels_last):
     from dali_pixmix.mixing.bank import load_or_build_bank
 
     bank = load_or_build_bank(mixing, args.bank_cache, size=args.bank_size or args.crop + 32,
-                              device=dist.device, num_threads=args.threads)
+                              device=dist.device, num_threads=args.num_threads)
     sources = {"synthetic (in memory)": synthetic_batches(args.batch, args.crop, classes,
                                                            dist.device, channels_last)}
     for name, stage in (("DALI, no PixMix", None),
                         ("DALI + PixMix", PixMixStage(bank, crop=args.crop))):
         sources[name] = dali_batches(make_train_loader(
-            file_root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
-            num_threads=args.threads, channels_last=channels_last))
+            root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
+            num_threads=args.num_threads, channels_last=channels_last))
     return sources
 
 
 def main():
     args = parse_args()
     from dali_pixmix.config import Config
-    from dali_pixmix.data.images import class_folders
+    from dali_pixmix.data.images import class_names
     from dali_pixmix.distributed import init_distributed
     from dali_pixmix.models import build_model
-    from dali_pixmix.training.setup import use_channels_last
+    from dali_pixmix.precision import precision_name
+    from dali_pixmix.training.setup import resolve_amp, use_channels_last
 
     dist = init_distributed(args.device)
     device = dist.device
-    amp = args.amp if args.amp != "auto" else ("bf16" if device.type == "cuda" else "off")
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    channels_last = use_channels_last(Config(), device)
+    cfg = Config()
+    cfg.train.amp = args.amp
+    amp_dtype = resolve_amp(cfg, device)
+    channels_last = use_channels_last(cfg, device)
     with tempfile.TemporaryDirectory() as tmp:
         data, mixing = prepare_data(args, Path(tmp))
-        classes = len(class_folders(data))
+        classes = len(class_names(data))
         model = build_model(args.arch, classes).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -142,7 +146,8 @@ def main():
                 speed = timed(step, batches, args.steps, args.warmup, device)
                 results[name] = max(results[name], speed)
     base = results["synthetic (in memory)"]
-    print(f"{args.arch}, batch {args.batch}, crop {args.crop}, amp {amp}, device {device}")
+    print(f"{args.arch}, batch {args.batch}, crop {args.crop}, {precision_name(amp_dtype)}, "
+          f"device {device}")
     print(f"{'source':<24}{'images/s':>12}{'ratio':>8}")
     for name, value in results.items():
         print(f"{name:<24}{value:>12.1f}{value / base:>8.2f}")

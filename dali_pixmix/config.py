@@ -11,7 +11,8 @@ Conventions:
   against the field's type (an int is accepted for a float field; a float written without a dot,
   such as `5e-4`, which YAML 1.1 reads as text, is accepted for a float field too).
 - Relative paths are relative to the working directory of the run.
-- The resolved config is written as YAML next to the checkpoints (`save_config`).
+- The resolved config is written as YAML next to the checkpoints (`save_config`), with a
+  `provenance` section (git revision, library versions) that loading skips.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import yaml
 @dataclass
 class DataConfig:
     train: str = ""               # training folder (one sub-folder per class, named by wnid)
-    val: str = ""                 # validation folder, same layout and class names
+    val: str = ""                 # validation folder, same class folders as data.train
     crop: int = 224               # random-resized-crop size for training
     val_resize: int = 256         # shorter side before the centre crop at evaluation
     val_crop: int = 224
@@ -124,6 +125,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
+PROVENANCE_SECTION = "provenance"  # written by save_config, skipped when loading
+
 _CHOICES = {
     ("data", "dtype"): ("float32", "float16"),
     ("model", "channels_last"): ("auto", "true", "false"),
@@ -196,7 +199,7 @@ def apply_dict(cfg: Config, data: Dict[str, Any], source: str) -> Config:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
     for section, values in data.items():
-        if values is None:
+        if values is None or section == PROVENANCE_SECTION:  # a record of the past run
             continue
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section '{section}' must be a mapping of keys")
@@ -260,16 +263,24 @@ def validate(cfg: Config) -> None:
 
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
-    """Per-rank batch for a GLOBAL batch size; errors when it does not divide evenly."""
+    """Per-rank batch for a GLOBAL batch size; errors when it does not divide evenly.
+
+    `key` names the setting in the message: a config key, or a command-line flag ("--...").
+    """
     if global_batch % world_size:
-        raise ValueError(f"config key '{key}'={global_batch} is the GLOBAL batch and must be "
-                         f"divisible by the world size {world_size}")
+        name = key if key.startswith("--") else f"config key '{key}'"
+        raise ValueError(f"{name}={global_batch} is the GLOBAL batch (summed over ranks) and must "
+                         f"be divisible by the world size {world_size}")
     return global_batch // world_size
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (loadable again with `load_config`)."""
+    """Write the resolved config as YAML (loadable again with `load_config`), followed by a
+    `provenance` section: the git revision and library versions of this process."""
+    from dali_pixmix.provenance import provenance
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    data = {**cfg.to_dict(), PROVENANCE_SECTION: provenance()}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     parser.add_argument("--val", required=True, help="ImageNet val folder: <val>/<wnid>/<image>")
     args = parser.parse_args(argv)
     ev = cli.evaluator_from_args(args)
-    rows = run_clean(ev, args.val, bin_size=args.bin_size)
+    rows = run_clean(ev, args.val, bin_size=args.calibration_bin_size)
     cli.finish(ev, "clean", rows, args.name, ("top1_error", "top5_error", "rms", "ece"))
     return 0
 

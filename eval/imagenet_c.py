@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     cli.add_corruption_args(parser)
     args = parser.parse_args(argv)
     ev = cli.evaluator_from_args(args)
-    rows = run_imagenet_c(ev, args.root, args.protocol, args.corruptions, args.bin_size,
+    rows = run_imagenet_c(ev, args.root, args.protocol, args.corruptions, args.calibration_bin_size,
                           clean_error=cli.clean_error_from(args.out))
     cli.finish(ev, "imagenet_c", rows, args.name,
                ("mce", "mce_partial", "mean_error", "rms", "relative_mce"))

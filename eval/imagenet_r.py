@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--root", required=True, help="ImageNet-R folder: <root>/<wnid>/<image>")
     args = parser.parse_args(argv)
     ev = cli.evaluator_from_args(args)
-    rows = run_imagenet_r(ev, args.root, args.bin_size)
+    rows = run_imagenet_r(ev, args.root, args.calibration_bin_size)
     cli.finish(ev, "imagenet_r", rows, args.name, ("top1_error", "rms", "ece"))
     return 0
 

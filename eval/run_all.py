@@ -30,7 +30,8 @@ def read_yaml(path):
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of task name -> dataset root")
-    allowed = set(TASKS) | {"protocol", "synthetic_ood", "synthetic_count", "seed", "bin_size"}
+    allowed = set(TASKS) | {"protocol", "synthetic_ood", "synthetic_count", "seed",
+                            "calibration_bin_size"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(allowed)}")
@@ -38,7 +39,8 @@ def read_yaml(path):
 
 
 def build_config(args) -> dict:
-    cfg = {"protocol": "pixmix", "synthetic_ood": True, "bin_size": args.bin_size, "seed": 0}
+    cfg = {"protocol": "pixmix", "synthetic_ood": True,
+           "calibration_bin_size": args.calibration_bin_size, "seed": 0}
     if args.data_root:
         cfg.update(discover(args.data_root))
     if args.config:

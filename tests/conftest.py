@@ -23,7 +23,8 @@ TINY_IMAGENET_CLASSES = 6
 
 @pytest.fixture(scope="session")
 def tiny_imagenet(tmp_path_factory):
-    """ImageNet layout root/{train,val}/<wnid>/*.JPEG: 6 classes, 8 train + 4 val each, 48..96 px.
+    """ImageNet-style tree root/{train,val}/<wnid>/*.JPEG: 6 classes, 8 train + 4 val each,
+    48..96 px.
 
     Class k is the k-th ImageNet wnid, so folder order equals the class index.
     """

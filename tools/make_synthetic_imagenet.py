@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a small learnable ImageNet-layout dataset (root/train|val/<wnid>/*.JPEG).
+"""Write a small learnable ImageNet-style dataset (root/train|val/<wnid>/*.JPEG).
 
 Each class is a procedurally drawn object whose shape, texture and hue band depend on the class,
 so a small network learns it in minutes on CPU; use it for demos, smoke tests and benchmarks.

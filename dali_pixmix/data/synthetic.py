@@ -1,4 +1,4 @@
-"""Synthetic data: a learnable ImageNet-layout dataset and procedural fractal mixing pictures.
+"""Synthetic data: a learnable ImageNet-style class-folder tree and procedural fractal pictures.
 
 Conventions: images are uint8 numpy arrays in HWC RGB order. All randomness comes from an explicit
 ``numpy.random.Generator``; writers derive one generator per file from ``(seed, split, class, i)``
@@ -140,7 +140,7 @@ def synthetic_object_image(class_idx: int, rng: np.random.Generator, height: int
 
 
 # --------------------------------------------------------------------------------------------
-# Synthetic ImageNet-layout tree
+# Synthetic ImageNet-style class-folder tree
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,11 @@
 """Shared command-line plumbing of the eval/*.py scripts (thin entry points).
 
-Common flags: --checkpoint, --arch, --out, --batch-size, --resize/--crop (256/224), --workers,
---device, --bin-size. Under torchrun every rank runs the same command and evaluates its shard;
-rank 0 writes `<out>/results/<task>.json|csv`, `<out>/table9.md` and `<out>/plots/*.png`.
+Common flags: --checkpoint, --arch, --out, --batch-size (GLOBAL, as in the training config),
+--resize/--crop (256/224), --num-threads, --device, --calibration-bin-size. Flags that are also
+training config keys carry the same name (`--num-threads` = data.num_threads,
+`--calibration-bin-size` = eval.calibration_bin_size). Under torchrun every rank runs the same
+command and evaluates its shard; rank 0 writes `<out>/results/<task>.json|csv`,
+`<out>/table9.md` and `<out>/plots/*.png`.
 """
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None,
                    help="torchvision architecture (default: from the checkpoint, else resnet50)")
     p.add_argument("--out", required=True, help="output folder (results, cache, plots)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per rank and batch")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="GLOBAL batch: images per forward pass summed over all ranks (divided by "
+                        "the world size, which must divide it), as in the training config")
     p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
     p.add_argument("--crop", type=int, default=224, help="centre crop size")
-    p.add_argument("--workers", type=int, default=2, help="DALI CPU threads per rank")
+    p.add_argument("--num-threads", type=int, default=2,
+                   help="DALI CPU threads per rank (the training config's data.num_threads)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument("--bin-size", type=int, default=100,
+    p.add_argument("--calibration-bin-size", type=int, default=100,
                    help="examples per adaptive bin of the RMS calibration error (papers: 100)")
     p.add_argument("--name", default="this model", help="row name of the model in table9.md")
     return p
@@ -44,8 +50,12 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
-    return Evaluator(args.checkpoint, args.out, arch=args.arch, batch_size=args.batch_size,
-                     resize=args.resize, crop=args.crop, workers=args.workers, device=args.device)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    return Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
+                                     device=args.device, batch_size=args.batch_size,
+                                     resize=args.resize, crop=args.crop,
+                                     num_threads=args.num_threads)
 
 
 def clean_error_from(out: str | Path) -> Optional[float]:

@@ -4,7 +4,7 @@ Flow per perturbation: list and validate `<root>/<folder>/<wnid>/*.mp4` up front
 rank decodes its strided share of the videos (`video.VideoReader`: DALI on GPU, PyAV on CPU) ->
 the model runs on whole frames (no resize, ImageNet mean/std; float16 autocast on CUDA) and
 keeps only each frame's top-5 class indices -> ranks gather them -> metrics -> cached as
-`<cache_dir>/<folder>.npz` (numpy, no pickles) so an interrupted run resumes per perturbation.
+`<cache_dir>/<folder>.npz` (`evaluation.cache`) so an interrupted run resumes per perturbation.
 
 Difficulty d: noise perturbations read the `<name>_<d>` folders (frames compared with frame 0);
 the others compare frames d apart. Normalised figures (FR, T5D, mFR, mT5D) exist for d = 1 only.
@@ -21,10 +21,8 @@ by name in `<out>/imagenet_p_details.json`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 
 from dali_pixmix.distributed import DistInfo, all_gather_objects, broadcast_object
-from dali_pixmix.evaluation import report
+from dali_pixmix.evaluation import cache, report
 from dali_pixmix.evaluation.video import (
     VideoClip,
     VideoEntry,
@@ -43,6 +41,7 @@ from dali_pixmix.evaluation.video import (
     shard,
 )
 from dali_pixmix.metrics import perturbation as pm
+from dali_pixmix.precision import autocast, eval_amp_dtype, precision_name
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def perturbation_folder(perturbation: str, difficulty: int) -> str:
 
 def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
              classes: Sequence[str]) -> Dict[str, List[VideoEntry]]:
-    """Validate the whole layout before any decoding: perturbation -> its videos."""
+    """Validate the whole folder tree before any decoding: perturbation -> its videos."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"ImageNet-P root not found: {root} (pass --root <folder with "
@@ -104,13 +103,6 @@ def list_all(root: str | Path, perturbations: Sequence[str], difficulty: int,
                     root, strangers)
     return {p: list_videos(root / perturbation_folder(p, difficulty), classes)
             for p in perturbations}
-
-
-def autocast(device: torch.device, amp: bool):
-    """float16 autocast on CUDA (as the rest of the suite; finer than bfloat16 for rankings)."""
-    if not (amp and device.type == "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.float16)
 
 
 def batched_clips(clips: Iterable[VideoClip], batch_frames: int) -> Iterator[List[VideoClip]]:
@@ -138,7 +130,7 @@ def predict_top5(model: torch.nn.Module, clips: Iterable[VideoClip], device: tor
         frames = torch.cat([c.frames for c in group])
         if device.type == "cuda":  # the suite's GPU models are channels_last
             frames = frames.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
+        with autocast(device, eval_amp_dtype(device, amp)):
             logits = model(frames)
         top5 = logits.float().topk(pm.TOP_K, dim=1).indices.to(torch.int32).cpu().numpy()
         start = 0
@@ -151,12 +143,13 @@ def predict_top5(model: torch.nn.Module, clips: Iterable[VideoClip], device: tor
 
 def evaluate_folder(model, entries: Sequence[VideoEntry], perturbation: str, folder: str,
                     info: DistInfo, *, batch_frames: int, amp: bool, backend: str,
-                    workers: int = 2, progress: bool = False) -> PerturbationResult:
+                    num_threads: int = 2, progress: bool = False) -> PerturbationResult:
     """Decode this rank's share of `entries`, predict, and gather every rank's results."""
     mine = shard(entries, info.rank, info.world_size)
     num_frames = expected_frames(folder)
     reader = VideoReader(mine, num_frames, info.device, normalize=True, backend=backend,
-                         batch_videos=max(1, round(batch_frames / num_frames)), workers=workers)
+                         batch_videos=max(1, round(batch_frames / num_frames)),
+                         workers=num_threads)
     clips: Iterable[VideoClip] = reader
     if progress and info.is_main:
         from tqdm import tqdm
@@ -174,45 +167,32 @@ def evaluate_folder(model, entries: Sequence[VideoEntry], perturbation: str, fol
         np.stack([merged[n][1] for n in names]), skipped)
 
 
-def cache_path(cache_dir: str | Path, folder: str) -> Path:
-    return Path(cache_dir) / f"{folder}.npz"
+CACHE_FIELDS = ("names", "labels", "top5", "skipped_names", "skipped_reasons")
 
 
-def save_cache(result: PerturbationResult, path: Path, fingerprint: str) -> None:
-    """Write one perturbation's predictions atomically (plain arrays, no pickles)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+def save_result(result: PerturbationResult, path: Path, fingerprint: str) -> None:
+    """Write one perturbation's predictions to its cache (plain arrays, no pickles)."""
     skipped = result.skipped or [("", "")]
-    np.savez(tmp, fingerprint=np.array(fingerprint), perturbation=np.array(result.perturbation),
-             names=np.array(result.names), labels=result.labels, top5=result.top5,
-             skipped_names=np.array([s[0] for s in skipped]),
-             skipped_reasons=np.array([s[1] for s in skipped]))
-    os.replace(tmp, path)
+    cache.save(path, fingerprint, {
+        "names": np.array(result.names), "labels": result.labels, "top5": result.top5,
+        "skipped_names": np.array([s[0] for s in skipped]),
+        "skipped_reasons": np.array([s[1] for s in skipped])})
 
 
-def load_cache(path: Path, fingerprint: str, perturbation: str, folder: str,
-               entries: Sequence[VideoEntry]) -> Optional[PerturbationResult]:
+def load_result(path: Path, fingerprint: str, perturbation: str, folder: str,
+                entries: Sequence[VideoEntry]) -> Optional[PerturbationResult]:
     """A cached result if it was made by the same model/settings for the same videos."""
-    if not path.is_file():
+    data = cache.load(path, fingerprint, CACHE_FIELDS)
+    if data is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["fingerprint"]) != fingerprint:
-                log.warning("%s was made with other settings or another checkpoint: "
-                            "recomputing", path)
-                return None
-            skipped = [(str(n), str(r)) for n, r in
-                       zip(data["skipped_names"], data["skipped_reasons"]) if n]
-            names = [str(n) for n in data["names"]]
-            result = PerturbationResult(perturbation, folder, names, data["labels"], data["top5"],
-                                        skipped, from_cache=True)
-    except (OSError, KeyError, ValueError) as err:  # truncated or foreign file
-        log.warning("cannot read %s (%s): recomputing", path, err)
-        return None
+    skipped = [(str(n), str(r)) for n, r in zip(data["skipped_names"], data["skipped_reasons"])
+               if n]
+    names = [str(n) for n in data["names"]]
     if sorted(names + [s[0] for s in skipped]) != sorted(e.name for e in entries):
         log.warning("%s lists other videos than %s now holds: recomputing", path, folder)
         return None
-    return result
+    return PerturbationResult(perturbation, folder, names, data["labels"], data["top5"], skipped,
+                              from_cache=True)
 
 
 def evaluate_perturbation(model, entries: Sequence[VideoEntry], perturbation: str, difficulty: int,
@@ -220,28 +200,25 @@ def evaluate_perturbation(model, entries: Sequence[VideoEntry], perturbation: st
                           **kwargs) -> PerturbationResult:
     """One perturbation, resumed from its cache when possible (the main rank decides)."""
     folder = perturbation_folder(perturbation, difficulty)
-    path = cache_path(cache_dir, folder) if cache_dir else None
+    path = cache.cache_file(cache_dir, folder) if cache_dir else None
     cached = None
     if path and info.is_main:
-        cached = load_cache(path, fingerprint, perturbation, folder, entries)
+        cached = load_result(path, fingerprint, perturbation, folder, entries)
     cached = broadcast_object(cached)
     if cached is not None:
         return cached
     result = evaluate_folder(model, entries, perturbation, folder, info, **kwargs)
     if path and info.is_main:
-        save_cache(result, path, fingerprint)
+        save_result(result, path, fingerprint)
     return result
-
-
-def precision_name(device: torch.device, amp: bool) -> str:
-    return "amp-fp16" if (amp and device.type == "cuda") else "fp32"
 
 
 def protocol_name(difficulty: int, device: torch.device, amp: bool, backend: str) -> str:
     """How the numbers were made: unresized frames, difficulty, precision, video decoder."""
     decoder = "pyav" if backend == "pyav" else (
         "dali-nvdec" if device.type == "cuda" else "dali-cpu")
-    return f"hendrycks:no-resize,difficulty={difficulty},{precision_name(device, amp)},{decoder}"
+    precision = precision_name(eval_amp_dtype(device, amp))
+    return f"hendrycks:no-resize,difficulty={difficulty},{precision},{decoder}"
 
 
 def summarize(results: Dict[str, PerturbationResult], difficulty: int) -> Dict[str, Dict]:
@@ -303,7 +280,7 @@ def plot_flip_rates(table: Dict[str, Dict], path: str | Path) -> Optional[Path]:
 def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | Path,
                    info: DistInfo, *, cache_dir: Optional[str | Path], difficulty: int = 1,
                    perturbations: str | Sequence[str] = "test", batch_size: int = 256,
-                   amp: bool = True, backend: str = "auto", workers: int = 2,
+                   amp: bool = True, backend: str = "auto", num_threads: int = 2,
                    fingerprint: str = "", progress: bool = True
                    ) -> Tuple[List[report.Row], Dict[str, Dict]]:
     """Evaluate ImageNet-P: (tidy rows, `summarize` table). Writes only the cache.
@@ -327,7 +304,7 @@ def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | P
             model, listing[name], name, difficulty, info,
             cache_dir=Path(cache_dir) if cache_dir else None,
             fingerprint=f"{fingerprint}|{protocol}", batch_frames=batch_size, amp=amp,
-            backend=backend, workers=workers, progress=progress)
+            backend=backend, num_threads=num_threads, progress=progress)
     table = summarize(results, difficulty)
     return result_rows(table, difficulty, protocol), table
 
@@ -366,11 +343,12 @@ def summary_line(table: Dict[str, Dict], rows: Sequence[report.Row], details: Pa
 def run_imagenet_p_task(ev, root: str | Path, *, difficulty: int = 1,
                         perturbations: str | Sequence[str] = "test", backend: str = "auto",
                         amp: bool = True) -> List[report.Row]:
-    """ImageNet-P with an `evaluation.Evaluator` (model, classes, ranks, out, batch size)."""
+    """ImageNet-P with an `evaluation.Evaluator` (model, classes, ranks, out, batch size: its
+    per-rank share of the global batch counts frames)."""
     rows, table = run_imagenet_p(
         ev.model, ev.classes, root, ev.dist, cache_dir=ev.out / "cache" / TASK,
-        difficulty=difficulty, perturbations=perturbations, batch_size=ev.batch_size, amp=amp,
-        backend=backend, workers=ev.workers, fingerprint=repr(ev.model_key),
+        difficulty=difficulty, perturbations=perturbations, batch_size=ev.rank_batch_size,
+        amp=amp, backend=backend, num_threads=ev.num_threads, fingerprint=repr(ev.model_key),
         progress=ev.progress)
     if ev.dist.is_main:
         ev.log(summary_line(table, rows, write_outputs(rows, table, ev.out)))

@@ -1,7 +1,7 @@
 """Task registry of eval/run_all.py: task name -> function(evaluator, config) -> rows.
 
 `config` is a plain dict: dataset roots under the task names ("clean" is the ImageNet val
-folder), "ood" a {name: folder or file list} mapping, plus "protocol", "bin_size",
+folder), "ood" a {name: folder or file list} mapping, plus "protocol", "calibration_bin_size",
 "synthetic_ood", "synthetic_count", "seed". A task runs when its dataset is configured. To add a
 task (e.g. ImageNet-P), add one entry to TASKS (and HEADLINES) and its folder names to
 DATA_ROOT_NAMES; a configured root under the task's name then runs it.
@@ -26,21 +26,21 @@ TaskFn = Callable[[Evaluator, dict], List[Row]]
 
 
 def _clean(ev: Evaluator, cfg: dict) -> List[Row]:
-    return run_clean(ev, cfg["clean"], cfg["bin_size"])
+    return run_clean(ev, cfg["clean"], cfg["calibration_bin_size"])
 
 
 def _imagenet_c(ev: Evaluator, cfg: dict) -> List[Row]:
     from dali_pixmix.evaluation.cli import clean_error_from
-    return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"], bin_size=cfg["bin_size"],
+    return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"], bin_size=cfg["calibration_bin_size"],
                           clean_error=clean_error_from(ev.out))
 
 
 def _imagenet_cbar(ev: Evaluator, cfg: dict) -> List[Row]:
-    return run_imagenet_cbar(ev, cfg["imagenet_cbar"], cfg["protocol"], bin_size=cfg["bin_size"])
+    return run_imagenet_cbar(ev, cfg["imagenet_cbar"], cfg["protocol"], bin_size=cfg["calibration_bin_size"])
 
 
 def _imagenet_r(ev: Evaluator, cfg: dict) -> List[Row]:
-    return run_imagenet_r(ev, cfg["imagenet_r"], cfg["bin_size"])
+    return run_imagenet_r(ev, cfg["imagenet_r"], cfg["calibration_bin_size"])
 
 
 def _imagenet_p(ev: Evaluator, cfg: dict) -> List[Row]:
@@ -60,7 +60,7 @@ TASKS: Dict[str, TaskFn] = {"clean": _clean, "imagenet_c": _imagenet_c,
                             "imagenet_cbar": _imagenet_cbar, "imagenet_r": _imagenet_r,
                             "imagenet_p": _imagenet_p, "ood": _ood}
 
-# Layout checks run for every configured task before any inference starts.
+# Folder-tree checks run for every configured task before any inference starts.
 VALIDATORS: Dict[str, Callable[[dict], object]] = {
     "clean": lambda cfg: datasets.class_tree(cfg["clean"], name="ImageNet val"),
     "imagenet_c": lambda cfg: datasets.imagenet_c_cells(cfg["imagenet_c"]),
@@ -71,7 +71,7 @@ VALIDATORS: Dict[str, Callable[[dict], object]] = {
 
 
 def validate(cfg: dict, tasks: List[str]) -> None:
-    """Check every configured dataset's layout up front, so a bad folder fails in seconds."""
+    """Check every configured dataset's folders up front, so a bad one fails in seconds."""
     for task in tasks:
         if task in VALIDATORS:
             VALIDATORS[task](cfg)

@@ -1,6 +1,6 @@
 """Evaluation results as tidy rows, the paper's Table 9, and plots.
 
-A row is `(task, dataset, variant, severity, metric, value, n, protocol)`:
+A row is `(task, dataset, variant, severity, metric, value, n, protocol, software)`:
   task      clean | imagenet_c | imagenet_cbar | imagenet_r | imagenet_p | ood
   dataset   the evaluated set ("imagenet_val", "imagenet_c", an OOD set name, or "mean")
   variant   corruption / perturbation / score name; "mean" for a summary over them; "" if none
@@ -11,19 +11,22 @@ A row is `(task, dataset, variant, severity, metric, value, n, protocol)`:
   value     PERCENT for every metric (errors, calibration, AUROC/AUPR/FPR95, mFR/mT5D)
   n         number of images behind the value
   protocol  the preprocessing / convention that produced it (e.g. "pixmix:resize256-crop224")
+  software  the code and library versions that wrote it (`provenance.software_string`),
+            stamped by `write_rows`; "" in files written before it existed
 Plots use matplotlib's Agg backend and are written as PNG.
 """
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-FIELDS = ("task", "dataset", "variant", "severity", "metric", "value", "n", "protocol")
+FIELDS = ("task", "dataset", "variant", "severity", "metric", "value", "n", "protocol",
+          "software")
 
 TABLE9_COLUMNS = ("clean err", "C mCE", "C-bar err", "R err", "P mFR", "P mT5D", "RMS clean",
                   "RMS C", "RMS C-bar", "RMS R", "AUROC", "AUPR")
@@ -54,6 +57,7 @@ class Row:
     value: float
     n: int
     protocol: str
+    software: str = ""
 
 
 def row(task: str, dataset: str, metric: str, value: float, n: int, protocol: str,
@@ -64,7 +68,13 @@ def row(task: str, dataset: str, metric: str, value: float, n: int, protocol: st
 
 
 def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str) -> List[Path]:
-    """Write `<stem>.json` (a list of row objects) and `<stem>.csv`; returns both paths."""
+    """Write `<stem>.json` (a list of row objects) and `<stem>.csv`; returns both paths.
+
+    Rows without a `software` entry are stamped with this process's `software_string()`.
+    """
+    from dali_pixmix.provenance import software_string
+
+    rows = [r if r.software else replace(r, software=software_string()) for r in rows]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
@@ -77,13 +87,15 @@ def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str) -> List[Path
 
 
 def read_rows(path: str | Path) -> List[Row]:
-    """Rows from a JSON file written by `write_rows` (or any list of row objects)."""
+    """Rows from a JSON file written by `write_rows` (or any list of row objects; fields with a
+    default, such as `software`, may be absent, as in files written by older versions)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
     try:
         data = json.loads(path.read_text())
-        return [Row(**{f.name: item[f.name] for f in fields(Row)}) for item in data]
+        return [Row(**{f.name: item[f.name] for f in fields(Row)
+                       if f.name in item or f.default is MISSING}) for item in data]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a list of result rows with fields {FIELDS}: {err}")
 
@@ -116,7 +128,7 @@ def table9_values(rows: Sequence[Row]) -> List[str]:
 
 
 def table9_markdown(rows: Sequence[Row], name: str = "this model") -> str:
-    """Markdown table in the paper's Table 9 layout with its Baseline/AugMix/PixMix rows."""
+    """Markdown table in the form of the paper's Table 9, with its Baseline/AugMix/PixMix rows."""
     lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
              "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
     for method, values in PAPER_TABLE9.items():
@@ -142,7 +154,7 @@ CE_SHORT_NAMES = (
 
 
 def ce_table_markdown(rows: Sequence[Row], name: str = "this model") -> str:
-    """Per-corruption CE in the paper's Table 15 layout (clean error, mCE, 15 CEs), percent."""
+    """Per-corruption CE in the form of the paper's Table 15 (clean error, mCE, 15 CEs), %."""
     ce = {r.variant: r.value for r in rows if r.task == "imagenet_c" and r.metric == "ce"}
     clean = summary_value(rows, "clean", "top1_error")
     mce = summary_value(rows, "imagenet_c", "mce")
@@ -231,7 +243,7 @@ def save_figure(fig, plt, path: str | Path) -> Path:
 
 def write_report(out_dir: str | Path, name: str = "this model") -> Path:
     """Collect `<out>/results/*.json`; write `<out>/table9.md`, `<out>/imagenet_c_ce.md` (Table 15
-    layout, when ImageNet-C was evaluated) and the plots; returns the table9.md path.
+    form, when ImageNet-C was evaluated) and the plots; returns the table9.md path.
 
     Every task (including ones added later, e.g. ImageNet-P) contributes by writing its rows
     with `write_rows(rows, <out>/results, <task>)`.

@@ -1,28 +1,34 @@
 """Inference over one evaluation cell, sharded across ranks, with an on-disk prediction cache.
 
+The ONE evaluation path: the eval/*.py scripts (a checkpoint file, `Evaluator.from_checkpoint`)
+and validation during training (the model being trained, `Evaluator(model, classes, ...)`) both
+predict through `Evaluator.infer`, under the same precision policy (`precision.eval_amp_dtype`),
+so they produce the same numbers for the same weights and images.
+
 A *cell* is one set of labelled images evaluated together (ImageNet val, one ImageNet-C
 (corruption, severity) folder, ImageNet-R, one OOD set). Its `Predictions` hold, in file order:
   labels      int64 [N]     label in the model's class space (or in the mask's, when masked)
   top5        int32 [N, 5]  top-5 predicted classes in the same space
   confidence  float32 [N]   max softmax probability
   msp, maxlogit, energy     float32 [N] anomaly scores (higher = more anomalous)
-Caches live in `<out>/cache/<task>/<cell>.npz` (numpy, read with allow_pickle=False) with a
-fingerprint of the checkpoint, preprocessing, mask and file list; a rerun skips finished cells
-and metrics can be recomputed from them.
+  nll         float32 [N]   cross-entropy of the label (the validation loss)
+Caches (`evaluation.cache`) live in `<out>/cache/<task>/<cell>.npz` with a fingerprint of the
+checkpoint, preprocessing, mask and file list; a rerun skips finished cells and metrics can be
+recomputed from them. Batch sizes are GLOBAL (summed over ranks), like the training config's.
 """
 from __future__ import annotations
 
-import hashlib
-import re
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
+from dali_pixmix.config import per_rank_batch
 from dali_pixmix.distributed import (
     DistInfo,
     all_gather_objects,
@@ -30,9 +36,11 @@ from dali_pixmix.distributed import (
     broadcast_object,
     init_distributed,
 )
-from dali_pixmix.models import load_classifier
+from dali_pixmix.evaluation import cache
+from dali_pixmix.precision import autocast, eval_amp_dtype
 
-FIELDS = ("labels", "top5", "confidence", "msp", "maxlogit", "energy")
+FIELDS = ("labels", "top5", "confidence", "msp", "maxlogit", "energy", "nll")
+TABLE_COLUMNS = 10  # batch_tensors: 5 top-5 indices and 5 per-image values
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Predictions:
     msp: np.ndarray
     maxlogit: np.ndarray
     energy: np.ndarray
+    nll: np.ndarray
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -60,8 +69,9 @@ class Predictions:
         return cls(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS})
 
 
-def batch_tensors(logits: torch.Tensor) -> torch.Tensor:
-    """[B, 9] float32 on the logits' device: top-5 indices, confidence, msp, maxlogit, energy.
+def batch_tensors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, 10] float32 on the logits' device: top-5 indices, confidence, msp, maxlogit, energy,
+    nll.
 
     Computed where the logits live so a GPU run copies one small tensor at the end, not one
     per batch. Fewer than 5 classes: missing top-5 slots are -1 (never a label).
@@ -72,7 +82,8 @@ def batch_tensors(logits: torch.Tensor) -> torch.Tensor:
     if k < 5:
         top = torch.cat([top, top.new_full((top.shape[0], 5 - k), -1.0)], dim=1)
     confidence = torch.softmax(logits, dim=1).amax(dim=1)
-    scores = [confidence, -confidence, -logits.amax(dim=1), -torch.logsumexp(logits, dim=1)]
+    nll = F.cross_entropy(logits, labels.to(logits.device), reduction="none")
+    scores = [confidence, -confidence, -logits.amax(dim=1), -torch.logsumexp(logits, dim=1), nll]
     return torch.cat([top, torch.stack(scores, dim=1)], dim=1)
 
 
@@ -84,64 +95,65 @@ def to_predictions(table: torch.Tensor, labels: torch.Tensor) -> Predictions:
                        confidence=table[:, 5].astype(np.float32),
                        msp=table[:, 6].astype(np.float32),
                        maxlogit=table[:, 7].astype(np.float32),
-                       energy=table[:, 8].astype(np.float32))
+                       energy=table[:, 8].astype(np.float32),
+                       nll=table[:, 9].astype(np.float32))
 
 
 def batch_predictions(logits: torch.Tensor, labels: torch.Tensor) -> Predictions:
     """Predictions of one batch from logits [B, K] and labels [B]."""
-    return to_predictions(batch_tensors(logits), labels)
+    return to_predictions(batch_tensors(logits, labels), labels)
 
 
-def safe_name(text: str) -> str:
-    """A file-system-safe cell name (corruption/severity -> corruption_severity)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "cell"
+def load_predictions(path: Path, key: str) -> Optional[Predictions]:
+    """Cached predictions when the file is readable and made under `key`, else None."""
+    arrays = cache.load(path, key, FIELDS)
+    return None if arrays is None else Predictions(**arrays)
 
 
-def fingerprint(*parts) -> str:
-    digest = hashlib.sha1()
-    for part in parts:
-        digest.update(repr(part).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def save_cache(path: Path, preds: Predictions, key: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, fingerprint=np.array(key), **{f: getattr(preds, f) for f in FIELDS})
-    tmp.replace(path)  # a crash never leaves a half-written cache
-
-
-def load_cache(path: Path, key: str) -> Optional[Predictions]:
-    """Cached predictions when the file exists and its fingerprint matches, else None."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["fingerprint"]) != key:
-                return None
-            return Predictions(**{f: data[f] for f in FIELDS})
-    except (OSError, KeyError, ValueError):
-        return None  # unreadable cache: recompute
+def save_predictions(path: Path, preds: Predictions, key: str) -> None:
+    cache.save(path, key, {f: getattr(preds, f) for f in FIELDS})
 
 
 class Evaluator:
-    """A classifier, its class list and the preprocessing settings shared by every task."""
+    """A classifier, its class list and the preprocessing settings shared by every task.
 
-    def __init__(self, checkpoint: str, out: str, arch: Optional[str] = None,
-                 batch_size: int = 64, resize: int = 256, crop: int = 224, workers: int = 2,
-                 device: str = "auto", dist: Optional[DistInfo] = None, progress: bool = True):
+    `model` is used as given (training passes the module it trains; its train/eval mode is
+    restored after each pass). `batch_size` is GLOBAL and must divide by the world size. `out`
+    and `model_key` (what identifies the weights, e.g. checkpoint path, size and mtime) enable
+    the prediction cache of `predict`; `infer` never caches.
+    """
+
+    def __init__(self, model: torch.nn.Module, classes: Sequence[str], *,
+                 out: Optional[str | Path] = None, model_key=None, batch_size: int = 256,
+                 resize: int = 256, crop: int = 224, num_threads: int = 2,
+                 dist: Optional[DistInfo] = None, device: str = "auto", amp: bool = True,
+                 progress: bool = True):
         self.dist = dist or init_distributed(device)
         self.gpu = self.dist.device.type == "cuda"
-        self.model, self.classes = load_classifier(checkpoint, arch, self.dist.device)
-        if self.gpu:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        ckpt = Path(checkpoint).resolve()
-        stat = ckpt.stat()
-        self.model_key = (str(ckpt), stat.st_size, stat.st_mtime_ns, arch)
-        self.out, self.batch_size, self.workers = Path(out), batch_size, workers
-        self.resize, self.crop = resize, crop
+        self.model, self.classes, self.model_key = model, list(classes), model_key
+        self.out = None if out is None else Path(out)
+        self.batch_size = batch_size
+        self.rank_batch_size = per_rank_batch(batch_size, self.dist.world_size, "--batch-size")
+        self.resize, self.crop, self.num_threads = resize, crop, num_threads
+        self.amp_dtype = eval_amp_dtype(self.dist.device, amp)
         self.progress = progress and self.dist.is_main
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
+                        device: str = "auto", dist: Optional[DistInfo] = None,
+                        **settings) -> "Evaluator":
+        """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict)."""
+        from dali_pixmix.models import load_classifier
+
+        dist = dist or init_distributed(device)
+        model, classes = load_classifier(checkpoint, arch, dist.device)
+        if dist.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        path = Path(checkpoint).resolve()
+        stat = path.stat()
+        return cls(model, classes, out=out, model_key=(str(path), stat.st_size,
+                                                       stat.st_mtime_ns, arch),
+                   dist=dist, **settings)
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
@@ -151,6 +163,11 @@ class Evaluator:
         """tqdm over cells on rank 0, the plain sequence elsewhere."""
         return tqdm(items, desc=desc, unit="cell", disable=not self.progress)
 
+    def cache_path(self, task: str, cell: str) -> Path:
+        if self.out is None or self.model_key is None:
+            raise ValueError("this evaluator has no output folder or model key: no cache")
+        return cache.cache_file(self.out / "cache" / cache.safe_name(task), cell)
+
     def predict(self, files: Sequence[str], labels: np.ndarray, *, task: str, cell: str,
                 no_resize: bool = False, mask: Optional[torch.Tensor] = None) -> Predictions:
         """Predictions for `files` in file order, from the cache when it is up to date.
@@ -158,16 +175,21 @@ class Evaluator:
         With a `mask` (model class indices kept, e.g. ImageNet-R's 200), logits are restricted
         to those columns and `labels` must be positions in the mask.
         """
-        path = self.out / "cache" / safe_name(task) / f"{safe_name(cell)}.npz"
+        path = self.cache_path(task, cell)
         mask_list = None if mask is None else mask.tolist()
-        key = fingerprint(self.model_key, self.resize, self.crop, no_resize, mask_list,
-                          list(files), np.asarray(labels).tolist())
-        cached = broadcast_object(load_cache(path, key) if self.dist.is_main else None)
+        key = cache.fingerprint(self.model_key, self.resize, self.crop, no_resize, mask_list,
+                                list(files), np.asarray(labels).tolist())
+        return self._cached(path, key, lambda: self.infer(files, labels, no_resize=no_resize,
+                                                          mask=mask, desc=cell))
+
+    def _cached(self, path: Path, key: str, compute: Callable[[], Predictions]) -> Predictions:
+        """Rank 0 reads the cache and tells the others; on a miss every rank computes."""
+        cached = broadcast_object(load_predictions(path, key) if self.dist.is_main else None)
         if cached is not None:
             return cached
-        preds = self.infer(files, labels, no_resize=no_resize, mask=mask, desc=cell)
+        preds = compute()
         if self.dist.is_main:
-            save_cache(path, preds, key)
+            save_predictions(path, preds, key)
         barrier()
         return preds
 
@@ -177,30 +199,42 @@ class Evaluator:
 
         labels = np.asarray(labels, dtype=np.int64)
         loader = make_eval_loader(files=list(files), labels=labels.tolist(),
-                                  batch_size=self.batch_size, dist=self.dist,
+                                  batch_size=self.rank_batch_size, dist=self.dist,
                                   resize=self.resize, crop=self.crop, no_resize=no_resize,
-                                  num_threads=self.workers,
-                                  dtype="float16" if self.gpu else "float32",
-                                  channels_last=self.gpu)
+                                  num_threads=self.num_threads,
+                                  dtype="float16" if self.amp_dtype == torch.float16
+                                  else "float32", channels_last=self.gpu)
         mask = None if mask is None else mask.to(self.dist.device)
-        merged = Predictions.concat(all_gather_objects(self._run_batches(loader, mask, desc)))
+        with self._eval_mode():
+            local = self._run_batches(loader, mask, desc)
+        merged = Predictions.concat(all_gather_objects(local))
         return self._check_exact(merged, labels, desc)
 
-    def _forward(self, images: torch.Tensor, mask) -> torch.Tensor:
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.gpu else nullcontext()
-        with autocast:
+    @contextmanager
+    def _eval_mode(self):
+        """The model in eval mode for one pass, its previous mode restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def _forward(self, images: torch.Tensor, labels: torch.Tensor, mask) -> torch.Tensor:
+        with autocast(self.dist.device, self.amp_dtype):
             logits = self.model(images)
-        return batch_tensors(logits if mask is None else logits[:, mask])
+        return batch_tensors(logits if mask is None else logits[:, mask], labels)
 
     @torch.inference_mode()
     def _run_batches(self, loader, mask, desc) -> Predictions:
         tables, labels_seen = [], []
         for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
                                    unit="batch"):
-            tables.append(self._forward(images, mask))
+            tables.append(self._forward(images, labels, mask))
             labels_seen.append(labels)
         if not tables:  # a rank with an empty shard
-            return to_predictions(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long))
+            return to_predictions(torch.zeros(0, TABLE_COLUMNS),
+                                  torch.zeros(0, dtype=torch.long))
         return to_predictions(torch.cat(tables), torch.cat(labels_seen))
 
     def predict_generated(self, make_images: Callable[[np.ndarray], np.ndarray], count: int, *,
@@ -210,20 +244,17 @@ class Evaluator:
         `make_images(indices)` returns uint8 [B, H, W, 3]; each rank generates its contiguous
         slice of indices; labels are 0. `key` identifies the generator in the cache fingerprint.
         """
-        path = self.out / "cache" / safe_name(task) / f"{safe_name(cell)}.npz"
-        fp = fingerprint(self.model_key, "generated", key, count)
-        cached = broadcast_object(load_cache(path, fp) if self.dist.is_main else None)
-        if cached is not None:
-            return cached
+        fp = cache.fingerprint(self.model_key, "generated", key, count)
+        return self._cached(self.cache_path(task, cell), fp,
+                            lambda: self._infer_generated(make_images, count, cell))
+
+    def _infer_generated(self, make_images, count: int, desc: str) -> Predictions:
         r, w = self.dist.rank, self.dist.world_size
-        local = self._run_generated(make_images, np.arange(count * r // w, count * (r + 1) // w),
-                                    cell)
-        preds = self._check_exact(Predictions.concat(all_gather_objects(local)),
-                                  np.zeros(count, dtype=np.int64), cell)
-        if self.dist.is_main:
-            save_cache(path, preds, fp)
-        barrier()
-        return preds
+        with self._eval_mode():
+            local = self._run_generated(make_images,
+                                        np.arange(count * r // w, count * (r + 1) // w), desc)
+        return self._check_exact(Predictions.concat(all_gather_objects(local)),
+                                 np.zeros(count, dtype=np.int64), desc)
 
     @torch.inference_mode()
     def _run_generated(self, make_images, indices: np.ndarray, desc: str) -> Predictions:
@@ -231,14 +262,16 @@ class Evaluator:
         dev = self.dist.device
         mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
-        tables = [torch.zeros(0, 9, device=dev)]
-        chunks = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        tables = [torch.zeros(0, TABLE_COLUMNS, device=dev)]
+        step = self.rank_batch_size
+        chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
         for chunk in tqdm(chunks, desc=desc, leave=False, disable=not self.progress, unit="batch"):
             pixels = torch.from_numpy(make_images(chunk)).to(dev).permute(0, 3, 1, 2).float()
             images = (pixels / 255 - mean) / std
             if self.gpu:
                 images = images.contiguous(memory_format=torch.channels_last)
-            tables.append(self._forward(images, None))
+            zeros = torch.zeros(len(chunk), dtype=torch.long, device=dev)
+            tables.append(self._forward(images, zeros, None))
         table = torch.cat(tables)
         return to_predictions(table, torch.zeros(table.shape[0], dtype=torch.long))
 

@@ -8,7 +8,7 @@ a message says so) rather than a number computed on too few examples.
 from __future__ import annotations
 
 from functools import partial
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -41,25 +41,33 @@ def preprocessing(ev: Evaluator, protocol: str = "resize") -> str:
     return f"{prefix}resize{ev.resize}-crop{ev.crop}"
 
 
+def classification_metrics(preds: Predictions, bin_size: int) -> Dict[str, Optional[float]]:
+    """Percent: top1_error, top5_error, rms (published protocol: last adaptive bin dropped),
+    rms_all_bins, ece (15 equal-width bins). RMS is None for sets smaller than `bin_size`.
+
+    The one computation behind both the evaluation rows and validation during training.
+    """
+    enough = len(preds) >= bin_size
+    rms = {metric: (100 * calibration.rms_calibration_error(
+        preds.confidence, preds.correct, bin_size, drop_last_bin=drop) if enough else None)
+        for metric, drop in (("rms", True), ("rms_all_bins", False))}
+    return {"top1_error": 100 * (1 - preds.correct.mean()),
+            "top5_error": 100 * (1 - preds.top5_correct.mean()), **rms,
+            "ece": 100 * calibration.expected_calibration_error(preds.confidence, preds.correct)}
+
+
 def classification_rows(ev: Evaluator, preds: Predictions, base: dict, bin_size: int,
                         top5: bool = False) -> List[Row]:
     """Top-1 (and top-5) error, RMS (both bin conventions) and ECE of one set of predictions."""
-    n = len(preds)
-    rows = [row(metric="top1_error" if top5 else "error", value=100 * (1 - preds.correct.mean()),
-                n=n, **base)]
-    if top5:
-        rows.append(row(metric="top5_error", value=100 * (1 - preds.top5_correct.mean()), n=n,
-                        **base))
-    if n >= bin_size:
-        for metric, drop in (("rms", True), ("rms_all_bins", False)):
-            value = calibration.rms_calibration_error(preds.confidence, preds.correct, bin_size,
-                                                      drop_last_bin=drop)
-            rows.append(row(metric=metric, value=100 * value, n=n, **base))
+    n, values = len(preds), classification_metrics(preds, bin_size)
+    names = ["top1_error", "top5_error"] if top5 else ["top1_error"]
+    rows = [row(metric=m if top5 else "error", value=values[m], n=n, **base) for m in names]
+    if values["rms"] is not None:
+        rows += [row(metric=m, value=values[m], n=n, **base) for m in ("rms", "rms_all_bins")]
     else:
         ev.log(f"note: {base.get('dataset')} {base.get('variant', '')} {base.get('severity') or ''}"
                f" has {n} images < bin size {bin_size}: no RMS calibration row")
-    rows.append(row(metric="ece", value=100 * calibration.expected_calibration_error(
-        preds.confidence, preds.correct), n=n, **base))
+    rows.append(row(metric="ece", value=values["ece"], n=n, **base))
     return rows
 
 

@@ -39,10 +39,10 @@ def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
     from dali_pixmix.evaluation.tasks import run_ood
 
     cfg = run.cfg
-    ev = Evaluator(str(final_path), out=str(run.out_dir / "eval"), arch=cfg.model.arch,
-                   batch_size=cfg.eval.batch_size // run.dist.world_size,
-                   resize=cfg.data.val_resize, crop=cfg.data.val_crop,
-                   workers=cfg.data.num_threads, dist=run.dist, progress=False)
+    ev = Evaluator.from_checkpoint(final_path, out=run.out_dir / "eval", arch=cfg.model.arch,
+                                   dist=run.dist, batch_size=cfg.eval.batch_size,
+                                   resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+                                   num_threads=cfg.data.num_threads, progress=False)
     rows = run_ood(ev, cfg.data.val, {}, synthetic=True)
     return [(f"anomaly detection AUROC, {r.variant} (%)", f"{r.value:.1f}")
             for r in rows if r.dataset == "mean" and r.metric == "auroc"]

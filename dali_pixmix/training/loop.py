@@ -4,9 +4,12 @@
 plain single process). Conventions:
 - `step` counts optimizer steps since the start of training; `epoch` is 0-based internally and
   printed 1-based; the lr follows `schedule.cosine_lr` per step.
-- Every epoch's DALI loader is rebuilt from (seed, epoch) (see `epoch_data`), so a resume
-  fast-forwards the loader by the steps already done in the epoch and continues exactly where an
-  uninterrupted run would be (deterministic on CPU with `train.deterministic`).
+- Every epoch's DALI loader is rebuilt from (seed, epoch) (`data.loaders.make_train_loader`),
+  so a resume fast-forwards the loader by the steps already done in the epoch and continues
+  exactly where an uninterrupted run would be (deterministic on CPU with `train.deterministic`).
+- Validation runs through the evaluation suite's runner (`evaluation.runner.Evaluator`) on the
+  images eval/clean.py would read, under the evaluation precision policy, so both report the
+  same numbers for the same weights.
 - Rank 0 writes checkpoints, `metrics.jsonl`, `config.yaml`, `final.pt` into `train.output_dir`.
 - SIGTERM/SIGUSR1 set a flag; all ranks agree on it at the next step boundary, save, and return.
 """
@@ -19,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dali_pixmix.config import Config
 from dali_pixmix.distributed import (
-    all_gather_objects,
     all_reduce_sum,
     barrier,
     cleanup,
     init_distributed,
 )
+from dali_pixmix.precision import autocast
+from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
 from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
@@ -47,20 +52,10 @@ class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step."""
 
 
-# ----------------------------------------------------------------------------- run state
-
-
-# ----------------------------------------------------------------------------- setup
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
 # ----------------------------------------------------------------------------- one step
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Forward/backward/update under autocast; returns the detached loss."""
-    with torch.autocast(run.dist.device.type, dtype=run.amp_dtype or torch.float32,
-                        enabled=run.amp_dtype is not None):
+    with autocast(run.dist.device, run.amp_dtype):
         loss = F.cross_entropy(run.model(images), labels)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -162,44 +157,30 @@ def log_step(run: Run, labels: torch.Tensor, meter: Meter) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
-@torch.no_grad()
 def evaluate(run: Run) -> Dict[str, Any]:
-    """Top-1/top-5/loss/RMS/ECE on the validation set, exact across ranks (each image once)."""
+    """Top-1/top-5/loss/RMS/ECE on the validation set through the evaluation runner: exact
+    across ranks (each image once), the same numbers eval/clean.py reports for these weights."""
     sync_buffers(run)
-    model = run.raw_model.eval()
-    parts = []
-    for images, labels in run.eval_loader:
-        with torch.autocast(run.dist.device.type, dtype=run.amp_dtype or torch.float32,
-                            enabled=run.amp_dtype is not None):
-            logits = model(images)
-        logits = logits.float()
-        probs = logits.softmax(dim=1)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        parts.append(torch.stack([probs.max(dim=1).values,
-                                  (probs.argmax(dim=1) == labels).float(),
-                                  (top5 == labels[:, None]).any(dim=1).float(),
-                                  F.cross_entropy(logits, labels, reduction="none")]).cpu())
-    model.train()
-    local = torch.cat(parts, dim=1) if parts else torch.zeros(4, 0)
-    merged = torch.cat(all_gather_objects(local), dim=1).double().numpy()
-    return validation_metrics(merged, run.cfg.eval.calibration_bin_size, len(run.classes))
+    preds = run.evaluator.infer(run.val_files, run.val_labels, desc="validation")
+    return validation_metrics(preds, run.cfg.eval.calibration_bin_size, len(run.classes))
 
 
-def validation_metrics(rows, bin_size: int, num_classes: int) -> Dict[str, Any]:
-    """Metrics from rows (confidence, correct, top5-correct, loss) x N. Percentages."""
-    from dali_pixmix.metrics.calibration import expected_calibration_error, rms_calibration_error
+def validation_metrics(preds, bin_size: int, num_classes: int) -> Dict[str, Any]:
+    """Accuracies, loss and calibration of validation `Predictions`, in percent.
 
-    conf, correct, top5, loss = rows
-    n = int(conf.size)
-    out = {"n": n, "top1": 100 * correct.mean(), "top5": 100 * top5.mean(),
-           "loss": float(loss.mean()), "chance_top1": 100 / num_classes,
-           "ece15": 100 * expected_calibration_error(conf, correct), "rms": None,
+    The numbers are the evaluation suite's (`tasks.classification_metrics`), as accuracies.
+    """
+    from dali_pixmix.evaluation.tasks import classification_metrics
+
+    values = classification_metrics(preds, bin_size)
+    out = {"n": len(preds), "top1": 100 - values["top1_error"],
+           "top5": 100 - values["top5_error"], "loss": float(np.mean(preds.nll, dtype=np.float64)),
+           "chance_top1": 100 / num_classes, "ece15": values["ece"], "rms": values["rms"],
            "rms_note": f"adaptive bins of {bin_size}, last bin dropped as in the reference code"}
-    if n >= bin_size:
-        out["rms"] = 100 * rms_calibration_error(conf, correct, bin_size, drop_last_bin=True)
-    else:
-        out["rms_note"] = f"not computed: {n} images < eval.calibration_bin_size={bin_size}"
-    return {k: (float(v) if isinstance(v, float) else v) for k, v in out.items()}
+    if values["rms"] is None:
+        out["rms_note"] = (f"not computed: {len(preds)} images < "
+                           f"eval.calibration_bin_size={bin_size}")
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- epoch end
@@ -232,14 +213,13 @@ def save_final(run: Run, val: Optional[Dict]) -> Path:
         ckpt_io.atomic_save({"model": run.raw_model.state_dict(), "classes": list(run.classes),
                              "arch": run.cfg.model.arch, "config": run.cfg.to_dict(),
                              "epoch": run.epoch, "step": run.step, "epoch_step": 0,
-                             "val": json.loads(json.dumps(val))}, path)
+                             "val": json.loads(json.dumps(val)),
+                             "provenance": provenance()}, path)
     barrier()
     return path
 
 
 # ----------------------------------------------------------------------------- entry point
-
-
 def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     """Epoch loop; returns the status and the last validation metrics."""
     cfg = run.cfg

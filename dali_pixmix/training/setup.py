@@ -105,8 +105,8 @@ def build_bank(cfg: Config, dist: DistInfo):
 
 
 def epoch_loader(run: Run, epoch: int):
-    """This rank's training loader for `epoch` (rebuilt from the seed; see `epoch_data`)."""
-    from dali_pixmix.data.loaders import make_epoch_loader
+    """This rank's training loader for `epoch` (rebuilt from the seed and the epoch)."""
+    from dali_pixmix.data.loaders import make_train_loader
     from dali_pixmix.data.stage import PixMixStage
 
     cfg = run.cfg
@@ -115,25 +115,29 @@ def epoch_loader(run: Run, epoch: int):
         stage = PixMixStage(run.bank, k=cfg.pixmix.k, beta=cfg.pixmix.beta,
                             severity=cfg.pixmix.severity, all_ops=cfg.pixmix.all_ops,
                             seed=cfg.train.seed, crop=cfg.data.crop)
-    return make_epoch_loader(
-        train_root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
+    return make_train_loader(
+        root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
         batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size), dist=run.dist,
         crop=cfg.data.crop, pixmix=stage, num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
         channels_last=use_channels_last(cfg, run.dist.device))
 
 
-def build_eval_loader(cfg: Config, dist: DistInfo):
-    from dali_pixmix.data.loaders import make_eval_loader
+def build_validation(run: Run) -> None:
+    """The validation images (the one discovery rule, as eval/clean.py lists them) and the
+    evaluation runner over the model being trained (the one evaluation path)."""
+    from dali_pixmix.evaluation.datasets import class_tree
+    from dali_pixmix.evaluation.runner import Evaluator
 
-    return make_eval_loader(
-        file_root=cfg.data.val, dist=dist, resize=cfg.data.val_resize, crop=cfg.data.val_crop,
-        batch_size=per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size"),
-        num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
-        channels_last=use_channels_last(cfg, dist.device))
+    cfg = run.cfg
+    images = class_tree(cfg.data.val, name="validation")
+    run.val_files, run.val_labels = list(images.files), images.labels(run.classes).tolist()
+    run.evaluator = Evaluator(run.raw_model, run.classes, batch_size=cfg.eval.batch_size,
+                              resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+                              num_threads=cfg.data.num_threads, dist=run.dist, progress=False)
 
 
 def setup_run(cfg: Config, dist: DistInfo) -> Run:
-    """Check inputs, build model/optimizer/bank/eval loader (in that order: cheap errors first)."""
+    """Check inputs, build model/optimizer/bank/validation (in that order: cheap errors first)."""
     classes = check_inputs(cfg)
     per_rank_batch(cfg.train.batch_size, dist.world_size)
     per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size")
@@ -148,12 +152,12 @@ def setup_run(cfg: Config, dist: DistInfo) -> Run:
         raise ValueError(f"data.dtype=float16 needs mixed precision, but train.amp={cfg.train.amp} "
                          f"is off on {dist.device}; set train.amp=bf16/fp16 or data.dtype=float32")
     model, raw = build_training_model(cfg, classes, dist)
-    run = Run(cfg=cfg, dist=dist, classes=classes, samples=list_samples(cfg.data.train, classes),
+    run = Run(cfg=cfg, dist=dist, classes=classes, samples=list_samples(cfg.data.train),
               out_dir=Path(cfg.train.output_dir), model=model, raw_model=raw,
               optimizer=build_optimizer(cfg, raw, dist.device), amp_dtype=amp_dtype,
               scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16))
     run.bank = build_bank(cfg, dist)
-    run.eval_loader = build_eval_loader(cfg, dist)
+    build_validation(run)
     return run
 
 
@@ -182,8 +186,10 @@ def start(run: Run, resume: str) -> None:
         state = ckpt_io.load_checkpoint(path) if path and not run.dist.is_main else state
         if state is not None:
             state["path"] = path
+    from dali_pixmix.data.loaders import train_steps_per_epoch
+
     batch = per_rank_batch(cfg.train.batch_size, run.dist.world_size)
-    run.steps_per_epoch = (len(run.samples) // run.dist.world_size) // batch  # = len(loader)
+    run.steps_per_epoch = train_steps_per_epoch(len(run.samples), run.dist.world_size, batch)
     if run.steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.train} has {len(run.samples)} images: fewer than one global "
                          f"batch of {cfg.train.batch_size}; lower train.batch_size")

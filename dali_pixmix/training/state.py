@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training.schedule import CosineSchedule
 
@@ -35,7 +36,9 @@ class Run:
     scaler: Optional[torch.amp.GradScaler] = None
     amp_dtype: Optional[torch.dtype] = None
     bank: Any = None
-    eval_loader: Any = None
+    evaluator: Any = None         # evaluation.runner.Evaluator over raw_model (validation)
+    val_files: List[str] = field(default_factory=list)
+    val_labels: List[int] = field(default_factory=list)
     epoch: int = 0
     step: int = 0
     epoch_step: int = 0
@@ -75,7 +78,8 @@ def checkpoint_state(run: Run) -> Dict[str, Any]:
             "epoch": run.epoch, "step": run.step, "epoch_step": run.epoch_step,
             "steps_per_epoch": run.steps_per_epoch, "world_size": run.dist.world_size,
             "rng": ckpt_io.capture_rng(), "config": run.cfg.to_dict(),
-            "classes": list(run.classes), "arch": run.cfg.model.arch}
+            "classes": list(run.classes), "arch": run.cfg.model.arch,
+            "provenance": provenance()}
 
 
 def save_checkpoint(run: Run, reason: str) -> None:

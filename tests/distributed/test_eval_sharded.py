@@ -39,8 +39,8 @@ def test_two_ranks_match_one_process(tmp_path):
     torch.save({"model": build_model("resnet18", 5).state_dict(), "arch": "resnet18",
                 "classes": WNIDS}, tmp_path / "m.pt")
     args = ["--checkpoint", str(tmp_path / "m.pt"), "--val", str(tmp_path / "val"),
-            "--resize", "36", "--crop", "32", "--batch-size", "4", "--workers", "1",
-            "--bin-size", "4", "--device", "cpu"]
+            "--resize", "36", "--crop", "32", "--batch-size", "4", "--num-threads", "1",
+            "--calibration-bin-size", "4", "--device", "cpu"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={free_port()}", str(REPO / "eval" / "clean.py"), *args,
            "--out", str(tmp_path / "two")]

@@ -38,7 +38,7 @@ def test_cuda_and_cpu_evaluation_agree(tmp_path):
         out = tmp_path / device
         argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(out), "--val",
                 str(tmp_path / "val"), "--resize", "64", "--crop", "56", "--batch-size", "8",
-                "--bin-size", "8", "--device", device]
+                "--calibration-bin-size", "8", "--device", device]
         assert script("clean").main(argv) == 0
         cache[device] = np.load(out / "cache" / "clean" / "val.npz")
     np.testing.assert_array_equal(cache["cpu"]["labels"], cache["cuda"]["labels"])

@@ -74,7 +74,7 @@ def test_ood_cli_folders_lists_and_synthetic(tmp_path, capsys):
     argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(out), "--val",
             str(tmp_path / "val"), "--ood", f"textures={tmp_path / 'textures'}",
             f"listed={tmp_path / 'list.txt'}", "--synthetic-count", "4", "--resize", "36",
-            "--crop", "32", "--batch-size", "4", "--workers", "1", "--device", "cpu"]
+            "--crop", "32", "--batch-size", "4", "--num-threads", "1", "--device", "cpu"]
     assert cli.run_cli(ood_script().main, argv) == 0
     rows = json.loads((out / "results" / "ood.json").read_text())
     sets = {r["dataset"] for r in rows}
@@ -95,8 +95,9 @@ def test_ood_cli_folders_lists_and_synthetic(tmp_path, capsys):
     assert mean == pytest.approx(np.mean(per_set)) and len(per_set) == 5
     assert not (out / "ood_synthetic").exists()  # nothing written to disk
     # generated in memory == the same images written as PNG and read through DALI unresized
-    ev = Evaluator(str(tmp_path / "m.pt"), str(tmp_path / "files"), batch_size=4, resize=36,
-                   crop=32, workers=1, device="cpu", progress=False)
+    ev = Evaluator.from_checkpoint(tmp_path / "m.pt", tmp_path / "files", device="cpu",
+                                   batch_size=4, resize=36, crop=32, num_threads=1,
+                                   progress=False)
     for kind in ("gaussian", "blobs"):
         files = write_synthetic_set(kind, tmp_path / "synthetic" / kind, 4, size=32, seed=0)
         via_files = ev.infer(files, np.zeros(4, dtype=np.int64), no_resize=True)

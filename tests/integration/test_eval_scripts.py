@@ -6,6 +6,7 @@ forward pass of the same checkpoint.
 """
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 WNIDS = list(imagenet_wnids()[:6])
-SMALL = ["--batch-size", "4", "--workers", "1", "--bin-size", "4", "--device", "cpu"]
+SMALL = ["--batch-size", "4", "--num-threads", "1", "--calibration-bin-size", "4", "--device", "cpu"]
 
 
 def script(name):
@@ -109,6 +110,22 @@ def test_clean_rows_labels_and_report(data, tmp_path):
     assert (out / "plots" / "reliability_clean.png").stat().st_size > 1000
 
 
+def test_truncated_cache_is_recomputed_with_a_warning(data, tmp_path, caplog):
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(data / "m.pt"), "--out", str(out), "--val", str(data / "val"),
+            "--resize", "36", "--crop", "32", *SMALL]
+    assert cli.run_cli(script("clean").main, argv) == 0
+    first = rows_of(out, "clean")
+    path = out / "cache" / "clean" / "val.npz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted copy, a full disk
+    with caplog.at_level(logging.WARNING):
+        assert cli.run_cli(script("clean").main, argv) == 0
+    assert f"cannot read cache {path}" in caplog.text
+    assert rows_of(out, "clean") == first
+    assert np.load(path)["labels"].shape == (12,)  # rewritten whole
+
+
 def test_imagenet_c_partial_matches_independent_forward(data, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--checkpoint", str(data / "m.pt"), "--out", str(out), "--root", str(data / "c"),
@@ -146,7 +163,7 @@ def test_imagenet_c_protocol_changes_inputs(data, tmp_path):
     assert not np.allclose(conf["unresized"], conf["pixmix"])
 
 
-def test_imagenet_c_bad_layout_is_one_error_line(data, tmp_path, capsys):
+def test_imagenet_c_bad_folders_are_one_error_line(data, tmp_path, capsys):
     bad = tmp_path / "c"
     class_tree(bad / "fog" / "1", WNIDS[:1], 1, (8, 8), 0)
     argv = ["--checkpoint", str(data / "m.pt"), "--out", str(tmp_path / "o"), "--root", str(bad),

@@ -6,6 +6,7 @@ video with PyAV itself, normalises with torchvision, runs the model in fp32 and 
 """
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_script_matches_independent_predictions_and_resumes(setup, tmp_path, cap
     root, ckpt, model = setup
     out = tmp_path / "out"
     proc = run_script("--checkpoint", ckpt, "--root", root, "--out", out, "--device", "cpu",
-                      "--batch-size", 64, "--workers", 2)
+                      "--batch-size", 64, "--num-threads", 2)
     assert proc.returncode == 0, proc.stderr
     assert "10 perturbations, 20 videos, 2 skipped, 0 from cache" in proc.stdout
     rows = rows_by_key(out)
@@ -177,7 +178,7 @@ def test_difficulty_two_reads_noise_folders_and_skips_normalised(setup, tmp_path
     assert not any(m in ("fr", "t5d", "mfr", "mt5d") for _, _, m in rows)
 
 
-def test_layout_errors_are_clear(setup, tmp_path, capsys):
+def test_folder_errors_are_clear(setup, tmp_path, capsys):
     root, ckpt, _ = setup
     main = load_main()
     common = ["--checkpoint", str(ckpt), "--out", str(tmp_path), "--device", "cpu"]
@@ -239,3 +240,24 @@ def test_ranks_split_videos_without_overlap(setup):
         rows = [whole.names.index(n) for n in part.names]
         np.testing.assert_array_equal(part.top5, whole.top5[rows])
     assert sorted(parts[0].names + parts[1].names) == sorted(whole.names)
+
+
+def test_truncated_cache_is_recomputed_with_a_warning(setup, tmp_path, caplog):
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.evaluation.imagenet_p import evaluate_perturbation
+    from dali_pixmix.evaluation.video import list_videos
+    root, _, model = setup
+    entries = list_videos(root / "tilt", CLASSES)
+    kwargs = dict(cache_dir=tmp_path, fingerprint="model-x", batch_frames=64, amp=False,
+                  backend="pyav")
+    first = evaluate_perturbation(model, entries, "tilt", 1, DistInfo(), **kwargs)
+    path = tmp_path / "tilt.npz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level(logging.WARNING):
+        again = evaluate_perturbation(model, entries, "tilt", 1, DistInfo(), **kwargs)
+    assert f"cannot read cache {path}" in caplog.text
+    assert not again.from_cache and again.names == first.names
+    np.testing.assert_array_equal(again.top5, first.top5)
+    cached = evaluate_perturbation(model, entries, "tilt", 1, DistInfo(), **kwargs)
+    assert cached.from_cache and np.array_equal(cached.top5, first.top5)  # rewritten whole

@@ -2,8 +2,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dali_pixmix.config import Config, load_config, per_rank_batch, save_config
+from dali_pixmix.provenance import provenance
 
 pytestmark = pytest.mark.unit
 
@@ -72,10 +74,12 @@ def test_global_batch_split():
         per_rank_batch(512, 3)
 
 
-def test_saved_config_round_trips(tmp_path):
+def test_saved_config_round_trips_and_records_the_software(tmp_path):
     cfg = load_config(None, ["optim.lr=0.5", "train.max_steps=7", "pixmix.bank_cache=x.npy"])
-    again = load_config(save_config(cfg, tmp_path / "out" / "config.yaml"))
+    path = save_config(cfg, tmp_path / "out" / "config.yaml")
+    again = load_config(path)
     assert again == cfg and again != Config()
+    assert yaml.safe_load(path.read_text())["provenance"] == provenance()
 
 
 def test_recipes_match_the_paper():

@@ -1,11 +1,14 @@
-"""Result rows, the Table 9 layout and the plots."""
+"""Result rows, the Table 9 form and the plots."""
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+import dali_pixmix
 from dali_pixmix.evaluation import report
+from dali_pixmix.provenance import provenance
 from dali_pixmix.metrics.calibration import reliability_bins
 
 pytestmark = pytest.mark.unit
@@ -30,7 +33,8 @@ def sample_rows():
 def test_json_csv_round_trip(tmp_path):
     rows = sample_rows()
     json_path, csv_path = report.write_rows(rows, tmp_path, "results")
-    assert report.read_rows(json_path) == rows
+    read = report.read_rows(json_path)
+    assert [replace(r, software="") for r in read] == rows
     with csv_path.open() as fh:
         table = list(csv.DictReader(fh))
     assert tuple(table[0]) == report.FIELDS and len(table) == len(rows)
@@ -41,7 +45,27 @@ def test_json_csv_round_trip(tmp_path):
         report.read_rows(tmp_path / "bad.json")
 
 
-def test_table9_layout_and_cells():
+def test_rows_record_the_software_and_old_files_still_read(tmp_path):
+    json_path, csv_path = report.write_rows(sample_rows(), tmp_path, "results")
+    info = provenance()
+    for stamp in [r.software for r in report.read_rows(json_path)] + \
+            [line["software"] for line in csv.DictReader(csv_path.open())]:
+        assert f"git={info['git_revision']}" in stamp
+        for library in ("python", "torch", "torchvision", "dali", "numpy"):
+            assert f"{library}={info[library]}" in stamp
+    assert f"dali-pixmix={dali_pixmix.__version__}" in stamp
+    # a results file written before rows carried the software field
+    old = [{k: v for k, v in item.items() if k != "software"}
+           for item in json.loads(json_path.read_text())]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert [r.software for r in report.read_rows(tmp_path / "old.json")] == [""] * len(old)
+    # a row that already says which software made it keeps its stamp
+    kept = replace(sample_rows()[0], software="dali-pixmix=0.0.9 git=abc")
+    path, _ = report.write_rows([kept], tmp_path, "kept")
+    assert report.read_rows(path) == [kept]
+
+
+def test_table9_form_and_cells():
     md = report.table9_markdown(sample_rows(), name="my model")
     lines = md.splitlines()
     assert lines[0] == ("| method | clean err | C mCE | C-bar err | R err | P mFR | P mT5D | "
@@ -75,7 +99,7 @@ def test_plots_written(tmp_path):
     assert report.plot_corruption_errors(rows[:1], tmp_path / "none.png") is None
 
 
-def test_ce_table_layout():
+def test_ce_table_form():
     rows = [report.row("imagenet_c", "imagenet_c", "ce", 61.4, 10, PROTO, variant="fog"),
             report.row("imagenet_c", "imagenet_c", "ce", 70.6, 10, PROTO, variant="gaussian_noise"),
             report.row("clean", "imagenet_val", "top1_error", 22.6, 10, "resize256-crop224")]

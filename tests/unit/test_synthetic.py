@@ -1,4 +1,5 @@
-"""Synthetic ImageNet tree and procedural fractals: layout, determinism, learnable cues, structure."""
+"""Synthetic ImageNet tree and procedural fractals: folders, determinism, learnable cues,
+structure."""
 import json
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_twenty_classes_separable_after_random_resized_crop_and_flip():
     assert accuracy > 0.85, accuracy  # chance is 0.05
 
 
-def test_tiny_imagenet_layout_counts_and_varied_sizes(tiny_imagenet):
+def test_tiny_imagenet_folders_counts_and_varied_sizes(tiny_imagenet):
     wnids = list(imagenet_wnids()[:6])
     sizes = set()
     for split, count in (("train", 8), ("val", 4)):

@@ -1,11 +1,12 @@
-"""Engine pieces that need no data pipeline: validation metrics, AMP choice, per-epoch order."""
+"""Training pieces that need no data pipeline: validation metrics, AMP choice, per-epoch order."""
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import top_k_accuracy_score
 
 from dali_pixmix.config import load_config
-from dali_pixmix.data.loaders import epoch_order, epoch_seed
+from dali_pixmix.data.loaders import epoch_order, epoch_seed, train_steps_per_epoch
+from dali_pixmix.evaluation.runner import batch_predictions
 from dali_pixmix.training.loop import validation_metrics
 from dali_pixmix.training.setup import resolve_amp
 from dali_pixmix.training.state import weights_digest
@@ -15,29 +16,39 @@ pytestmark = pytest.mark.unit
 
 def test_validation_metrics_match_sklearn_and_hand_values():
     rng = np.random.default_rng(0)
-    logits = torch.from_numpy(rng.normal(size=(300, 7)))
+    logits = torch.from_numpy(rng.normal(size=(300, 7))).float()
     labels = torch.from_numpy(rng.integers(0, 7, size=300))
-    probs = logits.softmax(1)
-    top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1)
-    rows = torch.stack([probs.max(1).values, (probs.argmax(1) == labels).double(), top5.double(),
-                        torch.nn.functional.cross_entropy(logits, labels, reduction="none")]).numpy()
-    out = validation_metrics(rows, bin_size=100, num_classes=7)
+    out = validation_metrics(batch_predictions(logits, labels), bin_size=100, num_classes=7)
+    probs = logits.double().softmax(1).numpy()
     assert out["n"] == 300
-    assert out["top1"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=1, labels=range(7)))
-    assert out["top5"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=5, labels=range(7)))
+    assert out["top1"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=1,
+                                                                    labels=range(7)))
+    assert out["top5"] == pytest.approx(100 * top_k_accuracy_score(labels, probs, k=5,
+                                                                    labels=range(7)))
+    loss = torch.nn.functional.cross_entropy(logits.double(), labels).item()
+    assert out["loss"] == pytest.approx(loss, rel=1e-5)
     # RMS by hand: 3 equal-mass bins of 100 sorted by confidence, the last one dropped (reference)
-    order = np.argsort(rows[0], kind="stable")
-    conf, corr = rows[0][order], rows[1][order]
+    conf, correct = probs.max(1), (probs.argmax(1) == labels.numpy()).astype(float)
+    order = np.argsort(conf, kind="stable")
+    conf, corr = conf[order], correct[order]
     gaps = [conf[i:i + 100].mean() - corr[i:i + 100].mean() for i in (0, 100)]
-    assert out["rms"] == pytest.approx(100 * np.sqrt(sum(100 / 300 * g * g for g in gaps)))
+    assert out["rms"] == pytest.approx(100 * np.sqrt(sum(100 / 300 * g * g for g in gaps)),
+                                       rel=1e-5)
     assert out["chance_top1"] == pytest.approx(100 / 7)
 
 
 def test_small_validation_sets_report_no_rms():
-    rows = np.array([[0.9, 0.6], [1.0, 0.0], [1.0, 1.0], [0.1, 0.5]])
-    out = validation_metrics(rows, bin_size=100, num_classes=2)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    out = validation_metrics(batch_predictions(logits, torch.tensor([0, 0])), bin_size=100,
+                             num_classes=2)
     assert out["rms"] is None and "2 images < eval.calibration_bin_size=100" in out["rms_note"]
-    assert out["top1"] == 50.0 and out["loss"] == pytest.approx(0.3)
+    assert out["top1"] == 50.0
+
+
+def test_steps_per_epoch_is_the_smallest_shard_in_whole_batches():
+    # DALI's shards of 50 over 3 ranks hold 16, 17, 17 samples: every rank runs 16 // 5 = 3
+    assert train_steps_per_epoch(50, 3, 5) == 3
+    assert train_steps_per_epoch(50, 1, 5) == 10 and train_steps_per_epoch(4, 2, 3) == 0
 
 
 def test_amp_defaults_off_on_cpu():

@@ -1,0 +1,67 @@
+"""Validation during training and eval/clean.py see the same images and report the same numbers.
+
+The validation folder carries two real-world hazards: macOS AppleDouble files (`._x.JPEG`,
+JPEG-named junk that no decoder reads) and a class whose images all sit in nested sub-folders.
+The one discovery rule skips the first and finds the second, in training and in evaluation.
+"""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dali_pixmix.config import load_config
+from dali_pixmix.evaluation import cli
+from dali_pixmix.evaluation.report import read_rows
+from dali_pixmix.training.loop import train
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 64
+
+
+def hazardous_val(src: Path, dst: Path) -> Path:
+    """A copy of `src` with AppleDouble junk beside every class's images and one class's
+    images moved two folders down."""
+    shutil.copytree(src, dst)
+    classes = sorted(p.name for p in dst.iterdir())
+    for wnid in classes:
+        for image in sorted((dst / wnid).glob("*.JPEG")):
+            (image.parent / f"._{image.name}").write_bytes(APPLE_DOUBLE)
+    nested = dst / classes[2] / "batch_1" / "more"
+    nested.mkdir(parents=True)
+    for image in sorted((dst / classes[2]).glob("*.JPEG")):
+        image.rename(nested / image.name)
+    (nested / "._batch.JPEG").write_bytes(APPLE_DOUBLE)
+    return dst
+
+
+def test_training_validation_equals_eval_clean(tiny_imagenet, tmp_path):
+    val = hazardous_val(tiny_imagenet / "val", tmp_path / "val")
+    out = tmp_path / "run"
+    cfg = load_config(None, [
+        f"data.train={tiny_imagenet / 'train'}", f"data.val={val}", "pixmix.enabled=false",
+        f"train.output_dir={out}", "data.crop=32", "data.val_resize=36", "data.val_crop=32",
+        "data.num_threads=1", "model.arch=resnet18", "train.batch_size=16",
+        "eval.batch_size=8", "train.epochs=1", "train.tensorboard=false", "optim.lr=0.05",
+        "eval.calibration_bin_size=5", "train.deterministic=true"])
+    val_metrics = train(cfg, resume="none")["val"]
+    assert val_metrics["n"] == 24  # 6 classes x 4 images: nested ones in, junk out
+
+    spec = importlib.util.spec_from_file_location("eval_clean_v", REPO / "eval" / "clean.py")
+    clean = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clean)
+    argv = ["--checkpoint", str(out / "final.pt"), "--val", str(val), "--out", str(tmp_path / "e"),
+            "--resize", "36", "--crop", "32", "--batch-size", "8", "--num-threads", "1",
+            "--calibration-bin-size", "5", "--device", "cpu"]
+    assert cli.run_cli(clean.main, argv) == 0
+    rows = {r.metric: r for r in read_rows(tmp_path / "e" / "results" / "clean.json")}
+    assert rows["top1_error"].n == 24
+    labels = np.load(tmp_path / "e" / "cache" / "clean" / "val.npz")["labels"]
+    np.testing.assert_array_equal(np.bincount(labels), [4] * 6)  # the nested class is there
+    assert val_metrics["top1"] == pytest.approx(100 - rows["top1_error"].value, abs=1e-9)
+    assert val_metrics["top5"] == pytest.approx(100 - rows["top5_error"].value, abs=1e-9)
+    assert val_metrics["rms"] == pytest.approx(rows["rms"].value, abs=1e-9)
+    assert val_metrics["ece15"] == pytest.approx(rows["ece"].value, abs=1e-9)
