@@ -92,11 +92,14 @@ def pil_errors(ckpt: Path, folder: Path, wnids) -> float:
     return 100 * float((pred != torch.tensor(labels)).float().mean())
 
 
+def clean_argv(data: Path, out: Path):
+    return ["--checkpoint", str(data / "m.pt"), "--out", str(out), "--val", str(data / "val"),
+            "--resize", "36", "--crop", "32", *SMALL]
+
+
 def test_clean_rows_labels_and_report(data, tmp_path):
     out = tmp_path / "out"
-    argv = ["--checkpoint", str(data / "m.pt"), "--out", str(out), "--val", str(data / "val"),
-            "--resize", "36", "--crop", "32", *SMALL]
-    assert cli.run_cli(script("clean").main, argv) == 0
+    assert cli.run_cli(script("clean").main, clean_argv(data, out)) == 0
     rows = rows_of(out, "clean")
     assert {r["metric"] for r in rows} == {"top1_error", "top5_error", "rms", "rms_all_bins", "ece"}
     assert all(r["n"] == 12 and r["protocol"] == "resize36-crop32" for r in rows)
@@ -112,8 +115,7 @@ def test_clean_rows_labels_and_report(data, tmp_path):
 
 def test_truncated_cache_is_recomputed_with_a_warning(data, tmp_path, caplog):
     out = tmp_path / "out"
-    argv = ["--checkpoint", str(data / "m.pt"), "--out", str(out), "--val", str(data / "val"),
-            "--resize", "36", "--crop", "32", *SMALL]
+    argv = clean_argv(data, out)
     assert cli.run_cli(script("clean").main, argv) == 0
     first = rows_of(out, "clean")
     path = out / "cache" / "clean" / "val.npz"
