@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Write a PNG grid of PixMix draws: originals in the first column, PixMix results beside them.
 
-Images come from a folder (any depth; .jpg/.jpeg/.png/.bmp/.webp), as do mixing pictures; when
-a folder is not given, synthetic object pictures and procedural fractals are generated instead
-(``dali_pixmix.synthetic``). Images are resized (shorter side) and centre-cropped to --size;
-mixing pictures get the reference recipe, resize to size * 256 / 224 then a random crop.
+Images come from a folder (found as everywhere in dali-pixmix: any depth, hidden files skipped,
+``data.images.IMAGE_EXTENSIONS``), as do mixing pictures; when a folder is not given, synthetic
+object pictures and procedural fractals are generated instead (``dali_pixmix.data.synthetic``).
+Images are resized (shorter side) and centre-cropped to --size; mixing pictures get the
+reference recipe, resize to size * 256 / 224 then a random crop.
 """
 import argparse
 import sys
@@ -16,10 +17,8 @@ from PIL import Image
 
 from dali_pixmix.augment.pixmix import pixmix
 from dali_pixmix.data import synthetic
+from dali_pixmix.data.images import scan_images
 from dali_pixmix.mixing.fractals import fractal_image
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
@@ -40,17 +39,6 @@ def parse_args(argv=None):
     return p, p.parse_args(argv)
 
 
-def list_images(folder: str) -> list:
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder; pass a folder of images or omit the flag")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{folder}: no {sorted(IMAGE_SUFFIXES)} files found; "
-                                "point the flag at a folder that holds images")
-    return files
-
-
 def resize_shorter(img: Image.Image, side: int) -> Image.Image:
     w, h = img.size
     scale = side / min(w, h)
@@ -68,7 +56,7 @@ def crop(img: Image.Image, size: int, rng=None) -> np.ndarray:
 def load_originals(folder, rows, size, rng) -> np.ndarray:
     if folder is None:
         return np.stack([synthetic.synthetic_object_image(i, rng, size, size) for i in range(rows)])
-    files = list_images(folder)[:rows]
+    files = scan_images(folder)[:rows]
     return np.stack([crop(resize_shorter(Image.open(f).convert("RGB"), size), size) for f in files])
 
 
@@ -79,7 +67,7 @@ def load_mixing(folder, count, size, rng) -> np.ndarray:
         pool = [fractal_image(rng, big) for _ in range(min(count, 12))]
         pictures = [Image.fromarray(pool[i]) for i in rng.integers(len(pool), size=count)]
     else:
-        files = list_images(folder)
+        files = scan_images(folder)
         pictures = [Image.open(files[i]).convert("RGB") for i in rng.integers(len(files), size=count)]
     return np.stack([crop(resize_shorter(p, big), size, rng) for p in pictures])
 
