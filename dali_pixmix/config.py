@@ -33,7 +33,7 @@ class DataConfig:
     val_resize: int = 256         # shorter side before the centre crop at evaluation
     val_crop: int = 224
     num_threads: int = 4          # DALI CPU threads per rank
-    dtype: str = "float32"        # loader output: float32 | float16
+    dtype: str = "float32"        # training loader output: float32 | float16
 
 
 @dataclass

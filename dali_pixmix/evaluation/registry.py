@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List
 
+from dali_pixmix.data.images import subfolders
 from dali_pixmix.evaluation import datasets
 from dali_pixmix.evaluation.report import Row
 from dali_pixmix.evaluation.runner import Evaluator
@@ -103,7 +104,7 @@ def discover(data_root: str | Path) -> dict:
             found[task] = str(hit)
     ood_dir = data_root / "ood"
     if ood_dir.is_dir():
-        found["ood"] = {p.name: str(p) for p in sorted(ood_dir.iterdir()) if p.is_dir()}
+        found["ood"] = {p.name: str(p) for p in subfolders(ood_dir)}
     return found
 
 
