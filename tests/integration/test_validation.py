@@ -65,3 +65,22 @@ def test_training_validation_equals_eval_clean(tiny_imagenet, tmp_path):
     assert val_metrics["top5"] == pytest.approx(100 - rows["top5_error"].value, abs=1e-9)
     assert val_metrics["rms"] == pytest.approx(rows["rms"].value, abs=1e-9)
     assert val_metrics["ece15"] == pytest.approx(rows["ece"].value, abs=1e-9)
+
+
+def test_eval_batch_size_is_global(tiny_imagenet):
+    """--batch-size / eval.batch_size is summed over ranks, as the training config's."""
+    import torch
+
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.evaluation.runner import Evaluator
+
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 6))
+    ev = Evaluator(model, list("abcdef"), batch_size=12, dist=DistInfo(rank=1, world_size=4))
+    assert ev.rank_batch_size == 3
+    files = sorted((tiny_imagenet / "val").rglob("*.JPEG"))[:10]
+    preds = Evaluator(model, list("abcdef"), batch_size=4, resize=36, crop=32,
+                      dist=DistInfo()).infer(files, [0] * 10)
+    assert len(preds) == 10 and model.training  # the caller's train mode is restored
+    with pytest.raises(ValueError, match="--batch-size=10 is the GLOBAL batch.*world size 4"):
+        Evaluator(model, list("abcdef"), batch_size=10, dist=DistInfo(world_size=4))
