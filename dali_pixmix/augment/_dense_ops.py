@@ -104,7 +104,8 @@ def _split(col: torch.Tensor, row: torch.Tensor):
 def _tap(pixels: torch.Tensor, index: torch.Tensor, offset: int, size: tuple) -> torch.Tensor:
     """float32 RGB ``[m, H, W, 3]`` of the pixels at ``index + offset``."""
     rgbx = pixels[offset:].index_select(0, index).view(torch.uint8).view(*size, 4)
-    return rgbx[..., :3].float()
+    # into a contiguous tensor: converting the strided view directly is slower on CPU
+    return torch.empty((*size, 3), dtype=torch.float32, device=pixels.device).copy_(rgbx[..., :3])
 
 
 # ----------------------------------------------------------------------------- look-up tables
@@ -126,7 +127,15 @@ def _table_index(src: torch.Tensor) -> torch.Tensor:
     m = src.shape[0]
     rows = torch.arange(m, dtype=torch.int32, device=src.device).view(m, 1, 1, 1) * 768
     channels = torch.arange(3, dtype=torch.int32, device=src.device) * 256
-    return src.to(torch.int32).add_(rows + channels).view(-1)
+    return offset_index(src, rows + channels).view(-1)
+
+
+def offset_index(values_u8: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """int32 ``values_u8 + offsets`` (broadcast). On CUDA one kernel (uint8 + int32 promotes);
+    on CPU a cast then an add, several times faster than the mixed-dtype kernel there."""
+    if values_u8.is_cuda:
+        return torch.add(values_u8, offsets)
+    return values_u8.to(torch.int32).add_(offsets)
 
 
 def _lut_tables(hist: torch.Tensor, code: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

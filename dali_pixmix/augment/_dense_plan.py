@@ -78,6 +78,11 @@ def _offsets(shape: Shape):
     return placed, offset
 
 
+def buffer_size(shape: Shape) -> int:
+    """Bytes of the packed plan for ``shape``."""
+    return _offsets(shape)[1]
+
+
 def pack(values: dict, shape: Shape, pin: bool = False) -> torch.Tensor:
     """The plan arrays as one host uint8 buffer (page-locked if ``pin``)."""
     placed, nbytes = _offsets(shape)

@@ -27,28 +27,36 @@ class OpLog(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.calls = []  # (op name, is a kernel, bytes)
+        # (op name, is a kernel, bytes, largest tensor's element count, touches a GPU tensor)
+        self.calls = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
         kernel = not func.is_view and name not in _ALLOCATIONS
-        self.calls.append((name, kernel, _traffic(name, args, kwargs, out) if kernel else 0))
+        inputs, outputs = _tensors(args, kwargs), _tensors(out, {})
+        self.calls.append((name, kernel, _traffic(name, inputs, outputs) if kernel else 0,
+                           max((t.numel() for t in inputs + outputs), default=0),
+                           any(t.is_cuda for t in inputs + outputs)))
         return out
 
-    def kernels(self) -> list:
-        """Names of the dispatched ops that launch device work, in order."""
-        return [name for name, kernel, _ in self.calls if kernel]
+    def kernels(self, min_numel: int = 0, cuda_only: bool = False) -> list:
+        """Names of the dispatched ops that launch work, in order; only those with a tensor of
+        at least ``min_numel`` elements, and only those on GPU tensors if ``cuda_only``."""
+        return [call[0] for call in self.calls
+                if call[1] and call[3] >= min_numel and (call[4] or not cuda_only)]
 
-    def traffic(self) -> int:
+    def traffic(self, cuda_only: bool = False) -> int:
         """Estimated bytes read and written by those ops."""
-        return sum(nbytes for _, _, nbytes in self.calls)
+        return sum(call[2] for call in self.calls if call[4] or not cuda_only)
 
 
-def _traffic(name: str, args, kwargs, out) -> int:
+def _tensors(args, kwargs) -> list:
     kwargs = {key: value for key, value in (kwargs or {}).items() if key != "out"}  # written
-    inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-    outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    return [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+
+
+def _traffic(name: str, inputs: list, outputs: list) -> int:
     written = sum(_nbytes(t) for t in outputs)
     if name in _GATHERS and inputs:
         source, rest = inputs[0], inputs[1:]
