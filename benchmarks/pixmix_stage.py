@@ -177,7 +177,6 @@ def main(argv=None) -> int:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # read once, when torch loads
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from dali_pixmix.augment.pixmix import pixmix
 
@@ -206,12 +205,22 @@ def main(argv=None) -> int:
     if "dense" in ops:
         ops["dense"]["device_sequence_kernels"] = dense_sequence(torch, batch, mixing, settings)
 
+    results = run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches,
+                         gen, (pool_images, pool_mixing))
+    return report(args, batch_size, results, ops, on_cuda, torch)
+
+
+def run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches, gen,
+               pools) -> dict:
+    """Images/s (wall clock and per CPU second) of every strategy and of the oracle, round
+    after round."""
+    from tqdm import tqdm
+
     pool = None
     if args.threads > 1:
-        pool = mp.get_context("fork").Pool(args.threads, _init_worker,
-                                           (pool_images, pool_mixing, settings))
+        pool = mp.get_context("fork").Pool(args.threads, _init_worker, (*pools, settings))
     else:
-        _init_worker(pool_images, pool_mixing, settings)
+        _init_worker(*pools, settings)
     results = {name: {"wall": [], "cpu": []} for name in [*strategies, "oracle"]}
     try:
         time_oracle(pool, min(8, args.oracle_images), args.threads, args.seed)  # warm-up
@@ -219,13 +228,13 @@ def main(argv=None) -> int:
             for name, extra in strategies.items():
                 wall, cpu = time_batched(torch, pixmix, batch, mixing, {**settings, **extra},
                                          batches, gen)
-                record(results[name], batches * batch_size, wall, cpu)
+                record(results[name], batches * batch.shape[0], wall, cpu)
             wall, cpu = time_oracle(pool, args.oracle_images, args.threads, args.seed + r)
             record(results["oracle"], args.oracle_images, wall, cpu)
     finally:
         if pool is not None:
             pool.close()
-    return report(args, batch_size, results, ops, on_cuda, torch)
+    return results
 
 
 def record(result: dict, images: int, wall: float, cpu) -> None:

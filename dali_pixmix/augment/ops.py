@@ -6,7 +6,7 @@ Conventions shared by every op:
   uint8 with the same shape and device. Nothing is modified in place.
 * Parameters are 1-D tensors of length ``B`` (one value per sample, sign already applied), on
   any device. They are the exact values the PIL reference passes to PIL
-  (``dali_pixmix.reference.apply_op``), see ``dali_pixmix/pixmix.py`` for how they are drawn.
+  (``pil_oracle.apply_op``), see ``pixmix.op_params`` for how they are drawn.
 * Results match PIL (checked against Pillow 13): bit-exact for ``posterize``, ``solarize``,
   ``autocontrast``, ``equalize``, ``color``, ``contrast``, ``brightness`` and ``sharpness`` (the
   enhance ops are specified to within one grey level; they reproduce PIL's float32 blend and
@@ -15,7 +15,10 @@ Conventions shared by every op:
   float64 coordinates and float32 interpolation, so they differ from PIL (by one level) only
   where an interpolated value lands within ~1e-5 of an integer.
 * Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
-  rotation uses one cached coordinate map per distinct angle.
+  rotation uses one cached coordinate map per distinct angle (cached per device, safe on any
+  CUDA stream: ``_constants``). The dense PixMix strategy reuses the table builders
+  (``autocontrast_lut``, ``equalize_lut``), the blends and ``sharpen_interior``, and does its
+  own single affine resampling for every geometric op (``_dense_ops``).
 """
 from __future__ import annotations
 

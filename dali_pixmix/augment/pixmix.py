@@ -13,14 +13,25 @@ once, on the batch's device (CPU or CUDA), with every random choice drawn from o
    (integer truncation, random sign for rotate / shear / translate).
 
 Images are uint8 ``[B, H, W, 3]``; the result is float32 ``[B, H, W, 3]`` in [0, 1], not yet
-normalised. All randomness is drawn up front as ONE ``torch.rand`` call (the "plan"), copied to
-the host once, and executed with vectorised ops, no Python loop over samples: every augmentation
-of the batch (start images and partners alike) goes through one batched call per op; then the
-samples are ordered by their sequence of mixing ops so that each round's add / multiply runs in
-place on contiguous runs of exactly the samples that chose it (on CPU a few MB at a time, to
-stay in cache). On CPU the samples are split into one contiguous range per torch thread, each
-run by a single-threaded host worker (ranges balanced by the planned work). ``trace=True`` also returns every choice, per sample, so that each output can be
-recomputed on its own with PIL (``dali_pixmix.reference.replay``).
+normalised (or normalised in a chosen layout, see ``Normalized``). All randomness is drawn up
+front as ONE ``torch.rand`` call (the "plan") and copied to the host once (free with a CPU
+generator); the plan does not depend on how it is executed. Two execution strategies, both
+vectorised with no Python loop over samples, give the same result to float32 rounding:
+
+* ``grouped`` (this module; the default on CPU): every augmentation of the batch (start images
+  and partners alike) goes through one batched call per op on exactly the samples that drew
+  it; then the samples are ordered by their sequence of mixing ops so that each round's add /
+  multiply runs in place on contiguous runs of exactly the samples that chose it (on CPU a few
+  MB at a time, to stay in cache). On CPU the samples are split into one contiguous range per
+  torch thread, each run by a single-threaded host worker (ranges balanced by the planned
+  work). Least work, but the number of ops, and the index groups, depend on the draws.
+* ``dense`` (``dense.py``; the default on CUDA): a FIXED sequence of batch-wide kernels
+  whatever the draws, with per-sample parameters and identity work where a sample did not
+  draw an op; no device value is ever read on the host, and the sequence can be replayed
+  from a CUDA graph (``cuda_graph=True``).
+
+``trace=True`` also returns every choice, per sample, so that each output can be recomputed on
+its own with PIL (``pil_oracle.replay``).
 """
 from __future__ import annotations
 
