@@ -8,14 +8,16 @@ memory, and then
 1. all augmentations of the batch run as one block of kernels per op family (``_dense_ops``),
    writing into a uint8 table that also holds the images and mixing pictures;
 2. the mixing runs as k rounds over the samples ordered by their number of rounds (most first),
-   so round r covers a prefix of that order; per round, the partner's contribution to either
-   op is a 256-entry table per sample, so one gather and one fused multiply-add serve
-   ``add`` and ``multiply`` alike (``mix_round``), with ``torch.where`` selecting per sample;
+   so round r covers a prefix of that order; per round, either op is ``base * scale[x2] +
+   shift[x2]`` with two 256-entry tables per sample, so the same look-ups and one fused
+   multiply-add serve ``add`` and ``multiply`` alike (``mix_round``), ``torch.where``
+   choosing the base per sample;
 3. the result is normalised if asked (``Normalized``) and put back in batch order.
 
 No kernel's launch depends on a value on the device: no ``.item()``, no ``nonzero``, no
 data-dependent shape, so a CUDA batch never waits for the GPU, and ``cuda_graph=True`` can
-capture the sequence once per batch shape and replay it (``_cuda_graphs``).
+capture the sequence once per batch shape and replay it (``_cuda_graphs``). The sequence is
+the same on every batch of a device (``offset_index`` is one kernel on CUDA, two on CPU).
 
 Same plan, same result as the grouped strategy: the augmentations are bit-identical for the
 colour ops and within one grey level for the geometric ones; the mixing agrees to float32

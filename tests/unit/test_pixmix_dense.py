@@ -145,3 +145,16 @@ def test_stream_safe_cache_builds_once_per_key():
     build(5, torch.device("cpu"))  # evicts 3
     build(3, torch.device("cpu"))
     assert calls == [3, 4, 5, 3] and build.cache_info().maxsize == 2
+
+
+def test_op_log_counts_kernels_and_their_bytes():
+    x = torch.zeros(4)
+    with OpLog() as log:
+        x.add_(1)              # a kernel: reads and writes 16 bytes
+        x.view(2, 2)           # metadata only
+        torch.empty(3)         # an allocation, no kernel
+        torch.arange(64).index_select(0, torch.tensor([1, 2]))  # reads 2 of 64 values
+    assert log.kernels() == ["add_", "arange", "index_select"]
+    assert log.kernels(min_numel=64) == ["arange", "index_select"]
+    assert log.calls[0][2] == 32
+    assert log.calls[-1][2] == 16 + 16 + 16  # source read as much as gathered, index, output
