@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from dali_pixmix.augment import ops as A
@@ -51,30 +52,31 @@ class Shape:
 
 
 def fields(shape: Shape) -> list:
-    """``(name, dtype, size)`` of every plan array the kernels read, in buffer order."""
+    """``(name, dtype, size, fill)`` of every plan array the kernels read, in buffer order;
+    ``fill`` pads a family's rows past its jobs with identity work."""
     g, lut, grey, sharp = shape.family_rows
     n, mixed = shape.batch, sum(shape.round_rows)
-    f64, f32, i64 = torch.float64, torch.float32, torch.int64
+    f64, f32, i64, b8 = torch.float64, torch.float32, torch.int64, torch.bool
     return [
-        ("geo_coeffs", f64, (g, 6)), ("lut_param", f64, (lut,)),
-        ("geo_sample", i64, (g,)), ("lut_sample", i64, (lut,)), ("lut_code", i64, (lut,)),
-        ("grey_sample", i64, (grey,)), ("sharp_sample", i64, (sharp,)),
-        ("start_row", i64, (n,)), ("order", i64, (n,)), ("partner_row", i64, (mixed,)),
-        ("grey_factor", f32, (grey,)), ("sharp_factor", f32, (sharp,)),
-        ("a", f32, (mixed,)), ("b", f32, (mixed,)), ("first_a", f32, (n,)),
-        ("mean", f32, (3,)), ("scale", f32, (3,)),
-        ("grey_is_color", torch.bool, (grey,)), ("multiply", torch.bool, (mixed,)),
-        ("first_multiply", torch.bool, (n,)),
+        ("geo_coeffs", f64, (g, 6), _IDENTITY_AFFINE), ("lut_param", f64, (lut,), 0),
+        ("geo_sample", i64, (g,), 0), ("lut_sample", i64, (lut,), 0),
+        ("lut_code", i64, (lut,), LUT_CODES.index("identity")),
+        ("grey_sample", i64, (grey,), 0), ("sharp_sample", i64, (sharp,), 0),
+        ("start_row", i64, (n,), 0), ("order", i64, (n,), 0), ("partner_row", i64, (mixed,), 0),
+        ("grey_factor", f32, (grey,), 1), ("sharp_factor", f32, (sharp,), 1),
+        ("a", f32, (mixed,), 1), ("b", f32, (mixed,), 0), ("first_a", f32, (n,), 1),
+        ("mean", f32, (3,), 0), ("scale", f32, (3,), 0),
+        ("grey_is_color", b8, (grey,), True), ("multiply", b8, (mixed,), False),
+        ("first_multiply", b8, (n,), False),
     ]
 
 
 def _offsets(shape: Shape):
-    """``[(name, dtype, size, byte offset)]`` and the buffer's length in bytes."""
+    """``[(name, dtype, size, fill, byte offset)]`` and the buffer's length in bytes."""
     placed, offset = [], 0
-    for name, dtype, size in fields(shape):
-        placed.append((name, dtype, size, offset))
-        nbytes = math.prod(size) * torch.empty((), dtype=dtype).element_size()
-        offset += -(-nbytes // _ALIGN) * _ALIGN
+    for name, dtype, size, fill in fields(shape):
+        placed.append((name, dtype, size, fill, offset))
+        offset += -(-math.prod(size) * dtype.itemsize // _ALIGN) * _ALIGN
     return placed, offset
 
 
@@ -84,23 +86,32 @@ def buffer_size(shape: Shape) -> int:
 
 
 def pack(values: dict, shape: Shape, pin: bool = False) -> torch.Tensor:
-    """The plan arrays as one host uint8 buffer (page-locked if ``pin``)."""
+    """The plan arrays as one host uint8 buffer (page-locked if ``pin``). An array shorter
+    than its field (along dim 0), or missing, is padded with the field's fill. Written through
+    numpy: a hundred small torch ops would cost the host (and the GIL) a millisecond."""
     placed, nbytes = _offsets(shape)
-    buf = torch.zeros(nbytes, dtype=torch.uint8, pin_memory=pin)
-    for name, dtype, size, offset in placed:
-        count = math.prod(size) * torch.empty((), dtype=dtype).element_size()
-        buf[offset:offset + count].view(dtype).copy_(values[name].reshape(-1))
+    buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+    raw = buf.numpy()
+    for name, dtype, size, fill, offset in placed:
+        view = raw[offset:offset + math.prod(size) * dtype.itemsize]
+        dst = view.view(_NUMPY[dtype]).reshape(size)
+        done = 0
+        if name in values:
+            done = len(values[name])
+            dst[:done] = values[name].numpy()
+        dst[done:] = fill
     return buf
+
+
+_NUMPY = {torch.float64: np.float64, torch.float32: np.float32, torch.int64: np.int64,
+          torch.bool: np.bool_}
 
 
 def unpack(buf: torch.Tensor, shape: Shape) -> dict:
     """Views of the plan arrays inside ``buf`` (host or device): no copies, no kernels."""
     placed, _ = _offsets(shape)
-    views = {}
-    for name, dtype, size, offset in placed:
-        count = math.prod(size) * torch.empty((), dtype=dtype).element_size()
-        views[name] = buf[offset:offset + count].view(dtype).view(size)
-    return views
+    return {name: buf[offset:offset + math.prod(size) * dtype.itemsize].view(dtype).view(size)
+            for name, dtype, size, _, offset in placed}
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -159,8 +170,8 @@ def plan_arrays(plan, ops, shape: Shape, output=None) -> dict:
     job_row = torch.full(plan.op.shape, -1, dtype=torch.int64)
     job_row[jobs.slot, jobs.sample] = rows
     values.update(_mixing_arrays(plan, job_row, shape))
-    mean, scale = output.host_values() if output is not None else (torch.zeros(3),) * 2
-    values.update(mean=mean, scale=scale)
+    if output is not None:
+        values["mean"], values["scale"] = output.host_values()
     return values
 
 
@@ -174,7 +185,7 @@ def augmentation_arrays(op, ops, params, samples, shape: Shape, values: dict) ->
         members = (family == f).nonzero(as_tuple=True)[0]
         rows[members] = shape.family_start(f) + torch.arange(members.numel())
         values.update(_FAMILY_ARRAYS[name](op[members], ops, params[members], samples[members],
-                                           shape.family_rows[f], shape))
+                                           shape))
     return rows
 
 
@@ -182,62 +193,42 @@ def _job_params(plan, jobs, ops, height: int, width: int) -> torch.Tensor:
     """float64 ``[M]``: each job's op parameter as ``op_params`` maps it (0 for none)."""
     level = plan.level[jobs.slot, jobs.sample]
     negate = plan.negate[jobs.slot, jobs.sample]
-    params = torch.zeros(jobs.op.numel(), dtype=torch.float64)
-    for index, name in enumerate(ops):
-        sel = jobs.op == index
-        param = op_params(name, level[sel], negate[sel], height, width)
-        if param is not None:
-            params[sel] = param.double()
-    return params
+    zero = torch.zeros_like(level)
+    candidates = [op_params(name, level, negate, height, width) for name in ops]
+    table = torch.stack([zero if c is None else c.double() for c in candidates])
+    return table.gather(0, jobs.op.view(1, -1)).view(-1)
 
 
-def _padded(values: torch.Tensor, rows: int, fill) -> torch.Tensor:
-    """``values`` followed by ``fill`` up to ``rows`` entries (along dim 0)."""
-    out = torch.empty((rows, *values.shape[1:]), dtype=values.dtype)
-    out[:] = torch.as_tensor(fill, dtype=values.dtype)
-    out[:values.shape[0]] = values
-    return out
+_AFFINE_SLOT = {"shear_x": 1, "shear_y": 3, "translate_x": 2, "translate_y": 5}
 
 
-_AFFINE = {
-    "shear_x": lambda p, one, zero: (one, p, zero, zero, one, zero),
-    "shear_y": lambda p, one, zero: (one, zero, zero, p, one, zero),
-    "translate_x": lambda p, one, zero: (one, zero, p, zero, one, zero),
-    "translate_y": lambda p, one, zero: (one, zero, zero, zero, one, p),
-}
+def _geometric_arrays(op, ops, params, samples, shape: Shape) -> dict:
+    """PIL affine coefficients ``(a, b, c, d, e, f)`` per job (see ``ops.affine``): the
+    identity with the parameter in its slot (shear_x: b, shear_y: d, translate_x: c,
+    translate_y: f), or a rotation."""
+    m = op.numel()
+    coeffs = torch.tensor(_IDENTITY_AFFINE, dtype=torch.float64).repeat(m, 1)
+    slot = torch.tensor([_AFFINE_SLOT.get(name, 0) for name in ops])[op]
+    coeffs.scatter_(1, slot.view(m, 1), params.view(m, 1))
+    is_rotate = op == ops.index("rotate") if "rotate" in ops else torch.zeros(m, dtype=torch.bool)
+    rotation = A.rotation_matrices(params, shape.width, shape.height)
+    return {"geo_coeffs": torch.where(is_rotate.view(m, 1), rotation, coeffs),
+            "geo_sample": samples}
 
 
-def _geometric_arrays(op, ops, params, samples, rows: int, shape: Shape) -> dict:
-    """PIL affine coefficients ``(a, b, c, d, e, f)`` per job (see ``ops.affine``)."""
-    coeffs = torch.tensor(_IDENTITY_AFFINE, dtype=torch.float64).repeat(op.numel(), 1)
-    for index, name in enumerate(ops):
-        sel = op == index
-        if name == "rotate":
-            coeffs[sel] = A.rotation_matrices(params[sel], shape.width, shape.height)
-        elif name in _AFFINE:
-            p = params[sel]
-            one, zero = torch.ones_like(p), torch.zeros_like(p)
-            coeffs[sel] = torch.stack(_AFFINE[name](p, one, zero), dim=-1)
-    return {"geo_coeffs": _padded(coeffs, rows, _IDENTITY_AFFINE),
-            "geo_sample": _padded(samples, rows, 0)}
-
-
-def _lut_arrays(op, ops, params, samples, rows: int, shape: Shape) -> dict:
+def _lut_arrays(op, ops, params, samples, shape: Shape) -> dict:
     codes = torch.tensor([LUT_CODES.index(n) if n in LUT_CODES else -1 for n in ops])
-    return {"lut_code": _padded(codes[op], rows, LUT_CODES.index("identity")),
-            "lut_param": _padded(params, rows, 0.0), "lut_sample": _padded(samples, rows, 0)}
+    return {"lut_code": codes[op], "lut_param": params, "lut_sample": samples}
 
 
-def _grey_arrays(op, ops, params, samples, rows: int, shape: Shape) -> dict:
+def _grey_arrays(op, ops, params, samples, shape: Shape) -> dict:
     is_color = torch.tensor([n == "color" for n in ops], dtype=torch.bool)
-    return {"grey_is_color": _padded(is_color[op], rows, True),
-            "grey_factor": _padded(params.float(), rows, 1.0),
-            "grey_sample": _padded(samples, rows, 0)}
+    return {"grey_is_color": is_color[op], "grey_factor": params.float(),
+            "grey_sample": samples}
 
 
-def _sharp_arrays(op, ops, params, samples, rows: int, shape: Shape) -> dict:
-    return {"sharp_factor": _padded(params.float(), rows, 1.0),
-            "sharp_sample": _padded(samples, rows, 0)}
+def _sharp_arrays(op, ops, params, samples, shape: Shape) -> dict:
+    return {"sharp_factor": params.float(), "sharp_sample": samples}
 
 
 _FAMILY_ARRAYS = {"geometric": _geometric_arrays, "lut": _lut_arrays, "grey": _grey_arrays,
@@ -245,30 +236,21 @@ _FAMILY_ARRAYS = {"geometric": _geometric_arrays, "lut": _lut_arrays, "grey": _g
 
 
 def _mixing_arrays(plan, job_row: torch.Tensor, shape: Shape) -> dict:
-    """Start rows, the mixing order and each round's partner rows and coefficients; positions
-    past a sample's last round get the identity round (add, a = 1, b = 0)."""
-    n = shape.batch
+    """Start rows, the mixing order and each round's partner rows and coefficients for the
+    positions it covers (concatenated); positions past a sample's last round get the
+    identity round (add, a = 1, b = 0)."""
+    n, k = shape.batch, len(shape.round_rows)
     order = torch.sort(plan.rounds, descending=True, stable=True).indices
-    rounds = plan.rounds[order]
-    start = torch.where(plan.start_aug[order], job_row[0, order], order)
-    partner, a, b, multiply = [], [], [], []
-    for r, covered in enumerate(shape.round_rows):
-        pos = order[:covered]
-        active = rounds[:covered] > r
-        from_aug = active & plan.partner_aug[r, pos]
-        partner.append(torch.where(from_aug, job_row[r + 1, pos], n + pos))
-        a.append(torch.where(active, plan.a[r, pos], torch.ones(())))
-        b.append(torch.where(active, plan.b[r, pos], torch.zeros(())))
-        multiply.append(active & plan.multiply[r, pos])
-    empty = torch.zeros(0)
-    first = rounds > 0
-    has_round = plan.a.shape[0] > 0
+    active = torch.arange(k).view(k, 1) < plan.rounds[order].view(1, n)
+    partner = torch.where(active & plan.partner_aug[:, order], job_row[1:, order], n + order)
+    a = torch.where(active, plan.a[:, order], 1.0)
+    multiply = active & plan.multiply[:, order]
+    covered = torch.arange(n) < torch.tensor(shape.round_rows, dtype=torch.int64).view(k, 1)
     return {
-        "order": order, "start_row": start,
-        "partner_row": torch.cat(partner) if partner else empty.long(),
-        "a": torch.cat(a) if a else empty, "b": torch.cat(b) if b else empty,
-        "multiply": torch.cat(multiply) if multiply else empty.bool(),
-        "first_a": torch.where(first, plan.a[0, order], 1.0) if has_round else torch.ones(n),
-        "first_multiply": first & plan.multiply[0, order] if has_round
-        else torch.zeros(n, dtype=torch.bool),
+        "order": order,
+        "start_row": torch.where(plan.start_aug[order], job_row[0, order], order),
+        "partner_row": partner[covered], "a": a[covered], "multiply": multiply[covered],
+        "b": torch.where(active, plan.b[:, order], 0.0)[covered],
+        "first_a": a[0] if k else torch.ones(n),
+        "first_multiply": multiply[0] if k else torch.zeros(n, dtype=torch.bool),
     }

@@ -31,7 +31,7 @@ from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._cuda_graphs import graph_runner
 from dali_pixmix.augment._dense_ops import augment_all, offset_index
 from dali_pixmix.augment._dense_plan import (
-    FAMILIES, Shape, augmentation_arrays, capacities, family_index, fields, fits, needs, pack,
+    FAMILIES, Shape, augmentation_arrays, capacities, family_index, fits, needs, pack,
     plan_arrays, unpack)
 from dali_pixmix.augment._rows import put_rows, take_rows
 
@@ -162,7 +162,7 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, params: torch.Tensor,
     n, h, w, _ = images.shape
     family = family_index(ops)[op]
     shape = Shape(n, h, w, tuple(int((family == f).sum()) for f in range(len(FAMILIES))), ())
-    values = {name: torch.zeros(size, dtype=dtype) for name, dtype, size in fields(shape)}
+    values = {}
     rows = augmentation_arrays(op, ops, params.double(), torch.arange(n), shape, values)
     table = image_table(images, images, shape)
     augment_all(table, unpack(device_buffer(values, shape, images.device), shape), shape)

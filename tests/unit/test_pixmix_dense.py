@@ -115,11 +115,17 @@ def test_plan_buffer_round_trip():
     shape = Shape(5, 7, 9, (3, 0, 2, 1), (5, 4, 1))
     gen = torch.Generator().manual_seed(0)
     values = {name: (torch.rand(size, generator=gen) * 100).to(dtype)
-              for name, dtype, size in fields(shape)}
+              for name, dtype, size, _ in fields(shape)}
     views = unpack(pack(values, shape), shape)
     assert set(views) == set(values)
     for name, value in values.items():
         assert views[name].dtype == value.dtype and torch.equal(views[name], value), name
+    short = {"geo_coeffs": values["geo_coeffs"][:1], "a": values["a"][:2]}  # padded, missing
+    views = unpack(pack(short, shape), shape)
+    assert torch.equal(views["geo_coeffs"][0], values["geo_coeffs"][0])
+    assert views["geo_coeffs"][1:].tolist() == [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * 2
+    assert views["a"].tolist()[2:] == [1.0] * 8 and not views["multiply"].any()
+    assert views["lut_code"].tolist() == [] and views["sharp_factor"].tolist() == [1.0]
 
 
 def test_dense_and_grouped_agree_end_to_end_and_trace_the_same_plan():
