@@ -4,10 +4,17 @@
 Both sides PixMix the same 224 px uint8 crops with the same mixing pictures and settings
 (ImageNet recipe by default: k=4, beta=4, severity 1, all ops). The batched side runs on the
 chosen device (CUDA when available: CUDA events, warm-up, synchronised; else CPU with
-``torch.set_num_threads(n)``, i.e. n single-threaded host workers in ``pixmix``); the oracle
-(``dali_pixmix.reference.pixmix_pil``) runs in n processes (in-process for n = 1). Rounds
-alternate batched / oracle and the median of each is reported with the ratio. For n = 1 the
-CPU-time ratio is printed too, which is robust to other load on a shared machine.
+``torch.set_num_threads(n)``) with one or both execution strategies (``--strategy``: grouped,
+whose CPU path runs n single-threaded host workers, and dense, a fixed kernel sequence;
+``--cuda-graph`` replays dense from a CUDA graph); its plans come from a CPU generator, as in
+the DALI stage. The oracle (``dali_pixmix.augment.pil_oracle.pixmix_pil``) runs in n processes
+(in-process for n = 1). Rounds alternate strategies and oracle and the median of each is
+reported with the ratio. For n = 1 the CPU-time ratio is printed too, which is robust to other
+load on a shared machine. Each strategy's torch ops per batch are counted once (one thread):
+all dispatched ops (on CUDA those on GPU tensors; on CPU this includes the plan's host-side
+bookkeeping, so the dense device sequence is also counted alone; a graph replay dispatches
+only its copies), those on image-sized tensors, and the bytes they move, estimated by
+``dali_pixmix.augment.op_log``.
 
 By default the torch CPU allocator is asked for transparent huge pages (torch's
 ``THP_MEM_ALLOC_ENABLE=1``, set before torch is imported; ``--no-thp`` to compare): the batched
@@ -32,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--strategy", default="both", choices=["grouped", "dense", "both"])
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="dense strategy on CUDA: replay from a CUDA graph")
     p.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 64 on CPU")
     p.add_argument("--size", type=int, default=224, help="crop side, px")
     p.add_argument("--threads", type=int, default=1,
@@ -119,13 +129,54 @@ def time_batched(torch, pixmix, batch, mixing, settings, batches: int, gen):
     return time.perf_counter() - t0, time.process_time() - t_cpu
 
 
+def count_ops(torch, pixmix, batch, mixing, settings, gen) -> dict:
+    """Torch ops one pixmix call dispatches, recorded on this thread (one host worker): all of
+    them (on CUDA: those on GPU tensors), those on image-sized tensors, estimated bytes."""
+    from dali_pixmix.augment.op_log import OpLog
+
+    image = batch[0].numel() // 3  # one channel of one image
+    cuda = batch.is_cuda
+    with OpLog() as log:
+        pixmix(batch, mixing, generator=gen, **{**settings, "host_workers": 1})
+    return {"kernels": len(log.kernels(cuda_only=cuda)),
+            "image_sized_kernels": len(log.kernels(image, cuda_only=cuda)),
+            "traffic_bytes": log.traffic(cuda_only=cuda)}
+
+
+def dense_sequence(torch, batch, mixing, settings) -> int:
+    """Kernels of the dense strategy's device sequence alone (``dense.run``, without the
+    plan's host-side work), for one plan."""
+    from dali_pixmix.augment import dense
+    from dali_pixmix.augment import ops as A
+    from dali_pixmix.augment._dense_plan import Shape, needs, plan_arrays
+    from dali_pixmix.augment.op_log import OpLog
+    from dali_pixmix.augment.pixmix import draw_plan
+
+    ops = A.ALL_OPS if settings["all_ops"] else A.OPS
+    n, h, w, _ = batch.shape
+    plan = draw_plan(n, settings["k"], settings["beta"], settings["severity"], len(ops),
+                     torch.Generator().manual_seed(0), "cpu")
+    shape = Shape(n, h, w, *needs(plan, ops))
+    table = dense.image_table(batch, mixing, shape)
+    buf = dense.device_buffer(plan_arrays(plan, ops, shape), shape, batch.device)
+    with OpLog() as log:
+        dense.run(table, buf, shape)
+    return len(log.kernels())
+
+
+def strategy_settings(args, on_cuda: bool) -> dict:
+    """pixmix keyword arguments of each strategy to measure."""
+    names = ["grouped", "dense"] if args.strategy == "both" else [args.strategy]
+    return {name: {"strategy": name, "cuda_graph": on_cuda and name == "dense"
+                   and args.cuda_graph} for name in names}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_thp:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # read once, when torch loads
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from dali_pixmix.augment.pixmix import pixmix
 
@@ -139,58 +190,86 @@ def main(argv=None) -> int:
     batches = args.batches or (20 if on_cuda else 4)
     torch.set_num_threads(args.threads)
     settings = dict(k=args.k, beta=args.beta, severity=args.severity, all_ops=not args.no_all_ops)
+    strategies = strategy_settings(args, on_cuda)
 
     pool_images, pool_mixing = make_pool(args.size, 16, 8, args.seed)
     rng = np.random.default_rng(args.seed)
     batch = torch.from_numpy(pool_images[rng.integers(16, size=batch_size)]).to(args.device)
     mixing = torch.from_numpy(pool_mixing[rng.integers(8, size=batch_size)]).to(args.device)
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
-    for _ in range(2):  # warm-up: allocator, kernels, CUDA context
-        pixmix(batch, mixing, generator=gen, **settings)
+    gen = torch.Generator().manual_seed(args.seed)  # host plans: no device synchronisation
+    ops = {}
+    for name, extra in strategies.items():
+        for _ in range(2):  # warm-up: allocator, kernels, CUDA context, graph capture
+            pixmix(batch, mixing, generator=gen, **settings, **extra)
+        ops[name] = count_ops(torch, pixmix, batch, mixing, {**settings, **extra}, gen)
+    if "dense" in ops:
+        ops["dense"]["device_sequence_kernels"] = dense_sequence(torch, batch, mixing, settings)
+
+    results = run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches,
+                         gen, (pool_images, pool_mixing))
+    return report(args, batch_size, results, ops, on_cuda, torch)
+
+
+def run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches, gen,
+               pools) -> dict:
+    """Images/s (wall clock and per CPU second) of every strategy and of the oracle, round
+    after round."""
+    from tqdm import tqdm
 
     pool = None
     if args.threads > 1:
-        pool = mp.get_context("fork").Pool(args.threads, _init_worker,
-                                           (pool_images, pool_mixing, settings))
+        pool = mp.get_context("fork").Pool(args.threads, _init_worker, (*pools, settings))
     else:
-        _init_worker(pool_images, pool_mixing, settings)
-    results = {"batched": [], "oracle": [], "batched_cpu": [], "oracle_cpu": []}
+        _init_worker(*pools, settings)
+    results = {name: {"wall": [], "cpu": []} for name in [*strategies, "oracle"]}
     try:
         time_oracle(pool, min(8, args.oracle_images), args.threads, args.seed)  # warm-up
         for r in tqdm(range(args.rounds), desc="rounds", leave=False):
-            wall, cpu = time_batched(torch, pixmix, batch, mixing, settings, batches, gen)
-            results["batched"].append(batches * batch_size / wall)
-            if cpu:
-                results["batched_cpu"].append(batches * batch_size / cpu)
+            for name, extra in strategies.items():
+                wall, cpu = time_batched(torch, pixmix, batch, mixing, {**settings, **extra},
+                                         batches, gen)
+                record(results[name], batches * batch.shape[0], wall, cpu)
             wall, cpu = time_oracle(pool, args.oracle_images, args.threads, args.seed + r)
-            results["oracle"].append(args.oracle_images / wall)
-            if cpu:
-                results["oracle_cpu"].append(args.oracle_images / cpu)
+            record(results["oracle"], args.oracle_images, wall, cpu)
     finally:
         if pool is not None:
             pool.close()
-    return report(args, batch_size, results, on_cuda, torch)
+    return results
 
 
-def report(args, batch_size, results, on_cuda, torch) -> int:
-    st = statistics
-    batched, oracle = st.median(results["batched"]), st.median(results["oracle"])
+def record(result: dict, images: int, wall: float, cpu) -> None:
+    result["wall"].append(images / wall)
+    if cpu:
+        result["cpu"].append(images / cpu)
+
+
+def report(args, batch_size, results, ops, on_cuda, torch) -> int:
+    median = statistics.median
     where = torch.cuda.get_device_name() if on_cuda else f"CPU, {args.threads} thread(s)"
     print(f"device: {where}; oracle: PIL, {args.threads} process(es); {args.size} px, "
           f"batch {batch_size}; k={args.k} beta={args.beta} severity={args.severity} "
           f"all_ops={not args.no_all_ops}; THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
-    print(f"batched pixmix : {batched:10.1f} images/s  (median of {args.rounds} rounds)")
-    print(f"PIL oracle     : {oracle:10.1f} images/s")
+    oracle = median(results["oracle"]["wall"])
     summary = {"device": where, "batch_size": batch_size, "threads": args.threads,
-               "batched_images_per_s": batched, "oracle_images_per_s": oracle,
-               "ratio_wall": batched / oracle}
-    line = f"ratio batched / oracle (wall clock): {batched / oracle:.2f}x"
-    if results["batched_cpu"] and results["oracle_cpu"]:
-        cpu_ratio = st.median(results["batched_cpu"]) / st.median(results["oracle_cpu"])
-        summary["ratio_cpu_time"] = cpu_ratio
-        line += f"; per CPU second: {cpu_ratio:.2f}x"
-    print(line)
+               "oracle_images_per_s": oracle, "strategies": {}}
+    for name, count in ops.items():
+        rate = median(results[name]["wall"])
+        entry = {"images_per_s": rate, "ratio_wall": rate / oracle, **count}
+        line = (f"{name:8s} pixmix: {rate:10.1f} images/s (median of {args.rounds} rounds), "
+                f"{rate / oracle:.2f}x the oracle")
+        if results[name]["cpu"] and results["oracle"]["cpu"]:
+            entry["ratio_cpu_time"] = median(results[name]["cpu"]) / median(
+                results["oracle"]["cpu"])
+            line += f" ({entry['ratio_cpu_time']:.2f}x per CPU second)"
+        print(line)
+        sequence = count.get("device_sequence_kernels")
+        print(f"{'':8s} torch ops per batch: {count['kernels']}"
+              + (f" (device sequence alone: {sequence})" if sequence else "")
+              + f", on image-sized tensors: {count['image_sized_kernels']}; est. traffic "
+              f"{count['traffic_bytes'] / batch_size / 1e6:.1f} MB/image")
+        summary["strategies"][name] = entry
+    print(f"PIL oracle     : {oracle:10.1f} images/s")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0

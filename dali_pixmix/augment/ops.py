@@ -6,7 +6,7 @@ Conventions shared by every op:
   uint8 with the same shape and device. Nothing is modified in place.
 * Parameters are 1-D tensors of length ``B`` (one value per sample, sign already applied), on
   any device. They are the exact values the PIL reference passes to PIL
-  (``dali_pixmix.reference.apply_op``), see ``dali_pixmix/pixmix.py`` for how they are drawn.
+  (``pil_oracle.apply_op``), see ``pixmix.op_params`` for how they are drawn.
 * Results match PIL (checked against Pillow 13): bit-exact for ``posterize``, ``solarize``,
   ``autocontrast``, ``equalize``, ``color``, ``contrast``, ``brightness`` and ``sharpness`` (the
   enhance ops are specified to within one grey level; they reproduce PIL's float32 blend and
@@ -15,14 +15,16 @@ Conventions shared by every op:
   float64 coordinates and float32 interpolation, so they differ from PIL (by one level) only
   where an interpolated value lands within ~1e-5 of an integer.
 * Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
-  rotation uses one cached coordinate map per distinct angle.
+  rotation uses one cached coordinate map per distinct angle (cached per device, safe on any
+  CUDA stream: ``_constants``). The dense PixMix strategy reuses the table builders
+  (``autocontrast_lut``, ``equalize_lut``), the blends and ``sharpen_interior``, and does its
+  own single affine resampling for every geometric op (``_dense_ops``).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from dali_pixmix.augment._constants import stream_safe_cache
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
@@ -73,45 +75,56 @@ def channel_histograms(x: torch.Tensor, index: torch.Tensor | None = None) -> to
     return hist.scatter_add_(1, index, ones).view(n, 3, 256)
 
 
-def autocontrast(x: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageOps.autocontrast`` (cutoff 0): stretch each channel's [min, max] to [0, 255].
+def autocontrast_lut(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.autocontrast`` (cutoff 0) tables ``[m, 3, 256]`` (float64 holding
+    integers) from each channel's min ``lo`` and max ``hi`` (``[m, 3]``, any number type).
 
-    A channel with max == min is left unchanged. The LUT is built in float64 with PIL's
+    A channel with max == min is left unchanged. The table is built in float64 with PIL's
     ``int(i * scale + offset)`` so results are bit-exact.
     """
-    _check_images(x)
-    lo, hi = x.reshape(x.shape[0], -1, 3).aminmax(dim=1)
-    lo, hi = lo.double().unsqueeze(-1), hi.double().unsqueeze(-1)  # [B, 3, 1]
+    lo, hi = lo.double().unsqueeze(-1), hi.double().unsqueeze(-1)  # [m, 3, 1]
     flat = hi <= lo
     # torch's scalar / tensor is reciprocal-then-multiply; a true division matches Python's.
     scale = torch.full_like(hi, 255.0).div_(torch.where(flat, torch.ones_like(hi), hi - lo))
     offset = -lo * scale
-    ramp = torch.arange(256, device=x.device, dtype=torch.float64)
+    ramp = torch.arange(256, device=lo.device, dtype=torch.float64)
     lut = torch.trunc(ramp * scale + offset).clamp(0, 255)
-    lut = torch.where(flat, ramp.expand_as(lut), lut)
-    return apply_lut(x, lut)
+    return torch.where(flat, ramp.expand_as(lut), lut)
 
 
-def equalize(x: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageOps.equalize``: per-channel histogram equalisation, bit-exact.
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.autocontrast`` (cutoff 0): stretch each channel's [min, max] to [0, 255]
+    (see ``autocontrast_lut``)."""
+    _check_images(x)
+    lo, hi = x.reshape(x.shape[0], -1, 3).aminmax(dim=1)
+    return apply_lut(x, autocontrast_lut(lo, hi))
+
+
+def equalize_lut(hist: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.equalize`` tables ``[m, 3, 256]`` (int64) from int64 histograms
+    ``[m, 3, 256]``.
 
     step = (pixels - count of the highest non-empty bin) // 255; the channel is unchanged when
     it has at most one non-empty bin or step == 0; else lut[i] = (step // 2 + #pixels < i) // step,
     clipped to 255.
     """
-    _check_images(x)
-    index = _lut_index(x)
-    hist = channel_histograms(x, index)
     occupied = hist > 0
-    ramp = torch.arange(256, device=x.device, dtype=torch.int64)
+    ramp = torch.arange(256, device=hist.device, dtype=torch.int64)
     last_bin = torch.where(occupied, ramp, torch.zeros_like(ramp)).amax(dim=-1, keepdim=True)
     step = (hist.sum(-1, keepdim=True) - hist.gather(-1, last_bin)) // 255
     unchanged = (occupied.sum(-1, keepdim=True) <= 1) | (step == 0)
     below = torch.cumsum(hist, dim=-1) - hist  # pixels with value < i
     safe_step = step.clamp(min=1)
     lut = ((safe_step // 2 + below) // safe_step).clamp(max=255)
-    lut = torch.where(unchanged, ramp.expand_as(lut), lut)
-    return apply_lut(x, lut, index)
+    return torch.where(unchanged, ramp.expand_as(lut), lut)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """PIL ``ImageOps.equalize``: per-channel histogram equalisation, bit-exact (see
+    ``equalize_lut``)."""
+    _check_images(x)
+    index = _lut_index(x)
+    return apply_lut(x, equalize_lut(channel_histograms(x, index)), index)
 
 
 def posterize(x: torch.Tensor, bits) -> torch.Tensor:
@@ -171,7 +184,7 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=8)
+@stream_safe_cache(maxsize=8)
 def _bilinear_plan(coeffs: tuple, h: int, w: int, device):
     """Tap indices ``[4, H*W*3]``, weights and inside-mask ``[H*W, 3]`` of one affine map.
 
@@ -373,14 +386,20 @@ def sharpness(x: torch.Tensor, factor) -> torch.Tensor:
     Border pixels blend with themselves, so only the interior is computed."""
     _check_images(x)
     out = x.clone()
+    sharpen_interior(out, x, factor)
+    return out
+
+
+def sharpen_interior(out: torch.Tensor, x: torch.Tensor, factor) -> None:
+    """Write the interior of ``sharpness(x, factor)`` into ``out`` (uint8, shaped like ``x``;
+    its border is left as it is). Images below 3 x 3 have no interior."""
     if x.shape[1] < 3 or x.shape[2] < 3:
-        return out
+        return
     xf = x.float()
     degenerate = _smooth_interior(xf)
     alpha = _per_sample(factor, x, torch.float32)
     inner = xf[:, 1:-1, 1:-1].sub_(degenerate).mul_(alpha).add_(degenerate)
-    out[:, 1:-1, 1:-1] = inner.clamp_(0, 255).to(torch.uint8)
-    return out
+    out[:, 1:-1, 1:-1] = inner.clamp_(0, 255)  # float -> uint8 truncates, like PIL
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -13,24 +13,35 @@ once, on the batch's device (CPU or CUDA), with every random choice drawn from o
    (integer truncation, random sign for rotate / shear / translate).
 
 Images are uint8 ``[B, H, W, 3]``; the result is float32 ``[B, H, W, 3]`` in [0, 1], not yet
-normalised. All randomness is drawn up front as ONE ``torch.rand`` call (the "plan"), copied to
-the host once, and executed with vectorised ops, no Python loop over samples: every augmentation
-of the batch (start images and partners alike) goes through one batched call per op; then the
-samples are ordered by their sequence of mixing ops so that each round's add / multiply runs in
-place on contiguous runs of exactly the samples that chose it (on CPU a few MB at a time, to
-stay in cache). On CPU the samples are split into one contiguous range per torch thread, each
-run by a single-threaded host worker (ranges balanced by the planned work). ``trace=True`` also returns every choice, per sample, so that each output can be
-recomputed on its own with PIL (``dali_pixmix.reference.replay``).
+normalised (or normalised in a chosen layout, see ``Normalized``). All randomness is drawn up
+front as ONE ``torch.rand`` call (the "plan") and copied to the host once (free with a CPU
+generator); the plan does not depend on how it is executed. Two execution strategies, both
+vectorised with no Python loop over samples, give the same result to float32 rounding:
+
+* ``grouped`` (this module; the default on CPU): every augmentation of the batch (start images
+  and partners alike) goes through one batched call per op on exactly the samples that drew
+  it; then the samples are ordered by their sequence of mixing ops so that each round's add /
+  multiply runs in place on contiguous runs of exactly the samples that chose it (on CPU a few
+  MB at a time, to stay in cache). On CPU the samples are split into one contiguous range per
+  torch thread, each run by a single-threaded host worker (ranges balanced by the planned
+  work). Least work, but the number of ops, and the index groups, depend on the draws.
+* ``dense`` (``dense.py``; the default on CUDA): a FIXED sequence of batch-wide kernels
+  whatever the draws, with per-sample parameters and identity work where a sample did not
+  draw an op; no device value is ever read on the host, and the sequence can be replayed
+  from a CUDA graph (``cuda_graph=True``).
+
+``trace=True`` also returns every choice, per sample, so that each output can be recomputed on
+its own with PIL (``pil_oracle.replay``).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
 from dali_pixmix.augment import ops as A
+from dali_pixmix.augment._constants import stream_safe_cache
 from dali_pixmix.augment._cpu_split import balanced_bounds
 from dali_pixmix.augment._host_pool import host_workers
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
@@ -184,23 +195,34 @@ class Normalized:
         size = (n, c, h, w) if self.layout == "CHW" else (n, h, w, c)
         return torch.empty(size, dtype=self.dtype, device=device)
 
-    def convert(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise float32 ``[m, H, W, 3]`` in place and return it in this format."""
+    def convert(self, x: torch.Tensor, rows: tuple | None = None) -> torch.Tensor:
+        """Normalise float32 ``[m, H, W, 3]`` in place and return it in this format.
+
+        ``rows``: the float32 ``(mean, 1 / std)`` rows ``[W * 3]`` on ``x``'s device, if the
+        caller has them (default: cached per device)."""
         m, h, w, _ = x.shape
-        mean, scale = _channel_rows(self.mean, self.std, w, x.device)
+        mean, scale = rows if rows is not None else self.rows(w, x.device)
         x.view(m, h, w * 3).sub_(mean).mul_(scale)
         if self.layout == "CHW":
             return x.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.contiguous_format)
         return x if self.dtype == torch.float32 else x.to(self.dtype)
 
+    def rows(self, width: int, device) -> tuple:
+        """float32 mean and 1 / std repeated along an RGB row, ``[width * 3]`` each."""
+        return _channel_rows(self.mean, self.std, width, device)
 
-@functools.lru_cache(maxsize=16)
+    def host_values(self) -> tuple:
+        """float32 ``(mean, 1 / std)``, ``[3]`` each, on the host: the values of ``rows``."""
+        return (torch.tensor(self.mean, dtype=torch.float32),
+                1.0 / torch.tensor(self.std, dtype=torch.float32))
+
+
+@stream_safe_cache(maxsize=16)
 def _channel_rows(mean: tuple, std: tuple, width: int, device) -> tuple:
     """float32 mean and 1 / std repeated along an RGB row, ``[width * 3]`` each, on ``device``
     (created once: no per-batch copy). A broadcast over the innermost size-3 dimension would
     not vectorise; whole rows do."""
-    scale = 1.0 / torch.tensor(std, dtype=torch.float32)
-    mean = torch.tensor(mean, dtype=torch.float32)
+    mean, scale = Normalized(mean, std).host_values()
     return to_device(mean.repeat(width), device), to_device(scale.repeat(width), device)
 
 
@@ -262,7 +284,7 @@ def _log_table(weight: torch.Tensor, offset: torch.Tensor | float = 0.0,
     return (_uint8_logs(floor, weight.device) * weight.view(-1, 1)).add_(offset)
 
 
-@functools.lru_cache(maxsize=16)
+@stream_safe_cache(maxsize=16)
 def _uint8_logs(floor: float, device) -> torch.Tensor:
     """``[1, 256]`` float32: log(max(v / 255, floor)), computed once per device."""
     values = torch.arange(256, dtype=torch.float32, device=device).div_(255.0)
@@ -458,6 +480,20 @@ def _check_inputs(images: torch.Tensor, mixing_pics: torch.Tensor) -> None:
             "picture per sample, same device)")
 
 
+STRATEGIES = ("auto", "grouped", "dense")
+
+
+def _pick_strategy(strategy: str, images: torch.Tensor, cuda_graph: bool) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"pixmix: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "auto":
+        strategy = "dense" if images.is_cuda else "grouped"
+    if cuda_graph and (strategy != "dense" or not images.is_cuda):
+        raise ValueError("pixmix: cuda_graph=True needs CUDA images and the dense strategy, got "
+                         f"{images.device} images and strategy {strategy!r}")
+    return strategy
+
+
 _CPU_CHUNK_BYTES = 4 << 20
 
 
@@ -471,7 +507,8 @@ def _default_chunk(images: torch.Tensor) -> int:
 def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: float = 4.0,
            severity: float = 1, all_ops: bool = True, generator: torch.Generator | None = None,
            trace: bool = False, *, chunk_size: int | None = None,
-           host_workers: int | None = None, output: "Normalized | None" = None):
+           host_workers: int | None = None, output: "Normalized | None" = None,
+           strategy: str = "auto", cuda_graph: bool = False):
     """PixMix a batch. Pure function: the same generator state gives the same output.
 
     Args:
@@ -489,6 +526,15 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
             (default: ``torch.get_num_threads()``); it does not change the result.
         output: return the result normalised, in this layout and dtype (see ``Normalized``)
             instead of float32 ``[B, H, W, 3]`` in [0, 1]; converted chunk by chunk.
+        strategy: how the batch is executed (same choices, same result to float32 rounding):
+            ``"grouped"`` runs each op once on exactly the samples that drew it (least work,
+            best on CPU; ``chunk_size`` and ``host_workers`` apply to it); ``"dense"`` runs a
+            fixed sequence of batch-wide kernels whatever the draws (``dense.py``: few,
+            large kernels and no device synchronisation, for CUDA); ``"auto"`` picks dense on
+            CUDA, grouped on CPU.
+        cuda_graph: with the dense strategy on CUDA, capture the kernel sequence in a CUDA
+            graph once per batch shape and replay it (static buffers; the result is a fresh
+            tensor). Off by default.
 
     Returns:
         float32 ``[B, H, W, 3]`` in [0, 1] (or as ``output`` says); with ``trace=True`` a pair
@@ -500,8 +546,14 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     n, h, w, _ = images.shape
     plan_device = generator.device if generator is not None else images.device
     plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device)
-    out = _execute_parts(images, mixing_pics, plan, ops, chunk_size or _default_chunk(images),
-                         host_workers or torch.get_num_threads(), output)
+    if _pick_strategy(strategy, images, cuda_graph) == "dense":
+        from dali_pixmix.augment.dense import pixmix_dense  # dense.py builds on this module
+
+        out = pixmix_dense(images, mixing_pics, plan, ops, output, cuda_graph)
+    else:
+        out = _execute_parts(images, mixing_pics, plan, ops,
+                             chunk_size or _default_chunk(images),
+                             host_workers or torch.get_num_threads(), output)
     if trace:
         return out, trace_of(plan, ops, h, w)
     return out

@@ -6,8 +6,19 @@ from PIL import Image, ImageEnhance, ImageOps
 from scenes import scene
 
 from dali_pixmix.augment import ops as A
+from dali_pixmix.augment.dense import apply_ops
 
 pytestmark = pytest.mark.unit
+
+
+def dense_apply(x: torch.Tensor, op: str, param=None) -> torch.Tensor:
+    """``A.apply_op`` by the dense strategy's kernels (every sample's op in one batch)."""
+    n = x.shape[0]
+    params = torch.zeros(n) if param is None else torch.as_tensor(param).reshape(n)
+    return apply_ops(x, torch.full((n,), A.ALL_OPS.index(op)), params.double())
+
+
+APPLY = {"grouped": A.apply_op, "dense": dense_apply}
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 
@@ -53,14 +64,15 @@ def test_op_lists_follow_the_spec_order():
     assert A.ALL_OPS == A.OPS + ("color", "contrast", "brightness", "sharpness")
 
 
+@pytest.mark.parametrize("strategy", APPLY)
 @pytest.mark.parametrize("op", A.ALL_OPS)
-def test_op_matches_pil(op, batch):
+def test_op_matches_pil(op, batch, strategy):
     rng = np.random.default_rng(A.ALL_OPS.index(op))
     n, h, w, _ = batch.shape
     for _ in range(2):
         params = [pil_param(op, rng, w, h) for _ in range(n)]
         tensor_params = None if params[0] is None else torch.tensor(params)
-        out = A.apply_op(torch.from_numpy(batch), op, tensor_params)
+        out = APPLY[strategy](torch.from_numpy(batch), op, tensor_params)
         assert out.dtype == torch.uint8 and out.shape == batch.shape
         ref = np.stack([pil_apply(batch[i], op, params[i]) for i in range(n)])
         diff = np.abs(out.numpy().astype(int) - ref)
@@ -73,21 +85,23 @@ def test_op_matches_pil(op, batch):
             assert diff.max() == 0, (op, params)
 
 
-def test_posterize_and_solarize_every_value_and_setting():
+@pytest.mark.parametrize("strategy", APPLY)
+def test_posterize_and_solarize_every_value_and_setting(strategy):
     ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
     x = torch.from_numpy(ramp).unsqueeze(0).repeat(9, 1, 1, 1)
     bits = torch.arange(9)  # 0..8 kept bits
-    out = A.posterize(x, bits).numpy()
+    out = APPLY[strategy](x, "posterize", bits).numpy()
     for i in range(1, 9):
         assert np.array_equal(out[i], np.asarray(ImageOps.posterize(Image.fromarray(ramp), i)))
     assert out[0].max() == 0
     thresholds = torch.tensor([0, 1, 128, 254, 255, 256, 7, 200, 231])
-    out = A.solarize(x, thresholds).numpy()
+    out = APPLY[strategy](x, "solarize", thresholds).numpy()
     for i, t in enumerate(thresholds.tolist()):
         assert np.array_equal(out[i], np.asarray(ImageOps.solarize(Image.fromarray(ramp), t)))
 
 
-def test_histogram_ops_degenerate_channels_match_pil():
+@pytest.mark.parametrize("strategy", APPLY)
+def test_histogram_ops_degenerate_channels_match_pil(strategy):
     rng = np.random.default_rng(3)
     img = scene(rng, 20, 20)
     img[..., 0] = 77                      # flat channel: both ops leave it alone
@@ -97,23 +111,27 @@ def test_histogram_ops_degenerate_channels_match_pil():
     tiny[0, :3] = (0, 128, 255)           # step == 0 for equalize (3 odd pixels of 400)
     x = torch.from_numpy(np.stack([img, tiny]))
     for op in ("autocontrast", "equalize"):
-        out = A.apply_op(x, op).numpy()
+        out = APPLY[strategy](x, op).numpy()
         for i, im in enumerate((img, tiny)):
             assert np.array_equal(out[i], pil_apply(im, op, None)), op
 
 
-def test_geometry_conventions_by_hand():
+@pytest.mark.parametrize("strategy", APPLY)
+def test_geometry_conventions_by_hand(strategy):
     img = np.zeros((1, 21, 21, 3), np.uint8)
     img[0, 10, 16] = 255                  # a dot right of the centre (10.5, 10.5)
     x = torch.from_numpy(img)
+    apply = APPLY[strategy]
     # Positive degrees rotate counter-clockwise: the dot goes up (smaller row), not down.
-    rot = A.rotate(x, torch.tensor([90]))[0, ..., 0].numpy()
+    rot = apply(x, "rotate", torch.tensor([90]))[0, ..., 0].numpy()
     assert rot[4:6, 10].max() > 200 and rot[15:17, 10].max() == 0
     # translate_x by t shows input column x + t at x; uncovered columns are black.
-    t = A.translate_x(x, torch.tensor([3]))[0, ..., 0].numpy()
+    t = apply(x, "translate_x", torch.tensor([3]))[0, ..., 0].numpy()
     assert t[10, 13] == 255 and t[:, -3:].max() == 0 and t.sum() == 255
-    t = A.translate_y(x, torch.tensor([-2]))[0, ..., 0].numpy()
+    t = apply(x, "translate_y", torch.tensor([-2]))[0, ..., 0].numpy()
     assert t[12, 16] == 255 and t[:2].max() == 0
+    for op in ("shear_x", "shear_y", "translate_x", "rotate"):  # a zero parameter is identity
+        assert torch.equal(apply(x, op, torch.tensor([0])), x), op
     identity = A.affine(x, torch.tensor([[1.0, 0, 0, 0, 1, 0]]))
     assert torch.equal(identity, x)
 

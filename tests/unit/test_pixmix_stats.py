@@ -116,14 +116,15 @@ def _trace_statistics(traces):
     return rounds, starts, partners, mixes, ops, a, b
 
 
+@pytest.mark.parametrize("strategy", ["grouped", "dense"])
 @pytest.mark.parametrize("all_ops", [True, False])
-def test_pixmix_traces_follow_the_method(all_ops):
+def test_pixmix_traces_follow_the_method(all_ops, strategy):
     n = 3000
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8))
     gen = torch.Generator().manual_seed(42)
     _, traces = pixmix(images, images.flip(0), k=4, beta=4.0, severity=1, all_ops=all_ops,
-                       generator=gen, trace=True)
+                       generator=gen, trace=True, strategy=strategy)
     rounds, starts, partners, mixes, ops, a, b = _trace_statistics(traces)
     assert chi2_uniform_ok(rounds, 5)
     assert fair_coin_ok(starts) and fair_coin_ok(partners) and fair_coin_ok(mixes)
