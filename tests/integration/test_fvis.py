@@ -131,6 +131,13 @@ def test_bad_layer_channel_count_and_checkpoint_are_one_error_line(tool, checkpo
     assert not list(tmp_path.glob("o/*.png"))
 
 
+def test_a_layer_affine_in_the_image_is_warned_about(tool, checkpoint, tmp_path, capsys):
+    assert tool.main(["--checkpoint", str(checkpoint), *FAST, "--channels", "1", "--steps", "1",
+                      "--layers", "conv1,layer1", "--out", str(tmp_path / "o")]) == 0
+    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning: ")]
+    assert len(warnings) == 1 and "layer conv1 is an affine function" in warnings[0]
+
+
 def test_torchvision_state_dict_needs_its_arch(tool, tmp_path, capsys):
     state = torchvision.models.resnet18().state_dict()  # bare, 1000 classes, no arch stored
     torch.save(state, tmp_path / "resnet18-tv.pth")
