@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation every loader of the package applies
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # the loaders' normalisation
+
 # Square root of ImageNet's RGB colour covariance (Lucid's `color_correlation_svd_sqrt`).
 COLOUR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
                                         [0.27, 0.00, -0.05],
@@ -343,9 +343,9 @@ def save_png(pixels: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def make_fvis(model: torch.nn.Module, layers: Sequence[str], out_dir, channels: Optional[int] = None,
-              settings: FVisSettings = FVisSettings(), device="cpu",
-              progress: bool = True) -> List[Tuple[str, int]]:
+def make_fvis(model: torch.nn.Module, layers: Sequence[str], out_dir,
+              channels: Optional[int] = None, settings: FVisSettings = FVisSettings(),
+              device="cpu", progress: bool = True) -> List[Tuple[str, int]]:
     """Write `<layer>_<channel:04d>.png` for every planned picture; existing PNGs are skipped.
 
     Returns every planned (layer, channel), written now or before.
