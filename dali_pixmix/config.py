@@ -40,6 +40,7 @@ class DataConfig:
 class PixMixConfig:
     enabled: bool = True
     mixing_set: str = ""          # folder, file list or .npy of mixing pictures
+    #                               (or comma-separated folders/file lists: one bank)
     bank_cache: Optional[str] = None  # .npy cache for the decoded bank (built once)
     bank_size: int = 256          # stored side of each mixing picture (reference: Resize 256)
     bank_on_host: bool = False    # keep the bank in pinned host memory instead of on the GPU

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Build a PixMix mixing bank: a folder of pictures (any depth) or a file list -> one `.npy`.
+"""Build a PixMix mixing bank: folders of pictures (any depth) and/or file lists -> one `.npy`.
 
 The bank is uint8 [N, S, S, 3] (shorter side resized to S, centre crop S); training opens it as a
-memory map instead of decoding the mixing set again.
+memory map instead of decoding the mixing set again. Several sources are concatenated in the
+order given (each folder in sorted path order); a file reached twice is kept once.
 
-Example:
+Examples:
     python tools/build_mixing_bank.py data/fractals_and_fvis --out banks/fractals_256.npy
+    python tools/build_mixing_bank.py mixing/fractals mixing/fvis --out banks/mixing_256.npy
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("source", help="folder of mixing pictures, or a file list "
-                        "('relative/path label' per line)")
+    parser.add_argument("sources", nargs="+", metavar="source",
+                        help="folder of mixing pictures, or a file list ('relative/path label' "
+                        "per line); several are combined into one bank")
     parser.add_argument("--out", required=True, help="output .npy path")
     parser.add_argument("--size", type=int, default=256, help="side S of the stored pictures")
     parser.add_argument("--root", default=None, help="root for file-list paths "
@@ -38,15 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> MixingBank:
-    source = Path(args.source)
-    common = dict(size=args.size, device=pick_device(0, args.device), batch_size=args.batch_size,
-                  num_threads=args.num_threads)
-    if source.is_dir():
-        return MixingBank.from_folder(source, **common)
-    if source.is_file():
-        return MixingBank.from_file_list(source, root=args.root, **common)
-    raise FileNotFoundError(f"mixing set {source} does not exist; pass a folder of pictures "
-                            "or a file list")
+    return MixingBank.from_sources(args.sources, size=args.size, device=pick_device(0, args.device),
+                                   batch_size=args.batch_size, num_threads=args.num_threads,
+                                   root=args.root)
 
 
 def main(argv=None) -> int:

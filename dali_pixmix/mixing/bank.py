@@ -1,5 +1,8 @@
 """The PixMix mixing set as one uint8 tensor, with one-gather random crops.
 
+Several sources (e.g. fractals + feature visualisations) make one bank: `from_sources`, or a
+comma-separated `pixmix.mixing_set`.
+
 Conventions: `images` is uint8 `[N, S, S, 3]` (RGB, HWC per picture), each picture prepared like the
 reference code's `Resize(S)` (shorter side to S) followed by a centre crop to S x S. `sample()`
 then takes a random `crop x crop` window per picture, the equivalent of the reference's
@@ -8,6 +11,7 @@ are gathered on the host and copied without blocking) or plain CPU.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -79,6 +83,16 @@ class MixingBank:
         files, _labels = read_file_list(path, root=root)  # names a missing file's line
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
                               source=str(path))
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[PathLike], size: int = 256, device="cpu",
+                     pin_memory: bool = False, batch_size: int = 64, num_threads: int = 2,
+                     root: Optional[PathLike] = None) -> "MixingBank":
+        """One bank from several folders and/or file lists (e.g. fractals + feature
+        visualisations); the picture order is `mixing_files(sources, root)`."""
+        files = mixing_files(sources, root)
+        return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
+                              source=",".join(str(s) for s in sources))
 
     @classmethod
     def load(cls, npy_path: PathLike, device="cpu", pin_memory: bool = False) -> "MixingBank":
@@ -235,21 +249,67 @@ def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
     return bank_pipeline()
 
 
+# --------------------------------------------------------------------- several sources
+def split_sources(spec: Union[PathLike, Sequence[PathLike]]) -> List[str]:
+    """A mixing-set setting as a list of sources: a list as is, or a string of comma-separated
+    paths (a string naming an existing path is one source even if it holds a comma)."""
+    if isinstance(spec, (list, tuple)):
+        return [str(s) for s in spec]
+    spec = str(spec)
+    if Path(spec).exists() or "," not in spec:
+        return [spec]
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None) -> List[Path]:
+    """Every picture of the sources: sources in the order given, each folder in sorted path
+    order (`scan_images`), each file list in its line order; a file that an earlier source
+    already holds (same real path) is left out. A missing or empty source is an error naming
+    it."""
+    from dali_pixmix.data.file_lists import read_file_list
+    from dali_pixmix.data.images import scan_images
+
+    if not sources:
+        raise ValueError("no mixing sources given; pass folders of pictures or file lists")
+    files, seen = [], set()
+    for source in sources:
+        source = Path(source)
+        if source.suffix == BANK_SUFFIX:
+            raise ValueError(f"mixing source {source} is a saved bank, which cannot be combined "
+                             "with other sources; build one bank from all the picture folders")
+        if source.is_dir():
+            found = scan_images(source)  # names the folder when it holds no picture
+        elif source.is_file():
+            found, _labels = read_file_list(source, root=root)  # names an empty list
+        else:
+            raise FileNotFoundError(f"mixing source {source} does not exist; pass a folder of "
+                                    "pictures or a file list")
+        keys = [os.path.realpath(file) for file in found]
+        files += [Path(f) for f, key in zip(found, keys) if key not in seen]
+        seen.update(keys)
+    return files
+
+
 # --------------------------------------------------------------------- cache helper
 def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size: int = 256,
                        device="cpu", pin_memory: bool = False, num_threads: int = 2
                        ) -> MixingBank:
-    """A bank from a folder, a file list or a saved `.npy`; built once and cached at `cache`.
+    """A bank from a folder, a file list or a saved `.npy`, or from several folders/file lists
+    (comma-separated, see `split_sources`); built once and cached at `cache`.
 
     A cached bank whose picture size differs from `size` is an error (delete it to rebuild),
     never silently reused.
     """
-    source = Path(source)
-    if source.suffix == BANK_SUFFIX:
+    sources = split_sources(source)
+    source = Path(sources[0])
+    if len(sources) == 1 and source.suffix == BANK_SUFFIX:
         return _checked_size(MixingBank.load(source, device, pin_memory), size)
     if cache is not None and Path(cache).is_file():
         return _checked_size(MixingBank.load(cache, device, pin_memory), size)
-    if source.is_dir():
+    if len(sources) > 1:
+        bank = MixingBank.from_sources(sources, size, device, pin_memory,
+                                       num_threads=num_threads)
+    elif source.is_dir():
         bank = MixingBank.from_folder(source, size, device, pin_memory, num_threads=num_threads)
     elif source.is_file():
         bank = MixingBank.from_file_list(source, None, size, device, pin_memory,

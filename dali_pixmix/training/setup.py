@@ -26,10 +26,14 @@ def check_inputs(cfg: Config) -> List[str]:
         raise ValueError("config key 'data.val' is empty: set it to the validation folder")
     check_val_classes(cfg.data.val, classes)
     if cfg.pixmix.enabled:
-        source = Path(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else None
-        if source is None or not source.exists():
-            raise FileNotFoundError(f"mixing set '{cfg.pixmix.mixing_set}' does not exist: set "
-                                    "pixmix.mixing_set to a folder, file list or .npy bank (or "
+        from dali_pixmix.mixing.bank import split_sources
+
+        sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else [""]
+        missing = [s for s in sources if not s or not Path(s).exists()]
+        if missing:
+            raise FileNotFoundError(f"mixing set '{missing[0]}' does not exist: set "
+                                    "pixmix.mixing_set to a folder, file list or .npy bank, or "
+                                    "several comma-separated folders/file lists (or "
                                     "pixmix.enabled=false for the baseline)")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "

@@ -190,3 +190,57 @@ def test_build_tool_reports_a_missing_source_as_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope" in err
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_bank_from_two_folders_is_both_banks_in_order_with_duplicates_once(tmp_path):
+    write_pictures(tmp_path / "fractals", [(40, 40), (48, 40), (40, 56)], seed=1)
+    write_pictures(tmp_path / "fvis", [(32, 32), (64, 48)], seed=2)
+    first = MixingBank.from_folder(tmp_path / "fractals", size=24)
+    second = MixingBank.from_folder(tmp_path / "fvis", size=24)
+    both = MixingBank.from_sources([tmp_path / "fractals", tmp_path / "fvis"], size=24)
+    assert torch.equal(both.images, torch.cat([first.images, second.images]))
+    # The same folder again, or reached through a file list, adds nothing.
+    listing = tmp_path / "fvis.txt"
+    listing.write_text("fvis/pic_01.png 0\n")
+    again = MixingBank.from_sources([tmp_path / "fractals", tmp_path / "fvis",
+                                     tmp_path / "fractals", listing], size=24)
+    assert torch.equal(again.images, both.images)
+    cached = load_or_build_bank(f"{tmp_path / 'fractals'},{tmp_path / 'fvis'}", size=24)
+    assert torch.equal(cached.images, both.images)
+
+
+def test_missing_or_empty_source_among_several_is_named(tmp_path):
+    write_pictures(tmp_path / "fractals", [(32, 32)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="mixing source .*nope does not exist"):
+        MixingBank.from_sources([tmp_path / "fractals", tmp_path / "nope"], size=16)
+    with pytest.raises(ValueError, match="no images .* found under .*empty"):
+        MixingBank.from_sources([tmp_path / "fractals", tmp_path / "empty"], size=16)
+    np.save(tmp_path / "old.npy", np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="old.npy is a saved bank"):
+        MixingBank.from_sources([tmp_path / "fractals", tmp_path / "old.npy"], size=16)
+
+
+def test_build_tool_combines_several_sources(tmp_path, tiny_mixing_dir):
+    write_pictures(tmp_path / "fvis", [(32, 32), (40, 40)])
+    out = tmp_path / "both.npy"
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "build_mixing_bank.py"),
+                             str(tiny_mixing_dir), str(tmp_path / "fvis"), "--out", str(out),
+                             "--size", "32", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 14 pictures of 32x32 px" in result.stdout
+
+
+def test_training_config_accepts_comma_separated_mixing_sources(tiny_imagenet, tiny_mixing_dir,
+                                                               tmp_path):
+    from dali_pixmix.config import load_config
+    from dali_pixmix.training.setup import check_inputs
+
+    write_pictures(tmp_path / "fvis", [(32, 32)])
+    base = [f"data.train={tiny_imagenet}/train", f"data.val={tiny_imagenet}/val"]
+    both = f"pixmix.mixing_set={tiny_mixing_dir},{tmp_path / 'fvis'}"
+    assert len(check_inputs(load_config(None, base + [both]))) > 0
+    missing = f"pixmix.mixing_set={tiny_mixing_dir},{tmp_path / 'nope'}"
+    with pytest.raises(FileNotFoundError, match=f"mixing set '{tmp_path / 'nope'}' does not"):
+        check_inputs(load_config(None, base + [missing]))
