@@ -50,19 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_pool(size: int, n_images: int, n_mixing: int, seed: int):
-    """uint8 pools of synthetic object pictures and fractal mixing pictures (size x size)."""
-    import numpy as np
-
-    from dali_pixmix.data.synthetic import synthetic_object_image
-    from dali_pixmix.mixing.fractals import fractal_image
-
-    rng = np.random.default_rng(seed)
-    images = np.stack([synthetic_object_image(i, rng, size, size) for i in range(n_images)])
-    mixing = np.stack([fractal_image(rng, size) for _ in range(n_mixing)])
-    return images, mixing
-
-
 # ----------------------------------------------------------------------------- oracle side
 _WORK = {}
 
@@ -101,24 +88,6 @@ def time_oracle(pool, n_images: int, threads: int, seed: int):
     return wall, (time.process_time() - t_cpu if pool is None else None)
 
 
-# ----------------------------------------------------------------------------- batched side
-def time_batched(torch, pixmix, batch, mixing, settings, batches: int, gen):
-    """(wall seconds, CPU seconds or None) for ``batches`` calls of pixmix on ``batch``."""
-    if batch.is_cuda:
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(batches):
-            pixmix(batch, mixing, generator=gen, **settings)
-        stop.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(stop) / 1000.0, None
-    t_cpu, t0 = time.process_time(), time.perf_counter()
-    for _ in range(batches):
-        pixmix(batch, mixing, generator=gen, **settings)
-    return time.perf_counter() - t0, time.process_time() - t_cpu
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_thp:
@@ -128,6 +97,8 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from dali_pixmix.augment.pixmix import pixmix
+    from dali_pixmix.check.fixtures import picture_pool
+    from dali_pixmix.check.throughput import time_calls
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -140,11 +111,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     settings = dict(k=args.k, beta=args.beta, severity=args.severity, all_ops=not args.no_all_ops)
 
-    pool_images, pool_mixing = make_pool(args.size, 16, 8, args.seed)
+    pool_images, pool_mixing = picture_pool(args.size, 16, 8, args.seed)
     rng = np.random.default_rng(args.seed)
     batch = torch.from_numpy(pool_images[rng.integers(16, size=batch_size)]).to(args.device)
     mixing = torch.from_numpy(pool_mixing[rng.integers(8, size=batch_size)]).to(args.device)
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    # A host generator, as the training stage uses: a CUDA one would make every call wait for
+    # the device-to-host copy of the drawn plan.
+    gen = torch.Generator().manual_seed(args.seed)
     for _ in range(2):  # warm-up: allocator, kernels, CUDA context
         pixmix(batch, mixing, generator=gen, **settings)
 
@@ -158,7 +131,8 @@ def main(argv=None) -> int:
     try:
         time_oracle(pool, min(8, args.oracle_images), args.threads, args.seed)  # warm-up
         for r in tqdm(range(args.rounds), desc="rounds", leave=False):
-            wall, cpu = time_batched(torch, pixmix, batch, mixing, settings, batches, gen)
+            wall, cpu = time_calls(lambda: pixmix(batch, mixing, generator=gen, **settings),
+                                   batches, batch.device)
             results["batched"].append(batches * batch_size / wall)
             if cpu:
                 results["batched_cpu"].append(batches * batch_size / cpu)
