@@ -97,6 +97,14 @@ def environment_check() -> Dict:
     return {"environment": collect()}
 
 
+def call_check(func: Callable, s: Settings) -> Dict:
+    """In the child: apply the preset's torch thread count, then run the check. (Tiny CPU
+    work with several OpenMP threads on a busy machine is many times slower than with one.)"""
+    if s.torch_threads:
+        torch.set_num_threads(s.torch_threads)
+    return func(s=s)
+
+
 def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
              logs: Path, position: str) -> Dict:
     """One check in its child process, or the reason it was not started."""
@@ -110,7 +118,7 @@ def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
         return result
     limit = min(s.limit(name), left)
     progress(f"{position} {name}: running (limit {limit:.0f} s)")
-    result = {"name": name, **run_isolated(func, {"s": s}, timeout=limit,
+    result = {"name": name, **run_isolated(call_check, {"func": func, "s": s}, timeout=limit,
                                            log_path=logs / f"{name}.log", verbose=args.verbose)}
     progress(f"{position} {name}: {result['status']} ({result['seconds']:.1f} s) "
              f"{result.get('detail', '')}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import socket
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -84,10 +85,8 @@ def judge_amp_run(name: str, run: Dict, amp_dtype: torch.dtype, steps: int) -> s
 
 def _amp_modes(s: Settings) -> Tuple[List[Tuple[str, torch.dtype]], List[str]]:
     """(name, dtype) of the runs to make, and notes on the ones left out."""
-    if not s.on_cuda:  # CPU subset: the code path in bfloat16, CPU autocast's own dtype
-        return [("bf16", torch.bfloat16)], ["fp16+GradScaler: GPU only"]
     modes, notes = [("fp16+GradScaler", torch.float16)], []
-    if torch.cuda.is_bf16_supported():
+    if not s.on_cuda or torch.cuda.is_bf16_supported():
         modes.insert(0, ("bf16", torch.bfloat16))
     else:
         notes.append("bf16 skipped: not supported by this GPU")
@@ -124,6 +123,7 @@ def ddp_rank(rank: int, world: int, port: int, backend: str, out: str, arch: str
 
     cuda = backend == "nccl"
     device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks share the cores
     if cuda:
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,

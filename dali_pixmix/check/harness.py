@@ -64,10 +64,11 @@ def importable(module: str) -> bool:
 def _child(func: Callable[..., Result], kwargs: dict, log_path: Path, result_path: Path,
            verbose: bool) -> None:
     os.setsid()  # own process group: the parent can end this check and its helpers at once
-    if not verbose:
+    if not verbose:  # both the C++ libraries' output (file descriptors) and Python's
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
+        sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)
     try:
         result = dict(func(**kwargs) or {})
         result.setdefault("status", "pass")

@@ -30,6 +30,7 @@ class Settings:
     data: Optional[str] = None     # a class-folder tree to read instead of generated JPEGs
     mixing: Optional[str] = None   # a mixing-set folder or .npy bank instead of fractals
     threads: int = 4               # DALI CPU threads
+    torch_threads: Optional[int] = None  # torch intra-op threads in each check (None: default)
     crop: int = 224
     batch: int = 256               # pipeline and throughput batch
     check_batch: int = 32          # functional checks' batch
@@ -78,7 +79,7 @@ def for_machine(cuda: bool, quick: bool, workdir: Path, **user) -> Settings:
             image_size=(48, 80), mixing_count=6, bank_size=64, amp_crop=32, amp_batch=8,
             amp_steps=6, videos=2, video_frames=8, video_size=48, stage_calls=2,
             pipeline_batches=2, train_steps=2, train_warmup=1, rounds=1, eval_images=16,
-            budget_s=300.0,
+            budget_s=300.0, torch_threads=1,
             limits={k: 2 * v for k, v in CUDA_LIMITS.items()})
     elif quick:
         base = dataclasses.replace(
