@@ -165,9 +165,16 @@ def run_ddp(backend: str, world: int, s: Settings) -> Dict:
     arch = s.ddp_arch
     # NCCL ranks start fresh interpreters (CUDA cannot cross a fork); gloo ranks are forked
     # from this CUDA-free process, which saves re-importing torch.
-    mp.start_processes(ddp_rank, args=(world, _free_port(), backend, str(out), arch,
-                                       min(s.crop, 64)),
-                       nprocs=world, start_method="spawn" if backend == "nccl" else "fork")
+    try:
+        mp.start_processes(ddp_rank, args=(world, _free_port(), backend, str(out), arch,
+                                           min(s.crop, 64)),
+                           nprocs=world, start_method="spawn" if backend == "nccl" else "fork")
+    except mp.ProcessRaisedException as err:  # its message ends with the rank's own error
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        raise Failed(f"{backend} rank {err.error_index} failed: {lines[-1].strip()}") from err
+    except mp.ProcessExitedException as err:
+        raise Failed(f"{backend} rank {err.error_index} died (exit code {err.exit_code}, "
+                     f"signal {err.signal_name})") from err
     return json.loads(out.read_text())
 
 

@@ -117,10 +117,15 @@ def write_h264_videos(folder: Path, count: int, frames: int, size: int,
 
 def video_folder(s: Settings) -> Path:
     """A perturbation-like folder `<wnid>/v<i>.mp4` of `s.videos` H.264 videos."""
-    from dali_pixmix.check.harness import require
+    from dali_pixmix.check.harness import Skip, require
     from dali_pixmix.classes import imagenet_wnids
 
-    require("av", "PyAV")
+    av = require("av", "PyAV")
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception as err:  # noqa: BLE001 - an FFmpeg build without the encoder
+        raise Skip("PyAV's FFmpeg has no libx264 encoder: the H.264 test videos cannot be "
+                   "made") from err
     folder = s.workdir / "videos"
     if not _fresh(folder):
         write_h264_videos(folder, s.videos, s.video_frames, s.video_size,

@@ -61,6 +61,12 @@ class Settings:
     def on_cuda(self) -> bool:
         return self.device == "cuda"
 
+    @property
+    def eval_resize(self) -> int:
+        """Shorter side before the evaluation crop: 256 for 224 (ImageNet), in proportion
+        otherwise."""
+        return round(self.crop * 256 / 224)
+
     def limit(self, name: str) -> float:
         return self.limits.get(name, 120.0)
 

@@ -238,21 +238,21 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
     return DaliLoader(pipe, batch_size=s.batch, train=True, channels_last=s.on_cuda)
 
 
-def _with_and_without_pixmix(s: Settings, device: torch.device) -> Dict[str, Iterator]:
+def _pipeline_batches(s: Settings, device: torch.device, pixmix: bool) -> Iterator:
+    """Endless training batches of the DALI pipeline, with or without the PixMix stage."""
     from dali_pixmix.data.stage import PixMixStage
 
     files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
-    bank = fixtures.mixing_bank(s, str(device))
-    return {"without": endless(_train_loader(s, files, labels, None, device)),
-            "with": endless(_train_loader(s, files, labels, PixMixStage(bank, crop=s.crop),
-                                          device))}
+    stage = PixMixStage(fixtures.mixing_bank(s, str(device)), crop=s.crop) if pixmix else None
+    return endless(_train_loader(s, files, labels, stage, device))
 
 
 def pipeline_pixmix(s: Settings) -> Dict:
     """The DALI training pipeline with PixMix vs the same pipeline without it."""
     require("nvidia.dali", "DALI")
     device = _device(s)
-    sources = _with_and_without_pixmix(s, device)
+    sources = {"without": _pipeline_batches(s, device, False),
+               "with": _pipeline_batches(s, device, True)}
     rates = {name: [] for name in sources}
     for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
         for name, batches in sources.items():
@@ -287,7 +287,7 @@ def train_step(s: Settings) -> Dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     step = make_step(model, optimizer, amp, device)
     sources = {"synthetic": synthetic_batches(s.batch, s.crop, 1000, device, s.on_cuda),
-               "dali": _with_and_without_pixmix(s, device)["with"]}
+               "dali": _pipeline_batches(s, device, True)}
     best = {name: 0.0 for name in sources}
     for _ in range(s.rounds):  # interleaved rounds, best per source: robust to other load
         for name, batches in sources.items():
@@ -310,7 +310,7 @@ def eval_infer(s: Settings) -> Dict:
     device = _device(s)
     files = fixtures.training_files(s, s.eval_images)[0]
     ckpt = save_test_checkpoint(s, s.workdir / "eval_speed.pt", classes=1000)
-    resize = 256 if s.on_cuda else s.crop + s.crop // 7
+    resize = s.eval_resize
     ev = Evaluator(str(ckpt), str(s.workdir / "eval_speed"), batch_size=s.batch, resize=resize,
                    crop=s.crop, workers=s.threads, dist=DistInfo(device=device), progress=False)
     labels = np.zeros(len(files), dtype=np.int64)
