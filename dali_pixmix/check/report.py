@@ -83,7 +83,7 @@ def _rate(value) -> str:
 def check_rows(checks: List[Dict]) -> List[List[str]]:
     rows = [["check", "status", "time", "detail"]]
     for c in checks:
-        rows.append([c["name"], c["status"].upper(), _or_dash(c.get("seconds"), "{:.0f}s"),
+        rows.append([c["name"], c["status"].upper(), _or_dash(c.get("seconds"), "{:.1f}s"),
                      c.get("detail", "")])
     return rows
 

@@ -238,12 +238,12 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
     return DaliLoader(pipe, batch_size=s.batch, train=True, channels_last=s.on_cuda)
 
 
-def _pipeline_batches(s: Settings, device: torch.device, pixmix: bool) -> Iterator:
-    """Endless training batches of the DALI pipeline, with or without the PixMix stage."""
+def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
+    """Endless training batches of the DALI pipeline; with PixMix when given a mixing bank."""
     from dali_pixmix.data.stage import PixMixStage
 
     files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
-    stage = PixMixStage(fixtures.mixing_bank(s, str(device)), crop=s.crop) if pixmix else None
+    stage = None if bank is None else PixMixStage(bank, crop=s.crop)
     return endless(_train_loader(s, files, labels, stage, device))
 
 
@@ -251,8 +251,8 @@ def pipeline_pixmix(s: Settings) -> Dict:
     """The DALI training pipeline with PixMix vs the same pipeline without it."""
     require("nvidia.dali", "DALI")
     device = _device(s)
-    sources = {"without": _pipeline_batches(s, device, False),
-               "with": _pipeline_batches(s, device, True)}
+    sources = {"without": _pipeline_batches(s, device),
+               "with": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
     rates = {name: [] for name in sources}
     for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
         for name, batches in sources.items():
@@ -287,7 +287,7 @@ def train_step(s: Settings) -> Dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     step = make_step(model, optimizer, amp, device)
     sources = {"synthetic": synthetic_batches(s.batch, s.crop, 1000, device, s.on_cuda),
-               "dali": _pipeline_batches(s, device, True)}
+               "dali": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
     best = {name: 0.0 for name in sources}
     for _ in range(s.rounds):  # interleaved rounds, best per source: robust to other load
         for name, batches in sources.items():
