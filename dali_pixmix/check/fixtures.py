@@ -54,16 +54,6 @@ def imagenet_tree(s: Settings) -> Path:
                                    max_size=high, progress=False)
 
 
-def fractal_folder(s: Settings) -> Path:
-    from dali_pixmix.mixing.fractals import make_fractals
-
-    folder = s.workdir / "fractals"
-    if not _fresh(folder):
-        make_fractals(folder, n=s.mixing_count, size=s.bank_size, seed=0, progress=False)
-        _finish(folder)
-    return folder
-
-
 def jpeg_variants(s: Settings) -> List[Path]:
     """Every `JPEG_KINDS` flavour at every `JPEG_SIZES` size, named `<kind>_<h>x<w>.jpg`."""
     from PIL import Image
@@ -180,14 +170,31 @@ def evaluation_files(s: Settings, count: int) -> List[str]:
 
 def mixing_bank(s: Settings, device: str):
     """The mixing bank on `device`: the user's `.npy` or folder (first `mixing_count` pictures,
-    at `bank_size`) or generated fractals."""
+    decoded at `bank_size` by DALI) or generated fractals. The generated bank needs no DALI: it
+    is rendered once, saved as a `.npy` and loaded the way training loads a cached bank."""
+    import torch
+
     from dali_pixmix.mixing.bank import MixingBank
 
     if s.mixing and Path(s.mixing).suffix == ".npy":
         return MixingBank.load(s.mixing, device=device)
     if s.mixing:
+        from dali_pixmix.check.harness import require
         from dali_pixmix.data.images import scan_images
 
+        require("nvidia.dali", "DALI")
         files = scan_images(s.mixing)[:s.mixing_count]
         return MixingBank.from_files(files, s.bank_size, device=device, source=s.mixing)
-    return MixingBank.from_folder(fractal_folder(s), s.bank_size, device=device)
+    path = s.workdir / f"fractal_bank_{s.mixing_count}x{s.bank_size}.npy"
+    if not path.is_file():
+        pictures = torch.from_numpy(fractal_pictures(s.mixing_count, s.bank_size))
+        MixingBank(pictures, source="generated fractals").save(path)
+    return MixingBank.load(path, device=device)
+
+
+def fractal_pictures(count: int, size: int) -> np.ndarray:
+    """uint8 [count, size, size, 3]: the pictures `make_fractals` would write (seed 0)."""
+    from dali_pixmix.mixing.fractals import fractal_image
+
+    return np.stack([fractal_image(np.random.default_rng([0, i]), size) for i in range(count)])
+

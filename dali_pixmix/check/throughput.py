@@ -212,12 +212,14 @@ def _device(s: Settings) -> torch.device:
 def pixmix_stage(s: Settings) -> Dict:
     """The PixMix stage alone (bank draw + PixMix + normalisation) on a batch on the device,
     its plan drawn by a host generator as in the pipeline."""
+    from dali_pixmix.augment.pixmix import Normalized
+    from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
     from dali_pixmix.data.stage import PixMixStage
 
     device = _device(s)
-    bank = fixtures.mixing_bank(s, str(device))
-    stage = PixMixStage(bank, crop=s.crop).for_pipeline(0, "float32",
-                                                        "HWC" if s.on_cuda else "CHW")
+    stage = PixMixStage(fixtures.mixing_bank(s, str(device)), crop=s.crop)
+    # the pipeline's output format (no DALI needed to time the stage)
+    stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, "HWC" if s.on_cuda else "CHW")
     pictures = torch.from_numpy(fixtures.picture_pool(s.crop, 16, 1, seed=2)[0])
     batch = pictures[torch.arange(s.batch) % 16].to(device)
     for _ in range(3):  # allocator, kernels, cached constants

@@ -72,8 +72,8 @@ def test_runs_without_dali_and_pyav(tmp_path):
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
     env = environment(PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]))
-    chosen = "nvjpeg_decode,train_pipeline,amp_channels_last,video_decode,pipeline_pixmix," \
-             "imagenet_p_video"
+    chosen = "nvjpeg_decode,train_pipeline,amp_channels_last,video_decode,pixmix_stage," \
+             "pipeline_pixmix,imagenet_p_video"
     done = run_check(tmp_path / "out", "--only", chosen, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "check_gpu.json").read_text())
@@ -85,4 +85,5 @@ def test_runs_without_dali_and_pyav(tmp_path):
     assert "DALI not importable" in rows["train_pipeline"]["detail"]
     assert rows["imagenet_p_video"]["detail"].startswith("PyAV not importable")
     assert rows["amp_channels_last"]["status"] == "pass"  # pure torch checks still run
+    assert rows["pixmix_stage"]["status"] == "pass" and rows["pixmix_stage"]["images_per_s"] > 0
     assert rows["eval_gpu_vs_cpu"]["detail"] == "not selected (--only)"
