@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# torch is imported here, in the parent, so that every forked check starts with it loaded;
-# the parent itself never touches CUDA (a forked child could not use it then).
+# torch is imported here, in the parent, so that every forked check starts with it loaded.
+# The parent itself must never touch CUDA nor run a torch operation: a forked child could not
+# use CUDA then, and OpenMP's thread pool would hang it.
 import torch  # noqa: F401
 import torchvision  # noqa: F401
 

@@ -1,10 +1,12 @@
 """Run one check in a child process, bounded in time, and turn whatever happens into a result.
 
 A check is a function returning a dict of JSON values (`status` defaults to "pass"); it raises
-`Skip` when the machine lacks what it needs and any other exception when it fails. The child is
-forked from a parent that has imported torch but never touched CUDA, so each child starts its
-own CUDA context cheaply; it leads its own process group, so a timeout ends it together with
-any helpers it started (DDP ranks, DALI workers). Its output goes to a per-check log file.
+`Skip` when the machine lacks what it needs, `Failed` with a one-line finding, and any other
+exception when it breaks. The child is forked from a parent that has imported torch but never
+touched CUDA nor run a torch operation (a CUDA context or an OpenMP thread pool does not survive
+a fork), so each child starts quickly and creates its own; it leads its own process group, so a
+timeout ends it together with any helpers it started (DDP ranks). Its output goes to a
+per-check log file.
 """
 from __future__ import annotations
 
