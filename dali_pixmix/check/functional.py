@@ -9,14 +9,15 @@ Tolerances (stated in every result line):
 - NVDEC vs PyAV: mean |diff| <= 6 grey levels per video (colour conversion), as
   docs/evaluation.md states;
 - evaluation on GPU (nvJPEG, float16 autocast, channels_last) vs CPU: normalised pictures
-  mean |diff| <= 0.02 and max <= 0.2, top-1 equal on all pictures but at most one near-tie.
+  mean |diff| <= 0.02 and max <= 0.2, top-1 equal except on near-ties (top two logits within
+  1% of the logit spread on the CPU).
 """
 from __future__ import annotations
 
 import gc
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -161,39 +162,51 @@ def pixmix_agrees(images: torch.Tensor, mixing: torch.Tensor, device: torch.devi
     if gpu_trace != cpu_trace:
         raise Failed(f"PixMix drew different choices on {device} and CPU from the same host "
                      "seed")
-    diff = (gpu.cpu() - cpu).abs().flatten(1).amax(1)
-    worst = {False: 0.0, True: 0.0}
-    for i, trace in enumerate(cpu_trace):
-        geometric = _uses_geometric(trace)
-        limit = 0.1 if geometric else 1e-5
-        if float(diff[i]) > limit:
-            raise Failed(f"PixMix sample {i} ({'with' if geometric else 'no'} geometric op) "
-                         f"differs by {float(diff[i]):.2g} between {device} and CPU (limit "
-                         f"{limit})")
-        worst[geometric] = max(worst[geometric], float(diff[i]))
-    return (f"traced PixMix of {len(cpu_trace)} samples: {device} = CPU (max "
-            f"{worst[False]:.1g} colour-only, {worst[True]:.2g} with geometric ops)")
+    diff = (gpu.cpu() - cpu).abs().flatten(1).amax(1).tolist()
+    geometric = [_uses_geometric(trace) for trace in cpu_trace]
+    worst = {g: max([d for d, gi in zip(diff, geometric) if gi == g], default=0.0)
+             for g in (False, True)}
+    over = [i for i, (d, g) in enumerate(zip(diff, geometric)) if d > (0.1 if g else 1e-5)]
+    summary = (f"traced PixMix of {len(cpu_trace)} samples, {device} vs CPU: max difference "
+               f"{worst[False]:.2g} colour-only (limit 1e-05), {worst[True]:.2g} with geometric "
+               "ops (limit 0.1)")
+    if over:
+        raise Failed(f"{summary}; {len(over)} sample(s) over the limit, e.g. sample {over[0]}")
+    return summary
+
+
+def _attempt(part: Callable, *args) -> Tuple[bool, str]:
+    """(passed, one line) for one part of a check, so that every part gets to run."""
+    try:
+        return True, part(*args)
+    except Failed as fault:
+        return False, str(fault)
+    except Exception as err:  # noqa: BLE001 - reported as this part's failure
+        traceback.print_exc()
+        return False, f"{getattr(part, '__name__', 'part')}: {first_line(err)}"
 
 
 def train_pipeline(s: Settings) -> Dict:
     """b. The training pipeline with PixMix (shapes, dtype, layout, finite values) and the
     same PixMix computed on CUDA and on CPU."""
-    notes, ran = [], False
+    parts, notes = [], []
     if importable("nvidia.dali"):
-        notes.append(_pipeline_outputs(s))
-        ran = True
+        parts.append(_attempt(_pipeline_outputs, s))
     else:
         notes.append("pipeline part skipped: DALI not importable")
     if s.on_cuda:
         images, mixing = map(torch.from_numpy, fixtures.picture_pool(s.crop, 32, 32, seed=1))
         cuda = torch.device("cuda", 0)
-        notes += [ops_agree(images, cuda), pixmix_agrees(images, mixing, cuda)]
-        ran = True
+        parts += [_attempt(ops_agree, images, cuda), _attempt(pixmix_agrees, images, mixing,
+                                                              cuda)]
     else:
         notes.append("CUDA-vs-CPU PixMix skipped: no CUDA")
-    if not ran:
+    if not parts:
         raise Skip("; ".join(notes))
-    return {"detail": "; ".join(notes)}
+    failed = [text for ok, text in parts if not ok]
+    if failed:
+        raise Failed("; ".join(failed + [text for ok, text in parts if ok]))
+    return {"detail": "; ".join([text for _, text in parts] + notes)}
 
 
 # ----------------------------------------------------------------------------- c. no sync
@@ -334,28 +347,42 @@ def _eval_pictures(files, device: torch.device, s: Settings) -> torch.Tensor:
     return torch.cat([images.float().cpu() for images, _ in loader])
 
 
+def near_ties(model: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """bool [N]: pictures whose two highest logits are within 1% of the logit spread, where a
+    float16-vs-float32 difference may legitimately change the top-1."""
+    with torch.inference_mode():
+        logits = torch.cat([model(images[i:i + batch]).float()
+                            for i in range(0, len(images), batch)])
+    top2 = logits.topk(2, dim=1).values
+    spread = logits.amax(1) - logits.amin(1)
+    return (top2[:, 0] - top2[:, 1]) < 0.01 * spread
+
+
 def compare_evaluation(s: Settings, device: torch.device, reference: torch.device) -> str:
-    """The evaluation path on `device` and on `reference`: same pictures after decode, resize
-    and crop (within the limits), same top-1 on all pictures but at most one near-tie."""
+    """The evaluation path on `device` and on `reference`: the same pictures after decode,
+    resize and crop (within the limits) and the same top-1, except for near-ties."""
     from dali_pixmix.distributed import DistInfo
     from dali_pixmix.evaluation.runner import Evaluator
 
     files = fixtures.evaluation_files(s, 64)
     ckpt = save_test_checkpoint(s, s.workdir / "eval_check.pt", classes=10)
     labels = np.zeros(len(files), dtype=np.int64)
-    top1 = []
-    for where in (device, reference):
-        ev = Evaluator(str(ckpt), str(s.workdir / "eval_check"), batch_size=s.check_batch,
-                       resize=s.eval_resize, crop=s.crop, workers=s.threads,
-                       dist=DistInfo(device=where), progress=False)
-        top1.append(ev.infer(files, labels).top5[:, 0])
-    diff = (_eval_pictures(files, device, s) - _eval_pictures(files, reference, s)).abs()
-    same = int((top1[0] == top1[1]).sum())
-    summary = (f"{len(files)} pictures: top-1 equal on {same}; normalised |{device.type}-"
-               f"{reference.type}| mean {float(diff.mean()):.3f}, max {float(diff.max()):.2f} "
-               f"(limits {EVAL_MEAN_LIMIT:g} / {EVAL_MAX_LIMIT:g}, at most 1 near-tie may flip)")
-    if diff.mean() > EVAL_MEAN_LIMIT or diff.max() > EVAL_MAX_LIMIT or same < len(files) - 1:
-        raise Failed(summary)
+    evaluators = [Evaluator(str(ckpt), str(s.workdir / "eval_check"), batch_size=s.check_batch,
+                            resize=s.eval_resize, crop=s.crop, workers=s.threads,
+                            dist=DistInfo(device=where), progress=False)
+                  for where in (device, reference)]
+    top1 = [torch.from_numpy(ev.infer(files, labels).top5[:, 0]) for ev in evaluators]
+    pictures = [_eval_pictures(files, where, s) for where in (device, reference)]
+    diff = (pictures[0] - pictures[1]).abs()
+    flips = top1[0] != top1[1]
+    ties = near_ties(evaluators[1].model, pictures[1].to(reference), s.check_batch)
+    unexplained = int((flips & ~ties.cpu()).sum())
+    summary = (f"{len(files)} pictures: top-1 equal on {len(files) - int(flips.sum())} "
+               f"({int((flips & ties.cpu()).sum())} near-tie flip(s) allowed); normalised "
+               f"|{device.type}-{reference.type}| mean {float(diff.mean()):.3f}, max "
+               f"{float(diff.max()):.2f} (limits {EVAL_MEAN_LIMIT:g} / {EVAL_MAX_LIMIT:g})")
+    if diff.mean() > EVAL_MEAN_LIMIT or diff.max() > EVAL_MAX_LIMIT or unexplained:
+        raise Failed(f"{summary}; {unexplained} top-1 change(s) that are not near-ties")
     return summary
 
 

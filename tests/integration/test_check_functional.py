@@ -74,7 +74,14 @@ def test_a_synchronising_stage_is_reported_not_raised(settings):
 
 def test_evaluation_comparison_runs_and_judges(settings):
     line = functional.compare_evaluation(settings, CPU, CPU)
-    assert line.startswith("8 pictures: top-1 equal on 8; normalised |cpu-cpu| mean 0.000")
+    assert line.startswith("8 pictures: top-1 equal on 8 (0 near-tie flip(s) allowed); "
+                           "normalised |cpu-cpu| mean 0.000")
+
+
+def test_near_ties_are_the_close_calls():
+    model = torch.nn.Flatten()  # the "logits" are the pictures themselves
+    images = torch.tensor([[0.0, 1.0, 0.999], [0.0, 1.0, 0.5]])
+    assert functional.near_ties(model, images, batch=1).tolist() == [True, False]
 
 
 def test_user_tree_is_sampled_evenly_without_hidden_files(tmp_path):
