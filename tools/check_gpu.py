@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check this machine for dali-pixmix in one command: environment, GPU correctness, speed.
 
-  python tools/check_gpu.py --out results/node_check          # under 6 minutes on one H200
-  python tools/check_gpu.py --quick                           # under 2 minutes
+  python tools/check_gpu.py --out results/node_check          # time budget: about 6 minutes
+  python tools/check_gpu.py --quick                           # about 2 minutes
   docker run --rm --gpus all --ipc=host IMAGE tools/check_gpu.py --quick
 
 Prints the environment (with warnings for known-bad driver/CUDA/DALI combinations), then

@@ -10,6 +10,8 @@ time limit, so a crash, a hang or a poisoned CUDA context in one never stops the
 - `compute`: AMP with channels_last, DDP over NCCL;
 - `throughput`: images/s of the PixMix stage, the pipeline, training and evaluation, each
   beside a baseline measured in the same run;
-- `report`: the console table, `check_gpu.json` and `check_gpu.md`.
+- `report`: the console table, `check_gpu.json` and `check_gpu.md`;
+- `harness` (child processes, time limits), `settings` (sizes per machine and mode),
+  `fixtures` (generated pictures, videos and mixing bank, or the user's), `cli` (the command).
 Without CUDA the CPU subset runs (small sizes) and the CUDA checks are skipped with a reason.
 """

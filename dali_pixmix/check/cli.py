@@ -55,8 +55,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="check_gpu.py", description=__doc__.split("\n\n")[0],
         epilog=f"check and measurement names: {', '.join(names)}")
     p.add_argument("--quick", action="store_true",
-                   help="fewer images and steps: under 2 minutes on one H100/H200 (default: "
-                        "under 6)")
+                   help="fewer images and steps: a time budget of about 2 minutes (default: "
+                        "about 6)")
     p.add_argument("--out", metavar="DIR", help="write check_gpu.json, check_gpu.md and the "
                                                 "per-check logs (logs/) here")
     p.add_argument("--data", metavar="DIR", help="a class-folder training tree to read (a few "
