@@ -121,6 +121,9 @@ def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
     progress(f"{position} {name}: running (limit {limit:.0f} s)")
     result = {"name": name, **run_isolated(call_check, {"func": func, "s": s}, timeout=limit,
                                            log_path=logs / f"{name}.log", verbose=args.verbose)}
+    if limit < s.limit(name) and result.get("detail", "").startswith("timed out"):
+        result.update(status="skip", detail=f"not finished: the time budget ({s.budget_s:.0f} s)"
+                                            " ran out; raise --budget")
     progress(f"{position} {name}: {result['status']} ({result['seconds']:.1f} s) "
              f"{result.get('detail', '')}")
     return result

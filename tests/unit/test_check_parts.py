@@ -169,3 +169,23 @@ def test_report_counts_failures_and_lists_every_row(tmp_path):
     assert "1 pass, 1 fail, 1 skip" in text and "goals met: 1 of 1" in text
     json_path, md_path = rep.write(tmp_path)
     assert json_path.name == "check_gpu.json" and "| b | FAIL |" in md_path.read_text()
+
+
+# ---------------------------------------------------------------- the run's time budget
+def sleeps(s):
+    time.sleep(60)
+
+
+def test_a_check_cut_short_by_the_budget_is_skipped_not_failed(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from dali_pixmix.check import cli
+    from dali_pixmix.check.settings import for_machine
+
+    monkeypatch.setattr(cli, "MIN_SLOT_S", 0.5)
+    s = for_machine(False, True, tmp_path, budget_s=2.0)
+    args = Namespace(only=None, verbose=False)
+    result = cli.run_item("slow", sleeps, s, args, time.monotonic() + 2.0, tmp_path, "[1/1]")
+    assert result["status"] == "skip" and "time budget (2 s) ran out" in result["detail"]
+    late = cli.run_item("late", sleeps, s, args, time.monotonic(), tmp_path, "[1/1]")
+    assert late["status"] == "skip" and "is spent" in late["detail"]
