@@ -11,7 +11,6 @@ Defaults are small so the run takes about a minute on 2 CPU cores; on a GPU node
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from dali_pixmix.check.throughput import timed_pass  # noqa: E402
 from dali_pixmix.classes import imagenet_wnids  # noqa: E402
 from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.evaluation import Evaluator  # noqa: E402
@@ -71,17 +71,6 @@ def torchvision_pass(model, root, args, device) -> int:
     return count
 
 
-def timed(fn):
-    fn()  # warm-up
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    count = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return count / (time.perf_counter() - start)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,12 +100,12 @@ def main(argv=None) -> int:
                                        num_threads=args.workers, progress=False)
         labels = images.labels(ev.classes)
         if args.loader_only:
-            ours = timed(lambda: dali_loader_pass(ev, images, labels))
+            ours = timed_pass(lambda: dali_loader_pass(ev, images, labels))
             base_model = None
         else:
-            ours = timed(lambda: len(ev.infer(images.files, labels)))
+            ours = timed_pass(lambda: len(ev.infer(images.files, labels)))
             base_model = ev.model  # same weights and memory format
-        theirs = timed(lambda: torchvision_pass(base_model, root, args, ev.dist.device))
+        theirs = timed_pass(lambda: torchvision_pass(base_model, root, args, ev.dist.device))
     device = torch.cuda.get_device_name() if gpu else "cpu"
     what = "input pipeline only" if args.loader_only else arch
     print(f"eval throughput ({what}, {len(images.files)} images, batch {args.batch_size}, "

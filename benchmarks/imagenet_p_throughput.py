@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 try:
@@ -27,9 +26,10 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.check.fixtures import write_h264_videos
+from dali_pixmix.check.throughput import sync, time_model_only, time_video_reader
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.evaluation.imagenet_p import predict_top5
-from dali_pixmix.evaluation.video import VideoReader, decode_pyav, list_videos
+from dali_pixmix.evaluation.video import decode_pyav, list_videos
 from dali_pixmix.models import build_model
 from dali_pixmix.precision import autocast, eval_amp_dtype
 
@@ -50,25 +50,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def generate_videos(folder: Path, count: int, frames: int, size: int) -> None:
-    """Moving noisy gradients encoded with libx264 (yuv420p, like ImageNet-P)."""
-    import av
-    rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 200, size, dtype=np.float32)[None, :, None]
-    for i in range(count):
-        path = folder / imagenet_wnids()[i % 10] / f"v{i}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=25)
-            stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
-            for t in range(frames):
-                img = np.roll(ramp + rng.normal(0, 12, (size, size, 3)), t, axis=1)
-                img = np.clip(img, 0, 255).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-
-
 class PyAVVideos(torch.utils.data.Dataset):
     """Baseline dataset: decode one video with PyAV, normalise each frame with torchvision."""
 
@@ -83,34 +64,6 @@ class PyAVVideos(torch.utils.data.Dataset):
         frames = decode_pyav(self.entries[i].path)
         mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
         return torch.stack([TF.normalize(TF.to_tensor(f), mean, std) for f in frames])
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def time_model_only(model, device, frames: int, size: int, batch: int) -> float:
-    x = torch.randn(batch, 3, size, size, device=device)
-    sync(device)
-    start = time.perf_counter()
-    done = 0
-    while done < frames:
-        with autocast(device, eval_amp_dtype(device)):
-            model(x).float().topk(5, dim=1)
-        done += batch
-    sync(device)
-    return done / (time.perf_counter() - start)
-
-
-def time_ours(model, entries, frames, device, batch, workers) -> float:
-    reader = VideoReader(entries, frames, device, batch_videos=max(1, batch // frames),
-                         workers=workers)
-    start = time.perf_counter()
-    out = predict_top5(model, reader, device, batch, amp=True)
-    sync(device)
-    return sum(v[1].shape[0] for v in out.values()) / (time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -133,14 +86,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.root) if args.root else Path(tmp)
         if not args.root:
-            generate_videos(folder, args.videos, args.frames, args.size)
+            write_h264_videos(folder, args.videos, args.frames, args.size, imagenet_wnids()[:10])
         entries = list_videos(folder, imagenet_wnids())
         size = decode_pyav(entries[0].path).shape[1]
         model = build_model(args.arch, 1000).to(device).eval()
         time_model_only(model, device, args.batch_size, size, args.batch_size)        # warm-up
         total = len(entries) * args.frames
         ceiling = time_model_only(model, device, total, size, args.batch_size)
-        ours = time_ours(model, entries, args.frames, device, args.batch_size, args.workers)
+        ours = time_video_reader(model, entries, args.frames, device, args.batch_size,
+                                 args.workers)
         base = time_baseline(model, entries, device, args.workers)
     print(f"device {device}, {args.arch}, {len(entries)} videos x {args.frames} frames of {size}px")
     print(f"model only (synthetic) {ceiling:9.1f} frames/s")

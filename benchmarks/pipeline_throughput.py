@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.check.throughput import endless, timed_rate  # noqa: E402
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.data.images import scan_images  # noqa: E402
 from dali_pixmix.data.loaders import make_train_loader  # noqa: E402
 from dali_pixmix.data.stage import PixMixStage  # noqa: E402
@@ -73,36 +73,6 @@ def prepare_data(args) -> tuple:
     if len(list(mixing.glob("*.png"))) < args.mixing:
         make_fractals(mixing, n=args.mixing, size=256, seed=0, progress=True)
     return root / "train", mixing
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def endless(loader):
-    while True:
-        yield from loader
-
-
-def timed_rate(batches, count: int, drain: int, device: torch.device, settle: float) -> float:
-    """images/s of the next `count` images, after a pause of `settle` s and `drain` batches
-    taken untimed.
-
-    The pause lets every other configuration finish refilling its (bounded) prefetch queue, so
-    no background work shares the cores with the timed one; draining empties the queue this
-    producer filled meanwhile, so the timed batches are produced while the clock runs.
-    """
-    time.sleep(settle)
-    for _ in range(drain):
-        next(batches)
-    sync(device)
-    seen, start = 0, time.perf_counter()
-    while seen < count:
-        images, _ = next(batches)
-        seen += images.shape[0]
-    sync(device)
-    return seen / (time.perf_counter() - start)
 
 
 def dali_batches(args, train_root, device, stage):

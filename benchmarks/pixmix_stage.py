@@ -60,19 +60,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_pool(size: int, n_images: int, n_mixing: int, seed: int):
-    """uint8 pools of synthetic object pictures and fractal mixing pictures (size x size)."""
-    import numpy as np
-
-    from dali_pixmix.data.synthetic import synthetic_object_image
-    from dali_pixmix.mixing.fractals import fractal_image
-
-    rng = np.random.default_rng(seed)
-    images = np.stack([synthetic_object_image(i, rng, size, size) for i in range(n_images)])
-    mixing = np.stack([fractal_image(rng, size) for _ in range(n_mixing)])
-    return images, mixing
-
-
 # ----------------------------------------------------------------------------- oracle side
 _WORK = {}
 
@@ -112,23 +99,6 @@ def time_oracle(pool, n_images: int, threads: int, seed: int):
 
 
 # ----------------------------------------------------------------------------- batched side
-def time_batched(torch, pixmix, batch, mixing, settings, batches: int, gen):
-    """(wall seconds, CPU seconds or None) for ``batches`` calls of pixmix on ``batch``."""
-    if batch.is_cuda:
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(batches):
-            pixmix(batch, mixing, generator=gen, **settings)
-        stop.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(stop) / 1000.0, None
-    t_cpu, t0 = time.process_time(), time.perf_counter()
-    for _ in range(batches):
-        pixmix(batch, mixing, generator=gen, **settings)
-    return time.perf_counter() - t0, time.process_time() - t_cpu
-
-
 def count_ops(torch, pixmix, batch, mixing, settings, gen) -> dict:
     """Torch ops one pixmix call dispatches, recorded on this thread (one host worker): all of
     them (on CUDA: those on GPU tensors), those on image-sized tensors, estimated bytes."""
@@ -179,6 +149,7 @@ def main(argv=None) -> int:
     import torch
 
     from dali_pixmix.augment.pixmix import pixmix
+    from dali_pixmix.check.fixtures import picture_pool
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -192,7 +163,7 @@ def main(argv=None) -> int:
     settings = dict(k=args.k, beta=args.beta, severity=args.severity, all_ops=not args.no_all_ops)
     strategies = strategy_settings(args, on_cuda)
 
-    pool_images, pool_mixing = make_pool(args.size, 16, 8, args.seed)
+    pool_images, pool_mixing = picture_pool(args.size, 16, 8, args.seed)
     rng = np.random.default_rng(args.seed)
     batch = torch.from_numpy(pool_images[rng.integers(16, size=batch_size)]).to(args.device)
     mixing = torch.from_numpy(pool_mixing[rng.integers(8, size=batch_size)]).to(args.device)
@@ -216,6 +187,8 @@ def run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches
     after round."""
     from tqdm import tqdm
 
+    from dali_pixmix.check.throughput import time_calls
+
     pool = None
     if args.threads > 1:
         pool = mp.get_context("fork").Pool(args.threads, _init_worker, (*pools, settings))
@@ -226,8 +199,9 @@ def run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches
         time_oracle(pool, min(8, args.oracle_images), args.threads, args.seed)  # warm-up
         for r in tqdm(range(args.rounds), desc="rounds", leave=False):
             for name, extra in strategies.items():
-                wall, cpu = time_batched(torch, pixmix, batch, mixing, {**settings, **extra},
-                                         batches, gen)
+                wall, cpu = time_calls(
+                    lambda: pixmix(batch, mixing, generator=gen, **settings, **extra), batches,
+                    batch.device)
                 record(results[name], batches * batch.shape[0], wall, cpu)
             wall, cpu = time_oracle(pool, args.oracle_images, args.threads, args.seed + r)
             record(results["oracle"], args.oracle_images, wall, cpu)

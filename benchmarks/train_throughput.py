@@ -9,12 +9,20 @@ finish in about a minute; on a GPU use e.g.
 Without --data/--mixing a small synthetic dataset and fractal set are generated in a temp folder.
 """
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from dali_pixmix.check.throughput import (  # noqa: E402
+    endless,
+    make_step,
+    synthetic_batches,
+    timed_steps,
+)
 
 
 def parse_args():
@@ -35,54 +43,6 @@ def parse_args():
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     return p.parse_args()
-
-
-def make_step(model, optimizer, amp_dtype, device):
-    """One training step, identical for every data source."""
-    from dali_pixmix.precision import autocast
-
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    def step(images, labels):
-        with autocast(device, amp_dtype):
-            loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return step
-
-
-def timed(step, batches, steps, warmup, device):
-    """images/s over `steps` steps after `warmup` steps (data loading included)."""
-    count = 0
-    for i, (images, labels) in enumerate(batches):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        if i >= warmup:
-            count += labels.shape[0]
-        step(images, labels)
-        if i + 1 == warmup + steps:
-            break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return count / (time.perf_counter() - start)
-
-
-def synthetic_batches(batch, crop, classes, device, channels_last):
-    images = torch.randn(batch, 3, crop, crop, device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, classes, (batch,), device=device)
-    while True:
-        yield images, labels
-
-
-def dali_batches(loader):
-    while True:  # iterating the loader again replays its epoch (same work per batch)
-        yield from loader
 
 
 def prepare_data(args, workdir: Path):
@@ -109,7 +69,7 @@ def build_sources(args, dist, data, mixing, classes, channels_last):
                                                            dist.device, channels_last)}
     for name, stage in (("DALI, no PixMix", None),
                         ("DALI + PixMix", PixMixStage(bank, crop=args.crop))):
-        sources[name] = dali_batches(make_train_loader(
+        sources[name] = endless(make_train_loader(
             root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
             num_threads=args.num_threads, channels_last=channels_last))
     return sources
@@ -143,7 +103,7 @@ def main():
         results = {name: 0.0 for name in sources}
         for _ in range(args.rounds):
             for name, batches in sources.items():
-                speed = timed(step, batches, args.steps, args.warmup, device)
+                speed = timed_steps(step, batches, args.steps, args.warmup, device)
                 results[name] = max(results[name], speed)
     base = results["synthetic (in memory)"]
     print(f"{args.arch}, batch {args.batch}, crop {args.crop}, {precision_name(amp_dtype)}, "

@@ -15,6 +15,7 @@ dali-pixmix image. Give an entry point and its arguments, for example:
   torchrun --nproc_per_node=8 train_imagenet.py --config configs/imagenet_pixmix.yaml --resume auto
   eval/run_all.py --help
   tools/build_mixing_bank.py --help
+  tools/check_gpu.py --quick          (does this node work, and how fast?)
 Mount data read-only under /data and an output folder at /outputs; run with --ipc=host
 (or --shm-size=16g) so DALI and NCCL have enough shared memory.
 USAGE

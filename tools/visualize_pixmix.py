@@ -20,6 +20,7 @@ from dali_pixmix.data import synthetic
 from dali_pixmix.data.images import scan_images
 from dali_pixmix.mixing.fractals import fractal_image
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

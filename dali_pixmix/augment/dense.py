@@ -31,8 +31,17 @@ from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._cuda_graphs import graph_runner
 from dali_pixmix.augment._dense_ops import augment_all, offset_index
 from dali_pixmix.augment._dense_plan import (
-    FAMILIES, Shape, augmentation_arrays, capacities, family_index, fits, needs, pack,
-    plan_arrays, unpack)
+    FAMILIES,
+    Shape,
+    augmentation_arrays,
+    capacities,
+    family_index,
+    fits,
+    needs,
+    pack,
+    plan_arrays,
+    unpack,
+)
 from dali_pixmix.augment._rows import put_rows, take_rows
 
 

@@ -13,6 +13,7 @@ A video that fails to decode or has the wrong number of frames is not yielded: i
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -91,9 +92,26 @@ def decode_pyav(path: str | Path) -> np.ndarray:
 
 def normalize_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> `dtype` [T, 3, H, W] with ImageNet mean/std, on the same device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=frames.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=frames.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std(frames.device, dtype)
     return (frames.permute(0, 3, 1, 2).to(dtype) - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std (x 255) as [1, 3, 1, 1] `dtype` tensors on `device`, made once per
+    device and dtype: a host-to-device copy per clip would block the host every time."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1) * 255
+    return mean.to(device), std.to(device)
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """`device` with an explicit index: a bare "cuda" becomes the caller's current GPU. Decoding
+    runs in worker threads, whose current CUDA device is their own (0), not the caller's."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def prefetch_map(func: Callable, items: Iterable, workers: int, depth: int) -> Iterator:
@@ -126,7 +144,7 @@ class VideoReader:
                  backend: str = "auto", batch_videos: int = 8, workers: int = 2):
         self.entries = list(entries)
         self.num_frames = num_frames
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.normalize = normalize
         self.backend = resolve_backend(backend, self.device)
         self.batch_videos = max(1, batch_videos)
@@ -186,7 +204,7 @@ class DaliVideoDecoder:
     """
 
     def __init__(self, device: torch.device, batch_videos: int, num_threads: int = 2):
-        self.device = device
+        self.device = resolve_device(device)  # here, in the caller's thread
         self.batch_videos = batch_videos
         self.num_threads = num_threads
         self._pipe = None
@@ -196,8 +214,7 @@ class DaliVideoDecoder:
         from nvidia.dali import fn, pipeline_def, types
 
         on_gpu = self.device.type == "cuda"
-        device_id = (self.device.index if self.device.index is not None
-                     else torch.cuda.current_device()) if on_gpu else None
+        device_id = self.device.index if on_gpu else None
 
         @pipeline_def(batch_size=batch_size, num_threads=self.num_threads, device_id=device_id,
                       prefetch_queue_depth=1, exec_pipelined=False, exec_async=False)

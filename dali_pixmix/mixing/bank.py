@@ -183,12 +183,25 @@ def check_bank_shape(array, source: str, fix: str = "rebuild it") -> None:
 
 
 def place_tensor(images: torch.Tensor, device: torch.device, pin_memory: bool) -> torch.Tensor:
-    """Move the bank to its device; `pin_memory` keeps it on the host in page-locked memory."""
+    """Move the bank to its device; `pin_memory` keeps it on the host in page-locked memory.
+
+    A CUDA bank is written here on the current stream and later read on other streams (DALI's,
+    inside the PixMix stage), which do not wait for this one: the copy is complete when this
+    returns (`ready_on_all_streams`).
+    """
     if pin_memory:
         if device.type != "cpu":
             raise ValueError("pin_memory=True keeps the bank on the host: pass device='cpu'")
         return images.pin_memory()
-    return images.to(device)
+    return ready_on_all_streams(images.to(device))
+
+
+def ready_on_all_streams(images: torch.Tensor) -> torch.Tensor:
+    """Wait (once, at load time) until the work that wrote a CUDA tensor has finished, so that
+    any stream may read it without an event; no-op for host tensors."""
+    if images.is_cuda:
+        torch.cuda.current_stream(images.device).synchronize()
+    return images
 
 
 # --------------------------------------------------------------------- decoding with DALI
@@ -236,13 +249,15 @@ def undecodable_message(files: Sequence[str], err: Exception) -> str:
 def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
     from nvidia.dali import fn, pipeline_def, types
 
+    from dali_pixmix.data.graphs import decoder_args
+
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=2)
     def bank_pipeline():
         encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
                                      random_shuffle=False)
-        decode_device = "cpu" if device_id is None else "mixed"
-        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+        images = fn.decoders.image(encoded, **decoder_args(device_id is not None),
+                                   output_type=types.RGB)
         images = fn.resize(images, resize_shorter=size, antialias=True)
         return fn.crop(images, crop=(size, size))
 

@@ -55,7 +55,12 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 
 def build_training_model(cfg: Config, classes: List[str], dist: DistInfo):
-    """(training module, unwrapped module): pretrained init, channels_last, compile, DDP."""
+    """(training module, unwrapped module): pretrained init, channels_last, DDP, compile.
+
+    DDP wraps the plain module and `torch.compile` wraps DDP (PyTorch's recommended order), so
+    the compiled graph keeps DDP's gradient buckets and their all-reduce overlaps the backward
+    pass. The unwrapped module is the one checkpoints save and load.
+    """
     torch.manual_seed(cfg.train.seed)  # identical initialisation on every rank
     model = build_model(cfg.model.arch, len(classes))
     if cfg.model.pretrained:
@@ -65,10 +70,12 @@ def build_training_model(cfg: Config, classes: List[str], dist: DistInfo):
     raw = model.to(dist.device)
     if use_channels_last(cfg, dist.device):
         raw = raw.to(memory_format=torch.channels_last)
-    model = torch.compile(raw) if cfg.model.compile else raw
+    model = raw
     if dist.is_distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.model.compile:
+        model = torch.compile(model)
     return model, raw
 
 

@@ -79,3 +79,21 @@ def test_cuda_bank_refuses_cpu_batches(tmp_path):
     loaded = MixingBank.load(path, device=CUDA)
     assert loaded.device == CUDA and np.array_equal(loaded.images.cpu().numpy(),
                                                     bank.images.cpu().numpy())
+
+
+def test_loaded_cuda_bank_is_ready_for_other_streams(tmp_path):
+    """The bank is read on DALI's stream, which does not wait for the stream that copied it."""
+    images = torch.randint(0, 256, (64, 40, 40, 3), dtype=torch.uint8)
+    path = MixingBank(images).save(tmp_path / "bank.npy")
+    side = torch.cuda.Stream()
+    bank = MixingBank.load(path, device=CUDA)
+    with torch.cuda.stream(side):
+        crops = bank.sample(32, CROP, torch.Generator(device=CUDA).manual_seed(1))
+    side.synchronize()
+    picks = crops.cpu()
+    assert picks.shape == (32, CROP, CROP, 3)
+    # every crop is a window of some bank picture (a read before the copy would give garbage)
+    windows = images.unfold(1, CROP, 1).unfold(2, CROP, 1)  # [N, H', W', 3, CROP, CROP]
+    windows = windows.permute(0, 1, 2, 4, 5, 3).reshape(-1, CROP, CROP, 3)
+    for crop in picks[:4]:
+        assert (windows == crop).flatten(1).all(1).any()

@@ -86,3 +86,21 @@ def test_cuda_evaluation_close_to_cpu(tree):
         assert abs(gpu[p]["flip_prob"] - cpu[p]["flip_prob"]) < 0.1, p
     assert sorted(n for n, _ in gpu["tilt"]["skipped"]) == [f"{CLASSES[0]}/broken",
                                                             f"{CLASSES[1]}/short"]
+
+
+def test_reader_pins_the_callers_gpu_and_normalises_without_host_waits(tree):
+    from dali_pixmix.evaluation.video import DaliVideoDecoder, normalize_frames
+
+    current = torch.device("cuda", torch.cuda.current_device())
+    entries = [e for e in list_videos(tree / "tilt", CLASSES) if e.name.endswith("/v0")][:1]
+    reader = VideoReader(entries, 31, "cuda", backend="dali")
+    assert reader.device == current and DaliVideoDecoder("cuda", 1).device == current
+    (clip,) = list(VideoReader(entries, 31, "cuda", normalize=False, backend="dali"))
+    frames = clip.frames  # decoding has finished: no other thread touches CUDA below
+    normalize_frames(frames)  # the first call makes the per-device constants
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = normalize_frames(frames)  # later calls: no blocking copy
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.is_cuda and out.shape == (31, 3, SIZE, SIZE)

@@ -202,8 +202,8 @@ def grouped_rounds(start_u8, partners_u8, a, b, multiply):
 def dense_rounds(start_u8, partners_u8, a, b, multiply):
     """The same rounds by the dense strategy's production code (``dense.mix``), every sample
     doing every round."""
-    from dali_pixmix.augment.dense import mix
     from dali_pixmix.augment._dense_plan import Shape
+    from dali_pixmix.augment.dense import mix
 
     m, h, w, _ = start_u8.shape
     k = len(partners_u8)

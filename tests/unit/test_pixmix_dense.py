@@ -9,11 +9,25 @@ from dali_pixmix.augment import dense
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
 from dali_pixmix.augment._dense_plan import (
-    Shape, _job_params, augmentation_arrays, capacities, fields, fits, needs, pack, plan_arrays,
-    unpack)
+    Shape,
+    _job_params,
+    augmentation_arrays,
+    capacities,
+    fields,
+    fits,
+    needs,
+    pack,
+    plan_arrays,
+    unpack,
+)
 from dali_pixmix.augment.op_log import OpLog
 from dali_pixmix.augment.pixmix import (
-    Normalized, _collect_jobs, _run_augmentations, draw_plan, pixmix)
+    Normalized,
+    _collect_jobs,
+    _run_augmentations,
+    draw_plan,
+    pixmix,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 
 import dali_pixmix
 from dali_pixmix.evaluation import report
-from dali_pixmix.provenance import provenance
 from dali_pixmix.metrics.calibration import reliability_bins
+from dali_pixmix.provenance import provenance
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,236 @@
+"""What this machine runs: Python, torch, torchvision, DALI, PyAV, driver, GPUs, NCCL.
+
+`collect()` gathers the facts (it initialises CUDA, so it runs in a check's child process);
+`advice(env)` turns known-bad combinations into warning and note lines. The driver is asked
+directly through its libraries (`libcuda.so.1`, `libnvidia-ml.so.1`), so the answer does not
+depend on torch being able to use it.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import os
+import platform
+import re
+from typing import Dict, List, Optional
+
+from dali_pixmix.check.harness import first_line
+
+Env = Dict[str, object]
+
+
+# ----------------------------------------------------------------------------- driver
+def driver_cuda_version() -> Optional[str]:
+    """The newest CUDA version the installed driver supports ("12.4"), or None without one."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value == 0:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def driver_version() -> Optional[str]:
+    """The NVIDIA driver's version ("580.65.06") from NVML, or None."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        buffer = ctypes.create_string_buffer(96)
+        if nvml.nvmlSystemGetDriverVersion(buffer, ctypes.c_uint(96)) != 0:
+            return None
+        return buffer.value.decode()
+    finally:
+        nvml.nvmlShutdown()
+
+
+# ----------------------------------------------------------------------------- packages
+def _version(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def dali_wheels() -> List[str]:
+    """Installed DALI distributions (`nvidia-dali-cuda120`, ...): more than one is a conflict."""
+    names = set()
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("nvidia-dali-cuda"):
+            names.add(name)
+    return sorted(names)
+
+
+def cuda_major_of_wheel(name: str) -> Optional[int]:
+    """12 for `nvidia-dali-cuda120`, 13 for `-cuda130`, 11 for `-cuda110`."""
+    match = re.search(r"cuda(\d\d)\d$", name)
+    return int(match.group(1)) if match else None
+
+
+def _dali_facts() -> Env:
+    try:
+        import nvidia.dali as dali
+    except ImportError as err:
+        return {"dali": None, "dali_error": first_line(err)}
+    return {"dali": dali.__version__}
+
+
+def _pyav_facts() -> Env:
+    try:
+        import av
+    except ImportError as err:
+        return {"pyav": None, "pyav_error": first_line(err)}
+    try:
+        av.codec.Codec("libx264", "w")
+        encoder = True
+    except Exception:  # noqa: BLE001 - FFmpeg build without libx264
+        encoder = False
+    return {"pyav": av.__version__, "pyav_libx264": encoder}
+
+
+# ----------------------------------------------------------------------------- torch and GPUs
+def _gpus(torch) -> List[Env]:
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append({"index": index, "name": props.name,
+                     "memory_gib": round(props.total_memory / 2**30, 1),
+                     "capability": f"{props.major}.{props.minor}"})
+    return gpus
+
+
+def _nccl_version(torch) -> Optional[str]:
+    try:
+        version = torch.cuda.nccl.version()
+    except Exception:  # noqa: BLE001 - torch without NCCL
+        return None
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+
+
+def _cudnn_version(number: Optional[int]) -> Optional[str]:
+    """92400 -> "9.24.0" (cuDNN 9 numbering), 8907 -> "8.9.7" (cuDNN 8)."""
+    if not number:
+        return None
+    if number >= 90000:
+        return f"{number // 10000}.{number % 10000 // 100}.{number % 100}"
+    return f"{number // 1000}.{number % 1000 // 100}.{number % 100}"
+
+
+def _torch_facts() -> Env:
+    import torch
+    import torchvision
+
+    cudnn = _cudnn_version(torch.backends.cudnn.version()) \
+        if torch.backends.cudnn.is_available() else None
+    facts: Env = {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+                  "cudnn": cudnn, "torchvision": torchvision.__version__,
+                  "cuda_available": torch.cuda.is_available(), "gpus": [],
+                  "nccl": None, "bf16_supported": False}
+    if facts["cuda_available"]:
+        facts.update(gpus=_gpus(torch), nccl=_nccl_version(torch),
+                     bf16_supported=torch.cuda.is_bf16_supported())
+    return facts
+
+
+def collect() -> Env:
+    """Every fact `advice` and the report use (JSON values only)."""
+    env: Env = {"python": platform.python_version(), "platform": platform.platform(),
+                "cpu_cores": os.cpu_count(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    env.update(_torch_facts())
+    env.update(driver=driver_version(), driver_cuda=driver_cuda_version())
+    env.update(_dali_facts())
+    env.update(dali_wheels=dali_wheels(), pillow=_version("pillow"))
+    env.update(_pyav_facts())
+    return env
+
+
+# ----------------------------------------------------------------------------- advice
+def _major(version: Optional[str]) -> Optional[int]:
+    return int(str(version).split(".")[0]) if version else None
+
+
+def _driver_advice(env: Env) -> List[Dict[str, str]]:
+    out = []
+    driver_major = _major(env.get("driver_cuda"))
+    torch_major = _major(env.get("torch_cuda"))
+    dali_majors = {w: cuda_major_of_wheel(w) for w in env.get("dali_wheels") or []}
+    if driver_major is None:
+        return out
+    driver = f"the driver ({env.get('driver') or 'version unknown'}) supports CUDA up to " \
+             f"{env['driver_cuda']}"
+    if torch_major and torch_major > driver_major:
+        out.append(_warn(f"torch {env['torch']} is built for CUDA {env['torch_cuda']} but "
+                         f"{driver}: torch cannot use the GPUs; update the driver or install a "
+                         f"torch build for CUDA {driver_major}"))
+    for wheel, major in dali_majors.items():
+        if major and major > driver_major:
+            out.append(_warn(f"{wheel} needs a CUDA {major} driver but {driver}: DALI's GPU "
+                             f"operators cannot run; update the driver or install "
+                             f"nvidia-dali-cuda{driver_major}0"))
+        elif major and torch_major and major != torch_major and torch_major <= driver_major:
+            out.append(_note(f"torch uses CUDA {torch_major} and {wheel} CUDA {major}: fine, "
+                             f"{driver}, and both share one CUDA context through it"))
+    return out
+
+
+def _warn(text: str) -> Dict[str, str]:
+    return {"level": "warning", "text": text}
+
+
+def _note(text: str) -> Dict[str, str]:
+    return {"level": "note", "text": text}
+
+
+def _package_advice(env: Env) -> List[Dict[str, str]]:
+    out = []
+    wheels = env.get("dali_wheels") or []
+    if len(wheels) > 1:
+        out.append(_warn(f"{len(wheels)} DALI wheels are installed ({', '.join(wheels)}): keep "
+                         "exactly one (pip uninstall the others)"))
+    if env.get("dali") is None:
+        out.append(_note(f"DALI not importable ({env.get('dali_error')}): the DALI checks "
+                         "are skipped"))
+    if env.get("pyav") is None:
+        out.append(_note("PyAV not importable: the video checks are skipped (the test "
+                         "videos are encoded with it)"))
+    elif not env.get("pyav_libx264"):
+        out.append(_note("PyAV's FFmpeg has no libx264 encoder: the H.264 test videos cannot "
+                         "be made, the video checks are skipped"))
+    return out
+
+
+def _gpu_advice(env: Env) -> List[Dict[str, str]]:
+    out = []
+    if not env.get("cuda_available"):
+        if env.get("driver_cuda"):
+            out.append(_warn("an NVIDIA driver is installed but torch sees no GPU "
+                             f"({_no_gpu_reason(env)})"))
+        out.append(_note("no CUDA device: only the CPU subset runs"))
+        return out
+    if env.get("nccl") is None:
+        out.append(_warn("torch has no NCCL: multi-GPU training (DDP) cannot use the GPUs"))
+    if not env.get("bf16_supported"):
+        out.append(_note("this GPU has no bfloat16: use train.amp=fp16 (GradScaler)"))
+    return out
+
+
+def _no_gpu_reason(env: Env) -> str:
+    if not env.get("torch_cuda"):
+        return "torch is a CPU-only build"
+    if env.get("cuda_visible_devices") is not None:
+        return f"CUDA_VISIBLE_DEVICES is {env['cuda_visible_devices']!r}"
+    return "a container started without --gpus, or a driver too old for torch"
+
+
+def advice(env: Env) -> List[Dict[str, str]]:
+    """Warnings (things that will fail) and notes (worth knowing) for this environment."""
+    if "error" in env:
+        return [_warn(f"the environment could not be read: {env['error']}")]
+    return _driver_advice(env) + _gpu_advice(env) + _package_advice(env)

@@ -1,0 +1,345 @@
+"""Throughput: timing helpers (shared with benchmarks/) and the self-check's measurements.
+
+Every measurement is reported beside a baseline measured in the same run and a goal for one
+H100/H200 GPU:
+  pixmix_stage      the PixMix stage alone, batch 256 at 224 px   > 20,000 img/s
+  pipeline_pixmix   DALI training pipeline with PixMix vs without  ratio >= 0.9, > 5,000 img/s
+  train_step        ResNet-50 AMP steps fed by DALI + PixMix vs synthetic batches on the GPU
+                                                                   ratio >= 0.9
+  eval_infer        evaluation (decode, resize, crop, float16 ResNet-50) vs the model alone
+  imagenet_p_video  ImageNet-P frames/s (NVDEC + model) vs the model alone
+On a CPU-only machine the same code runs at tiny sizes; goals are not judged there.
+Timed sections synchronise the GPU before the clock starts and before it stops.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dali_pixmix.check import fixtures
+from dali_pixmix.check.harness import require
+from dali_pixmix.check.settings import Settings
+from dali_pixmix.precision import autocast, eval_amp_dtype
+
+
+# ----------------------------------------------------------------------------- timing helpers
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], calls: int,
+               device: torch.device) -> Tuple[float, Optional[float]]:
+    """(wall seconds, host CPU seconds or None) for `calls` calls of `fn`. On CUDA the wall
+    time comes from CUDA events around the calls (the device is synchronised before and after),
+    so it counts the GPU work, not only its launch."""
+    if device.type == "cuda":
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(calls):
+            fn()
+        stop.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(stop) / 1000.0, None
+    t_cpu, t0 = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - t0, time.process_time() - t_cpu
+
+
+def endless(loader: Iterable) -> Iterator:
+    """Batches of `loader` forever (iterating a DALI loader again starts the next epoch)."""
+    while True:
+        yield from loader
+
+
+def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
+               settle: float) -> float:
+    """images/s of the next `count` images, after a pause of `settle` s and `drain` batches
+    taken untimed.
+
+    The pause lets every other configuration finish refilling its (bounded) prefetch queue, so
+    no background work shares the cores with the timed one; draining empties the queue this
+    producer filled meanwhile, so the timed batches are produced while the clock runs.
+    """
+    time.sleep(settle)
+    for _ in range(drain):
+        next(batches)
+    sync(device)
+    seen, start = 0, time.perf_counter()
+    while seen < count:
+        images, _ = next(batches)
+        seen += images.shape[0]
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def make_step(model, optimizer, amp_dtype: Optional[torch.dtype], device: torch.device):
+    """One training step, identical for every data source (GradScaler for float16)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def step(images, labels):
+        with autocast(device, amp_dtype):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return step
+
+
+def timed_steps(step, batches: Iterator, steps: int, warmup: int, device: torch.device) -> float:
+    """images/s over `steps` training steps after `warmup` steps (data loading included)."""
+    count = 0
+    for i, (images, labels) in enumerate(batches):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        if i >= warmup:
+            count += labels.shape[0]
+        step(images, labels)
+        if i + 1 == warmup + steps:
+            break
+    sync(device)
+    return count / (time.perf_counter() - start)
+
+
+def synthetic_batches(batch: int, crop: int, classes: int, device: torch.device,
+                      channels_last: bool) -> Iterator:
+    """The same random batch forever, already on `device`: the no-loading baseline."""
+    images = torch.randn(batch, 3, crop, crop, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, classes, (batch,), device=device)
+    while True:
+        yield images, labels
+
+
+def timed_pass(fn: Callable[[], int]) -> float:
+    """Items/s of `fn()` (which returns how many items it processed), after one untimed
+    warm-up call (pipeline build, cuDNN autotuning)."""
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    count = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def time_model_only(model, device: torch.device, frames: int, size: int, batch: int) -> float:
+    """Images/s of the model alone (float16 autocast on CUDA, channels_last input) on one
+    synthetic batch already on the device: the ceiling of an evaluation path."""
+    x = torch.randn(batch, 3, size, size, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    sync(device)
+    start = time.perf_counter()
+    done = 0
+    while done < frames:
+        with autocast(device, eval_amp_dtype(device)):
+            model(x).float().topk(5, dim=1)
+        done += batch
+    sync(device)
+    return done / (time.perf_counter() - start)
+
+
+def time_video_reader(model, entries, frames: int, device: torch.device, batch: int,
+                      workers: int) -> float:
+    """Frames/s of ImageNet-P prediction: `VideoReader` (DALI on CUDA, PyAV on CPU) whole
+    videos grouped to `batch` frames, normalised on the device, then the model."""
+    from dali_pixmix.evaluation.imagenet_p import predict_top5
+    from dali_pixmix.evaluation.video import VideoReader
+
+    reader = VideoReader(entries, frames, device, batch_videos=max(1, batch // frames),
+                         workers=workers)
+    start = time.perf_counter()
+    out = predict_top5(model, reader, device, batch, amp=True)
+    sync(device)
+    return sum(v[1].shape[0] for v in out.values()) / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Goal:
+    """What one H100/H200 should reach: a rate and/or a ratio to the baseline."""
+    min_rate: Optional[float] = None
+    min_ratio: Optional[float] = None
+
+    @property
+    def text(self) -> Optional[str]:
+        parts = []
+        if self.min_ratio is not None:
+            parts.append(f"ratio >= {self.min_ratio:g}")
+        if self.min_rate is not None:
+            parts.append(f"> {self.min_rate:,.0f} img/s")
+        return " and ".join(parts) or None
+
+    def met(self, rate: float, ratio: Optional[float]) -> Optional[bool]:
+        if self.text is None:
+            return None
+        ok = self.min_rate is None or rate > self.min_rate
+        return bool(ok and (self.min_ratio is None or (ratio or 0.0) >= self.min_ratio))
+
+
+def measurement(s: Settings, rate: float, baseline: Optional[float], baseline_name: str,
+                goal: Goal, detail: str) -> Dict:
+    """A throughput result; goals are judged on CUDA only (they are GPU goals)."""
+    ratio = rate / baseline if baseline else None
+    return {"images_per_s": round(rate, 1),
+            "baseline_images_per_s": None if baseline is None else round(baseline, 1),
+            "baseline": baseline_name, "ratio": None if ratio is None else round(ratio, 3),
+            "goal": goal.text, "met": goal.met(rate, ratio) if s.on_cuda else None,
+            "detail": detail if s.on_cuda else f"CPU, tiny sizes (goals are for GPUs): {detail}"}
+
+
+def _device(s: Settings) -> torch.device:
+    return torch.device("cuda", 0) if s.on_cuda else torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- measurements
+def pixmix_stage(s: Settings) -> Dict:
+    """The PixMix stage alone (bank draw + PixMix + normalisation) on a batch on the device,
+    its plan drawn by a host generator as in the pipeline."""
+    from dali_pixmix.augment.pixmix import Normalized
+    from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+    from dali_pixmix.data.stage import PixMixStage
+
+    device = _device(s)
+    stage = PixMixStage(fixtures.mixing_bank(s, str(device)), crop=s.crop)
+    # the pipeline's output format (no DALI needed to time the stage)
+    stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, "HWC" if s.on_cuda else "CHW")
+    pictures = torch.from_numpy(fixtures.picture_pool(s.crop, 16, 1, seed=2)[0])
+    batch = pictures[torch.arange(s.batch) % 16].to(device)
+    for _ in range(3):  # allocator, kernels, cached constants
+        stage.apply(batch)
+    wall, _ = time_calls(lambda: stage.apply(batch), s.stage_calls, device)
+    rate = s.stage_calls * s.batch / wall
+    return measurement(s, rate, None, "", Goal(min_rate=20_000),
+                       f"batch {s.batch} x {s.crop} px, {s.stage_calls} calls")
+
+
+def _train_loader(s: Settings, files, labels, stage, device: torch.device):
+    from dali_pixmix.data.graphs import train_pipeline
+    from dali_pixmix.data.loaders import DaliLoader
+
+    pipe = train_pipeline(files=files, labels=labels, batch_size=s.batch, crop=s.crop,
+                          device_id=device.index, seed=0, num_threads=s.threads, pixmix=stage,
+                          layout="HWC" if s.on_cuda else "CHW")
+    return DaliLoader(pipe, batch_size=s.batch, train=True, channels_last=s.on_cuda)
+
+
+def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
+    """Endless training batches of the DALI pipeline; with PixMix when given a mixing bank."""
+    from dali_pixmix.data.stage import PixMixStage
+
+    files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
+    stage = None if bank is None else PixMixStage(bank, crop=s.crop)
+    return endless(_train_loader(s, files, labels, stage, device))
+
+
+def pipeline_pixmix(s: Settings) -> Dict:
+    """The DALI training pipeline with PixMix vs the same pipeline without it."""
+    require("nvidia.dali", "DALI")
+    device = _device(s)
+    sources = {"without": _pipeline_batches(s, device),
+               "with": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
+    rates = {name: [] for name in sources}
+    for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
+        for name, batches in sources.items():
+            rates[name].append(timed_rate(batches, s.pipeline_batches * s.batch, 3, device,
+                                          settle=0.5))
+    rate, base = (statistics.median(rates[k]) for k in ("with", "without"))
+    return measurement(s, rate, base, "same pipeline without PixMix",
+                       Goal(min_rate=5_000, min_ratio=0.9),
+                       f"batch {s.batch} x {s.crop} px, {s.threads} DALI threads, median of "
+                       f"{s.rounds} round(s) of {s.pipeline_batches} batches")
+
+
+def _training_precision(s: Settings) -> Optional[torch.dtype]:
+    """The training recipe's autocast dtype: bf16 on GPUs that have it, else fp16; none on
+    the CPU."""
+    if not s.on_cuda:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_step(s: Settings) -> Dict:
+    """Training steps fed by DALI + PixMix vs synthetic batches already on the device."""
+    require("nvidia.dali", "DALI")
+    from dali_pixmix.models import build_model
+
+    device = _device(s)
+    amp = _training_precision(s)
+    torch.backends.cudnn.benchmark = s.on_cuda
+    model = build_model(s.arch, 1000).to(device)
+    if s.on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    step = make_step(model, optimizer, amp, device)
+    sources = {"synthetic": synthetic_batches(s.batch, s.crop, 1000, device, s.on_cuda),
+               "dali": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
+    best = {name: 0.0 for name in sources}
+    for _ in range(s.rounds):  # interleaved rounds, best per source: robust to other load
+        for name, batches in sources.items():
+            best[name] = max(best[name], timed_steps(step, batches, s.train_steps,
+                                                     s.train_warmup, device))
+    precision = str(amp).replace("torch.", "") if amp else "float32"
+    return measurement(s, best["dali"], best["synthetic"], "synthetic batches on the device",
+                       Goal(min_ratio=0.9),
+                       f"{s.arch} {precision}, batch {s.batch} x {s.crop} px, "
+                       f"{s.train_steps} steps after {s.train_warmup}, best of {s.rounds}")
+
+
+def eval_infer(s: Settings) -> Dict:
+    """Evaluation images/s (DALI decode + resize + crop, model) vs the model alone."""
+    require("nvidia.dali", "DALI")
+    from dali_pixmix.check.functional import save_test_checkpoint
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.evaluation.runner import Evaluator
+
+    device = _device(s)
+    files = fixtures.training_files(s, s.eval_images)[0]
+    ckpt = save_test_checkpoint(s, s.workdir / "eval_speed.pt", classes=1000)
+    resize = s.eval_resize
+    ev = Evaluator.from_checkpoint(ckpt, s.workdir / "eval_speed", dist=DistInfo(device=device),
+                                   batch_size=s.batch, resize=resize, crop=s.crop,
+                                   num_threads=s.threads, progress=False)
+    labels = np.zeros(len(files), dtype=np.int64)
+    rate = timed_pass(lambda: len(ev.infer(files, labels)))
+    time_model_only(ev.model, device, s.batch, s.crop, s.batch)  # warm-up
+    base = time_model_only(ev.model, device, len(files), s.crop, s.batch)
+    return measurement(s, rate, base, "the model alone on synthetic batches", Goal(),
+                       f"{len(files)} JPEGs, {s.arch}, batch {s.batch}, {resize} -> {s.crop} px")
+
+
+def imagenet_p_video(s: Settings) -> Dict:
+    """ImageNet-P frames/s (video decode + model) vs the model alone."""
+    from dali_pixmix.classes import imagenet_wnids
+    from dali_pixmix.evaluation.video import list_videos
+    from dali_pixmix.models import build_model
+
+    device = _device(s)
+    if s.on_cuda:
+        require("nvidia.dali", "DALI")
+    entries = list_videos(fixtures.video_folder(s), imagenet_wnids()[:s.classes])
+    model = build_model(s.arch, 1000).to(device).eval()
+    if s.on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    batch = 8 * s.video_frames
+    time_model_only(model, device, batch, s.video_size, batch)  # warm-up
+    total = len(entries) * s.video_frames
+    ceiling = time_model_only(model, device, total, s.video_size, batch)
+    ours = time_video_reader(model, entries, s.video_frames, device, batch, s.threads)
+    return measurement(s, ours, ceiling, "the model alone on synthetic frames", Goal(),
+                       f"{len(entries)} H.264 videos x {s.video_frames} frames of "
+                       f"{s.video_size} px, {s.arch}, {batch} frames per batch")

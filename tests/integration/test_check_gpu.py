@@ -1,0 +1,89 @@
+"""tools/check_gpu.py end to end on this machine: the CPU subset runs, CUDA checks are skipped
+with their reason, the JSON holds every check and measurement, and the script still works when
+DALI and PyAV cannot be imported (a GPU node may lack them)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dali_pixmix.check.cli import FUNCTIONAL, THROUGHPUT
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tools" / "check_gpu.py"
+CHECKS = [name for name, _ in FUNCTIONAL]
+MEASUREMENTS = [name for name, _ in THROUGHPUT]
+CUDA_ONLY = {"nvjpeg_decode", "stage_no_sync", "ddp_nccl", "video_decode", "eval_gpu_vs_cpu"}
+THROUGHPUT_KEYS = {"name", "status", "images_per_s", "baseline_images_per_s", "baseline",
+                   "ratio", "goal", "met", "detail", "seconds"}
+BLOCKER = '''
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("av", "nvidia.dali") or name.startswith(("av.", "nvidia.dali.")):
+            raise ImportError(f"No module named {name!r} (blocked for this test)")
+        return None
+sys.meta_path.insert(0, Block())
+'''
+
+
+def run_check(out: Path, *extra, env=None):
+    return subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+
+
+def environment(**changes):
+    env = dict(os.environ)
+    env.update(changes)
+    return env
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cpu_run_reports_every_check_and_skips_cuda_ones(tmp_path):
+    done = run_check(tmp_path / "out", env=environment(PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Functional checks" in done.stdout and "Throughput" in done.stdout
+    assert "[check 1/7] nvjpeg_decode: running" in done.stdout  # progress as it goes
+    result = json.loads((tmp_path / "out" / "check_gpu.json").read_text())
+    assert set(result) >= {"environment", "checks", "throughput"}
+    assert result["environment"]["cuda_available"] is False
+    assert [c["name"] for c in result["checks"]] == CHECKS
+    assert [t["name"] for t in result["throughput"]] == MEASUREMENTS
+    status = {c["name"]: c for c in result["checks"]}
+    for name in CUDA_ONLY:
+        assert status[name]["status"] == "skip", status[name]
+        assert "no CUDA device" in status[name]["detail"]
+    assert "gloo, 2 rank(s)" in status["ddp_nccl"]["detail"]  # the DDP code did run
+    assert status["train_pipeline"]["status"] == "pass"
+    assert status["amp_channels_last"]["status"] == "pass"
+    for row in result["throughput"]:
+        assert set(row) == THROUGHPUT_KEYS and row["status"] == "pass", row
+        assert row["images_per_s"] > 0 and row["met"] is None  # GPU goals are not judged here
+    assert (tmp_path / "out" / "check_gpu.md").read_text().startswith("# dali-pixmix")
+
+
+def test_runs_without_dali_and_pyav(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    env = environment(PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]))
+    chosen = "nvjpeg_decode,train_pipeline,amp_channels_last,video_decode,pixmix_stage," \
+             "pipeline_pixmix,imagenet_p_video"
+    done = run_check(tmp_path / "out", "--only", chosen, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "check_gpu.json").read_text())
+    assert result["environment"]["dali"] is None and result["environment"]["pyav"] is None
+    rows = {r["name"]: r for r in result["checks"] + result["throughput"]}
+    for name in ("nvjpeg_decode", "video_decode", "pipeline_pixmix"):
+        assert rows[name]["status"] == "skip"
+        assert rows[name]["detail"].startswith("DALI not importable"), rows[name]
+    assert "DALI not importable" in rows["train_pipeline"]["detail"]
+    assert rows["imagenet_p_video"]["detail"].startswith("PyAV not importable")
+    assert rows["amp_channels_last"]["status"] == "pass"  # pure torch checks still run
+    assert rows["pixmix_stage"]["status"] == "pass" and rows["pixmix_stage"]["images_per_s"] > 0
+    assert rows["eval_gpu_vs_cpu"]["detail"] == "not selected (--only)"

@@ -1,0 +1,191 @@
+"""The machine self-check's parts: child isolation, environment advice, goals and the report."""
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dali_pixmix.check import environment, harness, report
+from dali_pixmix.check.throughput import Goal
+
+pytestmark = pytest.mark.unit
+
+
+# ---------------------------------------------------------------- isolation (pure Python children)
+def returns_value(x):
+    return {"detail": f"got {x}", "value": x}
+
+
+def raises_multiline():
+    raise RuntimeError("\n  first line of the error\nsecond line\n")
+
+
+def skips():
+    raise harness.Skip("DALI not importable (No module named 'nvidia')")
+
+
+def starts_helper_and_hangs(pid_file):
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(pid_file, "w") as out:
+        out.write(str(helper.pid))
+    time.sleep(600)
+
+
+def crashes():
+    faulthandler.disable()  # pytest's handler would print the crash on the test's stderr
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def run(func, tmp_path, timeout=30, **kwargs):
+    return harness.run_isolated(func, kwargs, timeout=timeout, log_path=tmp_path / "c.log")
+
+
+def test_child_result_passes_back_with_its_time(tmp_path):
+    result = run(returns_value, tmp_path, x=3)
+    assert result["status"] == "pass" and result["value"] == 3 and result["detail"] == "got 3"
+    assert result["seconds"] >= 0
+
+
+def test_failure_reports_the_first_line_and_logs_the_traceback(tmp_path):
+    result = run(raises_multiline, tmp_path)
+    assert result == {"status": "fail", "detail": "RuntimeError: first line of the error",
+                      "seconds": result["seconds"]}
+    assert "Traceback" in (tmp_path / "c.log").read_text()
+
+
+def test_skip_keeps_its_reason(tmp_path):
+    result = run(skips, tmp_path)
+    assert result["status"] == "skip" and result["detail"].startswith("DALI not importable")
+
+
+def test_timeout_stops_the_check_and_its_helpers(tmp_path):
+    pid_file = tmp_path / "helper.pid"
+    start = time.perf_counter()
+    result = run(starts_helper_and_hangs, tmp_path, timeout=3, pid_file=str(pid_file))
+    assert result["status"] == "fail" and "timed out after 3 s" in result["detail"]
+    assert time.perf_counter() - start < 20
+    helper = int(pid_file.read_text())
+    for _ in range(50):  # the helper was in the check's process group: it is gone too
+        try:
+            os.kill(helper, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"helper process {helper} survived the timeout")
+
+
+def test_a_crash_is_a_failure_not_the_end_of_the_run(tmp_path):
+    result = run(crashes, tmp_path)
+    assert result["status"] == "fail" and "SIGSEGV" in result["detail"]
+
+
+def test_first_line_is_shortened():
+    assert harness.first_line(ValueError("x" * 500), limit=20) == "ValueError: xxxxx..."
+    assert harness.first_line(KeyError()) == "KeyError"
+
+
+# ---------------------------------------------------------------- environment advice
+BASE = {"python": "3.12.3", "torch": "2.14.1+cu130", "torch_cuda": "13.0", "cudnn": "9.24.0",
+        "torchvision": "0.29.1", "cuda_available": True, "nccl": "2.30.7",
+        "bf16_supported": True, "driver": "580.65.06", "driver_cuda": "13.0", "dali": "2.4.0",
+        "dali_wheels": ["nvidia-dali-cuda120"], "pyav": "18.1.0", "pyav_libx264": True,
+        "gpus": [{"index": 0, "name": "NVIDIA H200", "memory_gib": 139.8,
+                  "capability": "9.0"}], "cpu_cores": 16, "cuda_visible_devices": None}
+
+
+def texts(env, level):
+    return [a["text"] for a in environment.advice({**BASE, **env}) if a["level"] == level]
+
+
+def test_a_good_node_has_no_warnings_and_says_the_cuda_majors_differ_harmlessly():
+    assert texts({}, "warning") == []
+    (note,) = texts({}, "note")
+    assert "CUDA 13" in note and "nvidia-dali-cuda120 CUDA 12" in note and "fine" in note
+
+
+def test_driver_too_old_for_torch_is_a_warning():
+    (warning,) = texts({"driver": "550.54", "driver_cuda": "12.4"}, "warning")
+    assert "torch 2.14.1+cu130 is built for CUDA 13.0" in warning
+    assert "supports CUDA up to 12.4" in warning
+
+
+def test_driver_too_old_for_dali_is_a_warning():
+    warnings = texts({"driver": "470.1", "driver_cuda": "11.4", "torch_cuda": "11.8"},
+                     "warning")
+    assert any("nvidia-dali-cuda120 needs a CUDA 12 driver" in w for w in warnings)
+    assert not any(w.startswith("torch") for w in warnings)  # same major: minor compatibility
+
+
+def test_two_dali_wheels_and_missing_packages():
+    env = {"dali_wheels": ["nvidia-dali-cuda120", "nvidia-dali-cuda130"]}
+    assert any("2 DALI wheels" in w for w in texts(env, "warning"))
+    notes = texts({"dali": None, "dali_error": "ImportError: x", "pyav": None}, "note")
+    assert any(n.startswith("DALI not importable") for n in notes)
+    assert any(n.startswith("PyAV not importable") for n in notes)
+
+
+def test_driver_without_gpu_in_torch_is_explained():
+    env = {"cuda_available": False, "gpus": [], "cuda_visible_devices": ""}
+    (warning,) = texts(env, "warning")
+    assert "torch sees no GPU" in warning and "CUDA_VISIBLE_DEVICES is ''" in warning
+    assert "torch is a CPU-only build" in texts({**env, "torch_cuda": None}, "warning")[0]
+
+
+def test_wheel_names_and_cudnn_numbers():
+    assert environment.cuda_major_of_wheel("nvidia-dali-cuda120") == 12
+    assert environment.cuda_major_of_wheel("nvidia-dali-cuda110") == 11
+    assert environment.cuda_major_of_wheel("nvidia-dali") is None
+    assert environment._cudnn_version(92400) == "9.24.0"
+    assert environment._cudnn_version(8907) == "8.9.7"
+
+
+# ---------------------------------------------------------------- goals and report
+def test_goals_need_both_rate_and_ratio():
+    goal = Goal(min_rate=5000, min_ratio=0.9)
+    assert goal.text == "ratio >= 0.9 and > 5,000 img/s"
+    assert goal.met(6000, 0.95) is True
+    assert goal.met(6000, 0.85) is False and goal.met(4000, 0.95) is False
+    assert Goal().met(1.0, None) is None and Goal().text is None
+
+
+def test_report_counts_failures_and_lists_every_row(tmp_path):
+    checks = [{"name": "a", "status": "pass", "detail": "ok", "seconds": 1.0},
+              {"name": "b", "status": "fail", "detail": "RuntimeError: boom", "seconds": 2.0},
+              {"name": "c", "status": "skip", "detail": "no CUDA device", "seconds": 0.1}]
+    speed = [{"name": "s", "status": "pass", "images_per_s": 25000.0,
+              "baseline_images_per_s": None, "baseline": "", "ratio": None,
+              "goal": "> 20,000 img/s", "met": True, "detail": "batch 256", "seconds": 3.0},
+             {"name": "t", "status": "fail", "images_per_s": None,
+              "baseline_images_per_s": None, "baseline": None, "ratio": None, "goal": None,
+              "met": None, "detail": "timed out after 9 s (stopped)", "seconds": 9.0}]
+    rep = report.Report({**BASE}, [], checks, speed, {})
+    assert rep.failed == ["b"]
+    text = report.console(rep)
+    assert "RuntimeError: boom" in text and "25,000" in text and "timed out" in text
+    assert "1 pass, 1 fail, 1 skip" in text and "goals met: 1 of 1" in text
+    json_path, md_path = rep.write(tmp_path)
+    assert json_path.name == "check_gpu.json" and "| b | FAIL |" in md_path.read_text()
+
+
+# ---------------------------------------------------------------- the run's time budget
+def sleeps(s):
+    time.sleep(60)
+
+
+def test_a_check_cut_short_by_the_budget_is_skipped_not_failed(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from dali_pixmix.check import cli
+    from dali_pixmix.check.settings import for_machine
+
+    monkeypatch.setattr(cli, "MIN_SLOT_S", 0.5)
+    s = for_machine(False, True, tmp_path, budget_s=2.0)
+    args = Namespace(only=None, verbose=False)
+    result = cli.run_item("slow", sleeps, s, args, time.monotonic() + 2.0, tmp_path, "[1/1]")
+    assert result["status"] == "skip" and "time budget (2 s) ran out" in result["detail"]
+    late = cli.run_item("late", sleeps, s, args, time.monotonic(), tmp_path, "[1/1]")
+    assert late["status"] == "skip" and "is spent" in late["detail"]

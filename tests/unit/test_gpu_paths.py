@@ -1,0 +1,71 @@
+"""GPU-path settings checked where a CPU allows: decoder arguments, model wrapping order, the
+video path's constants and device. (Their behaviour on a GPU is tested in tests/gpu.)"""
+import datetime
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from dali_pixmix.config import Config
+from dali_pixmix.data.graphs import TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.distributed import DistInfo
+from dali_pixmix.evaluation import video
+from dali_pixmix.training.setup import build_training_model
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("schema", ["decoders__Image", "decoders__ImageRandomCrop"])
+def test_gpu_decoder_arguments_exist_in_dali(schema):
+    """A misspelt argument would only fail on a GPU node, at pipeline build."""
+    from nvidia.dali import backend
+
+    spec = backend.GetSchema(schema)
+    for gpu_args in (decoder_args(True), decoder_args(True, TRAIN_DECODER_PADDING)):
+        assert gpu_args["device"] == "mixed" and gpu_args["jpeg_fancy_upsampling"] is True
+        for name in set(gpu_args) - {"device"}:
+            assert spec.HasArgument(name), f"{schema} has no argument {name}"
+    assert decoder_args(False) == {"device": "cpu"}
+
+
+def test_training_padding_fits_eight_ranks():
+    """Per pipeline with 4 decoder threads: one device and two pinned host buffers each."""
+    device = 4 * TRAIN_DECODER_PADDING["device_memory_padding"]
+    host = 4 * 2 * TRAIN_DECODER_PADDING["host_memory_padding"]
+    assert device <= 256 << 20 and host <= 256 << 20
+    assert "device_memory_padding" not in decoder_args(True)  # evaluation: DALI's defaults
+
+
+def test_ddp_wraps_the_module_and_compile_wraps_ddp(tmp_path):
+    """Compile outside DDP keeps DDP's bucketed all-reduce overlapping the backward pass."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1, timeout=datetime.timedelta(seconds=60))
+    try:
+        cfg = Config()
+        cfg.model.arch, cfg.model.compile, cfg.model.channels_last = "resnet18", True, "false"
+        model, raw = build_training_model(cfg, ["a", "b"], DistInfo(world_size=2))
+    finally:
+        dist.destroy_process_group()
+    assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(model._orig_mod, torch.nn.parallel.DistributedDataParallel)
+    assert model._orig_mod.module is raw and not hasattr(raw, "_orig_mod")
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw.state_dict())
+
+
+def test_frame_normalisation_constants_are_made_once():
+    frames = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    out = video.normalize_frames(frames)
+    mean = torch.tensor(video.IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(video.IMAGENET_STD).view(1, 3, 1, 1) * 255
+    torch.testing.assert_close(out, (frames.permute(0, 3, 1, 2).float() - mean) / std)
+    first = video._mean_std(torch.device("cpu"), torch.float32)
+    assert all(a is b for a, b in zip(first, video._mean_std(torch.device("cpu"),
+                                                                torch.float32)))
+
+
+def test_video_devices_are_resolved_when_built():
+    assert video.resolve_device("cpu") == torch.device("cpu")
+    assert video.resolve_device(torch.device("cuda", 3)) == torch.device("cuda", 3)
+    reader = video.VideoReader([], 31, "cpu", backend="pyav")
+    assert reader.device == torch.device("cpu")
+    assert video.DaliVideoDecoder("cpu", 2).device == torch.device("cpu")
