@@ -27,6 +27,10 @@ LAYOUTS = ("CHW", "HWC")
 # nvJPEG buffers sized for the largest ImageNet pictures (NVIDIA's ResNet-50 DALI example),
 # so the decoder does not reallocate during the first epoch.
 MIXED_DECODER_PADDING = dict(device_memory_padding=211025920, host_memory_padding=140544512)
+# EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
+# every decoder and shape probe of the package passes this, so training, evaluation and the
+# mixing bank see the stored pixel grid, never a rotated one.
+ADJUST_ORIENTATION = False
 
 
 # --------------------------------------------------------------------------- graph pieces
@@ -90,7 +94,8 @@ def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
     encoded, labels = _reader(**reader_args)
     decoder = dict(device="mixed", **MIXED_DECODER_PADDING) if gpu else dict(device="cpu")
     images = fn.decoders.image_random_crop(
-        encoded, **decoder, output_type=types.RGB, random_aspect_ratio=list(RRC_ASPECT),
+        encoded, **decoder, output_type=types.RGB, adjust_orientation=ADJUST_ORIENTATION,
+        random_aspect_ratio=list(RRC_ASPECT),
         random_area=list(RRC_AREA), num_attempts=100)
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
@@ -113,7 +118,8 @@ def _torchvision_sizes(encoded, resize, crop, no_resize):
     from nvidia.dali import fn, types
     from nvidia.dali.math import floor
 
-    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)
+    shape = fn.cast(fn.peek_image_shape(encoded, adjust_orientation=ADJUST_ORIENTATION),
+                    dtype=types.FLOAT)
     h, w = shape[0], shape[1]
     if not no_resize:
         short = h * (h <= w) + w * (w < h)
@@ -138,7 +144,8 @@ def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
     encoded, labels = _reader(**reader_args)
     height, width, pos_y, pos_x = _torchvision_sizes(encoded, resize, crop, no_resize)
     decoder = dict(device="mixed", **MIXED_DECODER_PADDING) if gpu else dict(device="cpu")
-    images = fn.decoders.image(encoded, **decoder, output_type=types.RGB)
+    images = fn.decoders.image(encoded, **decoder, output_type=types.RGB,
+                               adjust_orientation=ADJUST_ORIENTATION)
     if not no_resize:
         images = fn.resize(images, resize_x=width, resize_y=height, antialias=True)
     images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0, pos_x=pos_x,

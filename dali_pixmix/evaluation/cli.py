@@ -50,8 +50,12 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if min(args.batch_size, args.resize, args.crop, args.num_threads) < 1:
+        raise ValueError(f"--batch-size, --resize, --crop and --num-threads must be positive, "
+                         f"got {args.batch_size}, {args.resize}, {args.crop}, {args.num_threads}")
+    if args.crop > args.resize:
+        raise ValueError(f"--crop {args.crop} is larger than --resize {args.resize}: the centre "
+                         "crop must fit in the resized picture")
     return Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
                                      device=args.device, batch_size=args.batch_size,
                                      resize=args.resize, crop=args.crop,
@@ -71,7 +75,7 @@ def finish(ev: Evaluator, task: str, rows: Sequence[Row], name: str,
     if not ev.dist.is_main:
         return
     paths = write_rows(list(rows), ev.out / "results", task)
-    table = write_report(ev.out, name)
+    table = write_report(ev.out, name, num_classes=len(ev.classes))
     shown = [f"{r.dataset}/{r.variant or '-'} {r.metric}={r.value:.2f}" for r in rows
              if r.metric in headline and r.severity is None and r.dataset != "" and
              (r.task != "ood" or r.dataset == "mean")]
@@ -90,12 +94,18 @@ def parse_named_paths(items: Sequence[str]) -> dict:
 
 
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
-    """Call `main`; bad input becomes one `error: ...` line and exit status 2."""
+    """Call `main`; bad input becomes one `error: ...` line and exit status 2, a failing file
+    system (full disk, unwritable --out) one line and exit status 1."""
+    from dali_pixmix.oserrors import os_error_line
+
     try:
         return main(argv)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 1
     finally:
         from dali_pixmix.distributed import cleanup
         cleanup()

@@ -138,7 +138,8 @@ def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, t
     state["classes"] = state["classes"][:-1] + ["n99999999"]
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="trained on 6 classes.*other names"):
-        train(cfg, resume=str(tmp_path / "other.pt"))
+        train(cfg, resume=str(tmp_path / "other.pt"), previous="archive")
+    assert not (tmp_path / "out" / "archive").exists()  # refused before any file moved
 
 
 def run_cli(*args, timeout=120):

@@ -140,7 +140,7 @@ FAKE_SRUN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_LOG/srun.args"
 echo "$*" >> "$FAKE_LOG/srun.calls"
 echo $$ > "$FAKE_LOG/srun.pid"
-trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit 0' USR1
+trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit "${FAKE_USR1_EXIT:-0}"' USR1
 trap 'echo TERM >> "$FAKE_LOG/tasks.signals"; exit 0' TERM
 if [[ -n "${FAKE_SRUN_EXIT:-}" ]]; then exit "$FAKE_SRUN_EXIT"; fi
 for _ in $(seq 600); do sleep 0.05; done
@@ -283,6 +283,19 @@ def test_train_sbatch_stops_requeueing_after_max_requeues(tmp_path):
     proc.send_signal(signal.SIGUSR1)
     out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 1 and "MAX_REQUEUES" in out, out
+    assert "requeue" not in (log / "scontrol.calls").read_text()
+
+
+def test_train_sbatch_does_not_requeue_bad_input(tmp_path):
+    """Training that stops on bad input (exit 2, e.g. an image it cannot decode) would fail
+    the same way after a requeue: the job ends instead of looping."""
+    env, log = _fake_slurm(tmp_path)
+    proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path, dict(env, FAKE_USR1_EXIT="2"))
+    _wait_for(log / "srun.pid", proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 2 and "not requeueing" in out, out
     assert "requeue" not in (log / "scontrol.calls").read_text()
 
 
