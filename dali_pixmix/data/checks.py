@@ -200,6 +200,8 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
     """
     named = dali_named_file(err)
     if named is not None:
+        if root is not None and not named.exists() and (Path(root) / named).exists():
+            named = Path(root) / named  # a file list's entry, relative to the reader's root
         return UnreadableImageError([(named, dali_reason(err))], what, root, context)
     problems = locate_unreadable(suspects)
     if problems:

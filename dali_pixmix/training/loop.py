@@ -12,6 +12,10 @@ plain single process). Conventions:
   same numbers for the same weights.
 - Rank 0 writes checkpoints, `metrics.jsonl`, `config.yaml`, `final.pt` into `train.output_dir`.
 - SIGTERM/SIGUSR1 set a flag; all ranks agree on it at the next step boundary, save, and return.
+- An epoch ends with its checkpoint, then its validation and metrics line (`end_epoch`); a run
+  resumed from that checkpoint finishes a validation that did not happen (`finish_epoch`).
+- Where a run starts (new run, resume, recipe check) is `training.resume`'s decision; an image
+  DALI cannot decode stops the run with `UnreadableImageError`, recorded in bad_images.txt.
 """
 from __future__ import annotations
 
