@@ -206,6 +206,7 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
     problems = locate_unreadable(suspects)
     if problems:
         return UnreadableImageError(problems, what, root, context)
-    return RuntimeError(f"DALI failed while reading {len(suspects)} {what}s "
-                        f"({suspects[0] if suspects else '-'} ...){' ' + context if context else ''}: "
-                        f"{dali_reason(err)}")
+    first = suspects[0] if suspects else "-"
+    where = f" {context}" if context else ""
+    return RuntimeError(f"DALI failed while reading {len(suspects)} {what}s ({first} ...)"
+                        f"{where}: {dali_reason(err)}")
