@@ -106,14 +106,27 @@ def header_error(path: str | Path) -> Optional[str]:
 
 def header_errors(files: Sequence[str | Path], progress: bool = False,
                   threads: int = HEADER_THREADS) -> List[Problem]:
-    """(file, reason) for every file whose image header cannot be parsed, in file order."""
+    """(file, reason) for every file whose image header cannot be parsed, in file order.
+
+    Files are checked in chunks on `threads` threads: parsing holds the GIL, but opening and
+    reading wait on storage, which on a network file system is most of the time."""
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        reasons = list(tqdm(pool.map(header_error, files, chunksize=256), total=len(files),
-                            desc="image headers", unit="img", leave=False,
-                            disable=not progress))
-    return [(Path(f), r) for f, r in zip(files, reasons) if r is not None]
+    files = list(files)
+    size = max(1, min(4096, -(-len(files) // max(1, threads))))
+    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    problems = []
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            tqdm(total=len(files), desc="image headers", unit="img", leave=False,
+                 disable=not progress) as bar:
+        for chunk, reasons in zip(chunks, pool.map(_header_reasons, chunks)):
+            problems += [(Path(f), r) for f, r in zip(chunk, reasons) if r is not None]
+            bar.update(len(chunk))
+    return problems
+
+
+def _header_reasons(files: Sequence[str | Path]) -> List[Optional[str]]:
+    return [header_error(f) for f in files]
 
 
 def screen_images(files: Sequence[str | Path], what: str, root=None, dist=None,

@@ -204,7 +204,8 @@ class Evaluator:
         `UnreadableImageError` naming the files that cannot be decoded."""
         from dali_pixmix.data.checks import screen_images
 
-        key = cache.fingerprint(list(files))
+        files = [str(f) for f in files]
+        key = cache.fingerprint(files)
         if self.check_headers and key not in self._screened:
             screen_images(files, what, dist=self.dist, progress=self.progress)
             self._screened.add(key)
