@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check
         TrainingError,
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # e.g. the disk filled up while writing a checkpoint

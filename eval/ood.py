@@ -5,9 +5,10 @@ Convention: higher score = more anomalous; anomalies are the positive class (AUP
 FPR95 = fraction of in-distribution images flagged at the threshold whose anomaly recall is
 closest to 95%, the lowest such threshold when several give the same recall (the
 outlier-exposure reference code's convention; OpenOOD's direction, many papers use the
-opposite). In-distribution = the ImageNet val images given by --val. OOD sets: any folders (images at any depth) or text file lists via --ood NAME=PATH, plus
-the seeded synthetic Gaussian, Rademacher and Blobs sets, generated in memory at the crop size
-and fed unresized (1/5 of the in-distribution count each unless --synthetic-count is given).
+opposite). In-distribution = the ImageNet val images given by --val. OOD sets: any folders
+(images at any depth) or text file lists via --ood NAME=PATH, plus the seeded synthetic
+Gaussian, Rademacher and Blobs sets, generated in memory at the crop size and fed unresized
+(1/5 of the in-distribution count each unless --synthetic-count is given).
 """
 import sys
 from pathlib import Path

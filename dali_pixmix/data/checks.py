@@ -39,6 +39,10 @@ _DALI_NAMED = ((re.compile(r"Failed to decode sample #\d+ : (.+?)\s*$", re.M),
                (re.compile(r"File mapping failed: (.+?)\s*$", re.M), "empty or unreadable file"))
 
 
+class PipelineError(RuntimeError):
+    """DALI failed while reading images and no file is at fault; the message has its reason."""
+
+
 class UnreadableImageError(ValueError):
     """Image files that cannot be decoded; the message names them and says how to fix it."""
 
@@ -209,7 +213,7 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
     """The error to raise for a DALI pipeline failure while reading `suspects`.
 
     An `UnreadableImageError` naming the file (from DALI's message, else found among
-    `suspects`), or, when no file is at fault, a RuntimeError with DALI's reason.
+    `suspects`), or, when no file is at fault, a `PipelineError` with DALI's reason.
     """
     named = dali_named_file(err)
     if named is not None:
@@ -221,5 +225,5 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
         return UnreadableImageError(problems, what, root, context)
     first = suspects[0] if suspects else "-"
     where = f" {context}" if context else ""
-    return RuntimeError(f"DALI failed while reading {len(suspects)} {what}s ({first} ...)"
-                        f"{where}: {dali_reason(err)}")
+    return PipelineError(f"DALI failed while reading {len(suspects)} {what}s ({first} ...)"
+                         f"{where}: {dali_reason(err)}")

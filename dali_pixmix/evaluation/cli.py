@@ -1,8 +1,8 @@
 """Shared command-line plumbing of the eval/*.py scripts (thin entry points).
 
 Common flags: --checkpoint, --arch, --out, --batch-size (GLOBAL, as in the training config),
---resize/--crop (256/224), --num-threads, --device, --calibration-bin-size, --no-header-check. Flags that are also
-training config keys carry the same name (`--num-threads` = data.num_threads,
+--resize/--crop (256/224), --num-threads, --device, --calibration-bin-size, --no-header-check.
+Flags that are also training config keys carry the same name (`--num-threads` = data.num_threads,
 `--calibration-bin-size` = eval.calibration_bin_size). Under torchrun every rank runs the same
 command and evaluates its shard; rank 0 writes `<out>/results/<task>.json|csv`,
 `<out>/table9.md` and `<out>/plots/*.png`.
@@ -98,8 +98,10 @@ def parse_named_paths(items: Sequence[str]) -> dict:
 
 
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
-    """Call `main`; bad input becomes one `error: ...` line and exit status 2, a failing file
-    system (full disk, unwritable --out) one line and exit status 1."""
+    """Call `main`; bad input becomes one `error: ...` line and exit status 2; a failing file
+    system (full disk, unwritable --out) or a DALI failure no file explains, one line and exit
+    status 1."""
+    from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
 
     try:
@@ -107,6 +109,9 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1

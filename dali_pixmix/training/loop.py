@@ -40,10 +40,10 @@ from dali_pixmix.distributed import (
 from dali_pixmix.precision import autocast
 from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
-from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
-from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
 from dali_pixmix.training import outputs
+from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
 from dali_pixmix.training.resume import starting_state
+from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
 from dali_pixmix.training.state import (
     Meter,
     Run,
