@@ -7,7 +7,8 @@ Examples:
       --set data.train=/data/imagenet/train --set data.val=/data/imagenet/val \\
       --set pixmix.mixing_set=/data/fractals_and_fvis --set model.pretrained=/ckpt/resnet50.pth
 Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, train.max_steps) with a
-checkpoint; 1 training failed (e.g. non-finite loss); 2 bad configuration or input.
+checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad configuration or input
+(an image that cannot be decoded included: fix it, then rerun; requeueing would fail again).
 """
 import argparse
 import sys
@@ -23,7 +24,18 @@ def parse_args(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=0.02 (repeatable)")
     parser.add_argument("--resume", default="auto",
-                        help="auto (newest valid checkpoint in train.output_dir), none, or a path")
+                        help="auto (newest valid checkpoint in train.output_dir), none (a new "
+                             "run), or the path of a checkpoint")
+    previous = parser.add_mutually_exclusive_group()
+    previous.add_argument("--archive", dest="previous", action="store_const", const="archive",
+                          default="refuse", help="a new run (--resume none or a checkpoint "
+                          "from elsewhere) moves an earlier run in train.output_dir to "
+                          "<train.output_dir>/archive/<time>/ (default: refuse to start)")
+    previous.add_argument("--overwrite", dest="previous", action="store_const",
+                          const="overwrite", help="like --archive, but deletes the earlier run")
+    parser.add_argument("--resume-changed", action="store_true",
+                        help="resume even though the recipe (optimizer, PixMix, schedule, seed, "
+                             "...) differs from the checkpoint's; the differences are printed")
     return parser.parse_args(argv)
 
 
@@ -34,18 +46,24 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from dali_pixmix.data.checks import PipelineError
+    from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check
         TrainingError,
         train,
     )
 
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, previous=args.previous,
+                       resume_changed=args.resume_changed)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. the disk filled up while writing a checkpoint
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     print(f"{result['status']} at step {result['step']}; outputs in {cfg.train.output_dir}")
     return 0

@@ -17,6 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ class DataConfig:
     val_crop: int = 224
     num_threads: int = 4          # DALI CPU threads per rank
     dtype: str = "float32"        # training loader output: float32 | float16
+    check_headers: bool = True    # read every image header once at start-up: a file DALI cannot
+                                  # parse stops the run with its name (instead of a crash)
 
 
 @dataclass
@@ -234,6 +237,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML ({err})") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                             f"offset {err.start}); save the file as UTF-8") from None
         apply_dict(cfg, data, str(path))
     for text in overrides:
         key, value, raw = parse_override(text)
@@ -242,16 +248,35 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
     return cfg
 
 
+def _check_finite(cfg: Config) -> None:
+    """No float setting may be NaN or infinite (every comparison with NaN is False, so range
+    checks alone would let it through)."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for item in dataclasses.fields(values):
+            value = getattr(values, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"config key '{section.name}.{item.name}' must be a finite "
+                                 f"number, got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Range checks that need more than a type (before any data or GPU work)."""
+    _check_finite(cfg)
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "eval.batch_size": cfg.eval.batch_size, "data.crop": cfg.data.crop,
+                "data.val_resize": cfg.data.val_resize, "data.val_crop": cfg.data.val_crop,
+                "data.num_threads": cfg.data.num_threads, "pixmix.bank_size": cfg.pixmix.bank_size,
                 "train.log_every": cfg.train.log_every, "optim.lr": cfg.optim.lr,
                 "train.keep_checkpoints": cfg.train.keep_checkpoints,
                 "eval.every_epochs": cfg.eval.every_epochs}
     for key, value in positive.items():
         if value <= 0:
             raise ValueError(f"config key '{key}' must be positive, got {value}")
+    if cfg.data.val_crop > cfg.data.val_resize:
+        raise ValueError(f"config key 'data.val_crop'={cfg.data.val_crop} is larger than "
+                         f"'data.val_resize'={cfg.data.val_resize}: the centre crop must fit "
+                         "in the resized picture")
     if not 0 <= cfg.pixmix.k:
         raise ValueError(f"config key 'pixmix.k' must be >= 0, got {cfg.pixmix.k}")
     if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
@@ -282,6 +307,9 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from dali_pixmix.oserrors import names_file
+
     data = {**cfg.to_dict(), PROVENANCE_SECTION: provenance()}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with names_file(path):
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

@@ -58,7 +58,14 @@ def load_classifier(path: str | Path, arch: Optional[str] = None,
         raise ValueError(f"{path}: class list has {len(classes)} entries but the head has "
                          f"{num_classes} outputs")
     model = build_model(arch, num_classes)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        saved = f"a {ckpt['arch']}" if ckpt.get("arch") else "another architecture"
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ValueError(f"{path} does not fit a {arch} (it holds {saved}; first mismatch: "
+                         f"{first}); pass the matching --arch, or none to use the "
+                         "checkpoint's own") from None
     return model.to(device).eval(), classes
 
 

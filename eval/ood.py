@@ -2,11 +2,13 @@
 """Anomaly detection: AUROC, AUPR and FPR95 per OOD set and their mean (MSP, MaxLogit, Energy).
 
 Convention: higher score = more anomalous; anomalies are the positive class (AUPR-Out);
-FPR95 = fraction of in-distribution images flagged where 95% of anomalies are caught (OpenOOD's
-direction; many papers use the opposite). In-distribution = the ImageNet val images given by
---val. OOD sets: any folders (images at any depth) or text file lists via --ood NAME=PATH, plus
-the seeded synthetic Gaussian, Rademacher and Blobs sets, generated in memory at the crop size
-and fed unresized (1/5 of the in-distribution count each unless --synthetic-count is given).
+FPR95 = fraction of in-distribution images flagged at the threshold whose anomaly recall is
+closest to 95%, the lowest such threshold when several give the same recall (the
+outlier-exposure reference code's convention; OpenOOD's direction, many papers use the
+opposite). In-distribution = the ImageNet val images given by --val. OOD sets: any folders
+(images at any depth) or text file lists via --ood NAME=PATH, plus the seeded synthetic
+Gaussian, Rademacher and Blobs sets, generated in memory at the crop size and fed unresized
+(1/5 of the in-distribution count each unless --synthetic-count is given).
 """
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from dali_pixmix.evaluation import cli, run_ood  # noqa: E402
+from dali_pixmix.metrics.ood import DIRECTION  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,7 +34,7 @@ def main(argv=None) -> int:
     ev = cli.evaluator_from_args(args)
     rows = run_ood(ev, args.val, sets, synthetic=not args.no_synthetic,
                    synthetic_count=args.synthetic_count, seed=args.seed)
-    ev.log("convention: higher score = more anomalous; OOD is the positive class")
+    ev.log(f"convention: {DIRECTION}")
     cli.finish(ev, "ood", rows, args.name, ("auroc", "aupr", "fpr95"))
     return 0
 

@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     try:
         if not args.out.endswith(".npy"):
             raise ValueError(f"--out {args.out} must end with .npy")
+        if args.size < 1 or args.batch_size < 1 or args.num_threads < 1:
+            raise ValueError(f"--size, --batch-size and --num-threads must be positive, got "
+                             f"{args.size}, {args.batch_size}, {args.num_threads}")
         bank = build(args)
         out = bank.save(args.out)
     except (ValueError, FileNotFoundError) as err:

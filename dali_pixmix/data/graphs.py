@@ -36,6 +36,10 @@ LAYOUTS = ("CHW", "HWC")
 # - evaluation and the mixing bank: DALI's defaults (16 MiB device / 8 MiB host per thread;
 #   4 threads: 64 MiB GPU + 64 MiB pinned host), as their pipelines are short-lived.
 TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding=32 << 20)
+# EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
+# every decoder and shape probe of the package passes this, so training, evaluation and the
+# mixing bank see the stored pixel grid, never a rotated one.
+ADJUST_ORIENTATION = False
 
 
 # --------------------------------------------------------------------------- graph pieces
@@ -44,11 +48,13 @@ def decoder_args(gpu: bool, padding: Optional[dict] = None) -> dict:
 
     On the GPU: nvJPEG (`mixed`) with libjpeg-turbo's "fancy" chroma upsampling, so decoded
     pixels match the CPU decoder's (without it, colour edges differ by ~30 grey levels), and
-    the given preallocation `padding` (default: DALI's). On the CPU: the CPU decoder.
+    the given preallocation `padding` (default: DALI's). On the CPU: the CPU decoder. Both
+    ignore EXIF orientation tags (`ADJUST_ORIENTATION`).
     """
     if not gpu:
-        return dict(device="cpu")
-    return dict(device="mixed", jpeg_fancy_upsampling=True, **(padding or {}))
+        return dict(device="cpu", adjust_orientation=ADJUST_ORIENTATION)
+    return dict(device="mixed", jpeg_fancy_upsampling=True,
+                adjust_orientation=ADJUST_ORIENTATION, **(padding or {}))
 
 
 def _dali_dtype(dtype: str):
@@ -133,7 +139,8 @@ def _torchvision_sizes(encoded, resize, crop, no_resize):
     from nvidia.dali import fn, types
     from nvidia.dali.math import floor
 
-    shape = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT)
+    shape = fn.cast(fn.peek_image_shape(encoded, adjust_orientation=ADJUST_ORIENTATION),
+                    dtype=types.FLOAT)
     h, w = shape[0], shape[1]
     if not no_resize:
         short = h * (h <= w) + w * (w < h)

@@ -25,6 +25,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from dali_pixmix.oserrors import names_file
+
 FIELDS = ("task", "dataset", "variant", "severity", "metric", "value", "n", "protocol",
           "software")
 
@@ -78,8 +80,9 @@ def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str) -> List[Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    json_path.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-    with csv_path.open("w", newline="") as fh:
+    with names_file(json_path):
+        json_path.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    with names_file(csv_path), csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
@@ -127,8 +130,11 @@ def table9_values(rows: Sequence[Row]) -> List[str]:
     return cells
 
 
-def table9_markdown(rows: Sequence[Row], name: str = "this model") -> str:
-    """Markdown table in the form of the paper's Table 9, with its Baseline/AugMix/PixMix rows."""
+def table9_markdown(rows: Sequence[Row], name: str = "this model",
+                    num_classes: Optional[int] = None) -> str:
+    """Markdown table in the form of the paper's Table 9, with its Baseline/AugMix/PixMix rows,
+    and notes: conventions, how many images (and classes) this model's cells rest on, the
+    protocols."""
     lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
              "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
     for method, values in PAPER_TABLE9.items():
@@ -140,9 +146,45 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model") -> str:
     if any(c.endswith("*") for c in cells):
         partial = [r for r in rows if r.metric == "mce_partial"][-1]
         notes.append(f"* partial mCE ({partial.variant}), not comparable to the paper.")
+    notes.append(evaluated_on(rows, name, num_classes))
     protocols = sorted({r.protocol for r in rows})
     notes.append("Protocols: " + ", ".join(protocols) if protocols else "")
     return "\n".join(lines) + "\n\n" + "\n".join(n for n in notes if n) + "\n"
+
+
+# Images per set (per cell for C / C-bar) in the published benchmarks, and the paper's classes.
+FULL_COUNTS = {"clean": 50000, "imagenet_c": 50000, "imagenet_cbar": 50000, "imagenet_r": 30000}
+FULL_CLASSES = 1000
+_SET_NAMES = {"clean": "ImageNet val images", "imagenet_c": "images per ImageNet-C cell",
+              "imagenet_cbar": "images per ImageNet-C-bar cell",
+              "imagenet_r": "ImageNet-R images"}
+
+
+def evaluated_counts(rows: Sequence[Row]) -> Dict[str, int]:
+    """Images behind each task's cells: clean/R sets, C/C-bar per (corruption, severity)."""
+    counts = {}
+    for task in FULL_COUNTS:
+        metric = "top1_error" if task in ("clean", "imagenet_r") else "error"
+        hits = [r.n for r in rows if r.task == task and r.metric == metric]
+        if hits:
+            counts[task] = hits[-1]
+    return counts
+
+
+def evaluated_on(rows: Sequence[Row], name: str, num_classes: Optional[int]) -> str:
+    """'<name>: 30 ImageNet val images, ..., a 10-class model; the paper's rows use ...'."""
+    counts = evaluated_counts(rows)
+    if not counts and num_classes is None:
+        return ""
+    parts = [f"{n:,} {_SET_NAMES[task]}" for task, n in counts.items()]
+    if num_classes is not None:
+        parts.append(f"a {num_classes:,}-class model")
+    full = all(n == FULL_COUNTS[t] for t, n in counts.items()) and num_classes in (
+        None, FULL_CLASSES)
+    verdict = ("the published sets, as the paper's rows" if full else
+               "the paper's rows use the full sets (50,000 val images per set or C cell, "
+               "30,000 ImageNet-R images, 1,000 classes): not comparable")
+    return f"{name} was evaluated on " + ", ".join(parts) + f"; {verdict}."
 
 
 CE_SHORT_NAMES = (
@@ -173,35 +215,64 @@ def _figure():
     return plt
 
 
-def plot_calibration_vs_severity(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
-    """Mean RMS calibration error per severity on ImageNet-C and C-bar (paper Figure 5)."""
+def _legend_below(ax) -> None:
+    """The legend under the axes, where it cannot cover the data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8,
+              frameon=False)
+
+
+def _caption(fig, rows: Sequence[Row]) -> None:
+    """Name the protocol(s) and the images behind the plotted rows, at the figure's foot."""
+    protocols = sorted({r.protocol for r in rows if r.protocol})
+    sizes = sorted({r.n for r in rows})
+    text = "protocol: " + (", ".join(protocols) or "-")
+    if sizes:
+        text += f"; {sizes[0]:,}" + (f"-{sizes[-1]:,}" if len(sizes) > 1 else "") + \
+            " images per value"
+    fig.text(0.01, 0.005, text, fontsize=6, color="dimgray", ha="left", va="bottom")
+
+
+def calibration_severity_figure(rows: Sequence[Row]):
+    """Mean RMS calibration error per severity on ImageNet-C (the 15 test corruptions, as
+    Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows."""
+    from dali_pixmix.metrics.corruption import TEST_CORRUPTIONS
+
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    drawn = False
-    for task, label in (("imagenet_c", "ImageNet-C"), ("imagenet_cbar", "ImageNet-C-bar")):
-        cells = [r for r in rows if r.task == task and r.metric == "rms" and r.severity]
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    plotted = []
+    for task, label in (("imagenet_c", "ImageNet-C (15 corruptions)"),
+                        ("imagenet_cbar", "ImageNet-C-bar")):
+        cells = [r for r in rows if r.task == task and r.metric == "rms" and r.severity
+                 and (task != "imagenet_c" or r.variant in TEST_CORRUPTIONS)]
         if not cells:
             continue
         sev = sorted({r.severity for r in cells})
         ax.plot(sev, [np.mean([r.value for r in cells if r.severity == s]) for s in sev],
                 marker="o", label=label)
-        drawn = True
-    if not drawn:
+        plotted += cells
+    if not plotted:
         plt.close(fig)
         return None
     ax.set(xlabel="severity", ylabel="RMS calibration error (%)", xticks=[1, 2, 3, 4, 5],
            title="Calibration under corruption")
-    ax.legend()
-    return save_figure(fig, plt, path)
+    _legend_below(ax)
+    _caption(fig, plotted)
+    return fig
 
 
-def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
-    """Bar chart of per-corruption CE (ImageNet-C, percent; 100 = AlexNet)."""
+def plot_calibration_vs_severity(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
+    """`calibration_severity_figure` as a PNG (paper Figure 5); None when there is nothing."""
+    fig = calibration_severity_figure(rows)
+    return None if fig is None else save_figure(fig, _figure(), path)
+
+
+def corruption_errors_figure(rows: Sequence[Row]):
+    """Bar chart of per-corruption CE (ImageNet-C, percent; 100 = AlexNet); extras in grey."""
     ce = [r for r in rows if r.task == "imagenet_c" and r.metric == "ce" and r.severity is None]
     if not ce:
         return None
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.5))
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.8))
     from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS
     extra = [r.variant in EXTRA_CORRUPTIONS for r in ce]
     ax.bar(range(len(ce)), [r.value for r in ce],
@@ -209,26 +280,42 @@ def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Pa
     if any(extra):  # extras are not part of mCE
         from matplotlib.patches import Patch
         ax.legend(handles=[Patch(color="tab:gray", label="extra (not in mCE)")],
-                  loc="lower right", fontsize=8)
+                  loc="lower left", bbox_to_anchor=(1.01, 0), fontsize=8, frameon=False)
     ax.axhline(100, color="gray", lw=0.8, ls="--")
     ax.set_xticks(range(len(ce)), [r.variant for r in ce], rotation=60, ha="right", fontsize=8)
     ax.set(ylabel="CE (%) (AlexNet = 100)", title="Corruption error per corruption")
-    return save_figure(fig, plt, path)
+    _caption(fig, ce)
+    return fig
 
 
-def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
-                     title: str = "Reliability diagram") -> Path:
+def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
+    """`corruption_errors_figure` as a PNG; None without ImageNet-C CE rows."""
+    fig = corruption_errors_figure(rows)
+    return None if fig is None else save_figure(fig, _figure(), path)
+
+
+def reliability_figure(bins: Dict[str, np.ndarray], title: str = "Reliability diagram",
+                       protocol: str = ""):
     """Accuracy vs confidence per equal-width bin (from metrics.calibration.reliability_bins)."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plt.subplots(figsize=(4, 4.6))
     full = bins["count"] > 0
     width = bins["upper"] - bins["lower"]
     ax.bar(bins["lower"][full], bins["accuracy"][full], width=width[full], align="edge",
            edgecolor="black", label="accuracy")
     ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=title)
-    ax.legend(loc="upper left")
-    return save_figure(fig, plt, path)
+    _legend_below(ax)
+    count = int(bins["count"].sum())
+    fig.text(0.01, 0.005, f"protocol: {protocol or '-'}; {count:,} images", fontsize=6,
+             color="dimgray", ha="left", va="bottom")
+    return fig
+
+
+def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
+                     title: str = "Reliability diagram", protocol: str = "") -> Path:
+    """`reliability_figure` as a PNG."""
+    return save_figure(reliability_figure(bins, title, protocol), _figure(), path)
 
 
 def save_figure(fig, plt, path: str | Path) -> Path:
@@ -236,12 +323,13 @@ def save_figure(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # legends below or beside the axes
     plt.close(fig)
     return path
 
 
-def write_report(out_dir: str | Path, name: str = "this model") -> Path:
+def write_report(out_dir: str | Path, name: str = "this model",
+                 num_classes: Optional[int] = None) -> Path:
     """Collect `<out>/results/*.json`; write `<out>/table9.md`, `<out>/imagenet_c_ce.md` (Table 15
     form, when ImageNet-C was evaluated) and the plots; returns the table9.md path.
 
@@ -253,7 +341,8 @@ def write_report(out_dir: str | Path, name: str = "this model") -> Path:
     for path in sorted((out_dir / "results").glob("*.json")):
         rows += read_rows(path)
     table = out_dir / "table9.md"
-    table.write_text(table9_markdown(rows, name))
+    with names_file(table):
+        table.write_text(table9_markdown(rows, name, num_classes))
     if any(r.task == "imagenet_c" and r.metric == "ce" for r in rows):
         (out_dir / "imagenet_c_ce.md").write_text(ce_table_markdown(rows, name))
     plot_calibration_vs_severity(rows, out_dir / "plots" / "calibration_vs_severity.png")

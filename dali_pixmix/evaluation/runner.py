@@ -15,6 +15,9 @@ A *cell* is one set of labelled images evaluated together (ImageNet val, one Ima
 Caches (`evaluation.cache`) live in `<out>/cache/<task>/<cell>.npz` with a fingerprint of the
 checkpoint, preprocessing, mask and file list; a rerun skips finished cells and metrics can be
 recomputed from them. Batch sizes are GLOBAL (summed over ranks), like the training config's.
+Before DALI reads a file list, every header is checked once (`data.checks.screen_images`): a file
+that cannot be decoded stops the evaluation with an `UnreadableImageError` naming it, never a
+crash of DALI.
 """
 from __future__ import annotations
 
@@ -120,14 +123,15 @@ class Evaluator:
     `model` is used as given (training passes the module it trains; its train/eval mode is
     restored after each pass). `batch_size` is GLOBAL and must divide by the world size. `out`
     and `model_key` (what identifies the weights, e.g. checkpoint path, size and mtime) enable
-    the prediction cache of `predict`; `infer` never caches.
+    the prediction cache of `predict`; `infer` never caches. `check_headers=False` skips the
+    header check of each new file list (a file DALI cannot parse may then crash it).
     """
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], *,
                  out: Optional[str | Path] = None, model_key=None, batch_size: int = 256,
                  resize: int = 256, crop: int = 224, num_threads: int = 2,
                  dist: Optional[DistInfo] = None, device: str = "auto", amp: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, check_headers: bool = True):
         self.dist = dist or init_distributed(device)
         self.gpu = self.dist.device.type == "cuda"
         self.model, self.classes, self.model_key = model, list(classes), model_key
@@ -137,6 +141,8 @@ class Evaluator:
         self.resize, self.crop, self.num_threads = resize, crop, num_threads
         self.amp_dtype = eval_amp_dtype(self.dist.device, amp)
         self.progress = progress and self.dist.is_main
+        self.check_headers = check_headers
+        self._screened = set()  # fingerprints of the file lists whose headers were checked
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
@@ -193,12 +199,27 @@ class Evaluator:
         barrier()
         return preds
 
-    def infer(self, files, labels, *, no_resize=False, mask=None, desc="eval") -> Predictions:
-        """Predictions for `files` in file order without the cache (all ranks take part)."""
+    def screen(self, files: Sequence[str], what: str = "image") -> None:
+        """Check the headers of `files` once (all ranks take part); raises
+        `UnreadableImageError` naming the files that cannot be decoded."""
+        from dali_pixmix.data.checks import screen_images
+
+        files = [str(f) for f in files]
+        key = cache.fingerprint(files)
+        if self.check_headers and key not in self._screened:
+            screen_images(files, what, dist=self.dist, progress=self.progress)
+            self._screened.add(key)
+
+    def infer(self, files, labels, *, no_resize=False, mask=None, desc="eval",
+              what: str = "image") -> Predictions:
+        """Predictions for `files` in file order without the cache (all ranks take part);
+        `what` names the images in errors (e.g. "validation image")."""
         from dali_pixmix.data.loaders import make_eval_loader
 
         labels = np.asarray(labels, dtype=np.int64)
-        loader = make_eval_loader(files=list(files), labels=labels.tolist(),
+        files = [str(f) for f in files]
+        self.screen(files, what)
+        loader = make_eval_loader(files=files, labels=labels.tolist(), what=what,
                                   batch_size=self.rank_batch_size, dist=self.dist,
                                   resize=self.resize, crop=self.crop, no_resize=no_resize,
                                   num_threads=self.num_threads,

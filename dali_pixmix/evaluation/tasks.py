@@ -13,15 +13,13 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from dali_pixmix.evaluation import datasets
-from dali_pixmix.evaluation.report import Row, row
+from dali_pixmix.evaluation.report import FULL_COUNTS, Row, row
 from dali_pixmix.evaluation.runner import Evaluator, Predictions
 from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS, synthetic_batch
 from dali_pixmix.metrics import calibration, corruption, ood
 from dali_pixmix.models import class_index_mask
 
 PROTOCOLS = ("pixmix", "unresized")
-# Images per set (per cell for C / C-bar) in the full benchmarks; other counts are flagged.
-FULL_COUNTS = {"clean": 50000, "imagenet_c": 50000, "imagenet_cbar": 50000, "imagenet_r": 30000}
 
 
 def note_count(ev: Evaluator, task: str, count: int) -> None:
@@ -86,7 +84,7 @@ def run_clean(ev: Evaluator, root: str, bin_size: int = 100) -> List[Row]:
         from dali_pixmix.evaluation.report import plot_reliability
         plot_reliability(calibration.reliability_bins(preds.confidence, preds.correct),
                          ev.out / "plots" / "reliability_clean.png",
-                         title="Reliability diagram, ImageNet val")
+                         title="Reliability diagram, ImageNet val", protocol=base["protocol"])
     return rows
 
 
@@ -207,7 +205,7 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
             values = [r.value for r in rows if r.variant == score and r.metric == metric]
             rows.append(row("ood", "mean", metric, float(np.mean(values)),
                             sum(r.n for r in rows if r.variant == score and r.metric == metric),
-                            "anomaly-score-higher-is-anomalous;ood-positive", variant=score))
+                            ood.OOD_PROTOCOL, variant=score))
     return rows
 
 
@@ -216,6 +214,6 @@ def _ood_rows(inside: Predictions, outside: Predictions, name: str) -> List[Row]
     for score in ood.SCORES:
         metrics = ood.ood_metrics(getattr(inside, score), getattr(outside, score))
         rows += [row("ood", name, m, 100 * v, len(outside),
-                     "anomaly-score-higher-is-anomalous;ood-positive", variant=score)
+                     ood.OOD_PROTOCOL, variant=score)
                  for m, v in metrics.items()]
     return rows

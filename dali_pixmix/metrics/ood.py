@@ -13,12 +13,16 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-__all__ = ["DIRECTION", "SCORES", "ood_metrics", "fpr_at_recall", "msp_score",
-           "max_logit_score", "energy_score"]
+__all__ = ["DIRECTION", "FPR95_CONVENTION", "OOD_PROTOCOL", "SCORES", "ood_metrics",
+           "fpr_at_recall", "msp_score", "max_logit_score", "energy_score"]
 
 DIRECTION = ("higher score = more anomalous; anomalies (OOD) are the positive class; "
              "fpr95 = fraction of in-distribution examples flagged at the threshold whose "
-             "anomaly recall is closest to 0.95")
+             "anomaly recall is closest to 0.95, the lowest such threshold when several give "
+             "the same recall (outlier-exposure's fpr_and_fdr_at_recall)")
+# How FPR95 picks its threshold, as stated in every OOD result row's protocol.
+FPR95_CONVENTION = "fpr95@recall-closest-to-0.95,lowest-threshold-among-equal-recall"
+OOD_PROTOCOL = f"anomaly-score-higher-is-anomalous;ood-positive;{FPR95_CONVENTION}"
 
 
 def _scores(values, name: str) -> np.ndarray:
@@ -35,8 +39,12 @@ def _scores(values, name: str) -> np.ndarray:
 def fpr_at_recall(labels: np.ndarray, scores: np.ndarray, recall: float = 0.95) -> float:
     """False-positive rate at the operating point whose recall is closest to `recall`.
 
-    Candidate points are the distinct score thresholds up to the first one that catches every
-    anomaly; a tie in distance goes to the higher recall (as in the reference code).
+    The outlier-exposure reference convention (`fpr_and_fdr_at_recall`): candidate points are
+    the distinct score thresholds down to the first one that catches every anomaly; among the
+    points closest to `recall` the one with the LOWEST threshold wins. So on a plateau of
+    thresholds with the same recall (in-distribution scores between two anomalies) the FPR is
+    the plateau's largest, not the FPR where that recall is first reached, and a tie between a
+    recall below and one above goes to the higher recall.
     """
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     fpr, tpr = fpr[1:], tpr[1:]  # drop sklearn's (0, 0) point above the highest score

@@ -59,6 +59,11 @@ class MixingBank:
         files = [str(f) for f in files]
         if not files:
             raise ValueError(f"no mixing pictures given for {source}")
+        if size < 1:
+            raise ValueError(f"mixing bank picture size must be at least 1 px, got {size}")
+        from dali_pixmix.data.checks import screen_images
+
+        screen_images(files, "mixing picture")  # a bad header could crash DALI's decoder
         device = torch.device(device)
         images = decode_square_pictures(files, size, device, batch_size, num_threads)
         return cls(place_tensor(images, device, pin_memory), source=source)
@@ -102,7 +107,11 @@ class MixingBank:
             raise FileNotFoundError(f"mixing bank {npy_path} does not exist; build it with "
                                     "tools/build_mixing_bank.py")
         # Copy-on-write map: pages are read lazily and torch gets a writable array without a copy.
-        array = np.load(npy_path, mmap_mode="c", allow_pickle=False)
+        try:
+            array = np.load(npy_path, mmap_mode="c", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"cannot read mixing bank {npy_path} ({err}); it may be truncated: "
+                             "delete it and rebuild it with tools/build_mixing_bank.py") from None
         check_bank_shape(array, str(npy_path), "delete it and rebuild it")
         images = place_tensor(torch.from_numpy(array), torch.device(device), pin_memory)
         return cls(images, source=str(npy_path))

@@ -10,7 +10,11 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
   "rng"        torch/numpy/python generator states as tensors and plain values,
   "config"     the resolved config as a plain dict, "classes" (wnids in class-index order),
   "arch"       the torchvision model name,
-  "provenance" the git revision and library versions that wrote it (`provenance.provenance`).
+  "provenance" the git revision and library versions that wrote it (`provenance.provenance`),
+  "epoch_meter" the running sums of the epoch's training steps so far (its loss and throughput
+               cover the whole epoch after a resume),
+  "epoch_end"  at the end of an epoch whose validation and metrics line come after the save:
+               {"entry": the metrics line without "val", "validate": bool}, else None.
 `final.pt` holds the same keys without optimizer/scheduler/scaler/rng, plus "val" (the last
 validation metrics). A torchvision checkpoint is a bare state_dict (or {"state_dict": ...}); its
 classes are the sorted 1000 ImageNet wnids. The PixMix and DALI generators are not stored: the
@@ -30,7 +34,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from dali_pixmix.oserrors import names_file
+
 _NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
+_TMP_NAME = re.compile(r"^\.(ckpt_e\d+_s\d+\.pt|final\.pt)\.tmp\d+$")  # see atomic_save
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -43,7 +50,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
+        with names_file(path), open(tmp, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -52,6 +59,17 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> List[Path]:
+    """Delete the `.<checkpoint>.tmp<pid>` files of saves that were killed (kill -9, a node
+    failure) in `out_dir`; returns them. Call it when no save can be running: at the start of
+    a run (only rank 0 of one run writes checkpoints into its folder)."""
+    out_dir = Path(out_dir)
+    stale = [p for p in out_dir.iterdir() if _TMP_NAME.match(p.name)] if out_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def capture_rng() -> Dict[str, Any]:
@@ -97,6 +115,7 @@ def list_checkpoints(out_dir: str | Path) -> List[Path]:
 
 
 TRAINING_KEYS = ("model", "epoch", "step", "classes")
+RESUME_KEYS = ("optimizer", "scheduler", "rng", "epoch_step")  # only step checkpoints hold them
 
 
 def read_checkpoint(path: str | Path) -> Dict[str, Any]:
@@ -108,6 +127,9 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass the path of a .pt/.pth file)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is an empty file (0 bytes): delete it or pass "
+                         "another file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated or foreign file
@@ -123,12 +145,19 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:
-    """A checkpoint to resume training from: `read_checkpoint` plus the training keys."""
+    """A checkpoint to resume training from: `read_checkpoint` plus the training and resume
+    keys. Weights without optimizer state (final.pt, a torchvision file) are refused with the
+    way to train on from them (`model.pretrained`)."""
     ckpt = read_checkpoint(path)
     missing = [k for k in TRAINING_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a dali-pixmix training checkpoint (missing {missing}); "
                          "pass --resume auto, none or the path of a ckpt_*.pt file")
+    if any(k not in ckpt for k in RESUME_KEYS):
+        raise ValueError(f"{path} holds final weights without optimizer, scheduler and RNG "
+                         "state, so training cannot resume from it; resume from a ckpt_*.pt "
+                         f"file, or start a new run from these weights with --resume none --set "
+                         f"model.pretrained={path}")
     return ckpt
 
 

@@ -12,13 +12,16 @@ plain single process). Conventions:
   same numbers for the same weights.
 - Rank 0 writes checkpoints, `metrics.jsonl`, `config.yaml`, `final.pt` into `train.output_dir`.
 - SIGTERM/SIGUSR1 set a flag; all ranks agree on it at the next step boundary, save, and return.
+- An epoch ends with its checkpoint, then its validation and metrics line (`end_epoch`); a run
+  resumed from that checkpoint finishes a validation that did not happen (`finish_epoch`).
+- Where a run starts (new run, resume, recipe check) is `training.resume`'s decision; an image
+  DALI cannot decode stops the run with `UnreadableImageError`, recorded in bad_images.txt.
 """
 from __future__ import annotations
 
 import gc
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dali_pixmix.config import Config
+from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.distributed import (
     all_reduce_sum,
     barrier,
@@ -36,9 +40,12 @@ from dali_pixmix.distributed import (
 from dali_pixmix.precision import autocast
 from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
+from dali_pixmix.training import outputs
 from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
+from dali_pixmix.training.resume import starting_state
 from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
 from dali_pixmix.training.state import (
+    Meter,
     Run,
     StopFlag,
     log,
@@ -79,25 +86,6 @@ def agree_on_flags(run: Run, loss: torch.Tensor, stop: StopFlag) -> tuple:
 
 
 # ----------------------------------------------------------------------------- the loop
-@dataclass
-class Meter:
-    """Running sums between progress lines."""
-    loss: float = 0.0
-    steps: int = 0
-    images: int = 0
-    wait: float = 0.0
-    total: float = 0.0
-
-    def add(self, loss: float, images: int, wait: float, total: float) -> None:
-        self.loss += loss; self.steps += 1; self.images += images
-        self.wait += wait; self.total += total
-
-    def summary(self) -> Dict[str, float]:
-        return {"loss": self.loss / max(1, self.steps),
-                "images_per_s": self.images / max(1e-9, self.total),
-                "data_wait": self.wait / max(1e-9, self.total)}
-
-
 def progress_line(run: Run, meter: Meter) -> str:
     s = meter.summary()
     return (f"epoch {run.epoch + 1}/{run.cfg.train.epochs} step {run.epoch_step}/"
@@ -112,7 +100,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
     batches = iter(loader)
     for _ in range(run.epoch_step):  # fast-forward a resumed epoch (same data and draws)
         next(batches)
-    interval, epoch_meter = Meter(), Meter()
+    interval = Meter()
     world_images = loader.batch_size * run.dist.world_size
     tick = time.perf_counter()
     for images, labels in batches:
@@ -127,7 +115,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
                 f"{run.epoch_step}); stopped without saving, the last good checkpoint in "
                 f"{run.out_dir} is kept. Lower optim.lr or check the data/pretrained weights")
         done = time.perf_counter()
-        for meter in (interval, epoch_meter):
+        for meter in (interval, run.epoch_meter):
             meter.add(float(loss), world_images, got - tick, done - tick)
         tick = done
         log_step(run, labels, interval)
@@ -141,8 +129,6 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
             return False
         if save_due:  # mid-epoch only: the epoch end saves anyway
             save_checkpoint(run, f"{run.cfg.train.checkpoint_minutes:g} minutes passed")
-    run.history.append({"epoch": run.epoch + 1, "step": run.step, **epoch_meter.summary(),
-                        "lr": run.scheduler.current_lr()})
     return True
 
 
@@ -161,7 +147,8 @@ def evaluate(run: Run) -> Dict[str, Any]:
     """Top-1/top-5/loss/RMS/ECE on the validation set through the evaluation runner: exact
     across ranks (each image once), the same numbers eval/clean.py reports for these weights."""
     sync_buffers(run)
-    preds = run.evaluator.infer(run.val_files, run.val_labels, desc="validation")
+    preds = run.evaluator.infer(run.val_files, run.val_labels, desc="validation",
+                                what="validation image")
     return validation_metrics(preds, run.cfg.eval.calibration_bin_size, len(run.classes))
 
 
@@ -185,25 +172,56 @@ def validation_metrics(preds, bin_size: int, num_classes: int) -> Dict[str, Any]
 
 # ----------------------------------------------------------------------------- epoch end
 def end_epoch(run: Run) -> None:
-    """Validate when due, log one JSON line, save the epoch checkpoint."""
+    """Save the epoch's checkpoint first, then validate (when due) and log its line: a failing
+    validation never costs the epoch (the checkpoint carries the pending end, see
+    `finish_epoch`)."""
     cfg = run.cfg
-    entry = run.history[-1] if run.history and run.history[-1]["epoch"] == run.epoch + 1 else \
-        {"epoch": run.epoch + 1, "step": run.step}
-    last = run.epoch + 1 == cfg.train.epochs
-    if (run.epoch + 1) % cfg.eval.every_epochs == 0 or last:
-        entry["val"] = evaluate(run)
-        val = entry["val"]
-        rms = "n/a" if val["rms"] is None else f"{val['rms']:.2f}"
-        log(run, f"epoch {run.epoch + 1} validation: top-1 {val['top1']:.2f}% top-5 "
-                 f"{val['top5']:.2f}% loss {val['loss']:.4f} RMS {rms} ({val['n']} images)")
-        if run.writer is not None:
-            for key in ("top1", "top5", "loss"):
-                run.writer.add_scalar(f"val/{key}", val[key], run.step)
-    if run.dist.is_main:
-        with open(run.out_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
-            out.write(json.dumps(entry) + "\n")
-    run.epoch, run.epoch_step = run.epoch + 1, 0
+    entry = {"epoch": run.epoch + 1, "step": run.step, **run.epoch_meter.summary(),
+             "lr": float(run.scheduler.current_lr())}
+    due = (run.epoch + 1) % cfg.eval.every_epochs == 0 or run.epoch + 1 == cfg.train.epochs
+    run.pending_epoch = {"entry": entry, "validate": due}
+    run.epoch, run.epoch_step, run.epoch_meter = run.epoch + 1, 0, Meter()
     save_checkpoint(run, f"end of epoch {run.epoch}")
+    finish_epoch(run)
+
+
+def finish_epoch(run: Run) -> None:
+    """Validate the epoch whose checkpoint was just saved (or restored), when due, and write
+    its metrics.jsonl line."""
+    entry = dict(run.pending_epoch["entry"])
+    if run.pending_epoch["validate"]:
+        try:
+            entry["val"] = evaluate(run)
+        except UnreadableImageError as err:
+            raise unreadable_in_training(run, err, f"while validating epoch {entry['epoch']}, "
+                                         "whose checkpoint is saved; `--resume auto` validates "
+                                         "it once the file is fixed") from None
+        log_validation(run, entry["epoch"], entry["val"])
+    if run.dist.is_main:
+        outputs.write_epoch_line(run.out_dir, entry)
+    run.history.append(entry)
+    run.pending_epoch = None
+
+
+def log_validation(run: Run, epoch: int, val: Dict[str, Any]) -> None:
+    rms = "n/a" if val["rms"] is None else f"{val['rms']:.2f}"
+    log(run, f"epoch {epoch} validation: top-1 {val['top1']:.2f}% top-5 {val['top5']:.2f}% "
+             f"loss {val['loss']:.4f} RMS {rms} ({val['n']} images)")
+    if run.writer is not None:
+        for key in ("top1", "top5", "loss"):
+            run.writer.add_scalar(f"val/{key}", val[key], run.step)
+
+
+def unreadable_in_training(run: Run, err: UnreadableImageError, where: str):
+    """Record the files in `bad_images.txt` (a rerun refuses to start until they decode, so
+    it never trains up to the same file again) and add where the run stopped to the error."""
+    outputs.record_unreadable(run.out_dir, err.files)
+    return UnreadableImageError(err.problems, err.what, err.root, context=where)
+
+
+def reached_max_steps(run: Run) -> bool:
+    limit = run.cfg.train.max_steps
+    return limit is not None and run.step >= limit
 
 
 def save_final(run: Run, val: Optional[Dict]) -> Path:
@@ -223,6 +241,8 @@ def save_final(run: Run, val: Optional[Dict]) -> Path:
 def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     """Epoch loop; returns the status and the last validation metrics."""
     cfg = run.cfg
+    if run.pending_epoch is not None:  # resumed from an epoch end whose validation did not run
+        finish_epoch(run)
     if run.epoch < cfg.train.epochs:
         log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
                  f"classes: {run.dist.world_size} rank(s) x batch "
@@ -230,7 +250,17 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
                  f"steps/epoch, PixMix {'on' if cfg.pixmix.enabled else 'off'}, amp "
                  f"{run.amp_dtype}, device {run.dist.device}")
     while run.epoch < cfg.train.epochs:
-        finished = train_epoch(run, stop)
+        if reached_max_steps(run):  # a rerun with the same limit trains nothing more
+            log(run, f"train.max_steps={cfg.train.max_steps} already reached: stopped at step "
+                     f"{run.step}")
+            return {"status": "stopped", "step": run.step}
+        try:
+            finished = train_epoch(run, stop)
+        except UnreadableImageError as err:
+            raise unreadable_in_training(
+                run, err, f"at step {run.step + 1} (epoch {run.epoch + 1}); training stopped "
+                          "and `--resume auto` continues from the last checkpoint once the "
+                          "file is fixed") from None
         gc.collect()  # release the epoch's DALI pipeline (and its device buffers) now
         if not finished:
             return {"status": "stopped", "step": run.step}
@@ -245,16 +275,23 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     return {"status": "finished", "step": run.step, "val": val}
 
 
-def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
-    """Run (or continue) training in this process; returns {"status", "step", ["val"]}."""
+def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
+          resume_changed: bool = False) -> Dict[str, Any]:
+    """Run (or continue) training in this process; returns {"status", "step", ["val"]}.
+
+    `resume` is auto|none|PATH; `previous` (refuse|archive|overwrite) is what a new run does
+    with an earlier run in train.output_dir; `resume_changed` accepts a checkpoint whose recipe
+    differs from `cfg` (see `training.resume`).
+    """
     stop = StopFlag()
     stop.install()
     dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
     try:
         prepare_demo_data(cfg, dist)
+        state = starting_state(cfg, dist, resume, previous, resume_changed)
         run = setup_run(cfg, dist)
-        open_logs(run)
-        start(run, resume)
+        start(run, state)
+        open_logs(run)  # config.yaml is rewritten only for an accepted start
         result = fit(run, stop)
         if run.debug_file is not None:
             sync_buffers(run)

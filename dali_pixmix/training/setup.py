@@ -6,7 +6,6 @@ from typing import Dict, List, Optional
 
 import torch
 
-from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training.schedule import CosineSchedule
 from dali_pixmix.training.state import Run, log, restore
 
@@ -144,7 +143,48 @@ def build_validation(run: Run) -> None:
     run.val_files, run.val_labels = list(images.files), images.labels(run.classes).tolist()
     run.evaluator = Evaluator(run.raw_model, run.classes, batch_size=cfg.eval.batch_size,
                               resize=cfg.data.val_resize, crop=cfg.data.val_crop,
-                              num_threads=cfg.data.num_threads, dist=run.dist, progress=False)
+                              num_threads=cfg.data.num_threads, dist=run.dist, progress=False,
+                              check_headers=cfg.data.check_headers)
+    run.evaluator.screen(run.val_files, "validation image")  # at start-up, not after an epoch
+
+
+def check_training_images(cfg: Config, dist: DistInfo, samples: List) -> None:
+    """Before any model or pipeline is built: names a file list cannot hold, images an earlier
+    attempt of this run could not decode (still broken: stop now, not at the same step), and,
+    with data.check_headers, every header (a file DALI cannot parse would crash it)."""
+    from dali_pixmix.data.checks import screen_images
+
+    root = Path(cfg.data.train)
+    unlistable = next((rel for rel, _ in samples
+                       if "\n" in rel or "\r" in rel or rel != rel.strip()), None)
+    if unlistable is not None:
+        raise ValueError(f"training image {str(root / unlistable)!r} has a line break or "
+                         "leading/trailing spaces in its name, which DALI file lists cannot "
+                         "hold; rename it")
+    check_recorded_images(cfg, dist)
+    if cfg.data.check_headers:
+        screen_images([str(root / rel) for rel, _ in samples], "training image", root=root,
+                      dist=dist, progress=dist.is_main)
+
+
+def check_recorded_images(cfg: Config, dist: DistInfo) -> None:
+    """Images recorded in bad_images.txt by an earlier attempt must decode now (DALI, one at a
+    time); the record is dropped once they do (or are gone)."""
+    from dali_pixmix.data.checks import UnreadableImageError, locate_unreadable
+    from dali_pixmix.training import outputs
+
+    recorded = outputs.recorded_unreadable(cfg.train.output_dir)
+    if not recorded:
+        return
+    problems = locate_unreadable([f for f in recorded if f.is_file()])
+    if problems:
+        raise UnreadableImageError(problems, "image", context=(
+            f"(found by an earlier attempt of this run, see "
+            f"{Path(cfg.train.output_dir) / outputs.BAD_IMAGES})"))
+    barrier()  # every rank has read the record before rank 0 drops it
+    if dist.is_main:
+        outputs.forget_unreadable(cfg.train.output_dir)
+        log(dist, f"the {len(recorded)} image(s) an earlier attempt could not decode are fixed")
 
 
 def setup_run(cfg: Config, dist: DistInfo) -> Run:
@@ -162,8 +202,10 @@ def setup_run(cfg: Config, dist: DistInfo) -> Run:
     if cfg.data.dtype == "float16" and amp_dtype is None:
         raise ValueError(f"data.dtype=float16 needs mixed precision, but train.amp={cfg.train.amp} "
                          f"is off on {dist.device}; set train.amp=bf16/fp16 or data.dtype=float32")
+    samples = list_samples(cfg.data.train)
+    check_training_images(cfg, dist, samples)
     model, raw = build_training_model(cfg, classes, dist)
-    run = Run(cfg=cfg, dist=dist, classes=classes, samples=list_samples(cfg.data.train),
+    run = Run(cfg=cfg, dist=dist, classes=classes, samples=samples,
               out_dir=Path(cfg.train.output_dir), model=model, raw_model=raw,
               optimizer=build_optimizer(cfg, raw, dist.device), amp_dtype=amp_dtype,
               scaler=torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16))
@@ -187,16 +229,10 @@ def open_logs(run: Run) -> None:
         run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a", encoding="utf-8")
 
 
-def start(run: Run, resume: str) -> None:
-    """Size the schedule from the loader length, then restore a checkpoint if asked."""
+def start(run: Run, state: Optional[Dict]) -> None:
+    """Size the schedule from the loader length, then restore `state` (a checkpoint chosen by
+    `training.resume.starting_state`) when there is one."""
     cfg = run.cfg
-    state = ckpt_io.resolve_resume(resume, run.out_dir) if run.dist.is_main or resume != "auto" \
-        else None
-    if resume == "auto":  # rank 0 decides which file, so every rank loads the same one
-        path = broadcast_path(state)
-        state = ckpt_io.load_checkpoint(path) if path and not run.dist.is_main else state
-        if state is not None:
-            state["path"] = path
     from dali_pixmix.data.loaders import train_steps_per_epoch
 
     batch = per_rank_batch(cfg.train.batch_size, run.dist.world_size)
@@ -210,8 +246,3 @@ def start(run: Run, resume: str) -> None:
     if state is not None:
         restore(run, state)
 
-
-def broadcast_path(state: Optional[Dict]) -> Optional[str]:
-    from dali_pixmix.distributed import broadcast_object
-
-    return broadcast_object(state.get("path") if state else None)

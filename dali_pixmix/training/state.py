@@ -4,6 +4,7 @@ Checkpoint files themselves (atomic writes, rotation, lookup) are `training.chec
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import signal
 import time
@@ -19,6 +20,25 @@ from dali_pixmix.training.schedule import CosineSchedule
 
 from ..config import Config
 from ..distributed import DistInfo, barrier
+
+
+@dataclass
+class Meter:
+    """Running sums of training steps (between progress lines, or over an epoch)."""
+    loss: float = 0.0
+    steps: int = 0
+    images: int = 0
+    wait: float = 0.0
+    total: float = 0.0
+
+    def add(self, loss: float, images: int, wait: float, total: float) -> None:
+        self.loss += loss; self.steps += 1; self.images += images
+        self.wait += wait; self.total += total
+
+    def summary(self) -> Dict[str, float]:
+        return {"loss": self.loss / max(1, self.steps),
+                "images_per_s": self.images / max(1e-9, self.total),
+                "data_wait": self.wait / max(1e-9, self.total)}
 
 
 @dataclass
@@ -44,6 +64,10 @@ class Run:
     epoch_step: int = 0
     steps_per_epoch: int = 0
     last_save: float = field(default_factory=time.monotonic)
+    epoch_meter: Meter = field(default_factory=Meter)  # the epoch so far (checkpointed)
+    # The end of an epoch whose checkpoint is saved but whose validation and metrics line are
+    # not written yet: {"entry": metrics line without "val", "validate": bool}.
+    pending_epoch: Optional[Dict[str, Any]] = None
     history: List[Dict] = field(default_factory=list)
     writer: Any = None
     debug_file: Any = None
@@ -79,6 +103,7 @@ def checkpoint_state(run: Run) -> Dict[str, Any]:
             "steps_per_epoch": run.steps_per_epoch, "world_size": run.dist.world_size,
             "rng": ckpt_io.capture_rng(), "config": run.cfg.to_dict(),
             "classes": list(run.classes), "arch": run.cfg.model.arch,
+            "epoch_meter": dataclasses.asdict(run.epoch_meter), "epoch_end": run.pending_epoch,
             "provenance": provenance()}
 
 
@@ -107,6 +132,8 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     if state.get("scaler") and run.scaler.is_enabled():
         run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.step, run.epoch_step = state["epoch"], state["step"], state["epoch_step"]
+    run.epoch_meter = Meter(**state["epoch_meter"]) if state.get("epoch_meter") else Meter()
+    run.pending_epoch = state.get("epoch_end")
     if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
         log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
                  f"run has {run.steps_per_epoch} (other data or world size); the resumed run "

@@ -72,3 +72,14 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     torchvision.models.resnet18(num_classes=IMAGES).load_state_dict(final["model"])  # no "module."
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+    # rank 0 decides where a run starts and every rank follows: a refused new run stops both
+    # ranks with the same one-line error (none waits for the other), a resume loads one file
+    refused = subprocess.run(cmd + ["--resume", "none"], capture_output=True, text=True, env=env,
+                             timeout=240)
+    assert refused.returncode != 0
+    assert refused.stderr.count("error: train.output_dir") == 2, refused.stderr[-3000:]
+    resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {out / 'ckpt_e0002_s000000004.pt'}" in resumed.stdout
+    assert "finished at step 4" in resumed.stdout

@@ -134,6 +134,26 @@ def test_verify_reports_and_omits_broken_files(tiny_imagenet, tmp_path):
     assert make_file_list(tmp_path / "val", out, verify=False, progress=False)["num_files"] == 25
 
 
+def test_verify_without_a_list_only_names_the_broken_files(tiny_imagenet, tmp_path, capsys):
+    """`make_file_list.py FOLDER --verify`: the fix that "cannot decode" errors point to."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_file_list_tool",
+                                                  REPO / "tools" / "make_file_list.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    victim = _copy_with_broken(tiny_imagenet / "val", tmp_path / "val")
+    assert tool.main([str(tmp_path / "val"), "--verify", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    fake = sorted((tmp_path / "val").iterdir())[0] / "fake.jpg"
+    assert f"broken: {victim}\n" in out and f"broken: {fake}\n" in out
+    assert "2 of 25 images" in out  # 24 pictures + fake.jpg
+    assert tool.main([str(tiny_imagenet / "val"), "--verify", "--no-progress"]) == 0
+    assert "all 24 images" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # neither a list to write nor --verify
+        tool.main([str(tiny_imagenet / "val")])
+
+
 def _run_cli(*args, tool="make_file_list.py"):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, str(REPO / "tools" / tool), *args],

@@ -2,6 +2,7 @@
 
 Runs are tiny (resnet18 at 32 px, a few steps); they check behaviour, not accuracy.
 """
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,9 @@ def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_m
                                              "train.epochs=2", "train.max_steps=4"))
     assert train(first, resume="auto") == {"status": "stopped", "step": 4}
     assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
+    # the same command again trains nothing more: the limit is reached
+    assert train(first, resume="auto") == {"status": "stopped", "step": 4}
+    assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
     second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split, "train.epochs=2"))
     assert train(second, resume="auto")["step"] == 6
 
@@ -53,8 +57,11 @@ def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_m
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    lines = (split / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and '"val"' in lines[-1]  # one JSON line per epoch
+    lines = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and "val" in lines[-1]  # one line per epoch
+    # the resumed epoch's training loss covers all of its steps, as in the straight run
+    plain = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [x["loss"] for x in lines] == [x["loss"] for x in plain]
     assert (split / "config.yaml").is_file()
 
 
@@ -138,7 +145,8 @@ def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, t
     state["classes"] = state["classes"][:-1] + ["n99999999"]
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="trained on 6 classes.*other names"):
-        train(cfg, resume=str(tmp_path / "other.pt"))
+        train(cfg, resume=str(tmp_path / "other.pt"), previous="archive")
+    assert not (tmp_path / "out" / "archive").exists()  # refused before any file moved
 
 
 def run_cli(*args, timeout=120):

@@ -75,3 +75,38 @@ def test_saved_resnet50_weights_load_into_torchvision(tmp_path):
     fresh = torchvision.models.resnet50(num_classes=7)
     fresh.load_state_dict(ckpt["model"])  # strict: same keys, no "module." prefix
     assert torch.equal(fresh.fc.weight, model.fc.weight)
+
+
+def test_final_weights_are_refused_for_resuming_with_the_way_to_use_them(tmp_path):
+    """final.pt (weights, classes, epoch, step, no optimizer state) cannot be resumed; the
+    error says how to train on from it."""
+    final = {"model": torch.nn.Linear(2, 2).state_dict(), "classes": ["n01", "n02"], "arch": "x",
+             "epoch": 1, "step": 3, "epoch_step": 0, "val": {"top1": 50.0}}
+    atomic_save(final, tmp_path / "final.pt")
+    with pytest.raises(ValueError, match=r"final weights without optimizer.*--resume none --set "
+                                         r"model\.pretrained=.*final\.pt"):
+        resolve_resume(str(tmp_path / "final.pt"), tmp_path)
+
+
+def test_empty_checkpoint_is_named(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"checkpoint .*empty\.pt is an empty file"):
+        load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_partial_files_of_a_killed_save_are_removed_when_a_run_starts(tmp_path):
+    """kill -9 during a save leaves `.ckpt_*.pt.tmp<pid>`; the next start removes them, and
+    nothing else."""
+    from dali_pixmix.config import load_config
+    from dali_pixmix.training.resume import choose_start
+
+    save_step_checkpoint(state(0, 3), tmp_path, keep=2)
+    stale = [tmp_path / ".ckpt_e0000_s000000006.pt.tmp4242", tmp_path / ".final.pt.tmp77"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = [tmp_path / ".hidden_notes.tmp1", tmp_path / "ckpt_notes.txt"]
+    for path in keep:
+        path.write_text("mine")
+    cfg = load_config(None, [f"train.output_dir={tmp_path}", "model.arch=x", "optim.lr=0.1"])
+    assert choose_start(cfg, "auto")["step"] == 3
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)

@@ -1,4 +1,5 @@
 """Config: YAML loading, dotted overrides, type and key errors, global batch, round trip."""
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,21 @@ def test_recipes_match_the_paper():
     assert base == pix  # identical apart from PixMix and the output folder
     demo = load_config(REPO / "configs" / "demo.yaml")
     assert demo.demo.enabled and demo.pixmix.enabled
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=nan", "'optim.lr' must be a finite number, got nan"),
+    ("optim.weight_decay=.inf", "'optim.weight_decay' must be a finite number, got inf"),
+    ("data.val_crop=300", "'data.val_crop'=300 is larger than 'data.val_resize'=256"),
+    ("pixmix.bank_size=0", "'pixmix.bank_size' must be positive"),
+])
+def test_values_no_run_can_use_are_refused(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_non_utf8_config_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("optim:\n  lr: 0.1  # d\xe9j\xe0 vu\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not UTF-8 text \(byte 0xe9"):
+        load_config(path)

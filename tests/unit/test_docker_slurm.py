@@ -140,7 +140,7 @@ FAKE_SRUN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_LOG/srun.args"
 echo "$*" >> "$FAKE_LOG/srun.calls"
 echo $$ > "$FAKE_LOG/srun.pid"
-trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit 0' USR1
+trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit "${FAKE_USR1_EXIT:-0}"' USR1
 trap 'echo TERM >> "$FAKE_LOG/tasks.signals"; exit 0' TERM
 if [[ -n "${FAKE_SRUN_EXIT:-}" ]]; then exit "$FAKE_SRUN_EXIT"; fi
 for _ in $(seq 600); do sleep 0.05; done
@@ -274,15 +274,31 @@ def test_train_sbatch_forwards_usr1_and_requeues(tmp_path):
     assert "--config" in tail and (ROOT / tail[tail.index("--config") + 1]).parent.is_dir()
 
 
-def test_train_sbatch_stops_requeueing_after_max_requeues(tmp_path):
+def _train_sbatch_after_usr1(tmp_path, **env_extra):
+    """Run train.sbatch, send its shell SIGUSR1 once training runs: (process, output, logs)."""
     env, log = _fake_slurm(tmp_path)
-    proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path,
-                  dict(env, SLURM_RESTART_COUNT="3", MAX_REQUEUES="3"))
+    proc = _start(DOCKER / "slurm" / "train.sbatch", tmp_path, dict(env, **env_extra))
     _wait_for(log / "srun.pid", proc)
     time.sleep(0.2)
     proc.send_signal(signal.SIGUSR1)
-    out = proc.communicate(timeout=30)[0]
+    return proc, proc.communicate(timeout=30)[0], log
+
+
+def test_train_sbatch_stops_requeueing_after_max_requeues(tmp_path):
+    proc, out, log = _train_sbatch_after_usr1(tmp_path, SLURM_RESTART_COUNT="3",
+                                              MAX_REQUEUES="3")
     assert proc.returncode == 1 and "MAX_REQUEUES" in out, out
+    assert "requeue" not in (log / "scontrol.calls").read_text()
+
+
+def test_train_sbatch_does_not_requeue_a_run_stopped_by_a_bad_image(tmp_path):
+    """Training that stopped on an image it cannot decode (recorded in bad_images.txt) would
+    stop again after a requeue: the job ends instead of looping."""
+    record = tmp_path / "runs" / "imagenet_pixmix" / "bad_images.txt"
+    record.parent.mkdir(parents=True)
+    record.write_text("/data/imagenet/train/n01440764/broken.JPEG\n")
+    proc, out, log = _train_sbatch_after_usr1(tmp_path, FAKE_USR1_EXIT="1")
+    assert proc.returncode == 1 and "not requeueing" in out, out
     assert "requeue" not in (log / "scontrol.calls").read_text()
 
 

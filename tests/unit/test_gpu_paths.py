@@ -25,7 +25,7 @@ def test_gpu_decoder_arguments_exist_in_dali(schema):
         assert gpu_args["device"] == "mixed" and gpu_args["jpeg_fancy_upsampling"] is True
         for name in set(gpu_args) - {"device"}:
             assert spec.HasArgument(name), f"{schema} has no argument {name}"
-    assert decoder_args(False) == {"device": "cpu"}
+    assert decoder_args(False) == {"device": "cpu", "adjust_orientation": False}
 
 
 def test_training_padding_fits_eight_ranks():

@@ -1,4 +1,6 @@
 """OOD metrics against hand-computed values, scikit-learn and the reference FPR95 algorithm."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,32 @@ def test_runner_scores_match_the_score_functions():
     np.testing.assert_allclose(preds.confidence, -ood.msp_score(logits), rtol=1e-5)
     np.testing.assert_array_equal(preds.top5[:, :4], torch.argsort(logits, 1, descending=True))
     assert np.all(preds.top5[:, 4] == -1)  # only 4 classes
+
+
+def test_fpr95_takes_the_lowest_threshold_of_a_recall_plateau_and_rows_say_so():
+    """Hand-computed: 20 anomalies, 10 in-distribution images. Descending scores: 18 anomalies,
+    1 in-dist, the 19th anomaly (recall 19/20 = 0.95 reached with 1 false positive), 3 in-dist
+    (recall stays 0.95: a plateau, 4 false positives at its lowest threshold), the 20th
+    anomaly, 6 in-dist. The outlier-exposure convention takes the plateau's lowest threshold:
+    FPR 4/10; "the first threshold reaching 95% recall" would give 1/10."""
+    from dali_pixmix.evaluation.runner import Predictions
+    from dali_pixmix.evaluation.tasks import _ood_rows
+
+    outs = np.r_[np.arange(100.0, 82.0, -1), 82.0, 78.0]  # 18 + the 19th + the 20th
+    ins = np.r_[82.5, 81.0, 80.0, 79.0, np.arange(10.0, 4.0, -1)]
+    assert ood.ood_metrics(ins, outs)["fpr95"] == pytest.approx(0.4)
+
+    def predictions(scores):
+        scores = np.asarray(scores, dtype=np.float32)
+        n = len(scores)
+        return Predictions(labels=np.zeros(n, np.int64), top5=np.zeros((n, 5), np.int32),
+                           confidence=-scores, msp=scores, maxlogit=scores, energy=scores,
+                           nll=np.zeros(n, np.float32))
+
+    rows = _ood_rows(predictions(ins), predictions(outs), "plateau")
+    fpr95 = [r for r in rows if r.metric == "fpr95" and r.variant == "msp"]
+    assert fpr95[0].value == pytest.approx(40.0)
+    assert all(r.protocol.endswith(";fpr95@recall-closest-to-0.95,"
+                                   "lowest-threshold-among-equal-recall") for r in rows)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
+    assert "LOWEST of them" in docs and "fpr_and_fdr_at_recall" in docs

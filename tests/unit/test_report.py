@@ -108,3 +108,55 @@ def test_ce_table_form():
     cells = line.strip("| ").split(" | ")
     assert cells[:4] == ["this model", "22.6", "-", "71"] and cells[3 + 9] == "61"
     assert len(cells) == 18
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _legend_clear_of_bars(fig) -> None:
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for p in ax.patches]
+    assert bars and not any(_overlaps(legend, bar) for bar in bars)
+
+
+def test_calibration_curve_averages_the_15_corruptions_as_table9():
+    """Extras (speckle_noise, ...) are not in Table 9's "RMS C"; they stay off the curve."""
+    from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS, TEST_CORRUPTIONS
+
+    rows = [report.row("imagenet_c", "imagenet_c", "rms", 10.0 + s, 50, PROTO, variant=c,
+                       severity=s) for c in TEST_CORRUPTIONS for s in range(1, 6)]
+    rows += [report.row("imagenet_c", "imagenet_c", "rms", 90.0, 50, PROTO, variant=c,
+                        severity=s) for c in EXTRA_CORRUPTIONS for s in range(1, 6)]
+    fig = report.calibration_severity_figure(rows)
+    (line,) = fig.axes[0].lines
+    np.testing.assert_allclose(line.get_ydata(), [11, 12, 13, 14, 15])
+    assert any(PROTO in t.get_text() and "50 images" in t.get_text() for t in fig.texts)
+
+
+def test_legends_leave_the_bars_visible_and_plots_name_the_protocol():
+    ce = [report.row("imagenet_c", "imagenet_c", "ce", v, 250, PROTO, variant=c)
+          for c, v in (("gaussian_noise", 80.0), ("fog", 60.0), ("speckle_noise", 70.0))]
+    fig = report.corruption_errors_figure(ce)
+    _legend_clear_of_bars(fig)
+    assert any(PROTO in t.get_text() for t in fig.texts)
+    # a confident, accurate low-confidence bin sits where a top-left legend would cover it
+    bins = reliability_bins(np.r_[np.full(20, 0.05), np.full(20, 0.95)], np.ones(40, bool))
+    fig = report.reliability_figure(bins, protocol="resize256-crop224")
+    _legend_clear_of_bars(fig)
+    assert any("resize256-crop224" in t.get_text() and "40 images" in t.get_text()
+               for t in fig.texts)
+
+
+def test_table9_says_what_this_model_was_evaluated_on():
+    rows = [report.row("clean", "imagenet_val", "top1_error", 3.0, 200, "resize72-crop64"),
+            report.row("imagenet_c", "imagenet_c", "error", 40.0, 50, PROTO, variant="fog",
+                       severity=3)]
+    md = report.table9_markdown(rows, name="demo", num_classes=10)
+    assert ("demo was evaluated on 200 ImageNet val images, 50 images per ImageNet-C cell, "
+            "a 10-class model; the paper's rows use the full sets") in md
+    assert "not comparable" in md
+    full = report.table9_markdown(sample_rows(), num_classes=1000)
+    assert "50,000 ImageNet val images" in full and "not comparable" not in full

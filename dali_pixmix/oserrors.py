@@ -1,0 +1,38 @@
+"""File-system errors as one line that names the file: a full disk, a read-only or foreign folder.
+
+`names_file(path)` makes an OSError raised while writing `path` carry that path (a failing
+`write()` reports none), and `os_error_line(err)` is the text the command-line entry points print
+after `error: `.
+"""
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+
+HINTS = {
+    errno.ENOSPC: "free space on that file system or write somewhere else",
+    errno.EDQUOT: "free space (disk quota exceeded) or write somewhere else",
+    errno.EACCES: "choose a folder you may write to, or fix its permissions",
+    errno.EPERM: "choose a folder you may write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose another folder",
+}
+
+
+@contextmanager
+def names_file(path: str | Path):
+    """Re-raise an OSError without a file name as the same error naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
+
+
+def os_error_line(err: OSError) -> str:
+    """'<what failed>: <file> (<reason>); <fix>' for an OSError."""
+    reason = err.strerror or str(err)
+    where = f": {err.filename}" if err.filename else ""
+    hint = HINTS.get(err.errno)
+    return f"file system error{where} ({reason})" + (f"; {hint}" if hint else "")
