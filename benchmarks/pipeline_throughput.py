@@ -107,7 +107,7 @@ def timed_rate(batches, count: int, drain: int, device: torch.device, settle: fl
 
 def dali_batches(args, train_root, device, stage):
     loader = make_train_loader(root=train_root, batch_size=args.batch_size,
-                               dist=DistInfo(device=device), pixmix=stage,
+                               dist=DistInfo(device=device), stage=stage,
                                num_threads=args.num_threads)
     return endless(loader)
 

@@ -33,7 +33,7 @@ from dali_pixmix.augment._dense_ops import augment_all, offset_index
 from dali_pixmix.augment._dense_plan import (
     FAMILIES, Shape, augmentation_arrays, capacities, family_index, fits, needs, pack,
     plan_arrays, unpack)
-from dali_pixmix.augment._rows import put_rows, take_rows
+from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
@@ -166,4 +166,4 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, params: torch.Tensor,
     rows = augmentation_arrays(op, ops, params.double(), torch.arange(n), shape, values)
     table = image_table(images, images, shape)
     augment_all(table, unpack(device_buffer(values, shape, images.device), shape), shape)
-    return take_rows(table, rows.to(images.device))
+    return take_rows(table, to_device(rows, images.device))
