@@ -117,12 +117,23 @@ def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout):
             images, function=stage, batch_processing=True, synchronize_stream=False,
             num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
     if auto_augment:
-        from nvidia.dali.auto_aug import auto_augment as aa
-
-        with _hidden_warnings("fn.experimental.equalize"):
-            images = aa.auto_augment(images, "image_net", shape=(crop, crop),
-                                     max_translate_rel=AUTOAUGMENT_MAX_TRANSLATE)
+        images = auto_augment_images(images, crop)
     return _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+
+
+def auto_augment_images(images, crop: int, policy=None):
+    """AutoAugment on uint8 HWC crops with DALI's own `nvidia.dali.auto_aug`: `policy`
+    (default: DALI's ImageNet policy, translations relative to the crop) applied as
+    `auto_augment(..., "image_net")` does (fill 128, bilinear). Needs a pipeline built with
+    `enable_conditionals=True`; random draws follow the pipeline's seed."""
+    from nvidia.dali.auto_aug import auto_augment as aa
+
+    if policy is None:
+        policy = aa.get_image_net_policy(use_shape=True,
+                                         max_translate_rel=AUTOAUGMENT_MAX_TRANSLATE)
+    with _hidden_warnings("fn.experimental.equalize"):
+        return aa.apply_auto_augment(policy, images, shape=(crop, crop), fill_value=128,
+                                     interp_type=None)
 
 
 def _torchvision_sizes(encoded, resize, crop, no_resize):
