@@ -213,7 +213,7 @@ def report(args, results: dict, methods, device) -> str:
               "c_reference": f"(c) PIL reference PixMix, {args.workers} workers",
               **{f"b_{n}": f"(b) DALI + {method(n).title}" for n in methods}}
     for name, rate in list(results.items()):
-        print(f"{labels[name]:<48}: {rate:9.1f} images/s")
+        print(f"{labels[name]:<52}: {rate:9.1f} images/s")
     parts = []
     for name in methods:
         results[f"ratio_{name}_over_a"] = results[f"b_{name}"] / results["a_dali"]
