@@ -12,6 +12,7 @@ checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad configu
 """
 import argparse
 import sys
+import warnings
 
 from dali_pixmix.config import load_config
 
@@ -42,10 +43,14 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        with warnings.catch_warnings(record=True) as notes:  # e.g. a deprecated key
+            warnings.simplefilter("always", FutureWarning)
+            cfg = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
     from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Training data throughput: DALI without PixMix (a), DALI with PixMix (b), PIL reference (c).
+"""Training data throughput of each augmentation method: DALI baseline (a), DALI + method (b),
+PIL reference of PixMix (c).
 
-All three read the same generated JPEGs (~300-400 px, made once into a cache folder) and produce
-normalised 224 px training batches: (a) the DALI pipeline (decode + random-resized-crop + flip),
-(b) the same pipeline with the batched PixMix stage and a mixing bank, (c) the reference-style
+All read the same generated JPEGs (~300-400 px, made once into a cache folder) and produce
+normalised 224 px training batches: (a) the DALI pipeline (decode + random-resized-crop + flip,
+the `baseline` method), (b) the same pipeline with a method's data path as training runs it
+(`--method`, default pixmix: its per-image stage or DALI's AutoAugment in the pipeline, and the
+label mixing of mixup / cutmix on the loader's device), (c) for PixMix, the reference-style
 torchvision DataLoader (PIL decode, RandomResizedCrop, flip, per-image PIL PixMix drawing a
 mixing picture from its file) with one worker per core. Prints images/s and the ratios b/a
-(the cost of PixMix inside DALI) and b/c (speed-up over the reference data path).
+(the cost of the method inside DALI) and, for PixMix, b/c (speed-up over the reference path).
 
 On CUDA, (a) and (b) decode with nvJPEG and run PixMix on the GPU; timings synchronise the
 device. Defaults finish in about two minutes on two CPU cores.
@@ -27,14 +30,22 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.check.throughput import endless, timed_rate  # noqa: E402
+from dali_pixmix.augment.label_mixing import mix_batch  # noqa: E402
+from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
+from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.data.images import scan_images  # noqa: E402
 from dali_pixmix.data.loaders import make_train_loader  # noqa: E402
-from dali_pixmix.data.stage import PixMixStage  # noqa: E402
 from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
-from dali_pixmix.mixing.fractals import make_fractals
+from dali_pixmix.mixing.fractals import make_fractals  # noqa: E402
+from dali_pixmix.training.methods import (  # noqa: E402
+    batch_generator,
+    label_mixing,
+    train_stage,
+    uses_auto_augment,
+)
 
 CROP = 224
 
@@ -56,7 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-threads", type=int, default=cores, help="DALI CPU threads")
     p.add_argument("--workers", type=int, default=cores, help="reference DataLoader workers")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--skip-reference", action="store_true", help="only time (a) and (b)")
+    p.add_argument("--method", nargs="+", default=["pixmix"], choices=METHOD_NAMES + ("all",),
+                   metavar="METHOD", help="method(s) timed as (b), or all: "
+                   + ", ".join(METHOD_NAMES))
+    p.add_argument("--skip-reference", action="store_true",
+                   help="do not time (c), the PIL reference of PixMix")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
@@ -75,11 +90,25 @@ def prepare_data(args) -> tuple:
     return root / "train", mixing
 
 
-def dali_batches(args, train_root, device, stage):
+def method_config(name: str) -> Config:
+    cfg = Config()
+    cfg.augment.method, cfg.data.crop = name, CROP
+    return cfg
+
+
+def dali_batches(args, train_root, device, bank, name: str, classes: int):
+    """Batches of method `name`'s training data path: its pipeline, then its label mixing."""
+    cfg = method_config(name)
     loader = make_train_loader(root=train_root, batch_size=args.batch_size,
-                               dist=DistInfo(device=device), pixmix=stage,
+                               dist=DistInfo(device=device), stage=train_stage(cfg, bank),
+                               auto_augment=uses_auto_augment(cfg),
                                num_threads=args.num_threads)
-    return endless(loader)
+    mixing = label_mixing(cfg)
+    for step, (images, labels) in enumerate(endless(loader)):
+        if mixing is not None:
+            images, labels = mix_batch(images, labels, *mixing, classes,
+                                       batch_generator(0, 0, 0, step))
+        yield images, labels
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -118,7 +147,7 @@ def reference_batches(args, train_root, mixing):
 
 
 def measure(args, sources, device) -> dict:
-    """Median images/s per configuration over interleaved rounds (a, b, c, a, b, c, ...)."""
+    """Median images/s per configuration over interleaved rounds (a, b..., c, a, ...)."""
     rates = {name: [] for name in sources}
     for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
         for name, (batches, drain) in sources.items():
@@ -126,28 +155,52 @@ def measure(args, sources, device) -> dict:
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
+def chosen_methods(args) -> list:
+    names = METHOD_NAMES if "all" in args.method else args.method
+    return [n for n in dict.fromkeys(names) if n != "baseline"]  # (a) is the baseline
+
+
+def build_sources(args, train_root, mixing, device, methods) -> dict:
+    """{name: (batches, untimed batches to drain)} of (a), each (b) and (c)."""
+    bank = MixingBank.from_folder(mixing, size=256, device=device)
+    classes = len([p for p in Path(train_root).iterdir() if p.is_dir()])
+    dali_drain = 3  # DALI's prefetch queue (2) + the batch in flight
+    sources = {"a_dali": (dali_batches(args, train_root, device, bank, "baseline", classes),
+                          dali_drain)}
+    for name in methods:
+        sources[f"b_{name}"] = (dali_batches(args, train_root, device, bank, name, classes),
+                                dali_drain)
+    if "pixmix" in methods and not args.skip_reference:
+        # DataLoader queue: prefetch_factor (2) x workers, + 1
+        sources["c_reference"] = (reference_batches(args, train_root, mixing),
+                                  2 * max(1, args.workers) + 1)
+    return sources
+
+
+def report(args, results: dict, methods, device) -> str:
+    """Print one line per configuration; add the ratios to `results`; the summary line."""
+    labels = {"a_dali": "(a) DALI baseline (crop + flip)",
+              "c_reference": f"(c) PIL reference PixMix, {args.workers} workers",
+              **{f"b_{n}": f"(b) DALI + {method(n).title}" for n in methods}}
+    for name, rate in list(results.items()):
+        print(f"{labels[name]:<52}: {rate:9.1f} images/s")
+    parts = []
+    for name in methods:
+        results[f"ratio_{name}_over_a"] = results[f"b_{name}"] / results["a_dali"]
+        parts.append(f"{name}/a = {results[f'ratio_{name}_over_a']:.2f}")
+    if "c_reference" in results:
+        results["ratio_pixmix_over_c"] = results["b_pixmix"] / results["c_reference"]
+        parts.append(f"pixmix/c = {results['ratio_pixmix_over_c']:.2f}")
+    return ", ".join(parts)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = pick_device(0, args.device)
     train_root, mixing = prepare_data(args)
-    bank = MixingBank.from_folder(mixing, size=256, device=device)
-    dali_drain = 3  # DALI's prefetch queue (2) + the batch in flight
-    sources = {"a_dali": (dali_batches(args, train_root, device, None), dali_drain),
-               "b_dali_pixmix": (dali_batches(args, train_root, device,
-                                                  PixMixStage(bank, crop=CROP)), dali_drain)}
-    if not args.skip_reference:  # DataLoader queue: prefetch_factor (2) x workers, + 1
-        sources["c_reference"] = (reference_batches(args, train_root, mixing),
-                                  2 * max(1, args.workers) + 1)
-    results = measure(args, sources, device)
-    labels = {"a_dali": "(a) DALI, no PixMix", "b_dali_pixmix": "(b) DALI + PixMix",
-              "c_reference": f"(c) PIL reference, {args.workers} workers"}
-    for name, rate in results.items():
-        print(f"{labels[name]:<30}: {rate:9.1f} images/s")
-    results["ratio_b_over_a"] = results["b_dali_pixmix"] / results["a_dali"]
-    summary = f"b/a = {results['ratio_b_over_a']:.2f}"
-    if "c_reference" in results:
-        results["ratio_b_over_c"] = results["b_dali_pixmix"] / results["c_reference"]
-        summary += f", b/c = {results['ratio_b_over_c']:.2f}"
+    methods = chosen_methods(args)
+    results = measure(args, build_sources(args, train_root, mixing, device, methods), device)
+    summary = report(args, results, methods, device)
     results.update(device=str(device), batch_size=args.batch_size, rounds=args.rounds,
                    settle_s=args.settle,
                    images_per_round=args.measure, num_threads=args.num_threads,

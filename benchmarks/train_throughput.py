@@ -70,7 +70,7 @@ def build_sources(args, dist, data, mixing, classes, channels_last):
     for name, stage in (("DALI, no PixMix", None),
                         ("DALI + PixMix", PixMixStage(bank, crop=args.crop))):
         sources[name] = endless(make_train_loader(
-            root=data, batch_size=args.batch, dist=dist, crop=args.crop, pixmix=stage,
+            root=data, batch_size=args.batch, dist=dist, crop=args.crop, stage=stage,
             num_threads=args.num_threads, channels_last=channels_last))
     return sources
 

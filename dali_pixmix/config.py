@@ -2,7 +2,10 @@
 
 A config file has the sections below (every key optional; unknown keys are errors):
 
-    data, pixmix, model, optim, train, eval, dist, demo
+    data, augment, pixmix, model, optim, train, eval, dist, demo
+
+and may start with `extends: other.yaml` (a path relative to the file): the other recipe is
+loaded first (recursively; a cycle is an error) and this file's keys override it.
 
 Conventions:
 - `train.batch_size` and `eval.batch_size` are GLOBAL (summed over ranks, the paper's 512);
@@ -13,17 +16,23 @@ Conventions:
 - Relative paths are relative to the working directory of the run.
 - The resolved config is written as YAML next to the checkpoints (`save_config`), with a
   `provenance` section (git revision, library versions) that loading skips.
+- `pixmix.enabled` (before `augment.method` existed) still loads: true means
+  `augment.method=pixmix`, false `augment.method=baseline`, with a FutureWarning naming the new
+  key; given together with an `augment.method` it contradicts, it is an error.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
+
+from dali_pixmix.augment.methods import METHOD_NAMES, method
 
 
 @dataclass
@@ -40,8 +49,22 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """The training augmentation on top of random-resized-crop + flip (docs/training.md)."""
+    method: str = "pixmix"        # one of augment.methods.METHOD_NAMES
+    mixup_alpha: float = 0.2      # mixup: lambda ~ Beta(alpha, alpha)
+    cutmix_alpha: float = 1.0     # cutmix, pixmix_cutmix: lambda ~ Beta(alpha, alpha)
+    cutout_fraction: float = 0.5  # cutout: side of the square as a fraction of data.crop
+    augmix_width: int = 3         # augmix: augmentation chains mixed per image
+    augmix_depth: int = -1        # augmix: ops per chain; -1 = uniform on 1..3
+    augmix_severity: int = 1      # augmix: op levels ~ U(0.1, severity)
+    augmix_alpha: float = 1.0     # augmix: chain weights ~ Dirichlet(alpha), m ~ Beta(alpha, alpha)
+    augmix_all_ops: bool = True   # augmix: the 13 ops (false: the 9 without colour/contrast/...)
+
+
+@dataclass
 class PixMixConfig:
-    enabled: bool = True
+    """PixMix's hyper-parameters and mixing set (used by the pixmix* methods)."""
     mixing_set: str = ""          # folder, file list or .npy of mixing pictures
     #                               (or comma-separated folders/file lists: one bank)
     bank_cache: Optional[str] = None  # .npy cache for the decoded bank (built once)
@@ -117,6 +140,7 @@ class DemoConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     pixmix: PixMixConfig = field(default_factory=PixMixConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -133,6 +157,7 @@ PROVENANCE_SECTION = "provenance"  # written by save_config, skipped when loadin
 
 _CHOICES = {
     ("data", "dtype"): ("float32", "float16"),
+    ("augment", "method"): METHOD_NAMES,
     ("model", "channels_last"): ("auto", "true", "false"),
     ("optim", "impl"): ("auto", "torch", "apex"),
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
@@ -171,7 +196,14 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise ValueError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
 
 
-def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[str] = None) -> None:
+def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[str] = None,
+               seen: Optional[Dict[str, tuple]] = None) -> None:
+    """Type-check and set one key; `seen` records (value, source) of every key set so far,
+    which `_resolve_legacy` reads."""
+    if dotted in LEGACY_KEYS:
+        seen = {} if seen is None else seen
+        seen[dotted] = (_convert(value, bool, f"{source}: key '{dotted}'"), source)
+        return
     parts = dotted.split(".")
     sections = _field_types(Config)
     if len(parts) != 2 or parts[0] not in sections:
@@ -196,20 +228,98 @@ def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[
         raise ValueError(f"{source}: key '{dotted}' must be one of {', '.join(choices)}, "
                          f"got {value!r}")
     setattr(section, parts[1], value)
+    if seen is not None:
+        seen[dotted] = (value, source)
 
 
-def apply_dict(cfg: Config, data: Dict[str, Any], source: str) -> Config:
-    """Write a nested {section: {key: value}} mapping into `cfg` with type checks."""
+# Keys of older configs, read into their replacement by `_resolve_legacy`.
+LEGACY_KEYS = ("pixmix.enabled",)
+
+
+def _resolve_legacy(cfg: Config, seen: Dict[str, tuple]) -> None:
+    """`pixmix.enabled` -> `augment.method` (pixmix / baseline); an error when an explicit
+    `augment.method` contradicts it."""
+    if "pixmix.enabled" not in seen:
+        return
+    enabled, where = seen["pixmix.enabled"]
+    if "augment.method" in seen:
+        name, method_source = seen["augment.method"]
+        if method(name).uses_pixmix != enabled:
+            raise ValueError(f"{where}: key 'pixmix.enabled'={str(enabled).lower()} contradicts "
+                             f"augment.method={name} ({method_source}); pixmix.enabled is "
+                             "replaced by augment.method: remove it")
+        return
+    cfg.augment.method = "pixmix" if enabled else "baseline"
+    warnings.warn(f"{where}: key 'pixmix.enabled' is deprecated; it was read as "
+                  f"augment.method={cfg.augment.method} (set that key instead)", FutureWarning,
+                  stacklevel=3)
+
+
+def apply_dict(cfg: Config, data: Dict[str, Any], source: str,
+               seen: Optional[Dict[str, tuple]] = None) -> Config:
+    """Write a nested {section: {key: value}} mapping into `cfg` with type checks.
+
+    `seen` collects the keys set (see `_set_field`); without it, a legacy key in `data` is
+    resolved at once."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    standalone = seen is None
+    seen = {} if standalone else seen
     for section, values in data.items():
-        if values is None or section == PROVENANCE_SECTION:  # a record of the past run
-            continue
+        if values is None or section in (PROVENANCE_SECTION, EXTENDS_KEY):
+            continue  # a record of the past run / read by `recipe_chain`
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section '{section}' must be a mapping of keys")
         for key, value in values.items():
-            _set_field(cfg, f"{section}.{key}", value, source)
+            _set_field(cfg, f"{section}.{key}", value, source, seen=seen)
+    if standalone:
+        _resolve_legacy(cfg, seen)
     return cfg
+
+
+EXTENDS_KEY = "extends"
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} (pass --config "
+                                "configs/<recipe>.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                         f"offset {err.start}); save the file as UTF-8") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def recipe_chain(path: str | Path) -> List[tuple]:
+    """[(mapping, path), ...] from the root recipe of `path`'s `extends:` chain to `path`.
+
+    `extends:` names another YAML file relative to the extending file's folder."""
+    chain, visited = [], []
+    path = Path(path)
+    while True:
+        resolved = path.resolve()
+        if resolved in visited:
+            cycle = " -> ".join(str(p) for p in [*visited, resolved])
+            raise ValueError(f"{path}: 'extends' makes a cycle ({cycle})")
+        visited.append(resolved)
+        data = _read_yaml(path)
+        chain.append((data, path))
+        parent = data.get(EXTENDS_KEY)
+        if parent is None:
+            return chain[::-1]
+        if not isinstance(parent, str) or not parent:
+            raise ValueError(f"{path}: '{EXTENDS_KEY}' must be the path of another recipe, "
+                             f"got {parent!r}")
+        path = path.parent / parent
+        if not path.is_file():
+            raise FileNotFoundError(f"{chain[-1][1]}: extends {parent}, but {path} does not "
+                                    "exist")
 
 
 def parse_override(text: str) -> tuple:
@@ -227,23 +337,16 @@ def parse_override(text: str) -> tuple:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then `--set` overrides, all type-checked."""
-    cfg = Config()
+    """Defaults, then the YAML file at `path` (after the recipes it extends), then `--set`
+    overrides, all type-checked."""
+    cfg, seen = Config(), {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path} (pass --config configs/<recipe>.yaml)")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from err
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
-                             f"offset {err.start}); save the file as UTF-8") from None
-        apply_dict(cfg, data, str(path))
+        for data, source in recipe_chain(path):
+            apply_dict(cfg, data, str(source), seen)
     for text in overrides:
         key, value, raw = parse_override(text)
-        _set_field(cfg, key, value, f"--set {text}", raw=raw)
+        _set_field(cfg, key, value, f"--set {text}", raw=raw, seen=seen)
+    _resolve_legacy(cfg, seen)
     validate(cfg)
     return cfg
 
@@ -286,6 +389,24 @@ def validate(cfg: Config) -> None:
                          "bf16 or fp16 (or auto on a GPU), or data.dtype=float32")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
         raise ValueError(f"config key 'train.max_steps' must be positive, got {cfg.train.max_steps}")
+    validate_augment(cfg)
+
+
+def validate_augment(cfg: Config) -> None:
+    """Ranges of the augmentation hyper-parameters."""
+    aug = cfg.augment
+    checks = [("augment.mixup_alpha", aug.mixup_alpha > 0, "> 0"),
+              ("augment.cutmix_alpha", aug.cutmix_alpha > 0, "> 0"),
+              ("augment.cutout_fraction", 0 < aug.cutout_fraction <= 1, "in (0, 1]"),
+              ("augment.augmix_width", aug.augmix_width >= 1, ">= 1"),
+              ("augment.augmix_depth", aug.augmix_depth == -1 or aug.augmix_depth >= 1,
+               "-1 (uniform on 1..3) or >= 1"),
+              ("augment.augmix_severity", aug.augmix_severity >= 1, ">= 1"),
+              ("augment.augmix_alpha", aug.augmix_alpha > 0, "> 0")]
+    for key, ok, rule in checks:
+        if not ok:
+            value = getattr(aug, key.split(".")[1])
+            raise ValueError(f"config key '{key}' must be {rule}, got {value}")
 
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:

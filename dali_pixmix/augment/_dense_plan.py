@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment.pixmix import _collect_jobs, op_params
+from dali_pixmix.augment.pixmix import _collect_jobs, op_param_values
 
 FAMILIES = (
     ("geometric", ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")),
@@ -191,12 +191,8 @@ def augmentation_arrays(op, ops, params, samples, shape: Shape, values: dict) ->
 
 def _job_params(plan, jobs, ops, height: int, width: int) -> torch.Tensor:
     """float64 ``[M]``: each job's op parameter as ``op_params`` maps it (0 for none)."""
-    level = plan.level[jobs.slot, jobs.sample]
-    negate = plan.negate[jobs.slot, jobs.sample]
-    zero = torch.zeros_like(level)
-    candidates = [op_params(name, level, negate, height, width) for name in ops]
-    table = torch.stack([zero if c is None else c.double() for c in candidates])
-    return table.gather(0, jobs.op.view(1, -1)).view(-1)
+    return op_param_values(jobs.op, plan.level[jobs.slot, jobs.sample],
+                           plan.negate[jobs.slot, jobs.sample], ops, height, width)
 
 
 _AFFINE_SLOT = {"shear_x": 1, "shear_y": 3, "translate_x": 2, "translate_y": 5}

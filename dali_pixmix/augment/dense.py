@@ -42,7 +42,7 @@ from dali_pixmix.augment._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment._rows import put_rows, take_rows
+from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
@@ -175,4 +175,4 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, params: torch.Tensor,
     rows = augmentation_arrays(op, ops, params.double(), torch.arange(n), shape, values)
     table = image_table(images, images, shape)
     augment_all(table, unpack(device_buffer(values, shape, images.device), shape), shape)
-    return take_rows(table, rows.to(images.device))
+    return take_rows(table, to_device(rows, images.device))

@@ -15,6 +15,9 @@ Public functions:
   -> float32 HxWx3 array in [0, 1]`` (not normalised).
 * ``replay(orig_uint8_hwc, mix_uint8_hwc, trace_entry) -> float32 HxWx3 array``: recompute one
   sample of ``dali_pixmix.pixmix.pixmix(..., trace=True)`` from its trace with PIL ops.
+* ``augmix_pil(pil_image, rng, width=3, depth=-1, severity=1, alpha=1.0, all_ops=True)`` and
+  ``augmix_replay(orig_uint8_hwc, trace_entry)``: the same for AugMix
+  (``dali_pixmix.augment.augmix``), written from the AugMix reference procedure.
 """
 from __future__ import annotations
 
@@ -124,14 +127,16 @@ def _to_float(img) -> np.ndarray:
 
 def pixmix_pil(pil_image: Image.Image, mix_pil: Image.Image, rng: np.random.Generator,
                k: int = 4, beta: float = 4.0, severity: float = 1,
-               all_ops: bool = True) -> np.ndarray:
-    """PixMix one RGB image with its mixing picture; float32 HxWx3 in [0, 1], not normalised."""
+               all_ops: bool = True, partner_aug_prob: float = 0.5) -> np.ndarray:
+    """PixMix one RGB image with its mixing picture; float32 HxWx3 in [0, 1], not normalised.
+
+    ``partner_aug_prob``: probability that a round's partner is an augmented copy."""
     if pil_image.size != mix_pil.size:
         raise ValueError(f"image size {pil_image.size} != mixing picture size {mix_pil.size}")
     start = augment(pil_image, rng, severity, all_ops) if rng.random() < 0.5 else pil_image
     mixed = _to_float(start)
     for _ in range(rng.integers(k + 1)):
-        use_aug = rng.random() < 0.5
+        use_aug = rng.random() < partner_aug_prob
         partner = augment(pil_image, rng, severity, all_ops) if use_aug else mix_pil
         mix = add if rng.random() < 0.5 else multiply
         a, b = get_ab(rng, beta)
@@ -150,3 +155,31 @@ def replay(orig_uint8_hwc: np.ndarray, mix_uint8_hwc: np.ndarray, trace_entry: d
         mix = add if rnd["mix"] == "add" else multiply
         mixed = np.clip(mix(mixed, x2, rnd["a"], rnd["b"]), 0, 1)
     return mixed
+
+
+def augmix_pil(pil_image: Image.Image, rng: np.random.Generator, width: int = 3,
+               depth: int = -1, severity: float = 1, alpha: float = 1.0,
+               all_ops: bool = True) -> np.ndarray:
+    """AugMix one RGB image (no JSD); float32 HxWx3 in [0, 1], not normalised."""
+    ws = np.float32(rng.dirichlet([alpha] * width))
+    m = np.float32(rng.beta(alpha, alpha))
+    mix = np.zeros_like(_to_float(pil_image))
+    for i in range(width):
+        chained = pil_image
+        for _ in range(depth if depth > 0 else rng.integers(1, 4)):
+            chained = augment(chained, rng, severity, all_ops)
+        mix += ws[i] * _to_float(chained)
+    return (np.float32(1) - m) * _to_float(pil_image) + m * mix
+
+
+def augmix_replay(orig_uint8_hwc: np.ndarray, trace_entry: dict) -> np.ndarray:
+    """Recompute one traced image of the batched ``augmix`` with PIL ops; float32 HxWx3."""
+    orig = Image.fromarray(np.ascontiguousarray(orig_uint8_hwc, dtype=np.uint8))
+    mix = np.zeros_like(_to_float(orig))
+    for steps, weight in zip(trace_entry["chains"], trace_entry["weights"]):
+        chained = orig
+        for name, param in steps:
+            chained = apply_op(chained, name, param)
+        mix += np.float32(weight) * _to_float(chained)
+    m = np.float32(trace_entry["m"])
+    return (np.float32(1) - m) * _to_float(orig) + m * mix

@@ -6,7 +6,8 @@ once, on the batch's device (CPU or CUDA), with every random choice drawn from o
 
 1. with p = 0.5 the start image is ``augment(orig)``, otherwise ``orig``;
 2. ``rounds ~ U{0..k}``; each round mixes the running image with a partner that is, with
-   p = 0.5, a fresh ``augment(orig)`` or else the sample's mixing picture, by ``add`` or
+   p = 0.5 (``partner_aug_prob``; 1 or 0 give the paper's Table 5 ablations), a fresh
+   ``augment(orig)`` or else the sample's mixing picture, by ``add`` or
    ``multiply`` (p = 0.5 each) with coefficients from ``sample_ab``, then clamps to [0, 1];
 3. ``augment`` picks one op uniformly from ``OPS`` (or ``ALL_OPS``), draws
    ``level ~ U(0.1, severity)`` and maps it to the op's parameter exactly like the reference
@@ -118,10 +119,15 @@ class Plan:
 
 
 def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
-              generator: torch.Generator | None, device) -> Plan:
-    """Draw all of a batch's choices from ONE ``torch.rand`` call on ``device``, then copy once."""
+              generator: torch.Generator | None, device, partner_aug_prob: float = 0.5) -> Plan:
+    """Draw all of a batch's choices from ONE ``torch.rand`` call on ``device``, then copy once.
+
+    ``partner_aug_prob``: probability that a round's partner is an augmented copy of the image
+    (else the mixing picture)."""
     if k < 0 or n_ops < 1:
         raise ValueError(f"k must be >= 0 and the op list non-empty, got k={k}, {n_ops} ops")
+    if not 0.0 <= partner_aug_prob <= 1.0:
+        raise ValueError(f"partner_aug_prob must lie in [0, 1], got {partner_aug_prob}")
     if severity < 0.1:
         raise ValueError(f"severity must be >= 0.1 (levels are U(0.1, severity)), got {severity}")
     rows = 2 + 2 * k + 3 * k + 3 * (k + 1)
@@ -133,7 +139,7 @@ def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
     return Plan(
         start_aug=start_aug,
         rounds=(rounds_u * (k + 1)).long().clamp_(max=k),
-        partner_aug=partner_u < 0.5,
+        partner_aug=partner_u < partner_aug_prob,
         multiply=mix_u < 0.5,
         a=a, b=b,
         op=(op_u * n_ops).long().clamp_(max=n_ops - 1),
@@ -247,19 +253,33 @@ def _collect_jobs(plan: Plan) -> _Jobs:
 
 def _run_augmentations(images, plan: Plan, jobs: _Jobs, ops) -> torch.Tensor:
     """uint8 ``[M, H, W, 3]``: job j's augmented image; one batched call per op."""
+    return augment_rows(images, jobs.sample, jobs.op, plan.level[jobs.slot, jobs.sample],
+                        plan.negate[jobs.slot, jobs.sample], ops)
+
+
+def augment_rows(images, sample, op, level, negate, ops) -> torch.Tensor:
+    """uint8 ``[M, H, W, 3]``: row j is ``ops[op[j]]`` at ``level[j]`` (sign ``negate[j]``)
+    applied to ``images[sample[j]]``, one batched call per op (host index tensors)."""
     _, h, w, _ = images.shape
     dev = images.device
-    out = torch.empty((jobs.sample.numel(), h, w, 3), dtype=images.dtype, device=dev)
-    level = plan.level[jobs.slot, jobs.sample]
-    negate = plan.negate[jobs.slot, jobs.sample]
+    out = torch.empty((sample.numel(), h, w, 3), dtype=images.dtype, device=dev)
     for op_index, name in enumerate(ops):
-        sel = (jobs.op == op_index).nonzero(as_tuple=True)[0]
+        sel = (op == op_index).nonzero(as_tuple=True)[0]
         if sel.numel() == 0:
             continue
         param = op_params(name, level[sel], negate[sel], h, w)
-        sources = _take(images, _dev(jobs.sample[sel], dev))
+        sources = _take(images, _dev(sample[sel], dev))
         _put(out, _dev(sel, dev), A.apply_op(sources, name, param))
     return out
+
+
+def op_param_values(op, level, negate, ops, height: int, width: int) -> torch.Tensor:
+    """float64 ``[M]``: parameter of ``ops[op[j]]`` at ``level[j]`` / ``negate[j]``, as
+    ``op_params`` maps it (0 for autocontrast / equalize): the dense kernels' input."""
+    zero = torch.zeros_like(level)
+    candidates = [op_params(name, level, negate, height, width) for name in ops]
+    table = torch.stack([zero if c is None else c.double() for c in candidates])
+    return table.gather(0, op.view(1, -1)).view(-1)
 
 
 def _start_images(images, augmented, plan: Plan, job_of) -> torch.Tensor:
@@ -508,7 +528,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
            severity: float = 1, all_ops: bool = True, generator: torch.Generator | None = None,
            trace: bool = False, *, chunk_size: int | None = None,
            host_workers: int | None = None, output: "Normalized | None" = None,
-           strategy: str = "auto", cuda_graph: bool = False):
+           strategy: str = "auto", cuda_graph: bool = False, partner_aug_prob: float = 0.5):
     """PixMix a batch. Pure function: the same generator state gives the same output.
 
     Args:
@@ -535,6 +555,9 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
         cuda_graph: with the dense strategy on CUDA, capture the kernel sequence in a CUDA
             graph once per batch shape and replay it (static buffers; the result is a fresh
             tensor). Off by default.
+        partner_aug_prob: probability that a round's partner is a fresh ``augment(orig)``
+            rather than the mixing picture: 0.5 is PixMix; 1 mixes only augmented copies of
+            the image, 0 only mixing pictures (the paper's Table 5 ablations).
 
     Returns:
         float32 ``[B, H, W, 3]`` in [0, 1] (or as ``output`` says); with ``trace=True`` a pair
@@ -545,7 +568,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     ops = A.ALL_OPS if all_ops else A.OPS
     n, h, w, _ = images.shape
     plan_device = generator.device if generator is not None else images.device
-    plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device)
+    plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device, partner_aug_prob)
     if _pick_strategy(strategy, images, cuda_graph) == "dense":
         from dali_pixmix.augment.dense import pixmix_dense  # dense.py builds on this module
 

@@ -111,7 +111,7 @@ def _pipeline_outputs(s: Settings) -> str:
     for dtype, channels_last in (("float32", True), ("float16", False)):
         pipe = train_pipeline(files=files, labels=labels, batch_size=s.check_batch, crop=s.crop,
                               device_id=device.index, seed=0, num_threads=s.threads,
-                              pixmix=PixMixStage(bank, crop=s.crop), dtype=dtype,
+                              stage=PixMixStage(bank, crop=s.crop), dtype=dtype,
                               layout="HWC" if channels_last else "CHW")
         loader = DaliLoader(pipe, batch_size=s.check_batch, train=True,
                             channels_last=channels_last)
@@ -262,7 +262,7 @@ def run_checked_stage(s: Settings, stage, device_id: Optional[int], runs: int,
     report: Dict = {}
     pipe = build(files=files, labels=labels, batch_size=s.check_batch, crop=s.crop,
                  device_id=device_id, seed=0, num_threads=s.threads, layout="HWC",
-                 pixmix=SyncCheckedStage(stage, report, set_mode))
+                 stage=SyncCheckedStage(stage, report, set_mode))
     try:
         for _ in range(runs):  # pipe.run, not an iterator: no torch work on this thread
             pipe.run()

@@ -233,7 +233,7 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
     from dali_pixmix.data.loaders import DaliLoader
 
     pipe = train_pipeline(files=files, labels=labels, batch_size=s.batch, crop=s.crop,
-                          device_id=device.index, seed=0, num_threads=s.threads, pixmix=stage,
+                          device_id=device.index, seed=0, num_threads=s.threads, stage=stage,
                           layout="HWC" if s.on_cuda else "CHW")
     return DaliLoader(pipe, batch_size=s.batch, train=True, channels_last=s.on_cuda)
 

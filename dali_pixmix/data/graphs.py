@@ -1,8 +1,10 @@
-"""DALI pipelines for training (random-resized-crop + flip + PixMix) and evaluation.
+"""DALI pipelines for training (random-resized-crop + flip + a per-image method) and evaluation.
 
 One code path with a device switch: `device_id=None` builds a CPU-only pipeline (CPU decoders and
 operators, used by tests and CI); an integer `device_id` decodes with nvJPEG (`mixed`) and runs
-every operator, the PixMix stage included, on that GPU.
+every operator, the per-image stage included, on that GPU. The training graph's per-image
+method is a batch-level torch stage (`data.stage`: PixMix, AugMix, Cutout) or DALI's own
+AutoAugment (`nvidia.dali.auto_aug`, ImageNet policy).
 
 Conventions: readers are named "Reader" (iterators size epochs from it); `shard_id` is the GLOBAL
 rank and `num_shards` the world size; outputs are `(images, labels)` with images normalised by the
@@ -11,12 +13,14 @@ labels int32 `[B, 1]`.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from dali_pixmix.data.stage import PixMixStage
+    from dali_pixmix.data.stage import BatchStage
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,6 +28,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RRC_ASPECT = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop defaults
 RRC_AREA = (0.08, 1.0)
 LAYOUTS = ("CHW", "HWC")
+# AutoAugment's ImageNet policy translates by up to 150/331 of the image (the AutoAugment paper:
+# 150 px on 331 px pictures; torchvision's relative setting), whatever the crop size.
+AUTOAUGMENT_MAX_TRANSLATE = 150.0 / 331.0
 # nvJPEG ("mixed") preallocation. DALI reserves, per decoder THREAD, one device buffer of
 # device_memory_padding and two pinned host buffers of host_memory_padding. NVIDIA's ResNet-50
 # example sizes them for the largest ImageNet picture (211,025,920 / 140,544,512 bytes): with 4
@@ -111,7 +118,7 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
         std=[s * scale for s in IMAGENET_STD])
 
 
-def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
+def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout):
     from nvidia.dali import fn, types
 
     encoded, labels = _reader(**reader_args)
@@ -120,13 +127,39 @@ def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
         random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-    if pixmix is not None:  # the stage emits the final normalised layout and dtype itself
-        images = fn.dl_tensor_python_function(
-            images, function=pixmix, batch_processing=True, synchronize_stream=False,
-            num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
-    else:
-        images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+    images = _per_image_method(images, crop=crop, gpu=gpu, stage=stage,
+                               auto_augment=auto_augment, dtype=dtype, layout=layout)
     return images, (labels.gpu() if gpu else labels)
+
+
+def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout):
+    """uint8 crops -> the method's normalised training images: a batch-level torch stage
+    (which emits the final layout and dtype itself), or DALI's AutoAugment (ImageNet policy,
+    needs a pipeline with conditionals), then normalisation, or normalisation alone."""
+    from nvidia.dali import fn
+
+    if stage is not None:
+        return fn.dl_tensor_python_function(
+            images, function=stage, batch_processing=True, synchronize_stream=False,
+            num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
+    if auto_augment:
+        images = auto_augment_images(images, crop)
+    return _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+
+
+def auto_augment_images(images, crop: int, policy=None):
+    """AutoAugment on uint8 HWC crops with DALI's own `nvidia.dali.auto_aug`: `policy`
+    (default: DALI's ImageNet policy, translations relative to the crop) applied as
+    `auto_augment(..., "image_net")` does (fill 128, bilinear). Needs a pipeline built with
+    `enable_conditionals=True`; random draws follow the pipeline's seed."""
+    from nvidia.dali.auto_aug import auto_augment as aa
+
+    if policy is None:
+        policy = aa.get_image_net_policy(use_shape=True,
+                                         max_translate_rel=AUTOAUGMENT_MAX_TRANSLATE)
+    with _hidden_warnings("fn.experimental.equalize"):
+        return aa.apply_auto_augment(policy, images, shape=(crop, crop), fill_value=128,
+                                     interp_type=None)
 
 
 def _torchvision_sizes(encoded, resize, crop, no_resize):
@@ -172,13 +205,33 @@ def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
     return images, (labels.gpu() if gpu else labels)
 
 
-def _build(graph, *, batch_size, num_threads, device_id, seed, **graph_args):
+@contextmanager
+def _hidden_warnings(text: str):
+    """Do not show warnings whose message contains `text`. DALI 2.4's AutoAugment uses its own
+    deprecated `fn.experimental.equalize` and shows that warning under a filter of its own
+    (`simplefilter("default")` inside the call), so only the display can be intercepted."""
+    shown = warnings.showwarning
+
+    def show(message, *args, **kwargs):
+        if text not in str(message):
+            shown(message, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _build(graph, *, batch_size, num_threads, device_id, seed, conditionals=False,
+           **graph_args):
     from nvidia.dali import pipeline_def
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pipe = pipeline_def(graph, batch_size=batch_size, num_threads=num_threads,
-                        device_id=device_id, seed=seed)(**graph_args)
+                        device_id=device_id, seed=seed,
+                        enable_conditionals=conditionals)(**graph_args)
     pipe.build()
     return pipe
 
@@ -186,26 +239,33 @@ def _build(graph, *, batch_size, num_threads, device_id, seed, **graph_args):
 # --------------------------------------------------------------------------- public builders
 def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int = 224,
                    device_id: Optional[int] = None, shard_id: int = 0, num_shards: int = 1,
-                   seed: int = 0, num_threads: int = 2, pixmix: Optional[PixMixStage] = None,
-                   dtype: str = "float32", layout: str = "CHW", random_shuffle: bool = True,
-                   files: Optional[Sequence[str]] = None, labels: Optional[Sequence[int]] = None):
-    """Built training pipeline: read -> random-resized-crop -> flip -> [PixMix] -> normalise.
+                   seed: int = 0, num_threads: int = 2, stage: Optional[BatchStage] = None,
+                   auto_augment: bool = False, dtype: str = "float32", layout: str = "CHW",
+                   random_shuffle: bool = True, files: Optional[Sequence[str]] = None,
+                   labels: Optional[Sequence[int]] = None):
+    """Built training pipeline: read -> random-resized-crop -> flip -> [method] -> normalise.
 
-    Each shard uses seed `seed + shard_id` for DALI's random ops and a PixMix stage reseeded from
-    (stage seed, seed, shard_id), so ranks draw different augmentations. `random_shuffle` uses
-    the reader's global per-epoch reshuffle (`shuffle_after_epoch`). `pixmix=None` is the same
-    pipeline without the PixMix stage (the paper's baseline).
+    The per-image method is `stage` (a `data.stage.BatchStage`: PixMix, AugMix, Cutout) or,
+    with `auto_augment=True`, DALI's AutoAugment with the ImageNet policy; neither is the
+    paper's baseline. Each shard uses seed `seed + shard_id` for DALI's random ops (AutoAugment
+    included) and a stage reseeded from (stage seed, seed, shard_id), so ranks draw different
+    augmentations. `random_shuffle` uses the reader's global per-epoch reshuffle
+    (`shuffle_after_epoch`).
     """
-    if pixmix is not None:
-        if pixmix.crop != crop:
-            raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
-        stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
-        pixmix = pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    if stage is not None:
+        if auto_augment:
+            raise ValueError("give the training pipeline a stage or auto_augment, not both")
+        if stage.crop != crop:
+            raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
+                             f"pipeline crop {crop}")
+        stage_seed = np.random.SeedSequence([stage.seed, seed, shard_id]).generate_state(1)[0]
+        stage = stage.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
     reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
                        shard_id=shard_id, num_shards=num_shards, shuffle=random_shuffle)
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
-                  device_id=device_id, seed=seed + shard_id, reader_args=reader_args, crop=crop,
-                  gpu=device_id is not None, pixmix=pixmix, dtype=dtype, layout=layout)
+                  device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
+                  reader_args=reader_args, crop=crop, gpu=device_id is not None, stage=stage,
+                  auto_augment=auto_augment, dtype=dtype, layout=layout)
 
 
 def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,

@@ -30,7 +30,7 @@ from dali_pixmix.data.checks import common_folder, decode_failure
 from dali_pixmix.data.file_lists import read_file_list, write_file_list
 from dali_pixmix.data.graphs import eval_pipeline, train_pipeline
 from dali_pixmix.data.images import class_folders, list_samples
-from dali_pixmix.data.stage import PixMixStage
+from dali_pixmix.data.stage import BatchStage
 from dali_pixmix.distributed import DistInfo
 
 
@@ -180,14 +180,15 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
 
 def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoch: int = 0,
                       seed: int = 0, samples: Optional[Sequence[Tuple[str, int]]] = None,
-                      crop: int = 224, pixmix: Optional[PixMixStage] = None,
-                      num_threads: int = 2, dtype: str = "float32",
-                      channels_last: bool = False) -> DaliLoader:
+                      crop: int = 224, stage: Optional[BatchStage] = None,
+                      auto_augment: bool = False, num_threads: int = 2,
+                      dtype: str = "float32", channels_last: bool = False) -> DaliLoader:
     """This rank's DALI training loader of `epoch` (drops the last partial batch).
 
     `samples` are `(path relative to root, label)` pairs (default: `list_samples(root)`); the
     epoch reads them in the global order `epoch_order(len(samples), seed, epoch)`, sharded by
-    rank, with DALI and PixMix seeded from `epoch_seed(seed, epoch)`.
+    rank, with DALI and the per-image `stage` (or DALI's AutoAugment, `auto_augment`) seeded
+    from `epoch_seed(seed, epoch)`.
     """
     samples = list_samples(root) if samples is None else samples
     order = epoch_order(len(samples), seed, epoch)
@@ -198,7 +199,8 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
         pipe = train_pipeline(file_root=str(root), file_list=path, batch_size=batch_size,
                               crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
                               num_shards=dist.world_size, seed=epoch_seed(seed, epoch),
-                              num_threads=num_threads, pixmix=pixmix, dtype=dtype,
+                              num_threads=num_threads, stage=stage,
+                              auto_augment=auto_augment, dtype=dtype,
                               layout="HWC" if channels_last else "CHW", random_shuffle=False)
     finally:
         os.unlink(path)  # the reader has parsed the list when the pipeline is built

@@ -1,10 +1,14 @@
-"""The torch side of the DALI training pipeline: the batch-level PixMix stage.
+"""The torch side of the DALI training pipeline: batch-level per-image augmentation stages.
 
-`PixMixStage` is handed to DALI as a `dl_tensor_python_function`; it views the batch as a torch
-tensor (DLPack, zero copy, same device) and runs `dali_pixmix.augment.pixmix` on it. On CUDA its
-work is enqueued on DALI's current stream (`dali_stream`).
+A stage is handed to DALI as a `dl_tensor_python_function`; it views the batch of uint8 crops
+as a torch tensor (DLPack, zero copy, same device) and runs one of the package's batched
+per-image methods on it: PixMix and its variants (`PixMixStage`), AugMix (`AugMixStage`) or
+Cutout (`CutoutStage`). On CUDA its work is enqueued on DALI's current stream (`dali_stream`).
 """
 from __future__ import annotations
+
+import copy
+from typing import Optional
 
 import numpy as np
 import torch
@@ -13,39 +17,32 @@ from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, _check_layout, 
 from dali_pixmix.mixing.bank import MixingBank
 
 
-class PixMixStage:
-    """The batch-level PixMix step of a DALI pipeline (a `dl_tensor_python_function`).
+class BatchStage:
+    """A batch-level per-image step of a DALI pipeline (a `dl_tensor_python_function`).
 
-    Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it views
-    them as a torch batch, draws one mixing picture per sample from `bank` (a random `crop`
-    window each) and applies `dali_pixmix.pixmix.pixmix`. Returns float32 [0,1] HWC samples, or,
-    for a stage made by `for_pipeline`, the pipeline's final normalised samples (its layout and
+    Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it
+    views them as a torch batch and returns `apply(batch)`: float32 [0,1] HWC samples, or, for
+    a stage made by `for_pipeline`, the pipeline's final normalised samples (its layout and
     dtype), so no separate normalisation pass follows.
-    Randomness comes from generators owned by the stage: PixMix's choices on the host (they steer
-    host-side batching, so drawing them there costs no device synchronisation), seeded with
-    `SeedSequence([seed, 0])`, and the bank draws' on the bank's device, seeded with
-    `SeedSequence([seed, 1])` (first 32-bit word). On CUDA the work is enqueued on DALI's stream;
-    the host never waits for the GPU.
+    Randomness comes from generators owned by the stage, stream s seeded with
+    `SeedSequence([seed, s])` (first 32-bit word): stream 0 (on the host) drives the method's
+    choices, which steer host-side batching, so drawing them there costs no device
+    synchronisation; other streams are the subclass's. On CUDA the work is enqueued on DALI's
+    stream; the host never waits for the GPU.
     """
 
-    def __init__(self, bank: MixingBank, k: int = 4, beta: float = 4.0, severity: float = 1,
-                 all_ops: bool = True, seed: int = 0, crop: int = 224):
-        if crop > bank.size:
-            raise ValueError(f"PixMix crop {crop} is larger than the mixing bank's {bank.size} px "
-                             "pictures; rebuild the bank with a larger --size")
-        self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
-        self.all_ops, self.seed, self.crop = all_ops, int(seed), crop
-        self.output = None  # a dali_pixmix.pixmix.Normalized format, or None: [0, 1] HWC
+    def __init__(self, seed: int = 0, crop: int = 224):
+        self.seed, self.crop = int(seed), crop
+        self.output = None  # a dali_pixmix.augment.pixmix.Normalized format, or None: [0, 1] HWC
         self._generators = {}
 
-    def reseeded(self, seed: int) -> "PixMixStage":
-        """A fresh stage with the same bank and settings and its own generators."""
-        stage = PixMixStage(self.bank, self.k, self.beta, self.severity, self.all_ops, seed,
-                            self.crop)
-        stage.output = self.output
+    def reseeded(self, seed: int) -> "BatchStage":
+        """A fresh stage with the same settings (and bank) and its own generators."""
+        stage = copy.copy(self)
+        stage.seed, stage._generators = int(seed), {}
         return stage
 
-    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "PixMixStage":
+    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "BatchStage":
         """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`."""
         from dali_pixmix.augment.pixmix import Normalized
 
@@ -56,7 +53,7 @@ class PixMixStage:
         return stage
 
     def generator(self, device: torch.device, stream: int) -> torch.Generator:
-        """The stage's generator on `device`; `stream` 0 drives PixMix, 1 the bank draws."""
+        """The stage's generator on `device` for random stream `stream`."""
         key = (str(device), stream)
         if key not in self._generators:
             gen = torch.Generator(device=device)
@@ -64,26 +61,98 @@ class PixMixStage:
             self._generators[key] = gen
         return self._generators[key]
 
-    def apply(self, batch: torch.Tensor) -> torch.Tensor:
-        """PixMix a uint8 [B, H, W, 3] batch, on the same device: float32 [B, H, W, 3] in
-        [0, 1], or in the `output` format."""
-        from dali_pixmix.augment.pixmix import pixmix
+    def host_generator(self) -> torch.Generator:
+        """Stream 0, on the host: the method's choices."""
+        return self.generator(torch.device("cpu"), 0)
 
+    def check_batch(self, batch: torch.Tensor) -> None:
         if batch.ndim != 4 or batch.shape[1:] != (self.crop, self.crop, 3):
-            raise ValueError(f"PixMix stage expects uint8 [B, {self.crop}, {self.crop}, 3] crops, "
-                             f"got {tuple(batch.shape)}; build the stage with crop={batch.shape[1]}")
-        bank_gen = self.generator(self.bank.device, 1)
-        mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
-        return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0),
-                      output=self.output)
+            raise ValueError(f"{type(self).__name__} expects uint8 [B, {self.crop}, {self.crop}, "
+                             f"3] crops, got {tuple(batch.shape)}; build the stage with "
+                             f"crop={batch.shape[1]}")
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        """The method on a uint8 [B, H, W, 3] batch, on the same device: float32
+        [B, H, W, 3] in [0, 1], or in the `output` format."""
+        raise NotImplementedError
 
     def __call__(self, samples):
         first = torch.from_dlpack(samples[0])
         with dali_stream(first.device):
             batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
-            mixed = self.apply(batch)  # contiguous
-            return [torch.utils.dlpack.to_dlpack(t) for t in mixed.unbind(0)]
+            out = self.apply(batch)  # contiguous
+            return [torch.utils.dlpack.to_dlpack(t) for t in out.unbind(0)]
+
+
+class PixMixStage(BatchStage):
+    """PixMix (`dali_pixmix.augment.pixmix.pixmix`) with one mixing picture per sample drawn
+    from `bank` (a random `crop` window each, random stream 1 on the bank's device).
+
+    `partner_aug_prob` is the probability that a round's partner is an augmented copy of the
+    image (PixMix: 0.5; 1 and 0 are the paper's Table 5 ablations). At 1 no mixing picture is
+    ever used, and `bank` may be None.
+    """
+
+    def __init__(self, bank: Optional[MixingBank], k: int = 4, beta: float = 4.0,
+                 severity: float = 1, all_ops: bool = True, seed: int = 0, crop: int = 224,
+                 partner_aug_prob: float = 0.5):
+        super().__init__(seed, crop)
+        if bank is None and partner_aug_prob < 1:
+            raise ValueError("PixMix needs a mixing bank unless every partner is an augmented "
+                             "copy (partner_aug_prob=1)")
+        if bank is not None and crop > bank.size:
+            raise ValueError(f"PixMix crop {crop} is larger than the mixing bank's {bank.size} px "
+                             "pictures; rebuild the bank with a larger --size")
+        self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
+        self.all_ops, self.partner_aug_prob = all_ops, partner_aug_prob
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        from dali_pixmix.augment.pixmix import pixmix
+
+        self.check_batch(batch)
+        if self.bank is None:
+            mixing = batch  # never read: every partner is an augmented copy
+        else:
+            mixing = self.bank.sample(batch.shape[0], self.crop,
+                                      self.generator(self.bank.device, 1), device=batch.device)
+        return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
+                      all_ops=self.all_ops, generator=self.host_generator(),
+                      output=self.output, partner_aug_prob=self.partner_aug_prob)
+
+
+class AugMixStage(BatchStage):
+    """AugMix (`dali_pixmix.augment.augmix.augmix`); ImageNet settings by default."""
+
+    def __init__(self, width: int = 3, depth: int = -1, severity: float = 1, alpha: float = 1.0,
+                 all_ops: bool = True, seed: int = 0, crop: int = 224):
+        super().__init__(seed, crop)
+        self.width, self.depth, self.severity = width, depth, severity
+        self.alpha, self.all_ops = alpha, all_ops
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        from dali_pixmix.augment.augmix import augmix
+
+        self.check_batch(batch)
+        return augmix(batch, width=self.width, depth=self.depth, severity=self.severity,
+                      alpha=self.alpha, all_ops=self.all_ops, generator=self.host_generator(),
+                      output=self.output)
+
+
+class CutoutStage(BatchStage):
+    """Cutout (`dali_pixmix.augment.cutout.cutout`): one `size` x `size` square per image, zero
+    after normalisation."""
+
+    def __init__(self, size: int, seed: int = 0, crop: int = 224):
+        super().__init__(seed, crop)
+        if not 1 <= size:
+            raise ValueError(f"Cutout size must be >= 1 pixel, got {size}")
+        self.size = size
+
+    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+        from dali_pixmix.augment.cutout import cutout
+
+        self.check_batch(batch)
+        return cutout(batch, self.size, self.host_generator(), output=self.output)
 
 
 class dali_stream:

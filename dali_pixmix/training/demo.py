@@ -55,6 +55,6 @@ def results_table(val: Dict[str, Any], cfg: Config, extra: Sequence[tuple] = ())
             ("chance top-1 (%)", f"{val['chance_top1']:.2f}"), ("RMS calibration error (%)", rms),
             ("ECE, 15 bins (%)", f"{val['ece15']:.2f}"), ("validation loss", f"{val['loss']:.4f}"),
             ("validation images", str(val["n"])), *extra]
-    head = f"| {cfg.model.arch}, PixMix {'on' if cfg.pixmix.enabled else 'off'} | value |"
+    head = f"| {cfg.model.arch}, augment.method={cfg.augment.method} | value |"
     lines = [head, "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines) + f"\n(RMS: {val['rms_note']})"

@@ -42,6 +42,7 @@ from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training import outputs
 from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
+from dali_pixmix.training.methods import mix_batch
 from dali_pixmix.training.resume import starting_state
 from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
 from dali_pixmix.training.state import (
@@ -61,7 +62,8 @@ class TrainingError(RuntimeError):
 
 # ----------------------------------------------------------------------------- one step
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Forward/backward/update under autocast; returns the detached loss."""
+    """Forward/backward/update under autocast; returns the detached loss. `labels` are class
+    indices [B], or soft targets [B, classes] (label-mixing methods)."""
     with autocast(run.dist.device, run.amp_dtype):
         loss = F.cross_entropy(run.model(images), labels)
     run.optimizer.zero_grad(set_to_none=True)
@@ -105,7 +107,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
     tick = time.perf_counter()
     for images, labels in batches:
         got = time.perf_counter()
-        loss = train_step(run, images, labels)
+        loss = train_step(run, *mix_batch(run, images, labels))
         run.step += 1
         run.epoch_step += 1
         bad, halt, save_due = agree_on_flags(run, loss, stop)
@@ -247,7 +249,7 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
         log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
                  f"classes: {run.dist.world_size} rank(s) x batch "
                  f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
-                 f"steps/epoch, PixMix {'on' if cfg.pixmix.enabled else 'off'}, amp "
+                 f"steps/epoch, augment.method={cfg.augment.method}, amp "
                  f"{run.amp_dtype}, device {run.dist.device}")
     while run.epoch < cfg.train.epochs:
         if reached_max_steps(run):  # a rerun with the same limit trains nothing more

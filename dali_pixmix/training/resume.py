@@ -38,11 +38,20 @@ def flatten(config: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
             if isinstance(values, dict) for key, value in values.items()}
 
 
+def saved_settings(saved: Dict) -> Dict[str, Any]:
+    """A checkpoint's config, flattened, with `pixmix.enabled` (written before
+    `augment.method` existed) read as the method it meant."""
+    old = flatten(saved)
+    if "pixmix.enabled" in old and "augment.method" not in old:
+        old["augment.method"] = "pixmix" if old.pop("pixmix.enabled") else "baseline"
+    return old
+
+
 def config_changes(saved: Dict, current: Dict) -> Tuple[List[Change], List[Change]]:
     """(recipe changes, other changes) from the checkpoint's config to the current one.
 
     Keys the checkpoint does not know (written by an older version) are not changes."""
-    old, new = flatten(saved), flatten(current)
+    old, new = saved_settings(saved), flatten(current)
     changes = [(key, old[key], new[key]) for key in new if key in old and old[key] != new[key]]
     recipe = [c for c in changes if c[0] not in RESUMABLE]
     return recipe, [c for c in changes if c[0] in RESUMABLE]

@@ -9,6 +9,7 @@ import torch
 from dali_pixmix.training.schedule import CosineSchedule
 from dali_pixmix.training.state import Run, log, restore
 
+from ..augment.methods import method
 from ..config import Config, per_rank_batch, save_config
 from ..distributed import DistInfo, barrier
 from ..models import build_model, load_pretrained_backbone
@@ -24,7 +25,7 @@ def check_inputs(cfg: Config) -> List[str]:
     if not cfg.data.val:
         raise ValueError("config key 'data.val' is empty: set it to the validation folder")
     check_val_classes(cfg.data.val, classes)
-    if cfg.pixmix.enabled:
+    if method(cfg.augment.method).needs_mixing_set:
         from dali_pixmix.mixing.bank import split_sources
 
         sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else [""]
@@ -32,8 +33,8 @@ def check_inputs(cfg: Config) -> List[str]:
         if missing:
             raise FileNotFoundError(f"mixing set '{missing[0]}' does not exist: set "
                                     "pixmix.mixing_set to a folder, file list or .npy bank, or "
-                                    "several comma-separated folders/file lists (or "
-                                    "pixmix.enabled=false for the baseline)")
+                                    "several comma-separated folders/file lists (or choose an "
+                                    f"augment.method other than {cfg.augment.method})")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "
                                 "model.pretrained to a local torchvision checkpoint or null")
@@ -97,7 +98,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device):
 
 def build_bank(cfg: Config, dist: DistInfo):
     """The mixing bank on this rank's device (or pinned host memory), built once and cached."""
-    if not cfg.pixmix.enabled:
+    if not method(cfg.augment.method).needs_mixing_set:
         return None
     from dali_pixmix.mixing.bank import load_or_build_bank
 
@@ -117,19 +118,15 @@ def build_bank(cfg: Config, dist: DistInfo):
 def epoch_loader(run: Run, epoch: int):
     """This rank's training loader for `epoch` (rebuilt from the seed and the epoch)."""
     from dali_pixmix.data.loaders import make_train_loader
-    from dali_pixmix.data.stage import PixMixStage
+    from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
-    stage = None
-    if run.bank is not None:
-        stage = PixMixStage(run.bank, k=cfg.pixmix.k, beta=cfg.pixmix.beta,
-                            severity=cfg.pixmix.severity, all_ops=cfg.pixmix.all_ops,
-                            seed=cfg.train.seed, crop=cfg.data.crop)
     return make_train_loader(
         root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
         batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size), dist=run.dist,
-        crop=cfg.data.crop, pixmix=stage, num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
-        channels_last=use_channels_last(cfg, run.dist.device))
+        crop=cfg.data.crop, stage=train_stage(cfg, run.bank),
+        auto_augment=uses_auto_augment(cfg), num_threads=cfg.data.num_threads,
+        dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device))
 
 
 def build_validation(run: Run) -> None:

@@ -46,9 +46,9 @@ def test_gpu_train_with_pixmix_is_seeded_and_active(tiny_imagenet, tiny_mixing_d
     assert bank.device == CUDA
     common = dict(root=tiny_imagenet / "train", batch_size=8, dist=DistInfo(device=CUDA),
                   seed=3, crop=CROP)
-    first, labels = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
-    again, _ = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
-    plain, plain_labels = next(iter(make_train_loader(**common, pixmix=None)))
+    first, labels = next(iter(make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))))
+    again, _ = next(iter(make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))))
+    plain, plain_labels = next(iter(make_train_loader(**common, stage=None)))
     assert first.device == CUDA and first.shape == (8, 3, CROP, CROP)
     assert torch.equal(labels, plain_labels)
     torch.testing.assert_close(first, again)

@@ -94,7 +94,7 @@ def run_train_main(capsys, *args):
 def tiny_args(tiny_imagenet, out, *extra):
     args = ["--config", str(REPO / "configs" / "demo.yaml")]
     for item in ("demo.enabled=false", f"data.train={tiny_imagenet / 'train'}",
-                 f"data.val={tiny_imagenet / 'val'}", "pixmix.enabled=false",
+                 f"data.val={tiny_imagenet / 'val'}", "augment.method=baseline",
                  "model.arch=resnet18", "data.crop=32", "data.val_resize=36", "data.val_crop=32",
                  "train.batch_size=16", "eval.batch_size=24", "data.num_threads=1",
                  "train.tensorboard=false", "train.max_steps=1", f"train.output_dir={out}",

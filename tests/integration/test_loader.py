@@ -72,7 +72,7 @@ def test_training_ranks_step_in_lockstep_and_epochs_reshuffle(tiny_imagenet):
     # 48 pictures, 2 ranks, batch 5: each shard has 24 -> 4 full batches, the rest is dropped
     def loader(r, epoch):
         return make_train_loader(root=tiny_imagenet / "train", batch_size=5, dist=rank(r, 2),
-                                 epoch=epoch, seed=0, crop=CROP, pixmix=None)
+                                 epoch=epoch, seed=0, crop=CROP, stage=None)
 
     for r in range(2):
         first = loader(r, epoch=0)
@@ -86,8 +86,8 @@ def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
     bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8))
     common = dict(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=7,
                   crop=CROP, channels_last=True)
-    plain, _ = next(iter(make_train_loader(**common, pixmix=None)))
-    mixed, _ = next(iter(make_train_loader(**common, pixmix=PixMixStage(bank, crop=CROP))))
+    plain, _ = next(iter(make_train_loader(**common, stage=None)))
+    mixed, _ = next(iter(make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))))
     assert mixed.shape == plain.shape == (6, 3, CROP, CROP)
     assert mixed.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(mixed, plain)
@@ -96,7 +96,7 @@ def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
 def test_batch_larger_than_a_shard_is_a_clear_error(tiny_imagenet):
     with pytest.raises(ValueError, match="too few .* lower the batch size"):
         make_train_loader(root=tiny_imagenet / "train", batch_size=30, dist=rank(0, 2),
-                          crop=CROP, pixmix=None)
+                          crop=CROP, stage=None)
 
 
 def test_input_errors_name_the_problem(tmp_path, tiny_imagenet):
@@ -109,7 +109,7 @@ def test_input_errors_name_the_problem(tmp_path, tiny_imagenet):
     first = next(iter(train_files(tiny_imagenet)))
     (empty / "a_class" / "x.JPEG").write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="b_class"):
-        make_train_loader(root=empty, batch_size=1, dist=dist, pixmix=None)
+        make_train_loader(root=empty, batch_size=1, dist=dist, stage=None)
     listing = empty / "list.txt"
     listing.write_text("a_class/x.JPEG 0\n\na_class/gone.JPEG 1\n")
     with pytest.raises(FileNotFoundError, match="list.txt:3"):

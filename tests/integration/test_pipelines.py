@@ -102,9 +102,9 @@ def test_file_list_and_folder_readers_agree(tiny_imagenet, tmp_path, eval_output
     np.testing.assert_array_equal(images, reference)
 
 
-def train_batch(root, seed, pixmix=None, batch_size=8, **kwargs):
+def train_batch(root, seed, stage=None, batch_size=8, **kwargs):
     pipe = train_pipeline(file_root=root / "train", batch_size=batch_size, crop=CROP, seed=seed,
-                          pixmix=pixmix, **kwargs)
+                          stage=stage, **kwargs)
     return run_all(pipe, 1)
 
 
@@ -166,8 +166,8 @@ def constant_bank(value):
 def test_pixmix_stage_changes_the_same_crops(tiny_imagenet, noise_bank):
     plain, plain_labels = train_batch(tiny_imagenet, seed=3)
     mixed, mixed_labels = train_batch(tiny_imagenet, seed=3,
-                                      pixmix=PixMixStage(noise_bank, crop=CROP, seed=0))
-    again, _ = train_batch(tiny_imagenet, seed=3, pixmix=PixMixStage(noise_bank, crop=CROP, seed=0))
+                                      stage=PixMixStage(noise_bank, crop=CROP, seed=0))
+    again, _ = train_batch(tiny_imagenet, seed=3, stage=PixMixStage(noise_bank, crop=CROP, seed=0))
     assert mixed.shape == plain.shape and mixed.dtype == np.float32
     np.testing.assert_array_equal(mixed_labels, plain_labels)
     np.testing.assert_array_equal(mixed, again)  # the stage is seeded
@@ -191,18 +191,18 @@ def test_pipeline_stage_output_is_the_normalised_pixmix_of_the_plain_crops(tiny_
     stage_seed = int(np.random.SeedSequence([2, 6, 0]).generate_state(1)[0])
     unit = stage.reseeded(stage_seed).apply(torch.from_numpy(crops)).numpy()  # [0, 1] HWC
     expected = (unit - np.float32(IMAGENET_MEAN)) * (1 / np.float32(IMAGENET_STD))
-    chw, _ = train_batch(tiny_imagenet, seed=6, pixmix=stage)
+    chw, _ = train_batch(tiny_imagenet, seed=6, stage=stage)
     assert chw.dtype == np.float32 and chw.shape == (8, 3, CROP, CROP)
     np.testing.assert_allclose(chw, expected.transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
-    hwc16, _ = train_batch(tiny_imagenet, seed=6, pixmix=stage, dtype="float16", layout="HWC")
+    hwc16, _ = train_batch(tiny_imagenet, seed=6, stage=stage, dtype="float16", layout="HWC")
     assert hwc16.dtype == np.float16 and hwc16.shape == (8, CROP, CROP, 3)
     np.testing.assert_allclose(hwc16.astype(np.float32), expected, rtol=1e-3, atol=1e-3)
 
 
 def test_pixmix_stage_draws_from_the_bank(tiny_imagenet):
     """Same seeds, banks of black vs white pictures: only the mixing pictures differ."""
-    black, _ = train_batch(tiny_imagenet, seed=4, pixmix=PixMixStage(constant_bank(0), crop=CROP))
-    white, _ = train_batch(tiny_imagenet, seed=4, pixmix=PixMixStage(constant_bank(255), crop=CROP))
+    black, _ = train_batch(tiny_imagenet, seed=4, stage=PixMixStage(constant_bank(0), crop=CROP))
+    white, _ = train_batch(tiny_imagenet, seed=4, stage=PixMixStage(constant_bank(255), crop=CROP))
     differs = np.abs(black - white).reshape(len(black), -1).max(axis=1) > 1e-3
     assert differs.sum() >= 1  # a stage that ignored the bank would give equal batches
 
@@ -248,4 +248,4 @@ def test_bad_arguments_are_refused(tiny_imagenet, noise_bank):
         PixMixStage(noise_bank, crop=64)
     with pytest.raises(ValueError, match="differs from the pipeline crop"):
         train_pipeline(file_root=tiny_imagenet / "train", batch_size=2, crop=24,
-                       pixmix=PixMixStage(noise_bank, crop=CROP))
+                       stage=PixMixStage(noise_bank, crop=CROP))

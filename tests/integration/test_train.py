@@ -36,21 +36,26 @@ def final_weights(out_dir):
 
 
 def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_mixing_dir, tmp_path):
-    """2 epochs x 3 steps straight == stop at step 4 (mid epoch 2), resume, finish."""
+    """2 epochs x 3 steps straight == stop at step 4 (mid epoch 2), resume, finish; with PixMix
+    in the pipeline and CutMix on the training device (method pixmix_cutmix), whose draws
+    must replay too."""
+    method = "augment.method=pixmix_cutmix"
     straight = tmp_path / "straight"
-    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, straight, "train.epochs=2"))
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, straight, "train.epochs=2",
+                                           method))
     result = train(cfg, resume="none")
     assert result["status"] == "finished" and result["step"] == 6
 
     split = tmp_path / "split"
     first = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split,
-                                             "train.epochs=2", "train.max_steps=4"))
+                                             "train.epochs=2", "train.max_steps=4", method))
     assert train(first, resume="auto") == {"status": "stopped", "step": 4}
     assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
     # the same command again trains nothing more: the limit is reached
     assert train(first, resume="auto") == {"status": "stopped", "step": 4}
     assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
-    second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split, "train.epochs=2"))
+    second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split, "train.epochs=2",
+                                              method))
     assert train(second, resume="auto")["step"] == 6
 
     a, b = final_weights(straight), final_weights(split)
@@ -120,7 +125,7 @@ def test_resnet50_checkpoint_loads_into_torchvision(tiny_imagenet, tiny_mixing_d
     cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
                                            "model.arch=resnet50", "train.max_steps=1",
                                            "optim.lr=0.0001",
-                                           "pixmix.enabled=false",
+                                           "augment.method=baseline",
                                            f"model.pretrained={tmp_path / 'resnet50.pth'}"))
     assert train(cfg, resume="none")["status"] == "stopped"
     ckpt = torch.load(list_checkpoints(tmp_path / "out")[-1], weights_only=True)
@@ -139,7 +144,7 @@ def test_resnet50_checkpoint_loads_into_torchvision(tiny_imagenet, tiny_mixing_d
 
 def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
-                                           "train.max_steps=1", "pixmix.enabled=false"))
+                                           "train.max_steps=1", "augment.method=baseline"))
     train(cfg, resume="none")
     state = torch.load(list_checkpoints(tmp_path / "out")[-1], weights_only=True)
     state["classes"] = state["classes"][:-1] + ["n99999999"]

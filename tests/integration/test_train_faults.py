@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def config(train_dir, val_dir, out_dir, *extra):
     return load_config(None, [
-        f"data.train={train_dir}", f"data.val={val_dir}", "pixmix.enabled=false",
+        f"data.train={train_dir}", f"data.val={val_dir}", "augment.method=baseline",
         f"train.output_dir={out_dir}", "data.crop=32", "data.val_resize=36", "data.val_crop=32",
         "data.num_threads=1", "model.arch=resnet18", "train.batch_size=16",
         "eval.batch_size=24", "train.log_every=1", "train.tensorboard=false",

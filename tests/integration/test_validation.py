@@ -42,7 +42,7 @@ def test_training_validation_equals_eval_clean(tiny_imagenet, tmp_path):
     val = hazardous_val(tiny_imagenet / "val", tmp_path / "val")
     out = tmp_path / "run"
     cfg = load_config(None, [
-        f"data.train={tiny_imagenet / 'train'}", f"data.val={val}", "pixmix.enabled=false",
+        f"data.train={tiny_imagenet / 'train'}", f"data.val={val}", "augment.method=baseline",
         f"train.output_dir={out}", "data.crop=32", "data.val_resize=36", "data.val_crop=32",
         "data.num_threads=1", "model.arch=resnet18", "train.batch_size=16",
         "eval.batch_size=8", "train.epochs=1", "train.tensorboard=false", "optim.lr=0.05",

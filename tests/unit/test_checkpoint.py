@@ -110,3 +110,14 @@ def test_partial_files_of_a_killed_save_are_removed_when_a_run_starts(tmp_path):
     cfg = load_config(None, [f"train.output_dir={tmp_path}", "model.arch=x", "optim.lr=0.1"])
     assert choose_start(cfg, "auto")["step"] == 3
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
+def test_a_checkpoint_from_before_augment_method_keeps_its_recipe():
+    from dali_pixmix.config import Config
+    from dali_pixmix.training.resume import config_changes
+
+    saved = Config().to_dict()
+    del saved["augment"]
+    saved["pixmix"]["enabled"] = False  # a baseline run written before augment.method
+    recipe, _ = config_changes(saved, Config().to_dict())  # default method: pixmix
+    assert recipe == [("augment.method", "baseline", "pixmix")]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dali_pixmix.augment.methods import METHOD_NAMES
 from dali_pixmix.config import Config, load_config, per_rank_batch, save_config
 from dali_pixmix.provenance import provenance
 
@@ -35,7 +36,7 @@ def test_int_accepted_for_float_but_not_the_reverse(tmp_path):
     with pytest.raises(ValueError, match=r"train.epochs.*expected int.*2.5"):
         load_config(None, ["train.epochs=2.5"])
     with pytest.raises(ValueError, match="expected bool"):
-        load_config(None, ["pixmix.enabled=maybe"])
+        load_config(None, ["pixmix.all_ops=maybe"])
     with pytest.raises(ValueError, match="expected int"):
         load_config(None, ["train.epochs=true"])
 
@@ -84,20 +85,28 @@ def test_saved_config_round_trips_and_records_the_software(tmp_path):
 
 
 def test_recipes_match_the_paper():
-    """The shipped recipes load and carry the published ImageNet hyper-parameters."""
+    """The shipped recipes load and carry the published ImageNet hyper-parameters; the method
+    recipes differ from the PixMix one only in their augmentation and output folder."""
     pix = load_config(REPO / "configs" / "imagenet_pixmix.yaml")
-    base = load_config(REPO / "configs" / "imagenet_baseline.yaml")
     assert (pix.model.arch, pix.train.epochs, pix.train.batch_size) == ("resnet50", 90, 512)
     assert (pix.optim.lr, pix.optim.min_lr, pix.optim.momentum) == (0.01, 1e-6, 0.9)
     assert pix.optim.nesterov and pix.optim.weight_decay == 5e-4
     assert (pix.pixmix.k, pix.pixmix.beta, pix.pixmix.severity) == (4, 4.0, 1)
-    assert pix.pixmix.enabled and pix.pixmix.all_ops and pix.model.pretrained
-    assert not base.pixmix.enabled
-    base.pixmix.enabled = True
-    base.train.output_dir = pix.train.output_dir
-    assert base == pix  # identical apart from PixMix and the output folder
+    assert pix.augment.method == "pixmix" and pix.pixmix.all_ops and pix.model.pretrained
+    for name in METHOD_NAMES:
+        cfg = load_config(REPO / "configs" / f"imagenet_{name}.yaml")
+        assert cfg.augment.method == name
+        assert cfg.train.output_dir == f"runs/imagenet_{name}"
+        cfg.augment, cfg.train.output_dir = pix.augment, pix.train.output_dir
+        assert cfg == pix, name  # identical apart from the augmentation and the output folder
+    aug = load_config(REPO / "configs" / "imagenet_augmix.yaml").augment
+    assert (aug.augmix_width, aug.augmix_depth, aug.augmix_severity, aug.augmix_alpha,
+            aug.augmix_all_ops) == (3, -1, 1, 1.0, True)
+    assert load_config(REPO / "configs" / "imagenet_mixup.yaml").augment.mixup_alpha == 0.2
+    assert load_config(REPO / "configs" / "imagenet_cutmix.yaml").augment.cutmix_alpha == 1.0
+    assert load_config(REPO / "configs" / "imagenet_cutout.yaml").augment.cutout_fraction == 0.5
     demo = load_config(REPO / "configs" / "demo.yaml")
-    assert demo.demo.enabled and demo.pixmix.enabled
+    assert demo.demo.enabled and demo.augment.method == "pixmix"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -116,3 +125,68 @@ def test_non_utf8_config_names_the_file(tmp_path):
     path.write_bytes("optim:\n  lr: 0.1  # d\xe9j\xe0 vu\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not UTF-8 text \(byte 0xe9"):
         load_config(path)
+
+
+def test_extends_loads_the_base_first_relative_and_recursive(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("optim:\n  lr: 0.5\n  momentum: 0.8\ntrain:\n  epochs: 7\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("extends: ../root.yaml\noptim:\n  lr: 0.25\n")
+    (tmp_path / "sub" / "leaf.yaml").write_text("extends: mid.yaml\ntrain:\n  epochs: 3\n")
+    cfg = load_config(tmp_path / "sub" / "leaf.yaml", ["optim.momentum=0.7"])
+    assert (cfg.optim.lr, cfg.train.epochs, cfg.optim.momentum) == (0.25, 3, 0.7)
+    mid = load_config(tmp_path / "sub" / "mid.yaml")
+    assert (mid.optim.lr, mid.optim.momentum, mid.train.epochs) == (0.25, 0.8, 7)
+
+
+@pytest.mark.parametrize("files, pattern", [
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, r"'extends' makes a cycle"),
+    ({"a.yaml": "extends: a.yaml\n"}, r"'extends' makes a cycle"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "optim:\n  lrr: 1\n"},
+     r"b.yaml: unknown key 'optim.lrr'"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, r"'extends' must be the path of another recipe"),
+])
+def test_extends_errors(tmp_path, files, pattern):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=pattern):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_extends_a_missing_file_names_both(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"a.yaml: extends nowhere.yaml, but .* not exist"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_legacy_pixmix_enabled_maps_to_the_method_with_a_warning(tmp_path):
+    with pytest.warns(FutureWarning, match=r"'pixmix.enabled' is deprecated.*augment.method="
+                                           r"baseline"):
+        assert load_config(None, ["pixmix.enabled=false"]).augment.method == "baseline"
+    with pytest.warns(FutureWarning, match="augment.method=pixmix"):
+        cfg = load_config(write(tmp_path, "pixmix:\n  enabled: true\n  k: 3\n"))
+    assert cfg.augment.method == "pixmix" and cfg.pixmix.k == 3
+    # consistent with an explicit method: accepted, nothing to warn about
+    assert load_config(None, ["augment.method=cutmix", "pixmix.enabled=false"]).augment.method \
+        == "cutmix"
+    assert load_config(None, ["pixmix.enabled=true", "augment.method=pixmix_cutmix"]) \
+        .augment.method == "pixmix_cutmix"
+    with pytest.raises(ValueError, match=r"'pixmix.enabled'=true contradicts augment.method="
+                                         r"mixup.*remove it"):
+        load_config(None, ["augment.method=mixup", "pixmix.enabled=true"])
+    with pytest.raises(ValueError, match="contradicts augment.method=pixmix"):
+        load_config(write(tmp_path, "pixmix:\n  enabled: false\naugment:\n  method: pixmix\n"))
+    with pytest.raises(ValueError, match="expected bool"):
+        load_config(None, ["pixmix.enabled=maybe"])
+    assert "enabled" not in Config().to_dict()["pixmix"]  # not written to new configs
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("augment.method=randaugment", r"'augment.method' must be one of baseline, cutout, mixup"),
+    ("augment.mixup_alpha=0", r"'augment.mixup_alpha' must be > 0"),
+    ("augment.cutout_fraction=1.5", r"'augment.cutout_fraction' must be in \(0, 1\]"),
+    ("augment.augmix_depth=0", r"'augment.augmix_depth' must be -1"),
+    ("augment.augmix_width=0", r"'augment.augmix_width' must be >= 1"),
+])
+def test_augment_values_are_checked(override, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_config(None, [override])

@@ -356,7 +356,8 @@ def section_flag_mentions(text: str):
     return found
 
 
-CONFIG_SECTIONS = ("data", "pixmix", "model", "optim", "train", "eval", "dist", "demo")
+CONFIG_SECTIONS = ("data", "augment", "pixmix", "model", "optim", "train", "eval", "dist",
+                   "demo")
 
 
 def config_key_mentions(text: str):

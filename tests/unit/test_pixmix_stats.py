@@ -9,39 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from stats import chi2_uniform_ok, fair_coin_ok, ks_ok
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment import pil_oracle as R
 from dali_pixmix.augment.pixmix import draw_plan, pixmix, sample_ab
 
 pytestmark = pytest.mark.unit
-
-# chi-square 0.999 quantiles by degrees of freedom
-CHI2_999 = {3: 16.266, 4: 18.467, 8: 26.124, 12: 32.909}
-
-
-def ks_statistic(samples, cdf) -> float:
-    """Kolmogorov-Smirnov distance between the empirical CDF of ``samples`` and ``cdf``."""
-    x = np.sort(np.asarray(samples, dtype=np.float64))
-    n = x.size
-    f = cdf(x)
-    return float(max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n)))
-
-
-def ks_ok(samples, cdf) -> bool:
-    return ks_statistic(samples, cdf) < 1.95 / math.sqrt(len(samples))  # alpha = 1e-3
-
-
-def chi2_uniform_ok(values, n_bins) -> bool:
-    counts = np.bincount(np.asarray(values), minlength=n_bins)
-    assert counts.size == n_bins, "value outside the expected range"
-    expected = len(values) / n_bins
-    return float(((counts - expected) ** 2 / expected).sum()) < CHI2_999[n_bins - 1]
-
-
-def fair_coin_ok(flags) -> bool:
-    flags = np.asarray(flags, dtype=np.float64)
-    return abs(flags.mean() - 0.5) < 4 * math.sqrt(0.25 / flags.size)
 
 
 def beta_a1_cdf(beta):   # Beta(beta, 1)
@@ -140,3 +114,23 @@ def test_reference_oracle_draws_follow_the_same_laws():
     check_ab_laws(a, b, 4.0)
     names = [R.sample_op(rng, 1, True, 224, 224)[0] for _ in range(13000)]
     assert chi2_uniform_ok([R.ALL_OPS.index(o) for o in names], 13)
+
+
+@pytest.mark.parametrize("prob", [1.0, 0.0, 0.25])
+def test_partner_probability_of_the_ablations(prob):
+    """pixmix_mix_input (1) / pixmix_mix_aug (0): every partner is an augmented copy / a mixing
+    picture; the other choices keep their laws."""
+    plan = draw_plan(20000, 4, 4.0, 1.0, 13, torch.Generator().manual_seed(3), "cpu",
+                     partner_aug_prob=prob)
+    assert fair_coin_ok(plan.partner_aug.flatten().numpy(), prob) if 0 < prob < 1 else \
+        bool((plan.partner_aug == bool(prob)).all())
+    assert fair_coin_ok(plan.start_aug.numpy()) and chi2_uniform_ok(plan.rounds.numpy(), 5)
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (200, 6, 6, 3),
+                                                                  dtype=np.uint8))
+    _, traces = pixmix(images, images.flip(0), generator=torch.Generator().manual_seed(1),
+                       trace=True, partner_aug_prob=prob)
+    partners = [r["partner"] != "mixing" for t in traces for r in t["rounds"]]
+    if prob in (0.0, 1.0):
+        assert partners and all(p == bool(prob) for p in partners)
+    with pytest.raises(ValueError, match="partner_aug_prob"):
+        draw_plan(2, 1, 4.0, 1.0, 13, None, "cpu", partner_aug_prob=1.5)

@@ -1,0 +1,175 @@
+"""Compare augmentation methods like for like: the CPU demo trained once per method (same
+recipe, same seed, same data), each evaluated by the evaluation suite, in one table.
+
+For every method: `train` with `augment.method` set (skipped when `<out>/<method>/final.pt`
+exists, so an interrupted comparison resumes), then the evaluation tasks on the final weights:
+clean accuracy and calibration (`tasks.run_clean`), a generated corruption set in the ImageNet-C
+layout (`synthetic_corruptions`, `tasks.run_imagenet_c`) and the generated anomaly sets
+(`tasks.run_ood`). Each method's rows and its own table9.md go to `<out>/<method>/eval/`; the
+comparison is `<out>/comparison.md` / `.csv` (the paper's Table 9 columns) and
+`<out>/comparison.png`.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from dali_pixmix.augment.methods import METHODS, METHOD_NAMES
+from dali_pixmix.config import Config, load_config
+from dali_pixmix.evaluation.report import (
+    TABLE9_COLUMNS,
+    Row,
+    save_figure,
+    summary_value,
+    write_report,
+    write_rows,
+)
+
+C_COLUMN = "C err (generated)"
+COLUMNS = tuple(C_COLUMN if c == "C mCE" else c for c in TABLE9_COLUMNS)
+# (task, metric) of each column; None: not evaluated on the demo data.
+SOURCES = {"clean err": ("clean", "top1_error"), C_COLUMN: ("imagenet_c", "mean_error"),
+           "RMS clean": ("clean", "rms"), "RMS C": ("imagenet_c", "rms"),
+           "AUROC": ("ood", "auroc"), "AUPR": ("ood", "aupr")}
+CHART_COLUMNS = ("clean err", C_COLUMN, "RMS clean", "AUROC")
+
+
+def method_config(recipe: str | Path, method: str, out: str | Path,
+                  overrides: Sequence[str] = ()) -> Config:
+    """The recipe with `augment.method=method`, writing into `<out>/<method>`."""
+    return load_config(recipe, [*overrides, f"augment.method={method}",
+                                f"train.output_dir={Path(out) / method}"])
+
+
+def train_method(cfg: Config) -> Path:
+    """`final.pt` of this method's run: trained (or resumed) unless it exists."""
+    final = Path(cfg.train.output_dir) / "final.pt"
+    if not final.is_file():
+        from dali_pixmix.training.loop import train
+
+        result = train(cfg, resume="auto")
+        if result["status"] != "finished":
+            raise RuntimeError(f"{cfg.augment.method}: training stopped at step "
+                               f"{result['step']}; run the comparison again to resume it")
+    return final
+
+
+def evaluate_method(cfg: Config, final: Path, corruptions: Path) -> List[Row]:
+    """The evaluation suite's rows for `final`, also written to `<run>/eval/results/*.json`."""
+    from dali_pixmix.evaluation.runner import Evaluator
+    from dali_pixmix.evaluation.tasks import run_clean, run_imagenet_c, run_ood
+
+    out = Path(cfg.train.output_dir) / "eval"
+    ev = Evaluator.from_checkpoint(final, out, arch=cfg.model.arch, device=cfg.dist.device,
+                                   batch_size=cfg.eval.batch_size, resize=cfg.data.val_resize,
+                                   crop=cfg.data.val_crop, num_threads=cfg.data.num_threads,
+                                   progress=False)
+    bins = cfg.eval.calibration_bin_size
+    rows = {"clean": run_clean(ev, cfg.data.val, bins),
+            "imagenet_c": run_imagenet_c(ev, str(corruptions), "pixmix", None, bins),
+            "ood": run_ood(ev, cfg.data.val, {}, synthetic=True, seed=cfg.train.seed)}
+    for task, task_rows in rows.items():
+        write_rows(task_rows, out / "results", task)
+    write_report(out, METHODS[cfg.augment.method].title)
+    return [r for task_rows in rows.values() for r in task_rows]
+
+
+def table_cells(rows: Sequence[Row]) -> Dict[str, Optional[float]]:
+    """The comparison columns of one method (None where not evaluated)."""
+    cells = {}
+    for column in COLUMNS:
+        task, metric = SOURCES.get(column, (None, None))
+        hit = summary_value(rows, task, metric) if task else None
+        if hit is None and task == "imagenet_c":  # a partial set: "partial: 5 of 15"
+            hits = [r for r in rows if r.task == task and r.metric == metric
+                    and r.severity is None]
+            hit = hits[-1] if hits else None
+        cells[column] = None if hit is None else hit.value
+    return cells
+
+
+def settings_note(cfg: Config) -> str:
+    """What the numbers are: demo data, the training and evaluation settings."""
+    return (f"DEMO DATA, not ImageNet: a generated {cfg.demo.num_classes}-class set "
+            f"({cfg.demo.train_per_class} training / {cfg.demo.val_per_class} validation "
+            f"pictures per class), {cfg.model.arch} from scratch, {cfg.train.epochs} epochs, "
+            f"batch {cfg.train.batch_size}, crop {cfg.data.crop}, seed {cfg.train.seed}, the same "
+            "for every method. C err: mean top-1 error over a generated corruption set (5 "
+            "corruptions x 5 severities of the validation pictures, ImageNet-C layout), not "
+            "ImageNet-C's AlexNet-normalised mCE. AUROC/AUPR: mean over the generated "
+            "anomaly sets (Gaussian, Rademacher, Blobs), MSP score. RMS: adaptive bins of "
+            f"{cfg.eval.calibration_bin_size}. C-bar, R and P are not evaluated on demo data. "
+            "Lower is better except AUROC/AUPR; values in percent.")
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def comparison_markdown(results: Dict[str, Dict[str, Optional[float]]], note: str) -> str:
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, cells in results.items():
+        lines.append(f"| {METHODS[name].title} | " +
+                     " | ".join(_fmt(cells[c]) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_csv(results: Dict[str, Dict[str, Optional[float]]], path: Path) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "title", *COLUMNS])
+        for name, cells in results.items():
+            writer.writerow([name, METHODS[name].title,
+                             *("" if cells[c] is None else f"{cells[c]:.4f}" for c in COLUMNS)])
+    return path
+
+
+def plot_comparison(results: Dict[str, Dict[str, Optional[float]]], path: Path,
+                    title: str) -> Path:
+    """One bar chart per headline column, a bar per method."""
+    from dali_pixmix.evaluation.report import _figure
+
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(CHART_COLUMNS), figsize=(4 * len(CHART_COLUMNS), 4))
+    names = list(results)
+    for ax, column in zip(axes, CHART_COLUMNS):
+        values = [results[n][column] or 0.0 for n in names]
+        ax.bar(range(len(names)), values, color="tab:blue")
+        ax.set_xticks(range(len(names)), [METHODS[n].title for n in names], rotation=70,
+                      ha="right", fontsize=7)
+        ax.set_title(column + (" (higher is better)" if column.startswith("AU") else ""),
+                     fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, plt, path)
+
+
+def compare(recipe: str | Path, out: str | Path, methods: Sequence[str] = METHOD_NAMES,
+            overrides: Sequence[str] = ()) -> List[Path]:
+    """Train and evaluate every method; returns the comparison's markdown, CSV and chart."""
+    from dali_pixmix.distributed import init_distributed
+    from dali_pixmix.evaluation.synthetic_corruptions import write_corruption_set
+    from dali_pixmix.training.demo import prepare_demo_data
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHOD_NAMES)}")
+    out = Path(out)
+    results, cfg = {}, None
+    for method in methods:
+        cfg = method_config(recipe, method, out, overrides)
+        prepare_demo_data(cfg, init_distributed(cfg.dist.device))  # paths of the demo data
+        corruptions = write_corruption_set(cfg.data.val, out / "corruptions",
+                                           resize=cfg.data.val_resize, crop=cfg.data.val_crop,
+                                           seed=cfg.train.seed)
+        final = train_method(cfg)
+        print(f"== {method}: evaluating {final}", flush=True)
+        results[method] = table_cells(evaluate_method(cfg, final, corruptions))
+    note = settings_note(cfg)
+    table = out / "comparison.md"
+    table.write_text("# Augmentation methods compared (demo data)\n\n" +
+                     comparison_markdown(results, note))
+    return [table, write_csv(results, out / "comparison.csv"),
+            plot_comparison(results, out / "comparison.png",
+                            "Demo data (generated classes, not ImageNet)")]
+
