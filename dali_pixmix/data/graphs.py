@@ -28,13 +28,15 @@ LAYOUTS = ("CHW", "HWC")
 # device_memory_padding and two pinned host buffers of host_memory_padding. NVIDIA's ResNet-50
 # example sizes them for the largest ImageNet picture (211,025,920 / 140,544,512 bytes): with 4
 # threads that is 0.84 GB of GPU and 1.1 GB of pinned host memory per pipeline, times 8 ranks
-# and a new pipeline per epoch and per evaluation cell. A buffer that proves too small just
-# grows once (one reallocation per thread, when a larger picture arrives), so:
+# and every evaluation cell. A buffer that proves too small just grows once (one reallocation
+# per thread, when a larger picture arrives), so:
 # - training: 64 MiB device / 32 MiB host per thread (4 threads: 256 MiB GPU + 256 MiB pinned
-#   host per pipeline), far above what a typical ImageNet picture (~0.2 megapixels) needs;
-#   the few much larger ones grow a thread's buffer once;
+#   host per rank), far above what a typical ImageNet picture (~0.2 megapixels) needs; the few
+#   much larger ones grow a thread's buffer once. The training pipeline is built once per run
+#   (`data.loaders.TrainLoader`), so this is allocated once, never again per epoch;
 # - evaluation and the mixing bank: DALI's defaults (16 MiB device / 8 MiB host per thread;
-#   4 threads: 64 MiB GPU + 64 MiB pinned host), as their pipelines are short-lived.
+#   4 threads: 64 MiB GPU + 64 MiB pinned host), as most of their pipelines are short-lived
+#   (training's validation keeps one for the whole run).
 TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding=32 << 20)
 # EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
 # every decoder and shape probe of the package passes this, so training, evaluation and the
@@ -111,10 +113,28 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
         std=[s * scale for s in IMAGENET_STD])
 
 
+# (DALI refuses **kwargs in a graph-defining function: the arguments are spelled out)
 def _train_graph(*, reader_args, crop, gpu, pixmix, dtype, layout):
+    encoded, labels = _reader(**reader_args)
+    return _augment(encoded, labels, crop=crop, gpu=gpu, pixmix=pixmix, dtype=dtype,
+                    layout=layout)
+
+
+def _stream_graph(*, source, crop, gpu, pixmix, dtype, layout):
+    """The training graph fed by `source`, an external source returning each batch's file
+    paths (uint8 arrays of the encoded path) and labels; DALI reads the files itself."""
     from nvidia.dali import fn, types
 
-    encoded, labels = _reader(**reader_args)
+    paths, labels = fn.external_source(source=source, num_outputs=2, batch=True,
+                                       batch_info=True, dtype=[types.UINT8, types.INT32])
+    return _augment(fn.io.file.read(paths), labels, crop=crop, gpu=gpu, pixmix=pixmix,
+                    dtype=dtype, layout=layout)
+
+
+def _augment(encoded, labels, *, crop, gpu, pixmix, dtype, layout):
+    """decode + random-resized-crop -> resize -> flip -> [PixMix] -> normalise (training)."""
+    from nvidia.dali import fn, types
+
     images = fn.decoders.image_random_crop(
         encoded, **decoder_args(gpu, TRAIN_DECODER_PADDING), output_type=types.RGB,
         random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
@@ -172,15 +192,27 @@ def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
     return images, (labels.gpu() if gpu else labels)
 
 
-def _build(graph, *, batch_size, num_threads, device_id, seed, **graph_args):
+def _build(graph, *, batch_size, num_threads, device_id, seed, checkpointing=False,
+           checkpoint=None, **graph_args):
     from nvidia.dali import pipeline_def
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pipe = pipeline_def(graph, batch_size=batch_size, num_threads=num_threads,
-                        device_id=device_id, seed=seed)(**graph_args)
+                        device_id=device_id, seed=seed, enable_checkpointing=checkpointing,
+                        checkpoint=checkpoint)(**graph_args)
     pipe.build()
     return pipe
+
+
+def _pipeline_stage(pixmix, *, crop, seed, shard_id, dtype, layout, start=0):
+    """The shard's own PixMix stage, reseeded from (stage seed, seed, shard_id)."""
+    if pixmix is None:
+        return None
+    if pixmix.crop != crop:
+        raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
+    stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
+    return pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout), start)
 
 
 # --------------------------------------------------------------------------- public builders
@@ -194,18 +226,38 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     Each shard uses seed `seed + shard_id` for DALI's random ops and a PixMix stage reseeded from
     (stage seed, seed, shard_id), so ranks draw different augmentations. `random_shuffle` uses
     the reader's global per-epoch reshuffle (`shuffle_after_epoch`). `pixmix=None` is the same
-    pipeline without the PixMix stage (the paper's baseline).
+    pipeline without the PixMix stage (the paper's baseline). Training runs use
+    `stream_train_pipeline` (the same graph fed with the run's own data order).
     """
-    if pixmix is not None:
-        if pixmix.crop != crop:
-            raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
-        stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
-        pixmix = pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    pixmix = _pipeline_stage(pixmix, crop=crop, seed=seed, shard_id=shard_id, dtype=dtype,
+                             layout=layout)
     reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
                        shard_id=shard_id, num_shards=num_shards, shuffle=random_shuffle)
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id, seed=seed + shard_id, reader_args=reader_args, crop=crop,
                   gpu=device_id is not None, pixmix=pixmix, dtype=dtype, layout=layout)
+
+
+def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
+                          device_id: Optional[int] = None, shard_id: int = 0, seed: int = 0,
+                          num_threads: int = 2, pixmix: Optional[PixMixStage] = None,
+                          dtype: str = "float32", layout: str = "CHW", start: int = 0,
+                          checkpoint: Optional[bytes] = None):
+    """Built training pipeline over the batches of `source` (a `data.loaders.TrainStream`):
+    read -> random-resized-crop -> flip -> [PixMix] -> normalise, as `train_pipeline`.
+
+    It serves a whole run: `source` decides which files every batch holds (its data order), and
+    batch `start` is the first it asks for. Seeds as in `train_pipeline`; the PixMix stage is
+    seeded per batch, its first batch being batch `start`. DALI checkpointing is on: the
+    iterator's `checkpoints()` hold the random ops' state, and a pipeline built with that
+    `checkpoint` (and the same arguments) draws on exactly as the saved one would have.
+    """
+    pixmix = _pipeline_stage(pixmix, crop=crop, seed=seed, shard_id=shard_id, dtype=dtype,
+                             layout=layout, start=start)
+    return _build(_stream_graph, batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id, seed=seed + shard_id, checkpointing=True,
+                  checkpoint=checkpoint, source=source, crop=crop, gpu=device_id is not None,
+                  pixmix=pixmix, dtype=dtype, layout=layout)
 
 
 def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,

@@ -79,20 +79,24 @@ def build_training_model(cfg: Config, classes: List[str], dist: DistInfo):
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device):
-    """SGD (Nesterov) as in the reference; apex FusedSGD when asked for or available on GPU."""
+    """SGD (Nesterov) as in the reference: PyTorch's fused kernel on GPU, apex's when asked.
+
+    PyTorch's fused SGD also takes GradScaler's inf check on the device (it supports AMP
+    scaling), so an fp16 step never reads it on the host; with apex's FusedSGD, fp16's
+    GradScaler reads it every step (one host synchronisation per step)."""
     opt = cfg.optim
     kwargs = dict(lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
                   weight_decay=opt.weight_decay)
-    if opt.impl in ("auto", "apex") and device.type == "cuda":
+    if opt.impl == "apex":
+        if device.type != "cuda":
+            raise ValueError("optim.impl=apex needs a CUDA device; use auto or torch")
         try:
-            import apex.optimizers  # optional fused kernel, never required
-            return apex.optimizers.FusedSGD(model.parameters(), **kwargs)
+            import apex.optimizers  # optional, never required
         except ImportError:
-            if opt.impl == "apex":
-                raise ValueError("optim.impl=apex but apex is not importable; use auto or torch")
-    elif opt.impl == "apex":
-        raise ValueError("optim.impl=apex needs a CUDA device; use auto or torch")
-    return torch.optim.SGD(model.parameters(), **kwargs)
+            raise ValueError("optim.impl=apex but apex is not importable; use auto or "
+                             "torch") from None
+        return apex.optimizers.FusedSGD(model.parameters(), **kwargs)
+    return torch.optim.SGD(model.parameters(), fused=device.type == "cuda" or None, **kwargs)
 
 
 def build_bank(cfg: Config, dist: DistInfo):
@@ -114,9 +118,11 @@ def build_bank(cfg: Config, dist: DistInfo):
                               num_threads=cfg.data.num_threads)
 
 
-def epoch_loader(run: Run, epoch: int):
-    """This rank's training loader for `epoch` (rebuilt from the seed and the epoch)."""
-    from dali_pixmix.data.loaders import make_train_loader
+def open_train_loader(run: Run):
+    """This rank's training loader for the rest of the run, at the run's current step (one
+    DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
+    ops' state saved in its checkpoint when that state fits this run, else says why not."""
+    from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
     from dali_pixmix.data.stage import PixMixStage
 
     cfg = run.cfg
@@ -125,11 +131,47 @@ def epoch_loader(run: Run, epoch: int):
         stage = PixMixStage(run.bank, k=cfg.pixmix.k, beta=cfg.pixmix.beta,
                             severity=cfg.pixmix.severity, all_ops=cfg.pixmix.all_ops,
                             seed=cfg.train.seed, crop=cfg.data.crop)
-    return make_train_loader(
-        root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
-        batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size), dist=run.dist,
-        crop=cfg.data.crop, pixmix=stage, num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
-        channels_last=use_channels_last(cfg, run.dist.device))
+    args = dict(root=cfg.data.train, samples=run.samples, epoch=run.epoch, step=run.epoch_step,
+                seed=cfg.train.seed, batch_size=per_rank_batch(cfg.train.batch_size,
+                                                               run.dist.world_size),
+                dist=run.dist, crop=cfg.data.crop, pixmix=stage,
+                num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
+                channels_last=use_channels_last(cfg, run.dist.device))
+    state, why_not = saved_dali_state(run)
+    try:
+        return make_train_loader(**args, dali_state=state)
+    except LoaderStateError as err:
+        why_not = f"DALI refused it ({err})"
+    finally:
+        run.saved_loader = None
+    if why_not:
+        log(run, f"note: the data order continues exactly, but the crop/flip draws differ "
+                 f"from an uninterrupted run: the checkpoint's loader state is not used "
+                 f"({why_not})")
+    return make_train_loader(**args)
+
+
+def saved_dali_state(run: Run):
+    """(this rank's saved DALI state, None) when the checkpoint's loader state fits this run;
+    (None, why not) otherwise; (None, None) for a new run."""
+    import nvidia.dali
+
+    from dali_pixmix.training.resume import config_changes
+
+    saved = run.saved_loader
+    if saved is None:
+        return None, ("the checkpoint holds none" if run.step > 0 else None)
+    recipe, _ = config_changes(saved["config"] or {}, run.cfg.to_dict())
+    checks = (("world size", saved["world_size"], run.dist.world_size),
+              ("DALI version", saved["dali_version"], nvidia.dali.__version__),
+              ("device", saved["gpu"], run.dist.device.type == "cuda"),
+              ("position", saved["position"], run.epoch * run.steps_per_epoch + run.epoch_step))
+    for what, then, now in checks:
+        if then != now:
+            return None, f"{what} {then} then, {now} now"
+    if recipe:
+        return None, "the recipe changed"
+    return bytes(saved["dali"][run.dist.rank].numpy().tobytes()), None
 
 
 def build_validation(run: Run) -> None:
