@@ -312,6 +312,7 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     if not finished:
         return {"status": "stopped", "step": run.step}
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)
+    run.evaluator.release_loaders()
     final_path = save_final(run, val)
     extra = demo_anomaly_rows(run, final_path) if cfg.demo.enabled else []
     log(run, results_table(val, cfg, extra))

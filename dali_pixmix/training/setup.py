@@ -186,7 +186,7 @@ def build_validation(run: Run) -> None:
     run.evaluator = Evaluator(run.raw_model, run.classes, batch_size=cfg.eval.batch_size,
                               resize=cfg.data.val_resize, crop=cfg.data.val_crop,
                               num_threads=cfg.data.num_threads, dist=run.dist, progress=False,
-                              check_headers=cfg.data.check_headers)
+                              check_headers=cfg.data.check_headers, keep_loaders=True)
     run.evaluator.screen(run.val_files, "validation image")  # at start-up, not after an epoch
 
 
