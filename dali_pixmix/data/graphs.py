@@ -7,7 +7,9 @@ every operator, the PixMix stage included, on that GPU.
 Conventions: readers are named "Reader" (iterators size epochs from it); `shard_id` is the GLOBAL
 rank and `num_shards` the world size; outputs are `(images, labels)` with images normalised by the
 ImageNet mean/std as float32 or float16, layout CHW or HWC (HWC feeds channels_last models), and
-labels int32 `[B, 1]`.
+labels int32 `[B, 1]`. The training graph after the reader (`_augment`) is shared by the
+reader-fed `train_pipeline` (tools, checks, benchmarks) and `stream_train_pipeline`, which a
+training run builds once and feeds with its own data order through an external source.
 """
 from __future__ import annotations
 
@@ -212,7 +214,9 @@ def _pipeline_stage(pixmix, *, crop, seed, shard_id, dtype, layout, start=0):
     if pixmix.crop != crop:
         raise ValueError(f"PixMix stage crop {pixmix.crop} differs from the pipeline crop {crop}")
     stage_seed = np.random.SeedSequence([pixmix.seed, seed, shard_id]).generate_state(1)[0]
-    return pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout), start)
+    stage = pixmix.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    stage.batch_index = start  # a stage seeds its draws per batch from this index
+    return stage
 
 
 # --------------------------------------------------------------------------- public builders

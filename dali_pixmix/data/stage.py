@@ -51,13 +51,13 @@ class PixMixStage:
         stage.output, stage.batch_index = self.output, int(start)
         return stage
 
-    def for_pipeline(self, seed: int, dtype: str, layout: str, start: int = 0) -> "PixMixStage":
-        """`reseeded(seed, start)`, emitting ImageNet-normalised samples in `dtype` and
-        `layout`."""
+    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "PixMixStage":
+        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`
+        (the pipeline sets `batch_index` to its first batch)."""
         from dali_pixmix.augment.pixmix import Normalized
 
         _dali_dtype(dtype)  # validates
-        stage = self.reseeded(seed, start)
+        stage = self.reseeded(seed)
         stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, _check_layout(layout),
                                   getattr(torch, dtype))
         return stage
