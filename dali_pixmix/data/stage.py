@@ -82,8 +82,8 @@ class PixMixStage:
         bank_gen = self.generator(self.bank.device, 1, index)
         mixing = self.bank.sample(batch.shape[0], self.crop, bank_gen, device=batch.device)
         return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.generator(torch.device("cpu"), 0, index),
-                      output=self.output)
+                      all_ops=self.all_ops, output=self.output,
+                      generator=self.generator(torch.device("cpu"), 0, index))
 
     def __call__(self, samples):
         first = torch.from_dlpack(samples[0])

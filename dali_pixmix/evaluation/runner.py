@@ -223,9 +223,12 @@ class Evaluator:
         labels = np.asarray(labels, dtype=np.int64)
         files = [str(f) for f in files]
         self.screen(files, what)
-        key = (cache.fingerprint(files, labels.tolist(), what), no_resize) if self.keep_loaders \
-            else None
-        loader = self._loaders.pop(key, None) or self._loader(files, labels, no_resize, what)
+        key, loader = None, None
+        if self.keep_loaders:
+            key = (cache.fingerprint(files, labels.tolist(), what), no_resize)
+            loader = self._loaders.pop(key, None)
+        if loader is None:
+            loader = self._loader(files, labels, no_resize, what)
         mask = None if mask is None else mask.to(self.dist.device)
         with self._eval_mode():
             local = self._run_batches(loader, mask, desc)

@@ -124,6 +124,9 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
     before a checkpoint the current step's record is read too, so no weights updated by a
     non-finite step are ever saved, and every rank saves or stops at the same step."""
     loader = run.loader
+    if loader.position != run.epoch * run.steps_per_epoch + run.epoch_step:
+        raise RuntimeError(f"the training loader is at batch {loader.position}, the run at "
+                           f"epoch {run.epoch} step {run.epoch_step}")  # a bug, never data
     world_images = loader.batch_size * run.dist.world_size
     tick = time.perf_counter()
     for images, labels in loader:

@@ -138,12 +138,12 @@ def open_train_loader(run: Run):
                 num_threads=cfg.data.num_threads, dtype=cfg.data.dtype,
                 channels_last=use_channels_last(cfg, run.dist.device))
     state, why_not = saved_dali_state(run)
-    try:
-        return make_train_loader(**args, dali_state=state)
-    except LoaderStateError as err:
-        why_not = f"DALI refused it ({err})"
-    finally:
-        run.saved_loader = None
+    run.saved_loader = None
+    if state is not None:
+        try:
+            return make_train_loader(**args, dali_state=state)
+        except LoaderStateError as err:
+            why_not = f"DALI refused it: {err}"
     if why_not:
         log(run, f"note: the data order continues exactly, but the crop/flip draws differ "
                  f"from an uninterrupted run: the checkpoint's loader state is not used "
@@ -162,13 +162,14 @@ def saved_dali_state(run: Run):
     if saved is None:
         return None, ("the checkpoint holds none" if run.step > 0 else None)
     recipe, _ = config_changes(saved["config"] or {}, run.cfg.to_dict())
+    device = "GPU" if run.dist.device.type == "cuda" else "CPU"
     checks = (("world size", saved["world_size"], run.dist.world_size),
               ("DALI version", saved["dali_version"], nvidia.dali.__version__),
-              ("device", saved["gpu"], run.dist.device.type == "cuda"),
-              ("position", saved["position"], run.epoch * run.steps_per_epoch + run.epoch_step))
+              ("device", "GPU" if saved["gpu"] else "CPU", device),
+              ("batch", saved["position"], run.epoch * run.steps_per_epoch + run.epoch_step))
     for what, then, now in checks:
         if then != now:
-            return None, f"{what} {then} then, {now} now"
+            return None, f"saved with {what} {then}, resumed with {now}"
     if recipe:
         return None, "the recipe changed"
     return bytes(saved["dali"][run.dist.rank].numpy().tobytes()), None

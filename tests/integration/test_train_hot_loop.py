@@ -118,3 +118,22 @@ def test_a_signal_is_read_one_step_late_and_saved_after_the_next_step(tiny_image
     assert [p.name for p in list_checkpoints(out)] == ["ckpt_e0001_s000000003.pt",
                                                        "ckpt_e0001_s000000005.pt"]
     assert not (out / "final.pt").exists()
+
+
+def test_a_checkpoint_without_loader_state_resumes_with_a_note(tiny_imagenet, tiny_mixing_dir,
+                                                               tmp_path, capsys):
+    """A checkpoint without the DALI state (an older one, or another world size): the run
+    goes on from its step in the same data order and says that the crop/flip draws differ."""
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=2", "train.max_steps=2")
+    assert loop.train(cfg, resume="none")["step"] == 2
+    (path,) = list_checkpoints(out)
+    state = torch.load(path, weights_only=True)
+    assert len(state["loader"]["dali"]) == 1 and state["loader"]["position"] == 2
+    del state["loader"]
+    torch.save(state, path)
+    capsys.readouterr()
+    cfg.train.max_steps = 4
+    assert loop.train(cfg, resume="auto") == {"status": "stopped", "step": 4}
+    assert ("the checkpoint's loader state is not used (the checkpoint holds none)"
+            in capsys.readouterr().out)
