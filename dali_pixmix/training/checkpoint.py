@@ -5,7 +5,7 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
                torchvision's architecture as is),
   "optimizer", "scheduler", "scaler" (None without fp16),
   "epoch"      the epoch in progress (0-based), "step" the number of optimizer steps done,
-  "epoch_step" steps done inside that epoch (a resume fast-forwards the loader by this many),
+  "epoch_step" steps done inside that epoch (a resume starts reading the data there),
   "steps_per_epoch", "world_size" (a resume on another world size is flagged),
   "rng"        torch/numpy/python generator states as tensors and plain values,
   "config"     the resolved config as a plain dict, "classes" (wnids in class-index order),
