@@ -92,7 +92,7 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    impl: str = "auto"            # auto (apex FusedSGD when importable on GPU) | torch | apex
+    impl: str = "auto"            # auto = torch (PyTorch SGD, fused on GPU) | apex (FusedSGD)
 
 
 @dataclass

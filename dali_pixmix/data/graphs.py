@@ -9,7 +9,9 @@ AutoAugment (`nvidia.dali.auto_aug`, ImageNet policy).
 Conventions: readers are named "Reader" (iterators size epochs from it); `shard_id` is the GLOBAL
 rank and `num_shards` the world size; outputs are `(images, labels)` with images normalised by the
 ImageNet mean/std as float32 or float16, layout CHW or HWC (HWC feeds channels_last models), and
-labels int32 `[B, 1]`.
+labels int32 `[B, 1]`. The training graph after the reader (`_augment`) is shared by the
+reader-fed `train_pipeline` (tools, checks, benchmarks) and `stream_train_pipeline`, which a
+training run builds once and feeds with its own data order through an external source.
 """
 from __future__ import annotations
 
@@ -35,13 +37,15 @@ AUTOAUGMENT_MAX_TRANSLATE = 150.0 / 331.0
 # device_memory_padding and two pinned host buffers of host_memory_padding. NVIDIA's ResNet-50
 # example sizes them for the largest ImageNet picture (211,025,920 / 140,544,512 bytes): with 4
 # threads that is 0.84 GB of GPU and 1.1 GB of pinned host memory per pipeline, times 8 ranks
-# and a new pipeline per epoch and per evaluation cell. A buffer that proves too small just
-# grows once (one reallocation per thread, when a larger picture arrives), so:
+# and every evaluation cell. A buffer that proves too small just grows once (one reallocation
+# per thread, when a larger picture arrives), so:
 # - training: 64 MiB device / 32 MiB host per thread (4 threads: 256 MiB GPU + 256 MiB pinned
-#   host per pipeline), far above what a typical ImageNet picture (~0.2 megapixels) needs;
-#   the few much larger ones grow a thread's buffer once;
+#   host per rank), far above what a typical ImageNet picture (~0.2 megapixels) needs; the few
+#   much larger ones grow a thread's buffer once. The training pipeline is built once per run
+#   (`data.loaders.TrainLoader`), so this is allocated once, never again per epoch;
 # - evaluation and the mixing bank: DALI's defaults (16 MiB device / 8 MiB host per thread;
-#   4 threads: 64 MiB GPU + 64 MiB pinned host), as their pipelines are short-lived.
+#   4 threads: 64 MiB GPU + 64 MiB pinned host), as most of their pipelines are short-lived
+#   (training's validation keeps one for the whole run).
 TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding=32 << 20)
 # EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
 # every decoder and shape probe of the package passes this, so training, evaluation and the
@@ -118,10 +122,28 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
         std=[s * scale for s in IMAGENET_STD])
 
 
+# (DALI refuses **kwargs in a graph-defining function: the arguments are spelled out)
 def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout):
+    encoded, labels = _reader(**reader_args)
+    return _augment(encoded, labels, crop=crop, gpu=gpu, stage=stage, auto_augment=auto_augment,
+                    dtype=dtype, layout=layout)
+
+
+def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout):
+    """The training graph fed by `source`, an external source returning each batch's file
+    paths (uint8 arrays of the encoded path) and labels; DALI reads the files itself."""
     from nvidia.dali import fn, types
 
-    encoded, labels = _reader(**reader_args)
+    paths, labels = fn.external_source(source=source, num_outputs=2, batch=True,
+                                       batch_info=True, dtype=[types.UINT8, types.INT32])
+    return _augment(fn.io.file.read(paths), labels, crop=crop, gpu=gpu, stage=stage,
+                    auto_augment=auto_augment, dtype=dtype, layout=layout)
+
+
+def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout):
+    """decode + random-resized-crop -> resize -> flip -> [method] -> normalise (training)."""
+    from nvidia.dali import fn, types
+
     images = fn.decoders.image_random_crop(
         encoded, **decoder_args(gpu, TRAIN_DECODER_PADDING), output_type=types.RGB,
         random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
@@ -224,16 +246,32 @@ def _hidden_warnings(text: str):
 
 
 def _build(graph, *, batch_size, num_threads, device_id, seed, conditionals=False,
-           **graph_args):
+           checkpointing=False, checkpoint=None, **graph_args):
     from nvidia.dali import pipeline_def
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pipe = pipeline_def(graph, batch_size=batch_size, num_threads=num_threads,
-                        device_id=device_id, seed=seed,
-                        enable_conditionals=conditionals)(**graph_args)
+                        device_id=device_id, seed=seed, enable_conditionals=conditionals,
+                        enable_checkpointing=checkpointing, checkpoint=checkpoint)(**graph_args)
     pipe.build()
     return pipe
+
+
+def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout, start=0):
+    """The shard's own stage, reseeded from (stage seed, seed, shard_id), whose first batch is
+    batch `start` of the stream (a stage seeds its draws per batch from that index)."""
+    if stage is None:
+        return None
+    if auto_augment:
+        raise ValueError("give the training pipeline a stage or auto_augment, not both")
+    if stage.crop != crop:
+        raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
+                         f"pipeline crop {crop}")
+    stage_seed = np.random.SeedSequence([stage.seed, seed, shard_id]).generate_state(1)[0]
+    stage = stage.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    stage.batch_index = start
+    return stage
 
 
 # --------------------------------------------------------------------------- public builders
@@ -250,22 +288,41 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     paper's baseline. Each shard uses seed `seed + shard_id` for DALI's random ops (AutoAugment
     included) and a stage reseeded from (stage seed, seed, shard_id), so ranks draw different
     augmentations. `random_shuffle` uses the reader's global per-epoch reshuffle
-    (`shuffle_after_epoch`).
+    (`shuffle_after_epoch`). Training runs use `stream_train_pipeline` (the same graph fed with
+    the run's own data order).
     """
-    if stage is not None:
-        if auto_augment:
-            raise ValueError("give the training pipeline a stage or auto_augment, not both")
-        if stage.crop != crop:
-            raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
-                             f"pipeline crop {crop}")
-        stage_seed = np.random.SeedSequence([stage.seed, seed, shard_id]).generate_state(1)[0]
-        stage = stage.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
+                            shard_id=shard_id, dtype=dtype, layout=layout)
     reader_args = dict(file_root=file_root, file_list=file_list, files=files, labels=labels,
                        shard_id=shard_id, num_shards=num_shards, shuffle=random_shuffle)
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   reader_args=reader_args, crop=crop, gpu=device_id is not None, stage=stage,
                   auto_augment=auto_augment, dtype=dtype, layout=layout)
+
+
+def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
+                          device_id: Optional[int] = None, shard_id: int = 0, seed: int = 0,
+                          num_threads: int = 2, stage: Optional[BatchStage] = None,
+                          auto_augment: bool = False, dtype: str = "float32",
+                          layout: str = "CHW", start: int = 0,
+                          checkpoint: Optional[bytes] = None):
+    """Built training pipeline over the batches of `source` (a `data.loaders.TrainStream`):
+    read -> random-resized-crop -> flip -> [method] -> normalise, as `train_pipeline`.
+
+    It serves a whole run: `source` decides which files every batch holds (its data order), and
+    batch `start` is the first it asks for. Seeds as in `train_pipeline`; the stage is seeded
+    per batch, its first batch being batch `start`. DALI checkpointing is on: the iterator's
+    `checkpoints()` hold the random ops' state, and a pipeline built with that `checkpoint`
+    (and the same arguments) draws on exactly as the saved one would have.
+    """
+    stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
+                            shard_id=shard_id, dtype=dtype, layout=layout, start=start)
+    return _build(_stream_graph, batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
+                  checkpointing=True, checkpoint=checkpoint, source=source, crop=crop,
+                  gpu=device_id is not None, stage=stage, auto_augment=auto_augment,
+                  dtype=dtype, layout=layout)
 
 
 def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,

@@ -2,15 +2,31 @@
 
 Training loaders drop the last partial batch and every rank runs the same number of steps
 (`train_steps_per_epoch`: the SMALLEST shard in whole batches), so DDP ranks stay in lockstep.
-One training loader exists, `make_train_loader`: each epoch's loader is built from (seed,
-epoch), which makes a resumed run replay exactly the data order of an uninterrupted one.
+One training loader exists, `make_train_loader` (`TrainLoader`): ONE DALI pipeline per rank
+serves the whole run. Its external source (`TrainStream`) feeds every batch's file paths in
+the order of `epoch_order(N, seed, epoch)`, so no pipeline is rebuilt per epoch, and DALI's
+pipeline checkpoint (`TrainLoader.state()`, a few hundred bytes per rank) carries the random
+ops' state into a training checkpoint. Why this design:
+- the data order stays ours (a numpy permutation per (seed, epoch), the same on every rank,
+  sharded as DALI's readers shard), not a reader's own reshuffle, and any batch of the run can
+  be the first one a pipeline reads: a resumed run starts reading at its step, nothing is
+  replayed (rebuilding a reader per epoch instead allocates the decoders' pinned and device
+  buffers again every epoch, and a mid-epoch resume had to decode and discard every batch
+  already trained in the epoch);
+- DALI's random ops (crop window, flip) keep a Philox state that advances per batch: DALI's
+  own checkpointing restores it exactly (tried against an uninterrupted pipeline in the
+  tests); the PixMix stage, whose state DALI does not know, reseeds itself per batch from the
+  batch's index instead (`data.stage.PixMixStage`), so prefetching cannot shift its draws;
+- what a checkpoint cannot restore (another world size or DALI version, a changed recipe, a
+  checkpoint without the state) falls back to a fresh pipeline at the same position: the same
+  data order, other crop/flip draws (the trainer says so).
 Evaluation loaders are exact: every picture is seen once across ranks, the padding DALI adds to
 keep ranks in step is removed, and `num_samples` is this rank's exact share. Class-folder roots
 are listed by `data.images` (the package's one discovery rule), never by DALI's own scan.
 
 Images are float32/float16 `[B, 3, H, W]` on the rank's device (channels_last memory format when
-asked), labels int64 `[B]`. Iterating the loader again starts the next epoch; leaving a loop early
-and iterating again continues the unfinished epoch (DALI's reader position is not rewound).
+asked), labels int64 `[B]`. Iterating a loader again starts the next epoch; leaving a loop early
+and iterating again continues the unfinished epoch (DALI's position is not rewound).
 In evaluation mode ranks may run one batch more or fewer than each other: per-batch collectives
 must not be used; gather the results after the loop.
 A file DALI cannot read stops the iteration with `data.checks.UnreadableImageError` naming it
@@ -20,18 +36,18 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dali_pixmix.data.checks import common_folder, decode_failure
-from dali_pixmix.data.file_lists import read_file_list, write_file_list
-from dali_pixmix.data.graphs import eval_pipeline, train_pipeline
+from dali_pixmix.data.checks import common_folder, dali_reason, decode_failure
+from dali_pixmix.data.file_lists import read_file_list
+from dali_pixmix.data.graphs import eval_pipeline, stream_train_pipeline
 from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.data.stage import BatchStage
 from dali_pixmix.distributed import DistInfo
+from dali_pixmix.seeds import epoch_seed  # noqa: F401  (re-exported: per-epoch seeding)
 
 
 class DaliLoader:
@@ -109,13 +125,10 @@ class DaliLoader:
 
     def __iter__(self):
         for batch in self._next_batches():
-            images, labels = batch[0]["images"], batch[0]["labels"]
-            if labels.shape[0] == 0:
+            if batch[0]["labels"].shape[0] == 0:
                 # DALI gives ranks with a smaller evaluation shard an empty last batch.
                 continue
-            if self.channels_last:  # HWC storage viewed as NCHW = channels_last memory format
-                images = images.permute(0, 3, 1, 2)
-            yield images, labels.reshape(-1).long()
+            yield as_torch(batch, self.channels_last)
 
 
 def train_steps_per_epoch(num_samples: int, world_size: int, batch_size: int) -> int:
@@ -167,56 +180,163 @@ def make_eval_loader(*, file_root=None, file_list=None, files=None, labels=None,
                       files=None if files is None else list(files), what=what)
 
 
-# --------------------------------------------------------------------------- training epochs
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed for one epoch's pipeline (kept below 2**30 so `+ rank` stays a valid int32)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) % (1 << 30)
-
-
+# --------------------------------------------------------------------------- training
 def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     """The global permutation of sample indices for `epoch` (identical on every rank)."""
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoch: int = 0,
-                      seed: int = 0, samples: Optional[Sequence[Tuple[str, int]]] = None,
-                      crop: int = 224, stage: Optional[BatchStage] = None,
-                      auto_augment: bool = False, num_threads: int = 2,
-                      dtype: str = "float32", channels_last: bool = False) -> DaliLoader:
-    """This rank's DALI training loader of `epoch` (drops the last partial batch).
+class TrainStream:
+    """Which files every training batch of one rank holds, for a whole run.
 
-    `samples` are `(path relative to root, label)` pairs (default: `list_samples(root)`); the
-    epoch reads them in the global order `epoch_order(len(samples), seed, epoch)`, sharded by
-    rank, with DALI and the per-image `stage` (or DALI's AutoAugment, `auto_augment`) seeded
-    from `epoch_seed(seed, epoch)`.
+    Batch n of the run is batch `n % steps_per_epoch` of epoch `n // steps_per_epoch`: the
+    epoch's global order `epoch_order(len(samples), seed, epoch)` is split into shards as
+    DALI's readers split a list (rank r reads `[N*r//W, N*(r+1)//W)`), and each shard is read
+    in whole batches; the rest of a shard is dropped, so every rank runs the same steps.
+    Called by DALI as the pipeline's external source, it returns the next batch's paths (the
+    encoded path as uint8, for `fn.io.file.read`) and labels (int32 [1] each), starting at
+    batch `next_batch`. DALI calls it once per batch, in order, ahead of consumption.
     """
-    samples = list_samples(root) if samples is None else samples
-    order = epoch_order(len(samples), seed, epoch)
-    handle, path = tempfile.mkstemp(prefix="dali_pixmix_epoch_", suffix=".txt")
-    os.close(handle)
-    try:
-        write_file_list(path, [samples[i] for i in order])
-        pipe = train_pipeline(file_root=str(root), file_list=path, batch_size=batch_size,
-                              crop=crop, device_id=dist.dali_device_id, shard_id=dist.rank,
-                              num_shards=dist.world_size, seed=epoch_seed(seed, epoch),
-                              num_threads=num_threads, stage=stage,
-                              auto_augment=auto_augment, dtype=dtype,
-                              layout="HWC" if channels_last else "CHW", random_shuffle=False)
-    finally:
-        os.unlink(path)  # the reader has parsed the list when the pipeline is built
-    return DaliLoader(pipe, batch_size=batch_size, train=True, channels_last=channels_last,
-                      files=EpochFiles(root, samples, order), what="training image")
+
+    def __init__(self, root, samples: Sequence[Tuple[str, int]], *, seed: int,
+                 batch_size: int, shard_id: int = 0, num_shards: int = 1, start: int = 0):
+        self.root, self.samples, self.seed = str(root), samples, seed
+        self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
+        self.steps_per_epoch = train_steps_per_epoch(len(samples), num_shards, batch_size)
+        self.next_batch = start
+        self._shards = {}  # epoch -> this rank's part of the epoch's order (the last two kept)
+
+    def shard(self, epoch: int) -> np.ndarray:
+        """Sample indices of this rank's shard of `epoch`, in reading order."""
+        if epoch not in self._shards:
+            n, r, w = len(self.samples), self.shard_id, self.num_shards
+            self._shards = {e: v for e, v in self._shards.items() if e >= epoch - 1}
+            self._shards[epoch] = epoch_order(n, self.seed, epoch)[n * r // w:n * (r + 1) // w]
+        return self._shards[epoch]
+
+    def batch(self, n: int) -> np.ndarray:
+        """Sample indices of batch `n` of the run."""
+        epoch, index = divmod(n, self.steps_per_epoch)
+        return self.shard(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def files(self, n: int) -> List[str]:
+        """Paths of the pictures of batch `n` of the run."""
+        return [os.path.join(self.root, self.samples[i][0]) for i in self.batch(n)]
+
+    def __call__(self, _batch_info):
+        indices = self.batch(self.next_batch)
+        self.next_batch += 1
+        paths = [np.frombuffer(os.fsencode(os.path.join(self.root, self.samples[i][0])),
+                               dtype=np.uint8) for i in indices]
+        labels = [np.array([self.samples[i][1]], dtype=np.int32) for i in indices]
+        return paths, labels
 
 
-class EpochFiles:
-    """The paths of an epoch's samples in reading order, made only when sliced (a failing
-    batch needs a few; listing a million paths every epoch would cost seconds)."""
+class LoaderStateError(RuntimeError):
+    """A saved DALI pipeline state that this pipeline cannot take (another DALI version or
+    graph); the message is DALI's."""
 
-    def __init__(self, root, samples: Sequence[Tuple[str, int]], order: np.ndarray):
-        self.root, self.samples, self.order = Path(root), samples, order
+
+class TrainLoader:
+    """One rank's training batches for a whole run, from ONE DALI pipeline built at start.
+
+    `iter(loader)` yields `(images, labels)` for the rest of the current epoch (from
+    `epoch_step`) and stops; iterating again goes on with the next epoch, and leaving a loop
+    early and iterating again continues where it stopped. `position` counts the batches
+    handed out since the start of the run (`epoch * len(loader) + epoch_step`). `state()` is
+    the pipeline's DALI checkpoint at `position` (the random ops' state); a loader made with it
+    at the same position draws exactly what this one would have (`make_train_loader`).
+    A file DALI cannot read stops the iteration with an `UnreadableImageError` naming it.
+    """
+
+    SUSPECT_BATCHES = 3  # the batch being read and the ones DALI has prefetched
+
+    def __init__(self, stream: TrainStream, pipe, *, channels_last: bool = False):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+        self.stream, self.pipe, self.channels_last = stream, pipe, channels_last
+        self.batch_size, self.position = stream.batch_size, stream.next_batch
+        self.dataset_size = len(stream.samples)
+        try:  # the iterator runs the first batches already
+            self._iterator = DALIGenericIterator(pipe, ["images", "labels"])
+        except RuntimeError as err:
+            raise self._failure(err) from None
 
     def __len__(self) -> int:
-        return len(self.order)
+        return self.stream.steps_per_epoch
 
-    def __getitem__(self, index: slice):
-        return [str(self.root / self.samples[i][0]) for i in self.order[index]]
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size
+
+    @property
+    def epoch(self) -> int:
+        return self.position // len(self)
+
+    @property
+    def epoch_step(self) -> int:
+        return self.position % len(self)
+
+    def __iter__(self):
+        end = (self.epoch + 1) * len(self)
+        while self.position < end:
+            try:
+                batch = next(self._iterator)
+            except RuntimeError as err:
+                raise self._failure(err) from None
+            self.position += 1
+            yield as_torch(batch, self.channels_last)
+
+    def state(self) -> bytes:
+        """The pipeline's DALI checkpoint at `position` (a few hundred bytes)."""
+        return self._iterator.checkpoints()[0]
+
+    def _failure(self, err: RuntimeError) -> Exception:
+        batches = range(self.position, self.position + self.SUSPECT_BATCHES)
+        suspects = dict.fromkeys(f for n in batches for f in self.stream.files(n))  # an epoch
+        return decode_failure(err, list(suspects), "training image",  # may end among them
+                              root=self.stream.root)
+
+
+def as_torch(batch, channels_last: bool):
+    """`(images, labels)` of a DALIGenericIterator batch; int64 [B] labels."""
+    images, labels = batch[0]["images"], batch[0]["labels"]
+    if channels_last:  # HWC storage viewed as NCHW = channels_last memory format
+        images = images.permute(0, 3, 1, 2)
+    return images, labels.reshape(-1).long()
+
+
+def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoch: int = 0,
+                      step: int = 0, seed: int = 0,
+                      samples: Optional[Sequence[Tuple[str, int]]] = None, crop: int = 224,
+                      stage: Optional[BatchStage] = None, auto_augment: bool = False,
+                      num_threads: int = 2, dtype: str = "float32", channels_last: bool = False,
+                      dali_state: Optional[bytes] = None) -> TrainLoader:
+    """This rank's training loader, positioned at batch `step` of `epoch` (built once per run).
+
+    `samples` are `(path relative to root, label)` pairs (default: `list_samples(root)`); the
+    data order is `TrainStream`'s. The per-image method is `stage` (or DALI's AutoAugment,
+    `auto_augment`). DALI's random ops are seeded with `seed + rank` and the stage as in
+    `graphs.train_pipeline`; `dali_state` (a `TrainLoader.state()` saved at this position by
+    the same rank and pipeline) restores the random ops' state, else they start afresh. Raises
+    `LoaderStateError` when DALI refuses `dali_state`.
+    """
+    samples = list_samples(root) if samples is None else samples
+    stream = TrainStream(root, samples, seed=seed, batch_size=batch_size, shard_id=dist.rank,
+                         num_shards=dist.world_size)
+    if stream.steps_per_epoch == 0:
+        raise ValueError(f"the training set has {len(samples)} images: too few for "
+                         f"{dist.world_size} rank(s) x batch {batch_size}; lower the batch size")
+    stream.next_batch = epoch * stream.steps_per_epoch + step
+    try:
+        pipe = stream_train_pipeline(
+            stream, batch_size=batch_size, crop=crop, device_id=dist.dali_device_id,
+            shard_id=dist.rank, seed=seed, num_threads=num_threads, stage=stage,
+            auto_augment=auto_augment, dtype=dtype, layout="HWC" if channels_last else "CHW",
+            start=stream.next_batch,
+            checkpoint=dali_state)
+    except RuntimeError as err:
+        if dali_state is None:
+            raise
+        raise LoaderStateError(dali_reason(err)) from None
+    return TrainLoader(stream, pipe, channels_last=channels_last)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 from typing import Optional
 
-import numpy as np
 import torch
 
 from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, _check_layout, _dali_dtype
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.seeds import derive_seed
 
 
 class BatchStage:
@@ -23,27 +23,34 @@ class BatchStage:
     Called with one DLPack capsule per sample (uint8 HWC crops on the pipeline's device), it
     views them as a torch batch and returns `apply(batch)`: float32 [0,1] HWC samples, or, for
     a stage made by `for_pipeline`, the pipeline's final normalised samples (its layout and
-    dtype), so no separate normalisation pass follows.
-    Randomness comes from generators owned by the stage, stream s seeded with
-    `SeedSequence([seed, s])` (first 32-bit word): stream 0 (on the host) drives the method's
-    choices, which steer host-side batching, so drawing them there costs no device
-    synchronisation; other streams are the subclass's. On CUDA the work is enqueued on DALI's
+    dtype), so no separate normalisation pass follows. Subclasses implement `augment`.
+    Randomness comes from generators owned by the stage and reseeded for every batch from the
+    batch's index in the stream (`batch_index`, counted from the pipeline's first batch):
+    random stream s of batch n is seeded with `derive_seed(seed, s, n)`. Stream 0 (on the host)
+    drives the method's choices, which steer host-side work, so drawing them there costs no
+    device synchronisation; other streams are the subclass's. A batch's draws therefore depend
+    on its index alone, not on how many batches DALI prefetched before it: a pipeline built at
+    batch n (a resumed run) augments batch n as the uninterrupted one did. The index counts
+    calls, which DALI makes once per batch, in order. On CUDA the work is enqueued on DALI's
     stream; the host never waits for the GPU.
     """
 
     def __init__(self, seed: int = 0, crop: int = 224):
         self.seed, self.crop = int(seed), crop
         self.output = None  # a dali_pixmix.augment.pixmix.Normalized format, or None: [0, 1] HWC
+        self.batch_index = 0  # stream index of the next batch this stage augments
         self._generators = {}
 
-    def reseeded(self, seed: int) -> "BatchStage":
-        """A fresh stage with the same settings (and bank) and its own generators."""
+    def reseeded(self, seed: int, start: int = 0) -> "BatchStage":
+        """A fresh stage with the same settings (and bank), its own generators, whose next
+        batch is batch `start` of its stream."""
         stage = copy.copy(self)
-        stage.seed, stage._generators = int(seed), {}
+        stage.seed, stage.batch_index, stage._generators = int(seed), int(start), {}
         return stage
 
     def for_pipeline(self, seed: int, dtype: str, layout: str) -> "BatchStage":
-        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`."""
+        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`
+        (the pipeline sets `batch_index` to its first batch)."""
         from dali_pixmix.augment.pixmix import Normalized
 
         _dali_dtype(dtype)  # validates
@@ -52,18 +59,17 @@ class BatchStage:
                                   getattr(torch, dtype))
         return stage
 
-    def generator(self, device: torch.device, stream: int) -> torch.Generator:
-        """The stage's generator on `device` for random stream `stream`."""
+    def generator(self, device: torch.device, stream: int, index: int) -> torch.Generator:
+        """The stage's generator on `device` for random stream `stream`, seeded for batch
+        `index`. Reseeding is host-only work, also for a CUDA generator."""
         key = (str(device), stream)
         if key not in self._generators:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0]))
-            self._generators[key] = gen
-        return self._generators[key]
+            self._generators[key] = torch.Generator(device=device)
+        return self._generators[key].manual_seed(derive_seed(self.seed, stream, index))
 
-    def host_generator(self) -> torch.Generator:
-        """Stream 0, on the host: the method's choices."""
-        return self.generator(torch.device("cpu"), 0)
+    def host_generator(self, index: int) -> torch.Generator:
+        """Stream 0, on the host, for batch `index`: the method's choices."""
+        return self.generator(torch.device("cpu"), 0, index)
 
     def check_batch(self, batch: torch.Tensor) -> None:
         if batch.ndim != 4 or batch.shape[1:] != (self.crop, self.crop, 3):
@@ -72,8 +78,15 @@ class BatchStage:
                              f"crop={batch.shape[1]}")
 
     def apply(self, batch: torch.Tensor) -> torch.Tensor:
-        """The method on a uint8 [B, H, W, 3] batch, on the same device: float32
-        [B, H, W, 3] in [0, 1], or in the `output` format."""
+        """The method on the stream's next batch (`batch_index`, then advanced), uint8
+        [B, H, W, 3], on the same device: float32 [B, H, W, 3] in [0, 1], or in the `output`
+        format."""
+        self.check_batch(batch)
+        index, self.batch_index = self.batch_index, self.batch_index + 1
+        return self.augment(batch, index)
+
+    def augment(self, batch: torch.Tensor, index: int) -> torch.Tensor:
+        """The method on batch `index` of the stream (checked crops)."""
         raise NotImplementedError
 
     def __call__(self, samples):
@@ -106,17 +119,17 @@ class PixMixStage(BatchStage):
         self.bank, self.k, self.beta, self.severity = bank, k, beta, severity
         self.all_ops, self.partner_aug_prob = all_ops, partner_aug_prob
 
-    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+    def augment(self, batch: torch.Tensor, index: int) -> torch.Tensor:
         from dali_pixmix.augment.pixmix import pixmix
 
-        self.check_batch(batch)
         if self.bank is None:
             mixing = batch  # never read: every partner is an augmented copy
         else:
             mixing = self.bank.sample(batch.shape[0], self.crop,
-                                      self.generator(self.bank.device, 1), device=batch.device)
+                                      self.generator(self.bank.device, 1, index),
+                                      device=batch.device)
         return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
-                      all_ops=self.all_ops, generator=self.host_generator(),
+                      all_ops=self.all_ops, generator=self.host_generator(index),
                       output=self.output, partner_aug_prob=self.partner_aug_prob)
 
 
@@ -129,13 +142,12 @@ class AugMixStage(BatchStage):
         self.width, self.depth, self.severity = width, depth, severity
         self.alpha, self.all_ops = alpha, all_ops
 
-    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+    def augment(self, batch: torch.Tensor, index: int) -> torch.Tensor:
         from dali_pixmix.augment.augmix import augmix
 
-        self.check_batch(batch)
         return augmix(batch, width=self.width, depth=self.depth, severity=self.severity,
-                      alpha=self.alpha, all_ops=self.all_ops, generator=self.host_generator(),
-                      output=self.output)
+                      alpha=self.alpha, all_ops=self.all_ops,
+                      generator=self.host_generator(index), output=self.output)
 
 
 class CutoutStage(BatchStage):
@@ -148,11 +160,10 @@ class CutoutStage(BatchStage):
             raise ValueError(f"Cutout size must be >= 1 pixel, got {size}")
         self.size = size
 
-    def apply(self, batch: torch.Tensor) -> torch.Tensor:
+    def augment(self, batch: torch.Tensor, index: int) -> torch.Tensor:
         from dali_pixmix.augment.cutout import cutout
 
-        self.check_batch(batch)
-        return cutout(batch, self.size, self.host_generator(), output=self.output)
+        return cutout(batch, self.size, self.host_generator(index), output=self.output)
 
 
 class dali_stream:

@@ -125,13 +125,17 @@ class Evaluator:
     and `model_key` (what identifies the weights, e.g. checkpoint path, size and mtime) enable
     the prediction cache of `predict`; `infer` never caches. `check_headers=False` skips the
     header check of each new file list (a file DALI cannot parse may then crash it).
+    `keep_loaders=True` keeps each file list's DALI loader for the next `infer` of the same
+    list (training validates the same images every epoch: one pipeline per run); by default
+    every call builds one, as an evaluation of many cells should not hold them all.
     """
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], *,
                  out: Optional[str | Path] = None, model_key=None, batch_size: int = 256,
                  resize: int = 256, crop: int = 224, num_threads: int = 2,
                  dist: Optional[DistInfo] = None, device: str = "auto", amp: bool = True,
-                 progress: bool = True, check_headers: bool = True):
+                 progress: bool = True, check_headers: bool = True,
+                 keep_loaders: bool = False):
         self.dist = dist or init_distributed(device)
         self.gpu = self.dist.device.type == "cuda"
         self.model, self.classes, self.model_key = model, list(classes), model_key
@@ -143,6 +147,8 @@ class Evaluator:
         self.progress = progress and self.dist.is_main
         self.check_headers = check_headers
         self._screened = set()  # fingerprints of the file lists whose headers were checked
+        self.keep_loaders = keep_loaders
+        self._loaders = {}  # (file list fingerprint, no_resize) -> loader, with keep_loaders
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
@@ -214,22 +220,36 @@ class Evaluator:
               what: str = "image") -> Predictions:
         """Predictions for `files` in file order without the cache (all ranks take part);
         `what` names the images in errors (e.g. "validation image")."""
-        from dali_pixmix.data.loaders import make_eval_loader
-
         labels = np.asarray(labels, dtype=np.int64)
         files = [str(f) for f in files]
         self.screen(files, what)
-        loader = make_eval_loader(files=files, labels=labels.tolist(), what=what,
-                                  batch_size=self.rank_batch_size, dist=self.dist,
-                                  resize=self.resize, crop=self.crop, no_resize=no_resize,
-                                  num_threads=self.num_threads,
-                                  dtype="float16" if self.amp_dtype == torch.float16
-                                  else "float32", channels_last=self.gpu)
+        key, loader = None, None
+        if self.keep_loaders:
+            key = (cache.fingerprint(files, labels.tolist(), what), no_resize)
+            loader = self._loaders.pop(key, None)
+        if loader is None:
+            loader = self._loader(files, labels, no_resize, what)
         mask = None if mask is None else mask.to(self.dist.device)
         with self._eval_mode():
             local = self._run_batches(loader, mask, desc)
+        if self.keep_loaders:  # a whole pass was read: the next one starts at the beginning
+            self._loaders[key] = loader
         merged = Predictions.concat(all_gather_objects(local))
         return self._check_exact(merged, labels, desc)
+
+    def _loader(self, files: Sequence[str], labels: np.ndarray, no_resize: bool, what: str):
+        from dali_pixmix.data.loaders import make_eval_loader
+
+        return make_eval_loader(files=files, labels=labels.tolist(), what=what,
+                                batch_size=self.rank_batch_size, dist=self.dist,
+                                resize=self.resize, crop=self.crop, no_resize=no_resize,
+                                num_threads=self.num_threads,
+                                dtype="float16" if self.amp_dtype == torch.float16
+                                else "float32", channels_last=self.gpu)
+
+    def release_loaders(self) -> None:
+        """Drop the kept loaders (and their DALI pipelines' buffers)."""
+        self._loaders.clear()
 
     @contextmanager
     def _eval_mode(self):

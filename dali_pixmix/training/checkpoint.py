@@ -5,7 +5,7 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
                torchvision's architecture as is),
   "optimizer", "scheduler", "scaler" (None without fp16),
   "epoch"      the epoch in progress (0-based), "step" the number of optimizer steps done,
-  "epoch_step" steps done inside that epoch (a resume fast-forwards the loader by this many),
+  "epoch_step" steps done inside that epoch (a resume starts reading the data there),
   "steps_per_epoch", "world_size" (a resume on another world size is flagged),
   "rng"        torch/numpy/python generator states as tensors and plain values,
   "config"     the resolved config as a plain dict, "classes" (wnids in class-index order),
@@ -14,12 +14,18 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
   "epoch_meter" the running sums of the epoch's training steps so far (its loss and throughput
                cover the whole epoch after a resume),
   "epoch_end"  at the end of an epoch whose validation and metrics line come after the save:
-               {"entry": the metrics line without "val", "validate": bool}, else None.
-`final.pt` holds the same keys without optimizer/scheduler/scaler/rng, plus "val" (the last
-validation metrics). A torchvision checkpoint is a bare state_dict (or {"state_dict": ...}); its
-classes are the sorted 1000 ImageNet wnids. The PixMix and DALI generators are not stored: the
-training loop rebuilds each epoch's pipeline from (seed, epoch, rank) and replays the
-"epoch_step" batches already trained, which restores them. Everything is read with
+               {"entry": the metrics line without "val", "validate": bool}, else None,
+  "loader"     every rank's training-pipeline state at this step (`training.state.loader_state`):
+               {"position": batches read since the start (epoch * steps_per_epoch +
+               epoch_step), "world_size", "dali_version", "gpu": bool, "dali": [one uint8
+               tensor per rank, in rank order: the DALI pipeline checkpoint, i.e. the state of
+               its random ops]}; None or absent in older checkpoints.
+`final.pt` holds the same keys without optimizer/scheduler/scaler/rng/loader, plus "val" (the
+last validation metrics). A torchvision checkpoint is a bare state_dict (or {"state_dict": ...});
+its classes are the sorted 1000 ImageNet wnids. The data order needs no state (it is a function
+of (seed, epoch)), nor does the PixMix stage (seeded per batch); a resume whose "loader" does
+not fit (another world size, DALI version or device, a changed recipe, none saved) reads on
+from the same step with fresh crop/flip draws. Everything is read with
 `torch.load(weights_only=True)` (`read_checkpoint`): no user pickles are executed.
 """
 from __future__ import annotations

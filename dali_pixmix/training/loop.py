@@ -4,14 +4,20 @@
 plain single process). Conventions:
 - `step` counts optimizer steps since the start of training; `epoch` is 0-based internally and
   printed 1-based; the lr follows `schedule.cosine_lr` per step.
-- Every epoch's DALI loader is rebuilt from (seed, epoch) (`data.loaders.make_train_loader`),
-  so a resume fast-forwards the loader by the steps already done in the epoch and continues
+- One DALI training loader serves the whole run (`data.loaders.TrainLoader`, built once per
+  rank): the data order is fixed by (seed, epoch), and a checkpoint carries every rank's DALI
+  state, so a resumed run starts reading at its step (nothing is replayed) and continues
   exactly where an uninterrupted run would be (deterministic on CPU with `train.deterministic`).
+- The host never waits for a step: the loss and the stop/NaN/save flags stay on the device and
+  are read one step late (`training.records`); a non-finite loss stops the run naming the step
+  where it first appeared, and no checkpoint ever holds weights updated by such a step.
 - Validation runs through the evaluation suite's runner (`evaluation.runner.Evaluator`) on the
   images eval/clean.py would read, under the evaluation precision policy, so both report the
   same numbers for the same weights.
 - Rank 0 writes checkpoints, `metrics.jsonl`, `config.yaml`, `final.pt` into `train.output_dir`.
-- SIGTERM/SIGUSR1 set a flag; all ranks agree on it at the next step boundary, save, and return.
+- SIGTERM/SIGUSR1 set a flag; all ranks learn it from the step record of the next step, save
+  one step later (the step already queued), and return. A `train.checkpoint_minutes` save
+  likewise lands one step after rank 0's timer fired.
 - An epoch ends with its checkpoint, then its validation and metrics line (`end_epoch`); a run
   resumed from that checkpoint finishes a validation that did not happen (`finish_epoch`).
 - Where a run starts (new run, resume, recipe check) is `training.resume`'s decision; an image
@@ -31,20 +37,16 @@ import torch.nn.functional as F
 
 from dali_pixmix.config import Config
 from dali_pixmix.data.checks import UnreadableImageError
-from dali_pixmix.distributed import (
-    all_reduce_sum,
-    barrier,
-    cleanup,
-    init_distributed,
-)
+from dali_pixmix.distributed import barrier, cleanup, init_distributed
 from dali_pixmix.precision import autocast
 from dali_pixmix.provenance import provenance
 from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training import outputs
 from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
 from dali_pixmix.training.methods import mix_batch
+from dali_pixmix.training.records import StepRecord, StepRecords
 from dali_pixmix.training.resume import starting_state
-from dali_pixmix.training.setup import epoch_loader, open_logs, setup_run, start
+from dali_pixmix.training.setup import open_logs, open_train_loader, setup_run, start
 from dali_pixmix.training.state import (
     Meter,
     Run,
@@ -62,8 +64,11 @@ class TrainingError(RuntimeError):
 
 # ----------------------------------------------------------------------------- one step
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Forward/backward/update under autocast; returns the detached loss. `labels` are class
-    indices [B], or soft targets [B, classes] (label-mixing methods)."""
+    """Forward/backward/update under autocast; returns the detached loss (on the device).
+    `labels` are class indices [B], or soft targets [B, classes] (label-mixing methods).
+
+    Nothing here reads a tensor on the host: with fp16, `GradScaler.step` hands the inf check
+    to the fused optimizer (`setup.build_optimizer`) instead of reading it."""
     with autocast(run.dist.device, run.amp_dtype):
         loss = F.cross_entropy(run.model(images), labels)
     run.optimizer.zero_grad(set_to_none=True)
@@ -74,74 +79,95 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return loss.detach()
 
 
-def agree_on_flags(run: Run, loss: torch.Tensor, stop: StopFlag) -> tuple:
-    """(any loss non-finite, any rank asked to stop, rank 0's timer says save), on every rank.
-
-    One small all-reduce per step; ranks must agree, since a checkpoint ends in a barrier.
-    """
-    save_due = run.dist.is_main and run.epoch_step < run.steps_per_epoch and (
+def timer_says_save(run: Run) -> bool:
+    """Rank 0's clock: a checkpoint is due, and the step after this one is mid-epoch (the
+    save happens there, once this step's record is read; an epoch end saves anyway)."""
+    return run.dist.is_main and run.epoch_step + 1 < run.steps_per_epoch and (
         time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes)
-    flags = torch.cat([(~torch.isfinite(loss)).float().reshape(1),
-                       torch.tensor([float(stop.requested), float(save_due)], device=loss.device)])
-    bad, halt, save = all_reduce_sum(flags).tolist()
-    return bad > 0, halt > 0, save > 0
+
+
+def record_step(run: Run, loss: torch.Tensor, labels: torch.Tensor, stop: StopFlag) -> None:
+    """Leave the step's loss and this rank's flags on the device for a one-step-late read."""
+    run.records.push(loss, labels, stop=stop.requested, save=timer_says_save(run),
+                     where=(run.step, run.epoch, run.epoch_step))
+
+
+def read_records(run: Run, keep: int) -> None:
+    """Read the step records until `keep` remain: the NaN check, the agreed stop and save
+    flags, the meters, the progress line and the logs. `keep=0` waits for the current step."""
+    while len(run.records) > keep:
+        record = run.records.pop()
+        if record.nonfinite:
+            raise TrainingError(
+                f"non-finite loss ({record.loss}) at step {record.step} (epoch "
+                f"{record.epoch + 1}, batch {record.epoch_step}); stopped without saving, the "
+                f"last good checkpoint in {run.out_dir} is kept. Lower optim.lr or check the "
+                "data/pretrained weights")
+        run.halt = run.halt or record.stop
+        run.save_due = run.save_due or record.save
+        for meter in (run.interval_meter, run.epoch_meter):
+            meter.add_loss(record.loss)
+        log_step(run, record)
 
 
 # ----------------------------------------------------------------------------- the loop
-def progress_line(run: Run, meter: Meter) -> str:
+def progress_line(run: Run, record: StepRecord, meter: Meter) -> str:
     s = meter.summary()
-    return (f"epoch {run.epoch + 1}/{run.cfg.train.epochs} step {run.epoch_step}/"
-            f"{run.steps_per_epoch} (global {run.step}) loss {s['loss']:.4f} "
-            f"lr {run.scheduler.current_lr():.3g} {s['images_per_s']:.1f} img/s "
+    return (f"epoch {record.epoch + 1}/{run.cfg.train.epochs} step {record.epoch_step}/"
+            f"{run.steps_per_epoch} (global {record.step}) loss {s['loss']:.4f} "
+            f"lr {run.scheduler.lr_at(record.step):.3g} {s['images_per_s']:.1f} img/s "
             f"data wait {100 * s['data_wait']:.0f}%")
 
 
 def train_epoch(run: Run, stop: StopFlag) -> bool:
-    """Train the rest of `run.epoch`; False if the run stopped early (signal or max_steps)."""
-    loader = epoch_loader(run, run.epoch)
-    batches = iter(loader)
-    for _ in range(run.epoch_step):  # fast-forward a resumed epoch (same data and draws)
-        next(batches)
-    interval = Meter()
+    """Train the rest of `run.epoch`; False if the run stopped early (signal or max_steps).
+
+    Each step's record is read while the next step is queued (`read_records(run, keep=1)`);
+    before a checkpoint the current step's record is read too, so no weights updated by a
+    non-finite step are ever saved, and every rank saves or stops at the same step."""
+    loader = run.loader
+    if loader.position != run.epoch * run.steps_per_epoch + run.epoch_step:
+        raise RuntimeError(f"the training loader is at batch {loader.position}, the run at "
+                           f"epoch {run.epoch} step {run.epoch_step}")  # a bug, never data
     world_images = loader.batch_size * run.dist.world_size
     tick = time.perf_counter()
-    for images, labels in batches:
+    for images, labels in loader:
         got = time.perf_counter()
         loss = train_step(run, *mix_batch(run, images, labels))
         run.step += 1
         run.epoch_step += 1
-        bad, halt, save_due = agree_on_flags(run, loss, stop)
-        if bad:
-            raise TrainingError(
-                f"non-finite loss ({loss.item()}) at step {run.step} (epoch {run.epoch + 1}, batch "
-                f"{run.epoch_step}); stopped without saving, the last good checkpoint in "
-                f"{run.out_dir} is kept. Lower optim.lr or check the data/pretrained weights")
+        record_step(run, loss, labels, stop)
+        read_records(run, keep=1)
         done = time.perf_counter()
-        for meter in (interval, run.epoch_meter):
-            meter.add(float(loss), world_images, got - tick, done - tick)
+        for meter in (run.interval_meter, run.epoch_meter):
+            meter.add_time(world_images, got - tick, done - tick)
         tick = done
-        log_step(run, labels, interval)
-        if run.step % run.cfg.train.log_every == 0:
-            log(run, progress_line(run, interval))
-            interval = Meter()
-        at_limit = run.cfg.train.max_steps is not None and run.step >= run.cfg.train.max_steps
-        run.halt = halt or at_limit
-        if run.halt and run.epoch_step < run.steps_per_epoch:
+        run.halt = run.halt or reached_max_steps(run)
+        if not (run.halt or run.save_due) or run.epoch_step == run.steps_per_epoch:
+            continue  # (an epoch end reads every record and saves anyway)
+        read_records(run, keep=0)
+        if run.halt:
             save_checkpoint(run, stop.signal_name or "train.max_steps reached")
             return False
-        if save_due:  # mid-epoch only: the epoch end saves anyway
-            save_checkpoint(run, f"{run.cfg.train.checkpoint_minutes:g} minutes passed")
+        save_checkpoint(run, f"{run.cfg.train.checkpoint_minutes:g} minutes passed")
+        run.save_due = False
+    read_records(run, keep=0)
+    run.save_due = False
     return True
 
 
-def log_step(run: Run, labels: torch.Tensor, meter: Meter) -> None:
-    """TensorBoard scalars and the optional per-rank debug log of sample labels."""
+def log_step(run: Run, record: StepRecord) -> None:
+    """The progress line, TensorBoard scalars and the optional per-rank debug log of a step."""
     if run.debug_file is not None:
-        run.debug_file.write(json.dumps({"step": run.step, "epoch": run.epoch,
-                                         "labels": labels.tolist()}) + "\n")
-    if run.writer is not None and run.step % run.cfg.train.log_every == 0:
-        run.writer.add_scalar("train/loss", meter.summary()["loss"], run.step)
-        run.writer.add_scalar("train/lr", run.scheduler.current_lr(), run.step)
+        run.debug_file.write(json.dumps({"step": record.step, "epoch": record.epoch,
+                                         "labels": record.labels}) + "\n")
+    if record.step % run.cfg.train.log_every:
+        return
+    meter, run.interval_meter = run.interval_meter, Meter()
+    log(run, progress_line(run, record, meter))
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", meter.summary()["loss"], record.step)
+        run.writer.add_scalar("train/lr", run.scheduler.lr_at(record.step), record.step)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -240,22 +266,22 @@ def save_final(run: Run, val: Optional[Dict]) -> Path:
 
 
 # ----------------------------------------------------------------------------- entry point
-def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
-    """Epoch loop; returns the status and the last validation metrics."""
+def train_epochs(run: Run, stop: StopFlag) -> bool:
+    """The epochs left, through one training loader; False if the run stopped early."""
     cfg = run.cfg
-    if run.pending_epoch is not None:  # resumed from an epoch end whose validation did not run
-        finish_epoch(run)
-    if run.epoch < cfg.train.epochs:
-        log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
-                 f"classes: {run.dist.world_size} rank(s) x batch "
-                 f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
-                 f"steps/epoch, augment.method={cfg.augment.method}, amp "
-                 f"{run.amp_dtype}, device {run.dist.device}")
+    log(run, f"training {cfg.model.arch} on {len(run.samples)} images / {len(run.classes)} "
+             f"classes: {run.dist.world_size} rank(s) x batch "
+             f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
+             f"steps/epoch, augment.method={cfg.augment.method}, amp "
+             f"{run.amp_dtype}, device {run.dist.device}")
+    if reached_max_steps(run):  # a rerun with the same limit trains nothing more
+        log(run, f"train.max_steps={cfg.train.max_steps} already reached: stopped at step "
+                 f"{run.step}")
+        return False
+    run.loader = open_train_loader(run)
+    run.records = StepRecords(run.dist.device, run.loader.batch_size,
+                              keep_labels=run.debug_file is not None)
     while run.epoch < cfg.train.epochs:
-        if reached_max_steps(run):  # a rerun with the same limit trains nothing more
-            log(run, f"train.max_steps={cfg.train.max_steps} already reached: stopped at step "
-                     f"{run.step}")
-            return {"status": "stopped", "step": run.step}
         try:
             finished = train_epoch(run, stop)
         except UnreadableImageError as err:
@@ -263,14 +289,35 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
                 run, err, f"at step {run.step + 1} (epoch {run.epoch + 1}); training stopped "
                           "and `--resume auto` continues from the last checkpoint once the "
                           "file is fixed") from None
-        gc.collect()  # release the epoch's DALI pipeline (and its device buffers) now
         if not finished:
-            return {"status": "stopped", "step": run.step}
+            return False
         end_epoch(run)
         if run.halt and run.epoch < cfg.train.epochs:
-            log(run, f"stopping after step {run.step}: {stop.signal_name or 'train.max_steps reached'}")
-            return {"status": "stopped", "step": run.step}
+            log(run, f"stopping after step {run.step}: "
+                     f"{stop.signal_name or 'train.max_steps reached'}")
+            return False
+    return True
+
+
+def close_train_loader(run: Run) -> None:
+    """Release the training pipeline (and its device buffers) before the final evaluation."""
+    run.loader = run.records = None
+    gc.collect()
+
+
+def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
+    """Epoch loop; returns the status and the last validation metrics."""
+    cfg = run.cfg
+    if run.pending_epoch is not None:  # resumed from an epoch end whose validation did not run
+        finish_epoch(run)
+    try:
+        finished = run.epoch >= cfg.train.epochs or train_epochs(run, stop)
+    finally:
+        close_train_loader(run)
+    if not finished:
+        return {"status": "stopped", "step": run.step}
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)
+    run.evaluator.release_loaders()
     final_path = save_final(run, val)
     extra = demo_anomaly_rows(run, final_path) if cfg.demo.enabled else []
     log(run, results_table(val, cfg, extra))

@@ -34,8 +34,11 @@ class CosineSchedule:
         self._apply()
 
     def current_lr(self) -> float:
-        return cosine_lr(self.last_step, self.total_steps, self.base_lr, self.min_lr,
-                         self.warmup_steps)
+        return self.lr_at(self.last_step)
+
+    def lr_at(self, step: int) -> float:
+        """The lr set after `step` optimizer steps (the one step `step + 1` uses)."""
+        return cosine_lr(step, self.total_steps, self.base_lr, self.min_lr, self.warmup_steps)
 
     def _apply(self) -> None:
         lr = self.current_lr()

@@ -80,20 +80,24 @@ def build_training_model(cfg: Config, classes: List[str], dist: DistInfo):
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, device: torch.device):
-    """SGD (Nesterov) as in the reference; apex FusedSGD when asked for or available on GPU."""
+    """SGD (Nesterov) as in the reference: PyTorch's fused kernel on GPU, apex's when asked.
+
+    PyTorch's fused SGD also takes GradScaler's inf check on the device (it supports AMP
+    scaling), so an fp16 step never reads it on the host; with apex's FusedSGD, fp16's
+    GradScaler reads it every step (one host synchronisation per step)."""
     opt = cfg.optim
     kwargs = dict(lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
                   weight_decay=opt.weight_decay)
-    if opt.impl in ("auto", "apex") and device.type == "cuda":
+    if opt.impl == "apex":
+        if device.type != "cuda":
+            raise ValueError("optim.impl=apex needs a CUDA device; use auto or torch")
         try:
-            import apex.optimizers  # optional fused kernel, never required
-            return apex.optimizers.FusedSGD(model.parameters(), **kwargs)
+            import apex.optimizers  # optional, never required
         except ImportError:
-            if opt.impl == "apex":
-                raise ValueError("optim.impl=apex but apex is not importable; use auto or torch")
-    elif opt.impl == "apex":
-        raise ValueError("optim.impl=apex needs a CUDA device; use auto or torch")
-    return torch.optim.SGD(model.parameters(), **kwargs)
+            raise ValueError("optim.impl=apex but apex is not importable; use auto or "
+                             "torch") from None
+        return apex.optimizers.FusedSGD(model.parameters(), **kwargs)
+    return torch.optim.SGD(model.parameters(), fused=device.type == "cuda" or None, **kwargs)
 
 
 def build_bank(cfg: Config, dist: DistInfo):
@@ -115,18 +119,56 @@ def build_bank(cfg: Config, dist: DistInfo):
                               num_threads=cfg.data.num_threads)
 
 
-def epoch_loader(run: Run, epoch: int):
-    """This rank's training loader for `epoch` (rebuilt from the seed and the epoch)."""
-    from dali_pixmix.data.loaders import make_train_loader
+def open_train_loader(run: Run):
+    """This rank's training loader for the rest of the run, at the run's current step (one
+    DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
+    ops' state saved in its checkpoint when that state fits this run, else says why not."""
+    from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
     from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
-    return make_train_loader(
-        root=cfg.data.train, samples=run.samples, epoch=epoch, seed=cfg.train.seed,
-        batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size), dist=run.dist,
-        crop=cfg.data.crop, stage=train_stage(cfg, run.bank),
-        auto_augment=uses_auto_augment(cfg), num_threads=cfg.data.num_threads,
-        dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device))
+    args = dict(root=cfg.data.train, samples=run.samples, epoch=run.epoch, step=run.epoch_step,
+                seed=cfg.train.seed, batch_size=per_rank_batch(cfg.train.batch_size,
+                                                               run.dist.world_size),
+                dist=run.dist, crop=cfg.data.crop, stage=train_stage(cfg, run.bank),
+                auto_augment=uses_auto_augment(cfg), num_threads=cfg.data.num_threads,
+                dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device))
+    state, why_not = saved_dali_state(run)
+    run.saved_loader = None
+    if state is not None:
+        try:
+            return make_train_loader(**args, dali_state=state)
+        except LoaderStateError as err:
+            why_not = f"DALI refused it: {err}"
+    if why_not:
+        log(run, f"note: the data order continues exactly, but the crop/flip draws differ "
+                 f"from an uninterrupted run: the checkpoint's loader state is not used "
+                 f"({why_not})")
+    return make_train_loader(**args)
+
+
+def saved_dali_state(run: Run):
+    """(this rank's saved DALI state, None) when the checkpoint's loader state fits this run;
+    (None, why not) otherwise; (None, None) for a new run."""
+    import nvidia.dali
+
+    from dali_pixmix.training.resume import config_changes
+
+    saved = run.saved_loader
+    if saved is None:
+        return None, ("the checkpoint holds none" if run.step > 0 else None)
+    recipe, _ = config_changes(saved["config"] or {}, run.cfg.to_dict())
+    device = "GPU" if run.dist.device.type == "cuda" else "CPU"
+    checks = (("world size", saved["world_size"], run.dist.world_size),
+              ("DALI version", saved["dali_version"], nvidia.dali.__version__),
+              ("device", "GPU" if saved["gpu"] else "CPU", device),
+              ("batch", saved["position"], run.epoch * run.steps_per_epoch + run.epoch_step))
+    for what, then, now in checks:
+        if then != now:
+            return None, f"saved with {what} {then}, resumed with {now}"
+    if recipe:
+        return None, "the recipe changed"
+    return bytes(saved["dali"][run.dist.rank].numpy().tobytes()), None
 
 
 def build_validation(run: Run) -> None:
@@ -141,7 +183,7 @@ def build_validation(run: Run) -> None:
     run.evaluator = Evaluator(run.raw_model, run.classes, batch_size=cfg.eval.batch_size,
                               resize=cfg.data.val_resize, crop=cfg.data.val_crop,
                               num_threads=cfg.data.num_threads, dist=run.dist, progress=False,
-                              check_headers=cfg.data.check_headers)
+                              check_headers=cfg.data.check_headers, keep_loaders=True)
     run.evaluator.screen(run.val_files, "validation image")  # at start-up, not after an epoch
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from dali_pixmix.provenance import provenance
@@ -19,21 +20,26 @@ from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training.schedule import CosineSchedule
 
 from ..config import Config
-from ..distributed import DistInfo, barrier
+from ..distributed import DistInfo, all_gather_objects, barrier
 
 
 @dataclass
 class Meter:
-    """Running sums of training steps (between progress lines, or over an epoch)."""
+    """Running sums of training steps (between progress lines, or over an epoch).
+
+    A step's host times are added when its loop iteration ends, its loss when its record
+    reaches the host one step later (`training.records`)."""
     loss: float = 0.0
     steps: int = 0
     images: int = 0
     wait: float = 0.0
     total: float = 0.0
 
-    def add(self, loss: float, images: int, wait: float, total: float) -> None:
-        self.loss += loss; self.steps += 1; self.images += images
-        self.wait += wait; self.total += total
+    def add_time(self, images: int, wait: float, total: float) -> None:
+        self.images += images; self.wait += wait; self.total += total
+
+    def add_loss(self, loss: float) -> None:
+        self.loss += loss; self.steps += 1
 
     def summary(self) -> Dict[str, float]:
         return {"loss": self.loss / max(1, self.steps),
@@ -65,6 +71,7 @@ class Run:
     steps_per_epoch: int = 0
     last_save: float = field(default_factory=time.monotonic)
     epoch_meter: Meter = field(default_factory=Meter)  # the epoch so far (checkpointed)
+    interval_meter: Meter = field(default_factory=Meter)  # since the last progress line
     # The end of an epoch whose checkpoint is saved but whose validation and metrics line are
     # not written yet: {"entry": metrics line without "val", "validate": bool}.
     pending_epoch: Optional[Dict[str, Any]] = None
@@ -72,6 +79,10 @@ class Run:
     writer: Any = None
     debug_file: Any = None
     halt: bool = False            # all ranks agreed to stop after the current step
+    save_due: bool = False        # all ranks agreed to save after the current step
+    loader: Any = None            # data.loaders.TrainLoader: one per run, built at the start
+    saved_loader: Optional[Dict[str, Any]] = None  # resumed checkpoint's "loader" (+ "config")
+    records: Any = None           # training.records.StepRecords of the steps not read yet
 
 
 class StopFlag:
@@ -95,7 +106,24 @@ def log(run_or_dist, message: str) -> None:
         print(message, flush=True)
 
 
-def checkpoint_state(run: Run) -> Dict[str, Any]:
+def loader_state(run: Run) -> Optional[Dict[str, Any]]:
+    """Every rank's DALI pipeline state at the current step, for the checkpoint (all ranks
+    call this; a collective): {"position", "world_size", "dali_version", "gpu", "dali": one
+    uint8 tensor per rank}, or None without a loader."""
+    import nvidia.dali
+
+    mine = None if run.loader is None else run.loader.state()
+    states = all_gather_objects(mine)
+    if any(state is None for state in states):
+        return None
+    return {"position": run.epoch * run.steps_per_epoch + run.epoch_step,
+            "world_size": run.dist.world_size, "dali_version": nvidia.dali.__version__,
+            "gpu": run.dist.device.type == "cuda",
+            "dali": [torch.from_numpy(np.frombuffer(state, dtype=np.uint8).copy())
+                     for state in states]}
+
+
+def checkpoint_state(run: Run, loader: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return {"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
@@ -104,13 +132,14 @@ def checkpoint_state(run: Run) -> Dict[str, Any]:
             "rng": ckpt_io.capture_rng(), "config": run.cfg.to_dict(),
             "classes": list(run.classes), "arch": run.cfg.model.arch,
             "epoch_meter": dataclasses.asdict(run.epoch_meter), "epoch_end": run.pending_epoch,
-            "provenance": provenance()}
+            "loader": loader, "provenance": provenance()}
 
 
 def save_checkpoint(run: Run, reason: str) -> None:
     """Rank 0 writes the step checkpoint; the other ranks wait so nobody exits early."""
+    loader = loader_state(run)
     if run.dist.is_main:
-        path = ckpt_io.save_step_checkpoint(checkpoint_state(run), run.out_dir,
+        path = ckpt_io.save_step_checkpoint(checkpoint_state(run, loader), run.out_dir,
                                             keep=run.cfg.train.keep_checkpoints)
         print(f"saved checkpoint {path} ({reason})", flush=True)
     run.last_save = time.monotonic()
@@ -134,6 +163,8 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     run.epoch, run.step, run.epoch_step = state["epoch"], state["step"], state["epoch_step"]
     run.epoch_meter = Meter(**state["epoch_meter"]) if state.get("epoch_meter") else Meter()
     run.pending_epoch = state.get("epoch_end")
+    loader = state.get("loader")
+    run.saved_loader = None if loader is None else {**loader, "config": state.get("config")}
     if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
         log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
                  f"run has {run.steps_per_epoch} (other data or world size); the resumed run "

@@ -1,4 +1,5 @@
-"""Two CPU ranks under torchrun (gloo): disjoint shards, identical weights, exact validation.
+"""Two CPU ranks under torchrun (gloo): disjoint shards, identical weights, exact validation,
+a mid-epoch resume that restores every rank's loader.
 
 Every training picture is its own class, so the labels a rank logs identify its samples.
 """
@@ -39,14 +40,18 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     sets = [f"data.train={data / 'train'}", f"data.val={data / 'val'}", "data.crop=32",
             "data.val_resize=36", "data.val_crop=32", "data.num_threads=1",
             f"pixmix.mixing_set={tiny_mixing_dir}", "pixmix.bank_size=64", "model.arch=resnet18",
-            "train.batch_size=8", "eval.batch_size=6", "train.epochs=2", "train.log_every=1",
+            "train.batch_size=4", "eval.batch_size=6", "train.epochs=2", "train.log_every=1",
             "train.debug_log=true", "train.tensorboard=false", f"train.output_dir={out}",
             "eval.calibration_bin_size=4", "dist.device=cpu", "train.checkpoint_minutes=0"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={free_port()}", str(REPO / "train_imagenet.py"),
-           "--config", str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
-    for item in sets:
-        cmd += ["--set", item]
+    def command(*extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               f"--master_port={free_port()}", str(REPO / "train_imagenet.py"),
+               "--config", str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
+        for item in sets + list(extra):
+            cmd += ["--set", item]
+        return cmd
+
+    cmd = command()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -54,7 +59,7 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
     steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
     assert digest0 == digest1  # DDP kept the replicas identical
-    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == [1, 2, 3, 4]
+    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
     for epoch in (0, 1):
         seen0 = [lab for r in steps0 if r["epoch"] == epoch for lab in r["labels"]]
         seen1 = [lab for r in steps1 if r["epoch"] == epoch for lab in r["labels"]]
@@ -63,10 +68,12 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     first_epoch = [r["labels"] for r in steps0 if r["epoch"] == 0]
     assert first_epoch != [r["labels"] for r in steps0 if r["epoch"] == 1]  # reshuffled
 
-    # checkpoint_minutes=0: rank 0's timer asks for a save after every mid-epoch step too; the
-    # ranks agree on it (no hang) and the newest 3 are kept
+    # checkpoint_minutes=0: rank 0's timer asks for a save at every step whose next step is
+    # mid-epoch; the ranks learn it one step late and save at that next step, all together (no
+    # hang): steps 2 and 6 (the request of step 2, read before that save, is met by it; the
+    # epoch ends 4 and 8 save anyway). The newest 3 are kept
     assert sorted(p.name for p in out.glob("ckpt_*.pt")) == [
-        "ckpt_e0001_s000000002.pt", "ckpt_e0001_s000000003.pt", "ckpt_e0002_s000000004.pt"]
+        "ckpt_e0001_s000000004.pt", "ckpt_e0001_s000000006.pt", "ckpt_e0002_s000000008.pt"]
     final = torch.load(out / "final.pt", weights_only=True)
     assert final["val"]["n"] == IMAGES  # every validation image counted exactly once
     torchvision.models.resnet18(num_classes=IMAGES).load_state_dict(final["model"])  # no "module."
@@ -81,5 +88,18 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     assert refused.stderr.count("error: train.output_dir") == 2, refused.stderr[-3000:]
     resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from {out / 'ckpt_e0002_s000000004.pt'}" in resumed.stdout
-    assert "finished at step 4" in resumed.stdout
+    assert f"resumed from {out / 'ckpt_e0002_s000000008.pt'}" in resumed.stdout
+    assert "finished at step 8" in resumed.stdout
+
+    # stopped mid-epoch at step 3, then resumed: every rank restores its own DALI state (crop
+    # and flip draws) and reads on from its step, so the weights equal the uninterrupted run's
+    split = tmp_path / "split"
+    for extra in (["train.max_steps=3"], []):
+        part = subprocess.run(command(f"train.output_dir={split}", *extra), capture_output=True,
+                              text=True, env=env, timeout=240)
+        assert part.returncode == 0, part.stdout[-3000:] + part.stderr[-3000:]
+    assert f"resumed from {split / 'ckpt_e0000_s000000003.pt'}" in part.stdout
+    assert "loader state is not used" not in part.stdout
+    steps, digest = read_debug(split / "debug_rank1.jsonl")
+    assert [r["labels"] for r in steps] == [r["labels"] for r in steps1]  # same data order
+    assert digest == digest1

@@ -97,3 +97,26 @@ def test_loaded_cuda_bank_is_ready_for_other_streams(tmp_path):
     windows = windows.permute(0, 1, 2, 4, 5, 3).reshape(-1, CROP, CROP, 3)
     for crop in picks[:4]:
         assert (windows == crop).flatten(1).all(1).any()
+
+
+def test_gpu_training_loader_resumes_from_its_state(tiny_imagenet, tiny_mixing_dir):
+    """The nvJPEG (mixed) training pipeline takes DALI checkpointing: a loader made from
+    `state()` mid-epoch yields the batches of the loader that went on (same crops, flips and
+    PixMix draws); without the state the crops differ."""
+    bank = MixingBank.from_folder(tiny_mixing_dir, size=40, device=CUDA)
+    common = dict(root=tiny_imagenet / "train", batch_size=8, dist=DistInfo(device=CUDA),
+                  seed=5, crop=CROP)
+    going = make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))
+    batches = iter(going)
+    for _ in range(2):
+        next(batches)
+    state, at = going.state(), dict(epoch=0, step=2)
+    ahead = [(x.clone(), y.clone()) for x, y in batches]
+    restored = [(x, y) for x, y in make_train_loader(**common, **at, dali_state=state,
+                                                     stage=PixMixStage(bank, crop=CROP))]
+    fresh = [x for x, _ in make_train_loader(**common, **at, stage=PixMixStage(bank, crop=CROP))]
+    assert len(restored) == len(ahead) == len(going) - 2
+    for (x, y), (rx, ry) in zip(ahead, restored):
+        assert torch.equal(y, ry)
+        torch.testing.assert_close(rx, x)
+    assert not torch.allclose(fresh[0], ahead[0][0])

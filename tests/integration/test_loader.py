@@ -1,10 +1,11 @@
-"""DaliLoader: exact sharded evaluation, lockstep training epochs, CHW/HWC, clear input errors."""
+"""Loaders: exact sharded evaluation, lockstep training epochs from one pipeline per run and
+its exact resume, CHW/HWC, clear input errors."""
 from pathlib import Path
 
 import pytest
 import torch
 
-from dali_pixmix.data.loaders import make_eval_loader, make_train_loader
+from dali_pixmix.data.loaders import LoaderStateError, make_eval_loader, make_train_loader
 from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.mixing.bank import MixingBank
@@ -80,6 +81,54 @@ def test_training_ranks_step_in_lockstep_and_epochs_reshuffle(tiny_imagenet):
         labels = epoch_labels(first)
         assert torch.equal(epoch_labels(loader(r, epoch=0)), labels)  # rebuilt: same order
         assert not torch.equal(epoch_labels(loader(r, epoch=1)), labels)  # reshuffled
+
+
+def test_one_training_loader_serves_every_epoch_in_the_epochs_order(tiny_imagenet):
+    """Epoch after epoch from one pipeline: the labels of each epoch are those of a loader
+    built at that epoch (the order depends on (seed, epoch) only), and leaving an epoch early
+    continues it on the next iteration."""
+    def loader(epoch, step=0):
+        return make_train_loader(root=tiny_imagenet / "train", batch_size=5, dist=rank(1, 2),
+                                 epoch=epoch, step=step, seed=4, crop=CROP, stage=None)
+
+    persistent = loader(0)
+    for epoch in range(3):
+        assert (persistent.epoch, persistent.epoch_step) == (epoch, 0)
+        assert torch.equal(epoch_labels(persistent), epoch_labels(loader(epoch)))
+    first = next(iter(persistent))[1]
+    assert (persistent.epoch, persistent.epoch_step, persistent.position) == (3, 1, 13)
+    rest = torch.cat([y for _, y in persistent])
+    assert torch.equal(torch.cat([first, rest]), epoch_labels(loader(3)))
+    assert torch.equal(rest, torch.cat([y for _, y in loader(3, step=1)]))
+
+
+def test_training_loader_resumes_from_its_state_exactly(tiny_imagenet):
+    """A loader made from `state()` at batch k of epoch 1 yields bit-identical batches (crops,
+    flips, PixMix) to the loader that went on; without the state only the order is equal."""
+    gen = torch.Generator().manual_seed(0)
+    bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8, generator=gen))
+    common = dict(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=3,
+                  crop=CROP, num_threads=1)
+    going = make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))
+    for _ in going:  # epoch 0
+        pass
+    batches = iter(going)
+    for _ in range(3):  # into epoch 1; DALI has prefetched further
+        next(batches)
+    state, position = going.state(), going.position
+    ahead = [(x.clone(), y.clone()) for _ in range(2) for x, y in going]  # into epoch 2
+    at = dict(epoch=position // len(going), step=position % len(going))
+    restored = make_train_loader(**common, **at, stage=PixMixStage(bank, crop=CROP),
+                                 dali_state=state)
+    again = [(x, y) for _ in range(2) for x, y in restored][:len(ahead)]
+    assert len(again) == len(ahead) == 2 * len(going) - 3
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, again))
+    fresh = make_train_loader(**common, **at, stage=PixMixStage(bank, crop=CROP))
+    firsts = [(x, y) for x, y in fresh]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(ahead, firsts))
+    assert not torch.equal(ahead[0][0], firsts[0][0])  # other crop/flip draws
+    with pytest.raises(LoaderStateError, match="checkpoint"):
+        make_train_loader(**common, **at, stage=None, dali_state=state)  # another graph
 
 
 def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):

@@ -55,7 +55,7 @@ def test_stage_output_is_its_function_on_the_plain_crops(tiny_imagenet, stage):
     got, labels = train_batch(tiny_imagenet, seed=7, stage=stage)
     np.testing.assert_array_equal(labels, plain_labels)
     if isinstance(stage, CutoutStage):  # the crops, normalised, each box set to 0 afterwards
-        boxes = cutout_boxes(8, CROP, CROP, 16, stage.reseeded(stage_seed).host_generator())
+        boxes = cutout_boxes(8, CROP, CROP, 16, stage.reseeded(stage_seed).host_generator(0))
         expected = normalised(crops.numpy() / np.float32(255))
         for image, (y0, y1, x0, x1) in zip(expected, boxes.tolist()):
             image[:, y0:y1, x0:x1] = 0

@@ -220,6 +220,18 @@ def test_pixmix_stage_on_a_torch_batch_is_seeded_and_bounded(noise_bank):
         PixMixStage(noise_bank, crop=CROP).apply(batch[:, :16, :16])
 
 
+def test_pixmix_stage_draws_depend_on_the_batch_index_alone(noise_bank):
+    """Batch 3 of a stage started at batch 0 equals the first batch of the stage started at 3
+    (a pipeline built at a resumed step); other batches get other draws."""
+    batch = torch.randint(0, 256, (4, CROP, CROP, 3), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(1))
+    stage = PixMixStage(noise_bank, crop=CROP, seed=9)
+    outputs = [stage.apply(batch) for _ in range(4)]
+    late = stage.reseeded(9, start=3)
+    assert torch.equal(late.apply(batch), outputs[3]) and late.batch_index == 4
+    assert not torch.equal(outputs[2], outputs[3])
+
+
 def test_pixmix_stage_passes_its_settings_and_bank_crops_to_pixmix(noise_bank):
     """The stage equals a direct pixmix() call with the documented generators and bank draws."""
     from dali_pixmix.augment.pixmix import pixmix
@@ -228,8 +240,8 @@ def test_pixmix_stage_passes_its_settings_and_bank_crops_to_pixmix(noise_bank):
                           generator=torch.Generator().manual_seed(2))
     stage = PixMixStage(noise_bank, k=2, beta=3.0, severity=2, all_ops=False, seed=11, crop=CROP)
 
-    def seeded(stream):
-        seed = int(np.random.SeedSequence([11, stream]).generate_state(1)[0])
+    def seeded(stream, batch_index=0):
+        seed = int(np.random.SeedSequence([11, stream, batch_index]).generate_state(1)[0])
         return torch.Generator().manual_seed(seed)
 
     mixing = noise_bank.sample(6, CROP, seeded(1))

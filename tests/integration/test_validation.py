@@ -84,3 +84,33 @@ def test_eval_batch_size_is_global(tiny_imagenet):
     assert len(preds) == 10 and model.training  # the caller's train mode is restored
     with pytest.raises(ValueError, match="--batch-size=10 is the GLOBAL batch.*world size 4"):
         Evaluator(model, list("abcdef"), batch_size=10, dist=DistInfo(world_size=4))
+
+
+def test_validation_reuses_one_loader_per_file_list(tiny_imagenet):
+    """keep_loaders (training's validation): the second pass over the same images reads them
+    all again, in order, from the same pipeline; another list gets its own; without it every
+    call builds a new one."""
+    import torch
+
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.evaluation.runner import FIELDS, Evaluator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 6))
+    files = sorted((tiny_imagenet / "val").rglob("*.JPEG"))
+    labels = list(range(6)) * 4
+    settings = dict(batch_size=5, resize=36, crop=32, dist=DistInfo(), progress=False)
+    ev = Evaluator(model, list("abcdef"), keep_loaders=True, **settings)
+    first = ev.infer(files, labels)
+    (kept,) = ev._loaders.values()
+    second = ev.infer(files, labels)
+    assert list(ev._loaders.values()) == [kept]
+    fresh = Evaluator(model, list("abcdef"), **settings).infer(files, labels)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
+        np.testing.assert_array_equal(getattr(first, field), getattr(fresh, field))
+    ev.infer(files[:7], labels[:7])
+    assert len(ev._loaders) == 2
+    ev.release_loaders()
+    assert ev._loaders == {}

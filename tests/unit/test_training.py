@@ -70,3 +70,35 @@ def test_weights_digest_sees_every_tensor():
     before = weights_digest(model)
     model.num_batches_tracked += 1  # a 0-d integer buffer
     assert weights_digest(model) != before
+
+
+def test_fp16_steps_with_the_fused_sgd_read_nothing_on_the_host():
+    """GradScaler hands its inf check to an optimizer that supports AMP scaling (PyTorch's
+    fused SGD, what `build_optimizer` picks on GPU) instead of reading it with `.item()` every
+    step, as it does for the plain SGD."""
+    from host_reads import HostReads
+
+    from dali_pixmix.training.setup import build_optimizer
+
+    cfg = load_config(None)
+    model = torch.nn.Linear(4, 3)
+    fused = build_optimizer(cfg, model, torch.device("cuda"))  # built, not stepped, on CPU
+    assert fused.param_groups[0]["fused"] is True
+    assert not build_optimizer(cfg, model, torch.device("cpu")).param_groups[0]["fused"]
+    x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    seen = {}
+    for name, fuse in (("fused", True), ("plain", None)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=fuse)
+        scaler = torch.amp.GradScaler("cpu")
+        mode = HostReads()
+        for step in range(3):
+            with mode:
+                mode.armed = step > 0
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        seen[name] = mode.seen
+    assert seen == {"fused": [], "plain": ["item", "item"]}
