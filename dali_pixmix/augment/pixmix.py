@@ -43,8 +43,7 @@ import torch
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._cpu_split import balanced_bounds
-from dali_pixmix.augment._host_pool import host_workers
+from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 MIX_OPS = ("add", "multiply")
@@ -454,37 +453,33 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor
         _put(out, samples_dev, mixed if output is None else output.convert(mixed))
 
 
-def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
-    """The choices of samples ``start:stop`` (every field is indexed by sample last)."""
-    return Plan(**{name: value[..., start:stop] for name, value in vars(plan).items()})
+def empty_output(images: torch.Tensor, output: "Normalized | None") -> torch.Tensor:
+    """The result buffer for a batch like ``images``: float32 HWC, or in ``output``'s format."""
+    if output is None:
+        return torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    return output.empty(images.shape, images.device)
 
 
 def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
-    """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into ``workers`` contiguous sample ranges run
-    concurrently by single-threaded host workers (see ``_host_pool``). Each sample's result
-    depends only on its own choices, so the split does not change the output."""
-    n = images.shape[0]
-    if output is None:
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    else:
-        out = output.empty(images.shape, images.device)
-    workers = min(workers, n) if not images.is_cuda else 1
+    """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
+    ``workers`` contiguous sample ranges run concurrently by single-threaded host workers (see
+    ``_host_pool``). Each sample's result depends only on its own choices, so the split does
+    not change the output."""
+    out = empty_output(images, output)
+    workers = 1 if images.is_cuda else min(workers, images.shape[0])
     if workers <= 1:
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
     jobs = _collect_jobs(plan)
     bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, workers)
 
-    def part(i):
-        s, e = bounds[i], bounds[i + 1]
-        _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e],
+    def part(s, e):
+        _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    list(host_workers(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
+    run_parts(part, bounds)
     return out
-
-
 
 
 # ----------------------------------------------------------------------------- public API
