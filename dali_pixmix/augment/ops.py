@@ -22,6 +22,8 @@ Conventions shared by every op:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dali_pixmix.augment._constants import stream_safe_cache
@@ -50,9 +52,9 @@ def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _lut_index(x: torch.Tensor) -> torch.Tensor:
     """int64 ``[B, H*W*3]``: each value's position ``c * 256 + v`` in its sample's
     ``[3 * 256]`` table (channel c of every pixel)."""
-    n = x.shape[0]
+    n, numel = x.shape[0], math.prod(x.shape[1:])  # explicit sizes: a batch may be empty
     channel = torch.arange(3, device=x.device, dtype=torch.int64) * 256
-    return x.reshape(n, -1).long().view(n, -1, 3).add_(channel).view(n, -1)
+    return x.reshape(n, numel).long().view(n, numel // 3, 3).add_(channel).view(n, numel)
 
 
 def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None):
@@ -96,7 +98,7 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
     """PIL ``ImageOps.autocontrast`` (cutoff 0): stretch each channel's [min, max] to [0, 255]
     (see ``autocontrast_lut``)."""
     _check_images(x)
-    lo, hi = x.reshape(x.shape[0], -1, 3).aminmax(dim=1)
+    lo, hi = x.reshape(x.shape[0], x.shape[1] * x.shape[2], 3).aminmax(dim=1)
     return apply_lut(x, autocontrast_lut(lo, hi))
 
 
@@ -152,7 +154,8 @@ def rotation_matrices(degrees, width: int, height: int) -> torch.Tensor:
     degrees = torch.remainder(torch.as_tensor(degrees, dtype=torch.float64).reshape(-1), 360.0)
     angle = -torch.deg2rad(degrees)  # PIL reduces the angle modulo 360 first, as here
     # PIL rounds the matrix to 15 decimals (exact 0 / 1 at multiples of 90 degrees).
-    cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
+    cos = torch.round(torch.cos(angle), decimals=15)
+    sin = torch.round(torch.sin(angle), decimals=15)
     cx, cy = width / 2.0, height / 2.0
     c = cos * -cx + sin * -cy + cx
     f = -sin * -cx + cos * -cy + cy
@@ -355,7 +358,7 @@ def contrast(x: torch.Tensor, factor) -> torch.Tensor:
     _check_images(x)
     xf = x.float()
     luma = grayscale(xf)
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / luma[0].numel()
+    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (x.shape[1] * x.shape[2])
     grey = torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
     return _blend(grey, x, factor, xf)
 
