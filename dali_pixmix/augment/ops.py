@@ -17,8 +17,8 @@ Conventions shared by every op:
 * Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
   rotation uses one cached coordinate map per distinct angle (cached per device, safe on any
   CUDA stream: ``_constants``). The dense PixMix strategy reuses the table builders
-  (``autocontrast_lut``, ``equalize_lut``), the blends and ``sharpen_interior``, and does its
-  own single affine resampling for every geometric op (``_dense_ops``).
+  (``autocontrast_lut``, ``equalize_lut``), the blends, ``mean_grey`` and ``sharpen_interior``,
+  and does its own single affine resampling for every geometric op (``_dense_ops``).
 """
 from __future__ import annotations
 
@@ -353,14 +353,18 @@ def color(x: torch.Tensor, factor) -> torch.Tensor:
     return _blend(_rgb(grayscale(xf)), x, factor, xf)
 
 
+def mean_grey(luma: torch.Tensor) -> torch.Tensor:
+    """float32 ``[B, 1, 1, 1]``: the rounded mean of each greyscale image ``luma``
+    (``[B, H, W, 1]``, from ``grayscale``), PIL ``ImageEnhance.Contrast``'s degenerate value."""
+    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (luma.shape[1] * luma.shape[2])
+    return torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
+
+
 def contrast(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Contrast``: blend with the rounded mean of the greyscale image."""
     _check_images(x)
     xf = x.float()
-    luma = grayscale(xf)
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (x.shape[1] * x.shape[2])
-    grey = torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
-    return _blend(grey, x, factor, xf)
+    return _blend(mean_grey(grayscale(xf)), x, factor, xf)
 
 
 def brightness(x: torch.Tensor, factor) -> torch.Tensor:
