@@ -1,7 +1,10 @@
-"""Splitting a PixMix batch among CPU workers by an estimated per-sample cost."""
+"""Splitting a batch among CPU workers by an estimated per-sample cost (PixMix, AugMix), and
+running the parts on the single-threaded host workers of ``_host_pool``."""
 from __future__ import annotations
 
 import torch
+
+from dali_pixmix.augment._host_pool import host_workers
 
 # Rough CPU cost of each step per 224 px image (ms, one thread); only steers the work split.
 _OP_COST = {"autocontrast": 0.36, "equalize": 0.39, "posterize": 0.01, "rotate": 0.77,
@@ -26,3 +29,16 @@ def balanced_bounds(job_sample: torch.Tensor, job_op: torch.Tensor, round_codes:
     targets = cumulative[-1] * torch.arange(1, parts, dtype=torch.float64) / parts
     inner = torch.searchsorted(cumulative, targets).add_(1).clamp_(1, cost.numel() - 1)
     return [0] + inner.tolist() + [cost.numel()]
+
+
+def plan_part(plan, start: int, stop: int):
+    """The choices of samples ``start:stop`` of a plan dataclass whose every field is indexed by
+    sample last."""
+    return type(plan)(**{name: value[..., start:stop] for name, value in vars(plan).items()})
+
+
+def run_parts(run, bounds: list) -> None:
+    """``run(start, stop)`` for every range of ``bounds`` (from ``balanced_bounds``),
+    concurrently on as many single-threaded host workers; a worker's error is raised here."""
+    parts = len(bounds) - 1
+    list(host_workers(parts).map(lambda i: run(bounds[i], bounds[i + 1]), range(parts)))

@@ -169,12 +169,10 @@ def _grey(images: torch.Tensor, p: dict, out: torch.Tensor) -> None:
     """color (blend with the greyscale image) or contrast (with its rounded mean), per row, as
     ``ops.color`` / ``ops.contrast`` compute them."""
     src = take_rows(images, p["grey_sample"])
-    m, h, w, _ = src.shape
+    m = src.shape[0]
     xf = src.float()
     luma = A.grayscale(xf)
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (h * w)
-    grey = torch.floor(mean + 0.5).float().view(m, 1, 1, 1)
-    degenerate = torch.where(p["grey_is_color"].view(m, 1, 1, 1), luma, grey)
+    degenerate = torch.where(p["grey_is_color"].view(m, 1, 1, 1), luma, A.mean_grey(luma))
     out.copy_(A._blend(degenerate, src, p["grey_factor"], xf))
 
 

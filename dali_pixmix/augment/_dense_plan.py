@@ -13,6 +13,7 @@ Samples are mixed in ``order`` (most rounds first), so round r covers a prefix o
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -127,13 +128,16 @@ def needs(plan, ops) -> tuple:
     jobs = _collect_jobs(plan)
     per_family = torch.bincount(family_index(ops)[jobs.op], minlength=len(FAMILIES))
     k = plan.multiply.shape[0]
-    per_round = [int((plan.rounds > r).sum()) for r in range(k)]
-    return tuple(per_family.tolist()), tuple(per_round)
+    with_rounds = torch.bincount(plan.rounds, minlength=k + 1)  # samples with exactly r rounds
+    per_round = with_rounds.flip(0).cumsum(0).flip(0)[1:]  # samples with more than r rounds
+    return tuple(per_family.tolist()), tuple(per_round.tolist())
 
 
-def capacities(batch: int, k: int, ops) -> tuple:
+@functools.lru_cache(maxsize=16)
+def capacities(batch: int, k: int, ops: tuple) -> tuple:
     """``(family_rows, round_rows)`` that a random plan exceeds with probability ~1e-4:
-    mean + 4 standard deviations + 4 of each count, at most the largest possible count."""
+    mean + 4 standard deviations + 4 of each count, at most the largest possible count
+    (computed once per batch size, k and op list)."""
     family = family_index(ops)
     rows = []
     for f in range(len(FAMILIES)):

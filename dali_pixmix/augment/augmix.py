@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._cpu_split import balanced_bounds
-from dali_pixmix.augment._host_pool import host_workers as host_pool
+from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
 from dali_pixmix.augment.pixmix import (
     _pick_strategy,
     augment_rows,
+    empty_output,
     op_param_values,
     op_params,
 )
@@ -123,18 +123,11 @@ def _execute(images, plan: AugMixPlan, ops, strategy: str, out: torch.Tensor, ou
     out.copy_(mixed if output is None else output.convert(mixed))
 
 
-def _plan_part(plan: AugMixPlan, start: int, stop: int) -> AugMixPlan:
-    return AugMixPlan(**{name: value[..., start:stop] for name, value in vars(plan).items()})
-
-
 def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, output):
     """The result of ``plan``; on CPU, contiguous image ranges of about equal work run
     concurrently by single-threaded host workers (as PixMix's, see ``_host_pool``)."""
     n = images.shape[0]
-    if output is None:
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    else:
-        out = output.empty(images.shape, images.device)
+    out = empty_output(images, output)
     workers = 1 if images.is_cuda else min(workers, n)
     if workers <= 1:
         _execute(images, plan, ops, strategy, out, output)
@@ -145,11 +138,10 @@ def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, o
     bounds = balanced_bounds(job_sample, plan.op[active], torch.zeros((1, n), dtype=torch.long),
                              ops, workers)
 
-    def part(i):
-        s, e = bounds[i], bounds[i + 1]
-        _execute(images[s:e], _plan_part(plan, s, e), ops, strategy, out[s:e], output)
+    def part(s, e):
+        _execute(images[s:e], plan_part(plan, s, e), ops, strategy, out[s:e], output)
 
-    list(host_pool(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
+    run_parts(part, bounds)
     return out
 
 

@@ -65,11 +65,12 @@ def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool =
 
 
 def image_table(images, mixing_pics, shape: Shape) -> torch.Tensor:
-    """uint8 ``[shape.rows, H, W, 3]``: the images, the mixing pictures, then room for the
-    augmented images."""
+    """uint8 ``[shape.rows, H, W, 3]``: the images, the mixing pictures (rows left unset if
+    None: nothing will read them), then room for the augmented images."""
     table = images.new_empty((shape.rows, *images.shape[1:]))
     table[:shape.batch].copy_(images)
-    table[shape.batch:2 * shape.batch].copy_(mixing_pics)
+    if mixing_pics is not None:
+        table[shape.batch:2 * shape.batch].copy_(mixing_pics)
     return table
 
 
@@ -173,6 +174,6 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, params: torch.Tensor,
     shape = Shape(n, h, w, tuple(int((family == f).sum()) for f in range(len(FAMILIES))), ())
     values = {}
     rows = augmentation_arrays(op, ops, params.double(), torch.arange(n), shape, values)
-    table = image_table(images, images, shape)
+    table = image_table(images, None, shape)  # augmentations read only the images
     augment_all(table, unpack(device_buffer(values, shape, images.device), shape), shape)
     return take_rows(table, to_device(rows, images.device))

@@ -17,10 +17,12 @@ Conventions shared by every op:
 * Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
   rotation uses one cached coordinate map per distinct angle (cached per device, safe on any
   CUDA stream: ``_constants``). The dense PixMix strategy reuses the table builders
-  (``autocontrast_lut``, ``equalize_lut``), the blends and ``sharpen_interior``, and does its
-  own single affine resampling for every geometric op (``_dense_ops``).
+  (``autocontrast_lut``, ``equalize_lut``), the blends, ``mean_grey`` and ``sharpen_interior``,
+  and does its own single affine resampling for every geometric op (``_dense_ops``).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -50,9 +52,9 @@ def _per_sample(param, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _lut_index(x: torch.Tensor) -> torch.Tensor:
     """int64 ``[B, H*W*3]``: each value's position ``c * 256 + v`` in its sample's
     ``[3 * 256]`` table (channel c of every pixel)."""
-    n = x.shape[0]
+    n, numel = x.shape[0], math.prod(x.shape[1:])  # explicit sizes: a batch may be empty
     channel = torch.arange(3, device=x.device, dtype=torch.int64) * 256
-    return x.reshape(n, -1).long().view(n, -1, 3).add_(channel).view(n, -1)
+    return x.reshape(n, numel).long().view(n, numel // 3, 3).add_(channel).view(n, numel)
 
 
 def apply_lut(x: torch.Tensor, lut: torch.Tensor, index: torch.Tensor | None = None):
@@ -96,7 +98,7 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
     """PIL ``ImageOps.autocontrast`` (cutoff 0): stretch each channel's [min, max] to [0, 255]
     (see ``autocontrast_lut``)."""
     _check_images(x)
-    lo, hi = x.reshape(x.shape[0], -1, 3).aminmax(dim=1)
+    lo, hi = x.reshape(x.shape[0], x.shape[1] * x.shape[2], 3).aminmax(dim=1)
     return apply_lut(x, autocontrast_lut(lo, hi))
 
 
@@ -152,7 +154,8 @@ def rotation_matrices(degrees, width: int, height: int) -> torch.Tensor:
     degrees = torch.remainder(torch.as_tensor(degrees, dtype=torch.float64).reshape(-1), 360.0)
     angle = -torch.deg2rad(degrees)  # PIL reduces the angle modulo 360 first, as here
     # PIL rounds the matrix to 15 decimals (exact 0 / 1 at multiples of 90 degrees).
-    cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
+    cos = torch.round(torch.cos(angle), decimals=15)
+    sin = torch.round(torch.sin(angle), decimals=15)
     cx, cy = width / 2.0, height / 2.0
     c = cos * -cx + sin * -cy + cx
     f = -sin * -cx + cos * -cy + cy
@@ -350,14 +353,18 @@ def color(x: torch.Tensor, factor) -> torch.Tensor:
     return _blend(_rgb(grayscale(xf)), x, factor, xf)
 
 
+def mean_grey(luma: torch.Tensor) -> torch.Tensor:
+    """float32 ``[B, 1, 1, 1]``: the rounded mean of each greyscale image ``luma``
+    (``[B, H, W, 1]``, from ``grayscale``), PIL ``ImageEnhance.Contrast``'s degenerate value."""
+    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (luma.shape[1] * luma.shape[2])
+    return torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
+
+
 def contrast(x: torch.Tensor, factor) -> torch.Tensor:
     """PIL ``ImageEnhance.Contrast``: blend with the rounded mean of the greyscale image."""
     _check_images(x)
     xf = x.float()
-    luma = grayscale(xf)
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / luma[0].numel()
-    grey = torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
-    return _blend(grey, x, factor, xf)
+    return _blend(mean_grey(grayscale(xf)), x, factor, xf)
 
 
 def brightness(x: torch.Tensor, factor) -> torch.Tensor:

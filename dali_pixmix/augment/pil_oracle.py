@@ -1,8 +1,9 @@
 """Per-image PIL implementation of PixMix, written from the method description.
 
-This is the test oracle for the batched torch implementation (``dali_pixmix.pixmix``) and the
-baseline for benchmarks. It uses PIL (``ImageOps``, ``ImageEnhance``, ``Image.transform``) for
-the augmentation ops and numpy float32 for the mixing, with a ``numpy.random.Generator``.
+This is the test oracle for the batched torch implementation (``dali_pixmix.augment.pixmix``)
+and the baseline for benchmarks. It uses PIL (``ImageOps``, ``ImageEnhance``,
+``Image.transform``) for the augmentation ops and numpy float32 for the mixing, with a
+``numpy.random.Generator``.
 
 Public functions:
 
@@ -11,10 +12,10 @@ Public functions:
 * ``augment(pil_image, rng, severity=1, all_ops=True) -> PIL.Image``.
 * ``get_ab(rng, beta) -> (a, b)`` as numpy float32; ``add(x1, x2, a, b)``,
   ``multiply(x1, x2, a, b)`` on float32 HxWx3 arrays in [0, 1] (not clamped).
-* ``pixmix_pil(pil_image, mix_pil, rng, k=4, beta=4.0, severity=1, all_ops=True)
-  -> float32 HxWx3 array in [0, 1]`` (not normalised).
+* ``pixmix_pil(pil_image, mix_pil, rng, k=4, beta=4.0, severity=1, all_ops=True,
+  partner_aug_prob=0.5) -> float32 HxWx3 array in [0, 1]`` (not normalised).
 * ``replay(orig_uint8_hwc, mix_uint8_hwc, trace_entry) -> float32 HxWx3 array``: recompute one
-  sample of ``dali_pixmix.pixmix.pixmix(..., trace=True)`` from its trace with PIL ops.
+  sample of ``dali_pixmix.augment.pixmix.pixmix(..., trace=True)`` from its trace with PIL ops.
 * ``augmix_pil(pil_image, rng, width=3, depth=-1, severity=1, alpha=1.0, all_ops=True)`` and
   ``augmix_replay(orig_uint8_hwc, trace_entry)``: the same for AugMix
   (``dali_pixmix.augment.augmix``), written from the AugMix reference procedure.
@@ -102,7 +103,8 @@ def augment(pil_image: Image.Image, rng: np.random.Generator, severity: float = 
 
 
 def get_ab(rng: np.random.Generator, beta: float):
-    """(a, b) as float32: p=.5 a~Beta(beta,1), b~Beta(1,beta); else a=1+Beta(1,beta), b=-Beta(1,beta)."""
+    """(a, b) as float32: p=.5 a~Beta(beta,1), b~Beta(1,beta); else a=1+Beta(1,beta),
+    b=-Beta(1,beta)."""
     if rng.random() < 0.5:
         return np.float32(rng.beta(beta, 1)), np.float32(rng.beta(1, beta))
     return np.float32(1 + np.float32(rng.beta(1, beta))), np.float32(-rng.beta(1, beta))
@@ -118,7 +120,8 @@ def add(x1: np.ndarray, x2: np.ndarray, a, b) -> np.ndarray:
 def multiply(x1: np.ndarray, x2: np.ndarray, a, b) -> np.ndarray:
     """(2 x1)**a * max(2 x2, 1e-37)**b / 2 in float32 (mixing in [0, 2] space)."""
     a, b = np.float32(a), np.float32(b)
-    return (x1 * np.float32(2)) ** a * np.maximum(x2 * np.float32(2), np.float32(1e-37)) ** b / np.float32(2)
+    partner = np.maximum(x2 * np.float32(2), np.float32(1e-37))
+    return (x1 * np.float32(2)) ** a * partner ** b / np.float32(2)
 
 
 def _to_float(img) -> np.ndarray:
@@ -151,7 +154,8 @@ def replay(orig_uint8_hwc: np.ndarray, mix_uint8_hwc: np.ndarray, trace_entry: d
     mixed = _to_float(apply_op(orig, *start) if start is not None else orig)
     for rnd in trace_entry["rounds"]:
         partner = rnd["partner"]
-        x2 = _to_float(mix_uint8_hwc) if partner == "mixing" else _to_float(apply_op(orig, *partner))
+        source = mix_uint8_hwc if partner == "mixing" else apply_op(orig, *partner)
+        x2 = _to_float(source)
         mix = add if rnd["mix"] == "add" else multiply
         mixed = np.clip(mix(mixed, x2, rnd["a"], rnd["b"]), 0, 1)
     return mixed

@@ -43,8 +43,7 @@ import torch
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._cpu_split import balanced_bounds
-from dali_pixmix.augment._host_pool import host_workers
+from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 MIX_OPS = ("add", "multiply")
@@ -133,7 +132,8 @@ def draw_plan(n: int, k: int, beta: float, severity: float, n_ops: int,
     rows = 2 + 2 * k + 3 * k + 3 * (k + 1)
     u = torch.rand(rows, n, generator=generator, device=device, dtype=torch.float64).cpu()
     start_aug, rounds_u = u[0] < 0.5, u[1]
-    partner_u, mix_u, ab_u, aug_u = u[2:2 + k], u[2 + k:2 + 2 * k], u[2 + 2 * k:2 + 5 * k], u[2 + 5 * k:]
+    partner_u, mix_u = u[2:2 + k], u[2 + k:2 + 2 * k]
+    ab_u, aug_u = u[2 + 2 * k:2 + 5 * k], u[2 + 5 * k:]
     a, b = _ab_from_uniforms(beta, ab_u[:k], ab_u[k:2 * k], ab_u[2 * k:])
     op_u, level_u, sign_u = aug_u[:k + 1], aug_u[k + 1:2 * k + 2], aug_u[2 * k + 2:]
     return Plan(
@@ -268,8 +268,8 @@ def augment_rows(images, sample, op, level, negate, ops) -> torch.Tensor:
         if sel.numel() == 0:
             continue
         param = op_params(name, level[sel], negate[sel], h, w)
-        sources = _take(images, _dev(sample[sel], dev))
-        _put(out, _dev(sel, dev), A.apply_op(sources, name, param))
+        sources = take_rows(images, to_device(sample[sel], dev))
+        put_rows(out, to_device(sel, dev), A.apply_op(sources, name, param))
     return out
 
 
@@ -287,8 +287,8 @@ def _start_images(images, augmented, plan: Plan, job_of) -> torch.Tensor:
     start = images.clone()
     starters = plan.start_aug.nonzero(as_tuple=True)[0]
     if starters.numel():
-        _put(start, _dev(starters, images.device),
-             _take(augmented, _dev(job_of[0, starters], images.device)))
+        put_rows(start, to_device(starters, images.device),
+                 take_rows(augmented, to_device(job_of[0, starters], images.device)))
     return start
 
 
@@ -363,11 +363,6 @@ def _mix_in_place(mixed, partner_u8, a, b, use_multiply: bool, scratch: _Scratch
     mixed.clamp_(0.0, 1.0)
 
 
-_take = take_rows
-_put = put_rows
-_dev = to_device
-
-
 def _round_codes(plan: Plan) -> torch.Tensor:
     """int64 ``[k, B]``: 0 = no round, 1 = add, 2 = multiply."""
     k = plan.multiply.shape[0]
@@ -399,8 +394,8 @@ def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, j
     (which holds ``start_u8 / 255`` on entry). Per round, the partners of all these samples
     are gathered once; each run of samples sharing the round's op is then a contiguous slice."""
     dev = mixed.device
-    samples_dev = _dev(samples, dev)
-    a_all, b_all = _dev(plan.a[:, samples], dev), _dev(plan.b[:, samples], dev)
+    samples_dev = to_device(samples, dev)
+    a_all, b_all = to_device(plan.a[:, samples], dev), to_device(plan.b[:, samples], dev)
     for r in range(codes.shape[0]):
         runs = _runs(codes[r, samples])
         if not runs:
@@ -415,11 +410,12 @@ def _mix_block(mixed, start_u8, samples, codes, mixing, augmented, plan: Plan, j
 def _partners(mixing, augmented, job_idx, samples_dev) -> torch.Tensor:
     """uint8 partners: the augmentation job ``job_idx[i]`` where it is >= 0, else sample i's
     mixing picture (rows for samples without this round are unused)."""
-    partner = _take(mixing, samples_dev)
+    partner = take_rows(mixing, samples_dev)
     from_aug = (job_idx >= 0).nonzero(as_tuple=True)[0]
     if from_aug.numel():
         dev = samples_dev.device
-        _put(partner, _dev(from_aug, dev), _take(augmented, _dev(job_idx[from_aug], dev)))
+        from_jobs = take_rows(augmented, to_device(job_idx[from_aug], dev))
+        put_rows(partner, to_device(from_aug, dev), from_jobs)
     return partner
 
 
@@ -446,45 +442,41 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor
     scratch = _Scratch.for_chunk(chunk, images)
     for s in range(0, n, chunk):
         samples = order[s:s + chunk]
-        samples_dev = _dev(samples, dev)
+        samples_dev = to_device(samples, dev)
         mixed = buffer[:samples.numel()]
-        start_u8 = _take(start, samples_dev)
+        start_u8 = take_rows(start, samples_dev)
         torch.div(start_u8, 255.0, out=mixed)
         _mix_block(mixed, start_u8, samples, codes, mixing_pics, augmented, plan, job_of, scratch)
-        _put(out, samples_dev, mixed if output is None else output.convert(mixed))
+        put_rows(out, samples_dev, mixed if output is None else output.convert(mixed))
 
 
-def _plan_part(plan: Plan, start: int, stop: int) -> Plan:
-    """The choices of samples ``start:stop`` (every field is indexed by sample last)."""
-    return Plan(**{name: value[..., start:stop] for name, value in vars(plan).items()})
+def empty_output(images: torch.Tensor, output: "Normalized | None") -> torch.Tensor:
+    """The result buffer for a batch like ``images``: float32 HWC, or in ``output``'s format."""
+    if output is None:
+        return torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    return output.empty(images.shape, images.device)
 
 
 def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
-    """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into ``workers`` contiguous sample ranges run
-    concurrently by single-threaded host workers (see ``_host_pool``). Each sample's result
-    depends only on its own choices, so the split does not change the output."""
-    n = images.shape[0]
-    if output is None:
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    else:
-        out = output.empty(images.shape, images.device)
-    workers = min(workers, n) if not images.is_cuda else 1
+    """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
+    ``workers`` contiguous sample ranges run concurrently by single-threaded host workers (see
+    ``_host_pool``). Each sample's result depends only on its own choices, so the split does
+    not change the output."""
+    out = empty_output(images, output)
+    workers = 1 if images.is_cuda else min(workers, images.shape[0])
     if workers <= 1:
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
     jobs = _collect_jobs(plan)
     bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, workers)
 
-    def part(i):
-        s, e = bounds[i], bounds[i + 1]
-        _execute(images[s:e], mixing_pics[s:e], _plan_part(plan, s, e), ops, chunk, out[s:e],
+    def part(s, e):
+        _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    list(host_workers(workers).map(part, range(len(bounds) - 1)))  # re-raises a worker's error
+    run_parts(part, bounds)
     return out
-
-
 
 
 # ----------------------------------------------------------------------------- public API
@@ -492,7 +484,8 @@ def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: in
 def _check_inputs(images: torch.Tensor, mixing_pics: torch.Tensor) -> None:
     for name, t in (("images", images), ("mixing_pics", mixing_pics)):
         if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
-            raise ValueError(f"pixmix: {name} must be uint8 [B, H, W, 3], got {t.dtype} {tuple(t.shape)}")
+            raise ValueError(f"pixmix: {name} must be uint8 [B, H, W, 3], got {t.dtype} "
+                             f"{tuple(t.shape)}")
     if images.shape != mixing_pics.shape or images.device != mixing_pics.device:
         raise ValueError(
             f"pixmix: images {tuple(images.shape)} on {images.device} and mixing_pics "

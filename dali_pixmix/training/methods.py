@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import numpy as np
 import torch
 
 from dali_pixmix.augment.methods import method
 from dali_pixmix.config import Config
+from dali_pixmix.seeds import derive_seed
 
 
 def train_stage(cfg: Config, bank=None):
@@ -57,9 +57,9 @@ def label_mixing(cfg: Config) -> Optional[Tuple[str, float]]:
 
 
 def batch_generator(seed: int, epoch: int, rank: int, epoch_step: int) -> torch.Generator:
-    """The host generator of one training step's label mixing."""
-    words = np.random.SeedSequence([seed, epoch, rank, epoch_step]).generate_state(2)
-    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+    """The host generator of one training step's label mixing (stream ``(seed, epoch, rank,
+    epoch_step)``, see ``dali_pixmix.seeds``)."""
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, rank, epoch_step))
 
 
 def mix_batch(run, images: torch.Tensor, labels: torch.Tensor):

@@ -31,7 +31,8 @@ def pil_param(op, rng, w, h):
         "posterize": 4 - int(level * 4 / 10), "solarize": 256 - int(level * 256 / 10),
         "rotate": int(level * 30 / 10) * sign,
         "shear_x": level * 0.3 / 10 * sign, "shear_y": level * 0.3 / 10 * sign,
-        "translate_x": int(level * w / 3 / 10) * sign, "translate_y": int(level * h / 3 / 10) * sign,
+        "translate_x": int(level * w / 3 / 10) * sign,
+        "translate_y": int(level * h / 3 / 10) * sign,
     }.get(op, level * 1.8 / 10 + 0.1)
 
 
@@ -149,3 +150,11 @@ def test_ops_keep_input_and_validate_parameters(batch):
         A.equalize(x.float())
     with pytest.raises(ValueError, match="unknown op"):
         A.apply_op(x, "blur", None)
+
+
+@pytest.mark.parametrize("strategy", APPLY)
+def test_every_op_takes_an_empty_batch(strategy):
+    x = torch.zeros((0, 5, 6, 3), dtype=torch.uint8)
+    for op in A.ALL_OPS:
+        out = APPLY[strategy](x, op, None if op in ("autocontrast", "equalize") else [])
+        assert out.shape == x.shape and out.dtype == torch.uint8, op
