@@ -47,7 +47,6 @@ from dali_pixmix.data.graphs import eval_pipeline, stream_train_pipeline
 from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.data.stage import BatchStage
 from dali_pixmix.distributed import DistInfo
-from dali_pixmix.seeds import epoch_seed  # noqa: F401  (re-exported: per-epoch seeding)
 
 
 class DaliLoader:
