@@ -147,9 +147,14 @@ def class_names(root) -> List[str]:
 
 def list_samples(root: str | Path) -> List[Tuple[str, int]]:
     """(path relative to root, class index) for every picture of ``class_images(root)``."""
+    return class_samples(root)[1]
+
+
+def class_samples(root: str | Path) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """(class names, ``list_samples(root)``) from one listing of ``root``."""
     root = Path(root)
-    _, files, labels = class_images(root)
-    return [(p.relative_to(root).as_posix(), label) for p, label in zip(files, labels)]
+    classes, files, labels = class_images(root)
+    return classes, [(p.relative_to(root).as_posix(), label) for p, label in zip(files, labels)]
 
 
 def check_val_classes(val_root: str | Path, train_classes: Sequence[str]) -> None:
