@@ -277,7 +277,11 @@ class TrainLoader:
         return self.position % len(self)
 
     def __iter__(self):
-        end = (self.epoch + 1) * len(self)
+        return self.rest_of_epoch(self.epoch)
+
+    def rest_of_epoch(self, epoch: int):
+        """`(images, labels)` from `position` to the end of `epoch` (none once past it)."""
+        end = (epoch + 1) * len(self)
         while self.position < end:
             try:
                 batch = next(self._iterator)

@@ -137,7 +137,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
                            f"epoch {run.epoch} step {run.epoch_step}")  # a bug, never data
     world_images = loader.batch_size * run.dist.world_size
     tick = time.perf_counter()
-    for images, labels in loader:
+    for images, labels in loader.rest_of_epoch(run.epoch):
         got = time.perf_counter()
         loss = train_step(run, *mix_batch(run, images, labels))
         run.step += 1

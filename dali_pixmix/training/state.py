@@ -162,7 +162,9 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
         log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
                  f"run has {run.steps_per_epoch} (other data or world size); the resumed run "
-                 "will not replay the original data order")
+                 "will not replay the original data order, and an epoch already past its new "
+                 "length ends at once")
+        run.epoch_step = min(run.epoch_step, run.steps_per_epoch)
     ckpt_io.restore_rng(state["rng"])
     log(run, f"resumed from {state.get('path')} at epoch {run.epoch + 1}, step {run.step}")
 
