@@ -5,18 +5,19 @@ Training loaders drop the last partial batch and every rank runs the same number
 One training loader exists, `make_train_loader` (`TrainLoader`): ONE DALI pipeline per rank
 serves the whole run. Its external source (`TrainStream`) feeds every batch's file paths in
 the order of `epoch_order(N, seed, epoch)`, so no pipeline is rebuilt per epoch, and DALI's
-pipeline checkpoint (`TrainLoader.state()`, a few hundred bytes per rank) carries the random
-ops' state into a training checkpoint. Why this design:
+pipeline checkpoint (`TrainLoader.state()`, a few hundred bytes per rank, a few KB with
+AutoAugment) carries the random ops' state into a training checkpoint. Why this design:
 - the data order stays ours (a numpy permutation per (seed, epoch), the same on every rank,
   sharded as DALI's readers shard), not a reader's own reshuffle, and any batch of the run can
   be the first one a pipeline reads: a resumed run starts reading at its step, nothing is
-  replayed (rebuilding a reader per epoch instead allocates the decoders' pinned and device
-  buffers again every epoch, and a mid-epoch resume had to decode and discard every batch
-  already trained in the epoch);
-- DALI's random ops (crop window, flip) keep a Philox state that advances per batch: DALI's
-  own checkpointing restores it exactly (tried against an uninterrupted pipeline in the
-  tests); the PixMix stage, whose state DALI does not know, reseeds itself per batch from the
-  batch's index instead (`data.stage.PixMixStage`), so prefetching cannot shift its draws;
+  replayed, and the decoders' pinned and device buffers are allocated once per run (a reader
+  per epoch would allocate them every epoch, and resume mid-epoch by decoding and discarding
+  the batches already trained);
+- DALI's random ops (crop window, flip, AutoAugment's choices) keep a Philox state that
+  advances per batch: DALI's own checkpointing restores it exactly (tried against an
+  uninterrupted pipeline in the tests); the torch stages (PixMix, AugMix, Cutout), whose state
+  DALI does not know, reseed themselves per batch from the batch's index instead
+  (`data.stage.BatchStage`), so prefetching cannot shift their draws;
 - what a checkpoint cannot restore (another world size or DALI version, a changed recipe, a
   checkpoint without the state) falls back to a fresh pipeline at the same position: the same
   data order, other crop/flip draws (the trainer says so).
@@ -67,7 +68,8 @@ class DaliLoader:
         self.num_shards, self.shard_id = int(meta["number_of_shards"]), int(meta["shard_id"])
         if train and len(self) == 0:
             raise ValueError(f"the training set has {self.dataset_size} images: too few for "
-                             f"{self.num_shards} rank(s) x batch {batch_size}; lower the batch size")
+                             f"{self.num_shards} rank(s) x batch {batch_size}; lower the batch "
+                             "size")
         policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
         self._batches_read = 0  # of the current epoch, to find the files of a failing batch
         try:  # the iterator runs the first batch already
