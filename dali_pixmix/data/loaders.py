@@ -111,13 +111,14 @@ class DaliLoader:
         return decode_failure(err, suspects, self.what, root=root)
 
     def _next_batches(self):
-        """DALI's batches, a failure turned into an error that names the file."""
-        self._batches_read = 0
+        """DALI's batches, a failure turned into an error that names the file. The count of
+        batches read goes on when a loop left early is iterated again (the epoch continues)."""
         iterator = iter(self._iterator)
         while True:
             try:
                 batch = next(iterator)
             except StopIteration:
+                self._batches_read = 0  # the next iteration starts a new epoch
                 return
             except RuntimeError as err:
                 raise self._failure(err) from None

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from broken_images import random_bytes
 
+from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.data.loaders import LoaderStateError, make_eval_loader, make_train_loader
 from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
@@ -144,6 +146,21 @@ def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
     assert mixed.shape == plain.shape == (6, 3, CROP, CROP)
     assert mixed.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(mixed, plain)
+
+
+def test_a_bad_file_read_after_leaving_a_loop_early_is_named(tiny_imagenet, tmp_path):
+    """Iterating again after leaving an evaluation loop continues the epoch; a file DALI cannot
+    parse further on is found among the files of the batches actually being read."""
+    junk = random_bytes(tmp_path / "junk.JPEG")
+    files = train_files(tiny_imagenet)[:8] + [junk] + train_files(tiny_imagenet)[8:9]
+    loader = make_eval_loader(files=files, labels=[0] * len(files), batch_size=2,
+                              dist=rank(0, 1), resize=40, crop=CROP)
+    batches = iter(loader)
+    next(batches), next(batches)  # two batches, then the loop is left
+    with pytest.raises(UnreadableImageError) as caught:
+        for _ in loader:  # batches 3 and 4 read, batch 5 holds the junk
+            pass
+    assert caught.value.files == [junk]
 
 
 def test_batch_larger_than_a_shard_is_a_clear_error(tiny_imagenet):
