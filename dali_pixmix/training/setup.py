@@ -263,7 +263,8 @@ def open_logs(run: Run) -> None:
             except ImportError:
                 run.writer = None
     if run.cfg.train.debug_log:
-        run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a", encoding="utf-8")
+        run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a",
+                              encoding="utf-8")
 
 
 def start(run: Run, state: Optional[Dict]) -> None:
