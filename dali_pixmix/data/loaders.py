@@ -223,13 +223,15 @@ class TrainStream:
 
     def files(self, n: int) -> List[str]:
         """Paths of the pictures of batch `n` of the run."""
-        return [os.path.join(self.root, self.samples[i][0]) for i in self.batch(n)]
+        return [self._path(i) for i in self.batch(n)]
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.root, self.samples[index][0])
 
     def __call__(self, _batch_info):
         indices = self.batch(self.next_batch)
         self.next_batch += 1
-        paths = [np.frombuffer(os.fsencode(os.path.join(self.root, self.samples[i][0])),
-                               dtype=np.uint8) for i in indices]
+        paths = [np.frombuffer(os.fsencode(self._path(i)), dtype=np.uint8) for i in indices]
         labels = [np.array([self.samples[i][1]], dtype=np.int32) for i in indices]
         return paths, labels
 
