@@ -197,15 +197,17 @@ class TrainStream:
     in whole batches; the rest of a shard is dropped, so every rank runs the same steps.
     Called by DALI as the pipeline's external source, it returns the next batch's paths (the
     encoded path as uint8, for `fn.io.file.read`) and labels (int32 [1] each), starting at
-    batch `next_batch`. DALI calls it once per batch, in order, ahead of consumption.
+    batch `step` of `epoch` (`next_batch`). DALI calls it once per batch, in order, ahead of
+    consumption.
     """
 
     def __init__(self, root, samples: Sequence[Tuple[str, int]], *, seed: int,
-                 batch_size: int, shard_id: int = 0, num_shards: int = 1, start: int = 0):
+                 batch_size: int, shard_id: int = 0, num_shards: int = 1, epoch: int = 0,
+                 step: int = 0):
         self.root, self.samples, self.seed = str(root), samples, seed
         self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
         self.steps_per_epoch = train_steps_per_epoch(len(samples), num_shards, batch_size)
-        self.next_batch = start
+        self.next_batch = epoch * self.steps_per_epoch + step
         self._shards = {}  # epoch -> this rank's part of the epoch's order (the last two kept)
 
     def shard(self, epoch: int) -> np.ndarray:
@@ -331,18 +333,16 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
     """
     samples = list_samples(root) if samples is None else samples
     stream = TrainStream(root, samples, seed=seed, batch_size=batch_size, shard_id=dist.rank,
-                         num_shards=dist.world_size)
+                         num_shards=dist.world_size, epoch=epoch, step=step)
     if stream.steps_per_epoch == 0:
         raise ValueError(f"the training set has {len(samples)} images: too few for "
                          f"{dist.world_size} rank(s) x batch {batch_size}; lower the batch size")
-    stream.next_batch = epoch * stream.steps_per_epoch + step
     try:
         pipe = stream_train_pipeline(
             stream, batch_size=batch_size, crop=crop, device_id=dist.dali_device_id,
             shard_id=dist.rank, seed=seed, num_threads=num_threads, stage=stage,
             auto_augment=auto_augment, dtype=dtype, layout="HWC" if channels_last else "CHW",
-            start=stream.next_batch,
-            checkpoint=dali_state)
+            start=stream.next_batch, checkpoint=dali_state)
     except RuntimeError as err:
         if dali_state is None:
             raise
