@@ -196,12 +196,11 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise ValueError(f"{where}: expected {name}, got {value!r} ({type(value).__name__})")
 
 
-def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[str] = None,
-               seen: Optional[Dict[str, tuple]] = None) -> None:
+def _set_field(cfg: Config, dotted: str, value: Any, source: str, seen: Dict[str, tuple],
+               raw: Optional[str] = None) -> None:
     """Type-check and set one key; `seen` records (value, source) of every key set so far,
     which `_resolve_legacy` reads."""
     if dotted in LEGACY_KEYS:
-        seen = {} if seen is None else seen
         seen[dotted] = (_convert(value, bool, f"{source}: key '{dotted}'"), source)
         return
     parts = dotted.split(".")
@@ -228,8 +227,7 @@ def _set_field(cfg: Config, dotted: str, value: Any, source: str, raw: Optional[
         raise ValueError(f"{source}: key '{dotted}' must be one of {', '.join(choices)}, "
                          f"got {value!r}")
     setattr(section, parts[1], value)
-    if seen is not None:
-        seen[dotted] = (value, source)
+    seen[dotted] = (value, source)
 
 
 # Keys of older configs, read into their replacement by `_resolve_legacy`.
@@ -271,7 +269,7 @@ def apply_dict(cfg: Config, data: Dict[str, Any], source: str,
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section '{section}' must be a mapping of keys")
         for key, value in values.items():
-            _set_field(cfg, f"{section}.{key}", value, source, seen=seen)
+            _set_field(cfg, f"{section}.{key}", value, source, seen)
     if standalone:
         _resolve_legacy(cfg, seen)
     return cfg
@@ -345,7 +343,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
             apply_dict(cfg, data, str(source), seen)
     for text in overrides:
         key, value, raw = parse_override(text)
-        _set_field(cfg, key, value, f"--set {text}", raw=raw, seen=seen)
+        _set_field(cfg, key, value, f"--set {text}", seen, raw=raw)
     _resolve_legacy(cfg, seen)
     validate(cfg)
     return cfg
@@ -383,12 +381,14 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.pixmix.k:
         raise ValueError(f"config key 'pixmix.k' must be >= 0, got {cfg.pixmix.k}")
     if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
-        raise ValueError(f"config key 'optim.min_lr' must lie in [0, optim.lr], got {cfg.optim.min_lr}")
+        raise ValueError(f"config key 'optim.min_lr' must lie in [0, optim.lr], got "
+                         f"{cfg.optim.min_lr}")
     if cfg.data.dtype == "float16" and cfg.train.amp == "off":
         raise ValueError("config key 'data.dtype'=float16 needs mixed precision: set train.amp to "
                          "bf16 or fp16 (or auto on a GPU), or data.dtype=float32")
     if cfg.train.max_steps is not None and cfg.train.max_steps <= 0:
-        raise ValueError(f"config key 'train.max_steps' must be positive, got {cfg.train.max_steps}")
+        raise ValueError(f"config key 'train.max_steps' must be positive, got "
+                         f"{cfg.train.max_steps}")
     validate_augment(cfg)
 
 

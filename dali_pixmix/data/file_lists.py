@@ -16,7 +16,7 @@ from dali_pixmix.data.images import class_images, find_broken_images, scan_image
 
 
 def _check_entry(rel: str, label: int, index: int) -> None:
-    # Cheap string tests: this runs for every sample of every training epoch.
+    # Cheap string tests: this runs for every entry of a list.
     if not rel or rel != rel.strip() or "\n" in rel or "\r" in rel:
         raise ValueError(f"file list entry {index}: path {rel!r} is empty or has line breaks or "
                          f"leading/trailing spaces, which the list format cannot hold")

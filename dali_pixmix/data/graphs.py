@@ -19,7 +19,7 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional, Sequence
 
-import numpy as np
+from dali_pixmix.seeds import derive_seed
 
 if TYPE_CHECKING:
     from dali_pixmix.data.stage import BatchStage
@@ -268,8 +268,8 @@ def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout,
     if stage.crop != crop:
         raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
                          f"pipeline crop {crop}")
-    stage_seed = np.random.SeedSequence([stage.seed, seed, shard_id]).generate_state(1)[0]
-    stage = stage.for_pipeline(int(stage_seed), dtype, _check_layout(layout))
+    stage = stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
+                               _check_layout(layout))
     stage.batch_index = start
     return stage
 

@@ -52,6 +52,10 @@ def _require_dir(root: Path, what: str) -> None:
                                  f"the images")
 
 
+def _sorted_images(root: Path) -> List[Path]:
+    return sorted(_iter_images(root), key=lambda p: p.relative_to(root).as_posix())
+
+
 def scan_images(root) -> List[Path]:
     """All image files under ``root`` at any depth, extension case-insensitive, sorted by path.
 
@@ -60,7 +64,7 @@ def scan_images(root) -> List[Path]:
     """
     root = Path(root)
     _require_dir(root, "image folder")
-    files = sorted(_iter_images(root), key=lambda p: p.relative_to(root).as_posix())
+    files = _sorted_images(root)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; "
                          f"point to the folder that holds the pictures")
@@ -81,36 +85,46 @@ def class_folders(root) -> List[Path]:
     in ``root`` (outside any class, they would be silently dropped).
     """
     root = Path(root)
+    folders = _class_subfolders(root)
+    _check_class_folders(root, [f for f in folders if next(_iter_images(f), None) is None])
+    return folders
+
+
+def _class_subfolders(root: Path) -> List[Path]:
     _require_dir(root, "dataset folder")
     folders = subfolders(root)
     if not folders:
         raise ValueError(f"{root} has no class sub-folders; expected root/<class>/<image> "
                          f"(for a flat folder use labels='zero', --labels zero)")
-    empty = [f.name for f in folders if next(_iter_images(f), None) is None]
+    return folders
+
+
+def _check_class_folders(root: Path, empty: Sequence[Path]) -> None:
+    """The errors of ``class_folders``: classes without images, images outside classes."""
     if empty:
         raise ValueError(f"{root}: {len(empty)} class folder(s) hold no images (e.g. "
-                         f"{root / empty[0]}); remove them or add images (an empty class would "
-                         f"shift the labels of later classes)")
+                         f"{root / empty[0].name}); remove them or add images (an empty class "
+                         f"would shift the labels of later classes)")
     stray = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name))
     if stray:
         raise ValueError(f"{root} has images outside class folders (e.g. {stray[0]}); move them "
                          f"into a class folder (or, for an unlabelled set, use labels='zero')")
-    return folders
 
 
 def class_images(root) -> Tuple[List[str], List[Path], List[int]]:
     """(class names, image files, class index of each file) of a class-folder tree.
 
-    Classes follow ``class_folders``; each class contributes its images at any depth, sorted
-    by path. This is what training, validation and evaluation all read.
+    Classes and errors follow ``class_folders``; each class contributes its images at any
+    depth, sorted by path. Each class folder is listed once. This is what training,
+    validation and evaluation all read.
     """
-    classes, files, labels = [], [], []
-    for index, folder in enumerate(class_folders(root)):
-        found = scan_images(folder)
-        classes.append(folder.name)
-        files += found
-        labels += [index] * len(found)
-    return classes, files, labels
+    root = Path(root)
+    folders = _class_subfolders(root)
+    found = [_sorted_images(folder) for folder in folders]
+    _check_class_folders(root, [f for f, images in zip(folders, found) if not images])
+    files = [image for images in found for image in images]
+    labels = [index for index, images in enumerate(found) for _ in images]
+    return [folder.name for folder in folders], files, labels
 
 
 def find_broken_images(files: Sequence[Path], progress: bool = True) -> List[Path]:
@@ -133,9 +147,14 @@ def class_names(root) -> List[str]:
 
 def list_samples(root: str | Path) -> List[Tuple[str, int]]:
     """(path relative to root, class index) for every picture of ``class_images(root)``."""
+    return class_samples(root)[1]
+
+
+def class_samples(root: str | Path) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """(class names, ``list_samples(root)``) from one listing of ``root``."""
     root = Path(root)
-    _, files, labels = class_images(root)
-    return [(p.relative_to(root).as_posix(), label) for p, label in zip(files, labels)]
+    classes, files, labels = class_images(root)
+    return classes, [(p.relative_to(root).as_posix(), label) for p, label in zip(files, labels)]
 
 
 def check_val_classes(val_root: str | Path, train_classes: Sequence[str]) -> None:

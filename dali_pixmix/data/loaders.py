@@ -5,18 +5,19 @@ Training loaders drop the last partial batch and every rank runs the same number
 One training loader exists, `make_train_loader` (`TrainLoader`): ONE DALI pipeline per rank
 serves the whole run. Its external source (`TrainStream`) feeds every batch's file paths in
 the order of `epoch_order(N, seed, epoch)`, so no pipeline is rebuilt per epoch, and DALI's
-pipeline checkpoint (`TrainLoader.state()`, a few hundred bytes per rank) carries the random
-ops' state into a training checkpoint. Why this design:
+pipeline checkpoint (`TrainLoader.state()`, a few hundred bytes per rank, a few KB with
+AutoAugment) carries the random ops' state into a training checkpoint. Why this design:
 - the data order stays ours (a numpy permutation per (seed, epoch), the same on every rank,
   sharded as DALI's readers shard), not a reader's own reshuffle, and any batch of the run can
   be the first one a pipeline reads: a resumed run starts reading at its step, nothing is
-  replayed (rebuilding a reader per epoch instead allocates the decoders' pinned and device
-  buffers again every epoch, and a mid-epoch resume had to decode and discard every batch
-  already trained in the epoch);
-- DALI's random ops (crop window, flip) keep a Philox state that advances per batch: DALI's
-  own checkpointing restores it exactly (tried against an uninterrupted pipeline in the
-  tests); the PixMix stage, whose state DALI does not know, reseeds itself per batch from the
-  batch's index instead (`data.stage.PixMixStage`), so prefetching cannot shift its draws;
+  replayed, and the decoders' pinned and device buffers are allocated once per run (a reader
+  per epoch would allocate them every epoch, and resume mid-epoch by decoding and discarding
+  the batches already trained);
+- DALI's random ops (crop window, flip, AutoAugment's choices) keep a Philox state that
+  advances per batch: DALI's own checkpointing restores it exactly (tried against an
+  uninterrupted pipeline in the tests); the torch stages (PixMix, AugMix, Cutout), whose state
+  DALI does not know, reseed themselves per batch from the batch's index instead
+  (`data.stage.BatchStage`), so prefetching cannot shift their draws;
 - what a checkpoint cannot restore (another world size or DALI version, a changed recipe, a
   checkpoint without the state) falls back to a fresh pipeline at the same position: the same
   data order, other crop/flip draws (the trainer says so).
@@ -47,7 +48,6 @@ from dali_pixmix.data.graphs import eval_pipeline, stream_train_pipeline
 from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.data.stage import BatchStage
 from dali_pixmix.distributed import DistInfo
-from dali_pixmix.seeds import epoch_seed  # noqa: F401  (re-exported: per-epoch seeding)
 
 
 class DaliLoader:
@@ -68,7 +68,8 @@ class DaliLoader:
         self.num_shards, self.shard_id = int(meta["number_of_shards"]), int(meta["shard_id"])
         if train and len(self) == 0:
             raise ValueError(f"the training set has {self.dataset_size} images: too few for "
-                             f"{self.num_shards} rank(s) x batch {batch_size}; lower the batch size")
+                             f"{self.num_shards} rank(s) x batch {batch_size}; lower the batch "
+                             "size")
         policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
         self._batches_read = 0  # of the current epoch, to find the files of a failing batch
         try:  # the iterator runs the first batch already
@@ -110,13 +111,14 @@ class DaliLoader:
         return decode_failure(err, suspects, self.what, root=root)
 
     def _next_batches(self):
-        """DALI's batches, a failure turned into an error that names the file."""
-        self._batches_read = 0
+        """DALI's batches, a failure turned into an error that names the file. The count of
+        batches read goes on when a loop left early is iterated again (the epoch continues)."""
         iterator = iter(self._iterator)
         while True:
             try:
                 batch = next(iterator)
             except StopIteration:
+                self._batches_read = 0  # the next iteration starts a new epoch
                 return
             except RuntimeError as err:
                 raise self._failure(err) from None
@@ -195,15 +197,17 @@ class TrainStream:
     in whole batches; the rest of a shard is dropped, so every rank runs the same steps.
     Called by DALI as the pipeline's external source, it returns the next batch's paths (the
     encoded path as uint8, for `fn.io.file.read`) and labels (int32 [1] each), starting at
-    batch `next_batch`. DALI calls it once per batch, in order, ahead of consumption.
+    batch `step` of `epoch` (`next_batch`). DALI calls it once per batch, in order, ahead of
+    consumption.
     """
 
     def __init__(self, root, samples: Sequence[Tuple[str, int]], *, seed: int,
-                 batch_size: int, shard_id: int = 0, num_shards: int = 1, start: int = 0):
+                 batch_size: int, shard_id: int = 0, num_shards: int = 1, epoch: int = 0,
+                 step: int = 0):
         self.root, self.samples, self.seed = str(root), samples, seed
         self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
         self.steps_per_epoch = train_steps_per_epoch(len(samples), num_shards, batch_size)
-        self.next_batch = start
+        self.next_batch = epoch * self.steps_per_epoch + step
         self._shards = {}  # epoch -> this rank's part of the epoch's order (the last two kept)
 
     def shard(self, epoch: int) -> np.ndarray:
@@ -221,13 +225,15 @@ class TrainStream:
 
     def files(self, n: int) -> List[str]:
         """Paths of the pictures of batch `n` of the run."""
-        return [os.path.join(self.root, self.samples[i][0]) for i in self.batch(n)]
+        return [self._path(i) for i in self.batch(n)]
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.root, self.samples[index][0])
 
     def __call__(self, _batch_info):
         indices = self.batch(self.next_batch)
         self.next_batch += 1
-        paths = [np.frombuffer(os.fsencode(os.path.join(self.root, self.samples[i][0])),
-                               dtype=np.uint8) for i in indices]
+        paths = [np.frombuffer(os.fsencode(self._path(i)), dtype=np.uint8) for i in indices]
         labels = [np.array([self.samples[i][1]], dtype=np.int32) for i in indices]
         return paths, labels
 
@@ -278,7 +284,11 @@ class TrainLoader:
         return self.position % len(self)
 
     def __iter__(self):
-        end = (self.epoch + 1) * len(self)
+        return self.rest_of_epoch(self.epoch)
+
+    def rest_of_epoch(self, epoch: int):
+        """`(images, labels)` from `position` to the end of `epoch` (none once past it)."""
+        end = (epoch + 1) * len(self)
         while self.position < end:
             try:
                 batch = next(self._iterator)
@@ -323,18 +333,16 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
     """
     samples = list_samples(root) if samples is None else samples
     stream = TrainStream(root, samples, seed=seed, batch_size=batch_size, shard_id=dist.rank,
-                         num_shards=dist.world_size)
+                         num_shards=dist.world_size, epoch=epoch, step=step)
     if stream.steps_per_epoch == 0:
         raise ValueError(f"the training set has {len(samples)} images: too few for "
                          f"{dist.world_size} rank(s) x batch {batch_size}; lower the batch size")
-    stream.next_batch = epoch * stream.steps_per_epoch + step
     try:
         pipe = stream_train_pipeline(
             stream, batch_size=batch_size, crop=crop, device_id=dist.dali_device_id,
             shard_id=dist.rank, seed=seed, num_threads=num_threads, stage=stage,
             auto_augment=auto_augment, dtype=dtype, layout="HWC" if channels_last else "CHW",
-            start=stream.next_batch,
-            checkpoint=dali_state)
+            start=stream.next_batch, checkpoint=dali_state)
     except RuntimeError as err:
         if dali_state is None:
             raise

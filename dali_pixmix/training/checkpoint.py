@@ -23,9 +23,9 @@ A step checkpoint `ckpt_e{epoch:04d}_s{step:09d}.pt` is a dict with
 `final.pt` holds the same keys without optimizer/scheduler/scaler/rng/loader, plus "val" (the
 last validation metrics). A torchvision checkpoint is a bare state_dict (or {"state_dict": ...});
 its classes are the sorted 1000 ImageNet wnids. The data order needs no state (it is a function
-of (seed, epoch)), nor does the PixMix stage (seeded per batch); a resume whose "loader" does
-not fit (another world size, DALI version or device, a changed recipe, none saved) reads on
-from the same step with fresh crop/flip draws. Everything is read with
+of (seed, epoch)), nor do the torch stages and the label mixing (seeded per batch); a resume
+whose "loader" does not fit (another world size, DALI version or device, a changed recipe, none
+saved) reads on from the same step with fresh crop/flip draws. Everything is read with
 `torch.load(weights_only=True)` (`read_checkpoint`): no user pickles are executed.
 """
 from __future__ import annotations

@@ -46,7 +46,13 @@ from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, resu
 from dali_pixmix.training.methods import mix_batch
 from dali_pixmix.training.records import StepRecord, StepRecords
 from dali_pixmix.training.resume import starting_state
-from dali_pixmix.training.setup import open_logs, open_train_loader, setup_run, start
+from dali_pixmix.training.setup import (
+    check_inputs,
+    open_logs,
+    open_train_loader,
+    setup_run,
+    start,
+)
 from dali_pixmix.training.state import (
     Meter,
     Run,
@@ -131,7 +137,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
                            f"epoch {run.epoch} step {run.epoch_step}")  # a bug, never data
     world_images = loader.batch_size * run.dist.world_size
     tick = time.perf_counter()
-    for images, labels in loader:
+    for images, labels in loader.rest_of_epoch(run.epoch):
         got = time.perf_counter()
         loss = train_step(run, *mix_batch(run, images, labels))
         run.step += 1
@@ -337,8 +343,9 @@ def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
     dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
     try:
         prepare_demo_data(cfg, dist)
-        state = starting_state(cfg, dist, resume, previous, resume_changed)
-        run = setup_run(cfg, dist)
+        classes, samples = check_inputs(cfg)
+        state = starting_state(cfg, dist, classes, resume, previous, resume_changed)
+        run = setup_run(cfg, dist, classes, samples)
         start(run, state)
         open_logs(run)  # config.yaml is rewritten only for an accepted start
         result = fit(run, stop)

@@ -1,7 +1,7 @@
 """Where a run starts: fresh in a folder of its own, or from a checkpoint of the same recipe.
 
-`starting_state(cfg, dist, resume, previous, resume_changed)` decides on rank 0 and tells the
-other ranks, so every rank raises the same error or loads the same checkpoint:
+`starting_state(cfg, dist, classes, resume, previous, resume_changed)` decides on rank 0 and
+tells the other ranks, so every rank raises the same error or loads the same checkpoint:
 - `--resume auto` continues from the newest valid checkpoint of `train.output_dir` (or starts
   fresh in an unused folder); `--resume none` starts fresh; `--resume PATH` continues from PATH.
 - A fresh start, or a checkpoint from outside the folder's own newest, in a folder that holds
@@ -13,7 +13,7 @@ other ranks, so every rank raises the same error or loads the same checkpoint:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dali_pixmix.config import Config
 from dali_pixmix.distributed import DistInfo, broadcast_object
@@ -80,12 +80,9 @@ def check_recipe(state: Dict, cfg: Config, resume_changed: bool) -> List[Change]
     return recipe
 
 
-def check_compatible(state: Dict, cfg: Config) -> None:
-    """The checkpoint's classes and architecture must be the run's."""
-    from dali_pixmix.data.images import class_names
-
-    classes = class_names(cfg.data.train) if cfg.data.train else None
-    if classes is not None and list(state["classes"]) != classes:
+def check_compatible(state: Dict, cfg: Config, classes: Optional[Sequence[str]]) -> None:
+    """The checkpoint's classes (when `classes` is given) and architecture must be the run's."""
+    if classes is not None and list(state["classes"]) != list(classes):
         raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
                          f"classes but data.train has {len(classes)} (or other names); resume "
                          "with the same dataset or start a new run (--resume none)")
@@ -118,8 +115,10 @@ def claim_folder(out_dir: Path, previous: str, continuing: bool) -> None:
 
 
 def choose_start(cfg: Config, resume: str, previous: str = "refuse",
-                 resume_changed: bool = False) -> Optional[Dict[str, Any]]:
-    """Rank 0's decision: the checkpoint state to start from (with "path"), or None."""
+                 resume_changed: bool = False,
+                 classes: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+    """Rank 0's decision: the checkpoint state to start from (with "path"), or None. A
+    checkpoint must hold the training `classes` (None: not checked) and `model.arch`."""
     if previous not in outputs.PREVIOUS_RUN:
         raise ValueError(f"previous must be one of {outputs.PREVIOUS_RUN}, got {previous!r}")
     if previous != "refuse" and resume == "auto":
@@ -131,7 +130,7 @@ def choose_start(cfg: Config, resume: str, previous: str = "refuse",
     continuing = state is not None and (resume == "auto" or is_folders_newest(resume, out_dir))
     recipe = []
     if state is not None:  # refuse an unfit checkpoint before touching any file
-        check_compatible(state, cfg)
+        check_compatible(state, cfg, classes)
         recipe = check_recipe(state, cfg, resume_changed)
     claim_folder(out_dir, previous, continuing)
     if state is not None and recipe and (out_dir / "config.yaml").is_file():
@@ -143,13 +142,15 @@ def choose_start(cfg: Config, resume: str, previous: str = "refuse",
     return state
 
 
-def starting_state(cfg: Config, dist: DistInfo, resume: str, previous: str = "refuse",
+def starting_state(cfg: Config, dist: DistInfo, classes: Sequence[str], resume: str,
+                   previous: str = "refuse",
                    resume_changed: bool = False) -> Optional[Dict[str, Any]]:
-    """`choose_start` on rank 0; the other ranks raise its error or load its checkpoint."""
+    """`choose_start` on rank 0 for the training `classes`; the other ranks raise its error
+    or load its checkpoint."""
     state, decision = None, ("start", None)
     if dist.is_main:
         try:
-            state = choose_start(cfg, resume, previous, resume_changed)
+            state = choose_start(cfg, resume, previous, resume_changed, classes)
             decision = ("start", state.get("path") if state else None)
         except (ValueError, FileNotFoundError) as err:
             decision = (type(err).__name__, str(err))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -15,13 +15,14 @@ from ..distributed import DistInfo, barrier
 from ..models import build_model, load_pretrained_backbone
 
 
-def check_inputs(cfg: Config) -> List[str]:
-    """Clear errors for missing data before any model or pipeline is built; returns the classes."""
-    from dali_pixmix.data.images import check_val_classes, class_names
+def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """Clear errors for missing data before any model or pipeline is built; returns the
+    training classes and samples (`data.images.class_samples`: the one listing of data.train)."""
+    from dali_pixmix.data.images import check_val_classes, class_samples
 
     if not cfg.data.train:
         raise ValueError("config key 'data.train' is empty: set it to the training folder")
-    classes = class_names(cfg.data.train)
+    classes, samples = class_samples(cfg.data.train)
     if not cfg.data.val:
         raise ValueError("config key 'data.val' is empty: set it to the validation folder")
     check_val_classes(cfg.data.val, classes)
@@ -38,7 +39,7 @@ def check_inputs(cfg: Config) -> List[str]:
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "
                                 "model.pretrained to a local torchvision checkpoint or null")
-    return classes
+    return classes, samples
 
 
 def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
@@ -226,13 +227,11 @@ def check_recorded_images(cfg: Config, dist: DistInfo) -> None:
         log(dist, f"the {len(recorded)} image(s) an earlier attempt could not decode are fixed")
 
 
-def setup_run(cfg: Config, dist: DistInfo) -> Run:
-    """Check inputs, build model/optimizer/bank/validation (in that order: cheap errors first)."""
-    classes = check_inputs(cfg)
+def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) -> Run:
+    """Check the images, build model/optimizer/bank/validation (in that order: cheap errors
+    first) for the training `classes` and `samples` of `check_inputs`."""
     per_rank_batch(cfg.train.batch_size, dist.world_size)
     per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size")
-    from dali_pixmix.data.images import list_samples
-
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif dist.device.type == "cuda":
@@ -241,7 +240,6 @@ def setup_run(cfg: Config, dist: DistInfo) -> Run:
     if cfg.data.dtype == "float16" and amp_dtype is None:
         raise ValueError(f"data.dtype=float16 needs mixed precision, but train.amp={cfg.train.amp} "
                          f"is off on {dist.device}; set train.amp=bf16/fp16 or data.dtype=float32")
-    samples = list_samples(cfg.data.train)
     check_training_images(cfg, dist, samples)
     model, raw = build_training_model(cfg, classes, dist)
     run = Run(cfg=cfg, dist=dist, classes=classes, samples=samples,
@@ -265,7 +263,8 @@ def open_logs(run: Run) -> None:
             except ImportError:
                 run.writer = None
     if run.cfg.train.debug_log:
-        run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a", encoding="utf-8")
+        run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a",
+                              encoding="utf-8")
 
 
 def start(run: Run, state: Optional[Dict]) -> None:

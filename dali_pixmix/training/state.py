@@ -147,14 +147,8 @@ def save_checkpoint(run: Run, reason: str) -> None:
 
 
 def restore(run: Run, state: Dict[str, Any]) -> None:
-    """Load a checkpoint into the run; errors if classes or architecture disagree."""
-    if list(state["classes"]) != list(run.classes):
-        raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
-                         f"classes but data.train has {len(run.classes)} (or other names); "
-                         "resume with the same dataset or pass --resume none")
-    if state.get("arch", run.cfg.model.arch) != run.cfg.model.arch:
-        raise ValueError(f"checkpoint {state.get('path')} holds a {state['arch']} but model.arch "
-                         f"is {run.cfg.model.arch}")
+    """Load a checkpoint into the run (its classes and architecture were checked by
+    `training.resume.starting_state`, before any file was touched)."""
     run.raw_model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -168,7 +162,9 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
     if state.get("steps_per_epoch", run.steps_per_epoch) != run.steps_per_epoch:
         log(run, f"warning: the checkpoint had {state['steps_per_epoch']} steps per epoch, this "
                  f"run has {run.steps_per_epoch} (other data or world size); the resumed run "
-                 "will not replay the original data order")
+                 "will not replay the original data order, and an epoch already past its new "
+                 "length ends at once")
+        run.epoch_step = min(run.epoch_step, run.steps_per_epoch)
     ckpt_io.restore_rng(state["rng"])
     log(run, f"resumed from {state.get('path')} at epoch {run.epoch + 1}, step {run.step}")
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from broken_images import random_bytes
 
+from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.data.loaders import LoaderStateError, make_eval_loader, make_train_loader
 from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
@@ -102,14 +104,18 @@ def test_one_training_loader_serves_every_epoch_in_the_epochs_order(tiny_imagene
     assert torch.equal(rest, torch.cat([y for _, y in loader(3, step=1)]))
 
 
-def test_training_loader_resumes_from_its_state_exactly(tiny_imagenet):
+@pytest.mark.parametrize("method", ["pixmix", "autoaugment"])
+def test_training_loader_resumes_from_its_state_exactly(tiny_imagenet, method):
     """A loader made from `state()` at batch k of epoch 1 yields bit-identical batches (crops,
-    flips, PixMix) to the loader that went on; without the state only the order is equal."""
+    flips, and PixMix (a torch stage seeded per batch) or AutoAugment (DALI's random ops under
+    conditionals)) to the loader that went on; without the state only the order is equal."""
     gen = torch.Generator().manual_seed(0)
     bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8, generator=gen))
+    augment = (dict(stage=PixMixStage(bank, crop=CROP)) if method == "pixmix"
+               else dict(stage=None, auto_augment=True))
     common = dict(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=3,
-                  crop=CROP, num_threads=1)
-    going = make_train_loader(**common, stage=PixMixStage(bank, crop=CROP))
+                  crop=CROP, num_threads=1, **augment)
+    going = make_train_loader(**common)
     for _ in going:  # epoch 0
         pass
     batches = iter(going)
@@ -118,17 +124,17 @@ def test_training_loader_resumes_from_its_state_exactly(tiny_imagenet):
     state, position = going.state(), going.position
     ahead = [(x.clone(), y.clone()) for _ in range(2) for x, y in going]  # into epoch 2
     at = dict(epoch=position // len(going), step=position % len(going))
-    restored = make_train_loader(**common, **at, stage=PixMixStage(bank, crop=CROP),
-                                 dali_state=state)
+    restored = make_train_loader(**common, **at, dali_state=state)
     again = [(x, y) for _ in range(2) for x, y in restored][:len(ahead)]
     assert len(again) == len(ahead) == 2 * len(going) - 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, again))
-    fresh = make_train_loader(**common, **at, stage=PixMixStage(bank, crop=CROP))
+    fresh = make_train_loader(**common, **at)
     firsts = [(x, y) for x, y in fresh]
     assert all(torch.equal(a[1], b[1]) for a, b in zip(ahead, firsts))
     assert not torch.equal(ahead[0][0], firsts[0][0])  # other crop/flip draws
+    plain = {**common, "stage": None, "auto_augment": False}
     with pytest.raises(LoaderStateError, match="checkpoint"):
-        make_train_loader(**common, **at, stage=None, dali_state=state)  # another graph
+        make_train_loader(**plain, **at, dali_state=state)  # another graph
 
 
 def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
@@ -140,6 +146,21 @@ def test_train_loader_runs_the_pixmix_stage(tiny_imagenet):
     assert mixed.shape == plain.shape == (6, 3, CROP, CROP)
     assert mixed.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(mixed, plain)
+
+
+def test_a_bad_file_read_after_leaving_a_loop_early_is_named(tiny_imagenet, tmp_path):
+    """Iterating again after leaving an evaluation loop continues the epoch; a file DALI cannot
+    parse further on is found among the files of the batches actually being read."""
+    junk = random_bytes(tmp_path / "junk.JPEG")
+    files = train_files(tiny_imagenet)[:8] + [junk] + train_files(tiny_imagenet)[8:9]
+    loader = make_eval_loader(files=files, labels=[0] * len(files), batch_size=2,
+                              dist=rank(0, 1), resize=40, crop=CROP)
+    batches = iter(loader)
+    next(batches), next(batches)  # two batches, then the loop is left
+    with pytest.raises(UnreadableImageError) as caught:
+        for _ in loader:  # batches 3 and 4 read, batch 5 holds the junk
+            pass
+    assert caught.value.files == [junk]
 
 
 def test_batch_larger_than_a_shard_is_a_clear_error(tiny_imagenet):

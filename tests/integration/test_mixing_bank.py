@@ -240,7 +240,7 @@ def test_training_config_accepts_comma_separated_mixing_sources(tiny_imagenet, t
     write_pictures(tmp_path / "fvis", [(32, 32)])
     base = [f"data.train={tiny_imagenet}/train", f"data.val={tiny_imagenet}/val"]
     both = f"pixmix.mixing_set={tiny_mixing_dir},{tmp_path / 'fvis'}"
-    assert len(check_inputs(load_config(None, base + [both]))) > 0
+    assert len(check_inputs(load_config(None, base + [both]))[0]) > 0  # the classes
     missing = f"pixmix.mixing_set={tiny_mixing_dir},{tmp_path / 'nope'}"
     with pytest.raises(FileNotFoundError, match=f"mixing set '{tmp_path / 'nope'}' does not"):
         check_inputs(load_config(None, base + [missing]))

@@ -115,6 +115,26 @@ def test_lost_epoch_checkpoint_is_retrained_without_a_duplicate_metrics_line(tin
     assert all(torch.equal(final[k], redone[k]) for k in final)
 
 
+def test_resume_with_fewer_steps_per_epoch_ends_an_epoch_already_past_them(tiny_imagenet,
+                                                                          tmp_path, capsys):
+    """A mid-epoch checkpoint (step 5 of 6) resumed where an epoch has 3 steps (a smaller
+    data.train, which a resume may change; another world size does the same): the epoch is
+    over, its line is written, and the next epoch trains its 3 steps."""
+    small = tmp_path / "small"
+    for folder in sorted((tiny_imagenet / "train").iterdir()):
+        (small / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:4]:
+            shutil.copy(image, small / folder.name / image.name)
+    out, common = tmp_path / "run", ("train.epochs=2", "train.batch_size=8")
+    cfg = config(tiny_imagenet / "train", tiny_imagenet / "val", out, *common, "train.max_steps=5")
+    assert train(cfg, resume="none") == {"status": "stopped", "step": 5}
+    capsys.readouterr()
+    result = train(config(small, tiny_imagenet / "val", out, *common), resume="auto")
+    assert result["status"] == "finished" and result["step"] == 8
+    assert "had 6 steps per epoch, this run has 3" in capsys.readouterr().out
+    assert [(m["epoch"], m["step"]) for m in metrics(out)] == [(1, 5), (2, 8)]
+
+
 def test_bad_validation_image_never_costs_the_epoch(tiny_imagenet, tmp_path):
     """The epoch's checkpoint is written before validation; the file is named; after the fix
     `--resume auto` validates that epoch and goes on."""
