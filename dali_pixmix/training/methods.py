@@ -6,8 +6,8 @@
   training device, before the forward pass; it returns soft targets (float32 [B, classes]),
   which `F.cross_entropy` takes as class probabilities. The other methods get their batch
   back unchanged (integer labels). Draws come from a CPU generator seeded from
-  (train.seed, epoch, rank, step in the epoch), so a resumed run, which replays the epoch's
-  data from the same seeds, also replays these draws without storing any generator state.
+  (train.seed, epoch, rank, step in the epoch), so a run resumed at any step draws what the
+  uninterrupted run drew there, without storing any generator state.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 
 from dali_pixmix.augment.methods import method
 from dali_pixmix.config import Config
-from dali_pixmix.seeds import derive_seed
+from dali_pixmix.seeds import LABEL_MIXING_STREAM, derive_seed
 
 
 def train_stage(cfg: Config, bank=None):
@@ -57,9 +57,10 @@ def label_mixing(cfg: Config) -> Optional[Tuple[str, float]]:
 
 
 def batch_generator(seed: int, epoch: int, rank: int, epoch_step: int) -> torch.Generator:
-    """The host generator of one training step's label mixing (stream ``(seed, epoch, rank,
-    epoch_step)``, see ``dali_pixmix.seeds``)."""
-    return torch.Generator().manual_seed(derive_seed(seed, epoch, rank, epoch_step))
+    """The host generator of one training step's label mixing (stream ``(seed,
+    LABEL_MIXING_STREAM, epoch, rank, epoch_step)``, see ``dali_pixmix.seeds``)."""
+    return torch.Generator().manual_seed(
+        derive_seed(seed, LABEL_MIXING_STREAM, epoch, rank, epoch_step))
 
 
 def mix_batch(run, images: torch.Tensor, labels: torch.Tensor):
