@@ -54,7 +54,7 @@ def build_config(args) -> dict:
         cfg["protocol"] = args.protocol
     if args.no_synthetic:
         cfg["synthetic_ood"] = False
-    if args.synthetic_count:
+    if args.synthetic_count is not None:
         cfg["synthetic_count"] = args.synthetic_count
     return cfg
 
