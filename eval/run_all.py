@@ -2,11 +2,12 @@
 """Run every configured safety evaluation and write the Table-9 report.
 
 Datasets come from flags, from a YAML file (--config) whose keys are the task names
-(clean: <val folder>, imagenet_c, imagenet_cbar, imagenet_r, ood: {name: path}, plus optional
-protocol, synthetic_ood, synthetic_count, seed) and/or from --data-root, where conventional
-sub-folders are found automatically (imagenet/val or val, imagenet-c, imagenet-c-bar,
-imagenet-r, ood/<name>). Flags override the YAML, which overrides --data-root. Results:
-<out>/results/<task>.json|csv, <out>/table9.md, <out>/plots/*.png.
+(clean: <val folder>, imagenet_c, imagenet_cbar, imagenet_r, imagenet_p, ood: {name: path},
+plus optional protocol, synthetic_ood, synthetic_count, seed, calibration_bin_size) and/or from
+--data-root, where conventional sub-folders are found automatically (imagenet/val or val,
+imagenet-c, imagenet-c-bar, imagenet-r, imagenet-p, ood/<name>; evaluation.registry). Flags
+override the YAML, which overrides --data-root. Results: <out>/results/<task>.json|csv,
+<out>/table9.md, <out>/plots/*.png.
 """
 import sys
 import time
