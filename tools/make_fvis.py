@@ -19,12 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
-from dali_pixmix.mixing.preview import contact_sheet  # noqa: E402
+from dali_pixmix.mixing.preview import write_contact_sheet  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -66,15 +64,6 @@ def check_args(parser, args) -> None:
                          "put it elsewhere so it does not become a mixing picture")
 
 
-def write_sheet(out_dir: Path, jobs, path: str) -> None:
-    step = max(1, len(jobs) // 64)  # an even sample across layers and channels
-    tiles = [np.asarray(Image.open(out_dir / fvis.picture_name(*job)).convert("RGB"))
-             for job in jobs[::step][:64]]
-    sheet = contact_sheet(tiles, columns=min(8, len(tiles)), cell=128)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(path)
-
-
 def warn_affine(model, layers, device) -> None:
     for name in fvis.affine_layers(model, fvis.resolve_layers(model, layers), device):
         print(f"warning: layer {name} is an affine function of the image, so its mean "
@@ -96,7 +85,8 @@ def run(args) -> dict:
     summary = fvis.measure_quality(model, jobs, args.out, args.size, device, seed=args.seed)
     fvis.write_summary(summary, args.out, settings, args.checkpoint, arch)
     if args.contact_sheet:
-        write_sheet(Path(args.out), jobs, args.contact_sheet)
+        write_contact_sheet([Path(args.out) / fvis.picture_name(*job) for job in jobs],
+                            args.contact_sheet)
     return summary
 
 
