@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 import yaml  # noqa: E402
 
-from dali_pixmix.evaluation import cli  # noqa: E402
+from dali_pixmix.evaluation import cli, datasets  # noqa: E402
 from dali_pixmix.evaluation.registry import HEADLINES, TASKS, configured_tasks, discover, validate
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
@@ -77,12 +77,13 @@ def main(argv=None) -> int:
     if not tasks:
         raise ValueError("no dataset configured: pass --val/--imagenet-c/... , --config or "
                          "--data-root")
-    validate(cfg, tasks)
-    ev = cli.evaluator_from_args(args)
-    start = time.time()
-    for task in tasks:
-        ev.log(f"== {task}")
-        cli.finish(ev, task, TASKS[task](ev, cfg), args.name, HEADLINES.get(task, ()))
+    with datasets.listed_once():  # the folders checked up front are not listed again
+        validate(cfg, tasks)
+        ev = cli.evaluator_from_args(args)
+        start = time.time()
+        for task in tasks:
+            ev.log(f"== {task}")
+            cli.finish(ev, task, TASKS[task](ev, cfg), args.name, HEADLINES.get(task, ()))
     ev.log(f"run_all: {len(tasks)} tasks ({', '.join(tasks)}) in {time.time() - start:.0f} s "
            f"-> {Path(args.out) / 'table9.md'}")
     return 0
