@@ -1,7 +1,8 @@
 """Shared command-line plumbing of the eval/*.py scripts (thin entry points).
 
 Common flags: --checkpoint, --arch, --out, --batch-size (GLOBAL, as in the training config),
---resize/--crop (256/224), --num-threads, --device, --calibration-bin-size, --no-header-check.
+--resize/--crop (256/224), --num-threads, --device, --calibration-bin-size, --name (the row of
+table9.md), --no-header-check.
 Flags that are also training config keys carry the same name (`--num-threads` = data.num_threads,
 `--calibration-bin-size` = eval.calibration_bin_size). Under torchrun every rank runs the same
 command and evaluates its shard; rank 0 writes `<out>/results/<task>.json|csv`,
