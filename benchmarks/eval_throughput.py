@@ -40,13 +40,8 @@ def make_tree(root: Path, images: int, size: int, classes: int = 8) -> Path:
 
 
 def dali_loader_pass(ev, images, labels) -> int:
-    """Decode + resize + crop + normalise only (no model)."""
-    from dali_pixmix.data.loaders import make_eval_loader
-    loader = make_eval_loader(files=list(images.files), labels=labels.tolist(),
-                              batch_size=ev.rank_batch_size, dist=ev.dist, resize=ev.resize,
-                              crop=ev.crop, num_threads=ev.num_threads,
-                              dtype="float16" if ev.gpu else "float32", channels_last=ev.gpu)
-    return sum(int(batch.shape[0]) for batch, _ in loader)
+    """Decode + resize + crop + normalise only (no model): the evaluator's own loader."""
+    return sum(int(batch.shape[0]) for batch, _ in ev.loader(images.files, labels))
 
 
 def torchvision_pass(model, root, args, device) -> int:

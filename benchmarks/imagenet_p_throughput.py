@@ -3,7 +3,7 @@
 
 Three measurements on the same videos and model, in one run:
   model only   synthetic frames already on the device (the ceiling: no decoding at all)
-  ours         dali_pixmix.video.VideoReader (DALI/NVDEC on GPU, threaded PyAV on CPU),
+  ours         dali_pixmix.evaluation.video.VideoReader (DALI/NVDEC on GPU, threaded PyAV on CPU),
                whole videos grouped to --batch-size frames, normalised on the device
   baseline     a torch DataLoader whose workers decode with PyAV and normalise on the CPU with
                torchvision, one video per batch (the usual reference-code structure)
@@ -21,17 +21,16 @@ from pathlib import Path
 
 import torch
 
-try:
-    import dali_pixmix  # noqa: F401
-except ImportError:  # run from a source checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
-from dali_pixmix.check.fixtures import write_h264_videos
-from dali_pixmix.check.throughput import sync, time_model_only, time_video_reader
-from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.evaluation.video import decode_pyav, list_videos
-from dali_pixmix.models import build_model
-from dali_pixmix.precision import autocast, eval_amp_dtype
+from dali_pixmix.check.fixtures import write_h264_videos  # noqa: E402
+from dali_pixmix.check.throughput import sync, time_model_only, time_video_reader  # noqa: E402
+from dali_pixmix.classes import imagenet_wnids  # noqa: E402
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from dali_pixmix.distributed import pick_device  # noqa: E402
+from dali_pixmix.evaluation.video import decode_pyav, list_videos  # noqa: E402
+from dali_pixmix.models import build_model  # noqa: E402
+from dali_pixmix.precision import autocast, eval_amp_dtype  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -62,8 +61,8 @@ class PyAVVideos(torch.utils.data.Dataset):
     def __getitem__(self, i):
         import torchvision.transforms.functional as TF
         frames = decode_pyav(self.entries[i].path)
-        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-        return torch.stack([TF.normalize(TF.to_tensor(f), mean, std) for f in frames])
+        return torch.stack([TF.normalize(TF.to_tensor(f), IMAGENET_MEAN, IMAGENET_STD)
+                            for f in frames])
 
 
 @torch.no_grad()
@@ -81,8 +80,7 @@ def time_baseline(model, entries, device, workers) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    device = pick_device(0, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.root) if args.root else Path(tmp)
         if not args.root:

@@ -41,12 +41,23 @@ def classifier_head_size(state: Dict[str, torch.Tensor]) -> int:
     return int(weights[-1].shape[0])
 
 
+def checkpoint_arch(ckpt: Dict, arch: Optional[str] = None) -> str:
+    """`arch` when given, else the architecture stored in the checkpoint, else resnet50."""
+    return arch or ckpt.get("arch") or "resnet50"
+
+
 def load_classifier(path: str | Path, arch: Optional[str] = None,
                     device: torch.device | str = "cpu") -> Tuple[torch.nn.Module, List[str]]:
     """(model in eval mode on `device`, class wnids) from our checkpoint or a torchvision one."""
-    ckpt = read_checkpoint(path)
+    return classifier_from_checkpoint(read_checkpoint(path), path, arch, device)
+
+
+def classifier_from_checkpoint(ckpt: Dict, path: str | Path, arch: Optional[str] = None,
+                               device: torch.device | str = "cpu"
+                               ) -> Tuple[torch.nn.Module, List[str]]:
+    """`load_classifier` for a checkpoint already read (`read_checkpoint`) from `path`."""
     state = clean_state_dict(ckpt["model"])
-    arch = arch or ckpt.get("arch") or "resnet50"
+    arch = checkpoint_arch(ckpt, arch)
     num_classes = classifier_head_size(state)
     classes = list(ckpt.get("classes") or [])
     if not classes:

@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     cli.add_corruption_args(parser)
     args = parser.parse_args(argv)
     ev = cli.evaluator_from_args(args)
-    rows = run_imagenet_cbar(ev, args.root, args.protocol, args.corruptions, args.calibration_bin_size)
+    rows = run_imagenet_cbar(ev, args.root, args.protocol, args.corruptions,
+                             args.calibration_bin_size)
     cli.finish(ev, "imagenet_cbar", rows, args.name, ("mean_error", "rms"))
     return 0
 

@@ -2,8 +2,9 @@
 """ImageNet-P prediction consistency: flip probability, top-5 distance, mFR and mT5D.
 
 Frames are fed unresized (--resize/--crop do not apply); --batch-size counts frames per forward
-pass summed over ranks (whole videos are grouped). Videos are split across ranks by global rank under torchrun;
-predictions are cached per perturbation in <out>/cache/imagenet_p, so a rerun resumes. Writes
+pass summed over ranks (whole videos are grouped). Videos are split across ranks by global
+rank under torchrun; predictions are cached per perturbation in <out>/cache/imagenet_p, so a
+rerun resumes. Writes
 <out>/results/imagenet_p.json|csv (rows), <out>/table9.md (P columns),
 <out>/imagenet_p_details.json (per perturbation, skipped videos by name) and
 <out>/plots/imagenet_p_flip_rates.png.

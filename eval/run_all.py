@@ -2,11 +2,12 @@
 """Run every configured safety evaluation and write the Table-9 report.
 
 Datasets come from flags, from a YAML file (--config) whose keys are the task names
-(clean: <val folder>, imagenet_c, imagenet_cbar, imagenet_r, ood: {name: path}, plus optional
-protocol, synthetic_ood, synthetic_count, seed) and/or from --data-root, where conventional
-sub-folders are found automatically (imagenet/val or val, imagenet-c, imagenet-c-bar,
-imagenet-r, ood/<name>). Flags override the YAML, which overrides --data-root. Results:
-<out>/results/<task>.json|csv, <out>/table9.md, <out>/plots/*.png.
+(clean: <val folder>, imagenet_c, imagenet_cbar, imagenet_r, imagenet_p, ood: {name: path},
+plus optional protocol, synthetic_ood, synthetic_count, seed, calibration_bin_size) and/or from
+--data-root, where conventional sub-folders are found automatically (imagenet/val or val,
+imagenet-c, imagenet-c-bar, imagenet-r, imagenet-p, ood/<name>; evaluation.registry). Flags
+override the YAML, which overrides --data-root. Results: <out>/results/<task>.json|csv,
+<out>/table9.md, <out>/plots/*.png.
 """
 import sys
 import time
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 import yaml  # noqa: E402
 
-from dali_pixmix.evaluation import cli  # noqa: E402
+from dali_pixmix.evaluation import cli, datasets  # noqa: E402
 from dali_pixmix.evaluation.registry import HEADLINES, TASKS, configured_tasks, discover, validate
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
@@ -54,7 +55,7 @@ def build_config(args) -> dict:
         cfg["protocol"] = args.protocol
     if args.no_synthetic:
         cfg["synthetic_ood"] = False
-    if args.synthetic_count:
+    if args.synthetic_count is not None:
         cfg["synthetic_count"] = args.synthetic_count
     return cfg
 
@@ -76,12 +77,13 @@ def main(argv=None) -> int:
     if not tasks:
         raise ValueError("no dataset configured: pass --val/--imagenet-c/... , --config or "
                          "--data-root")
-    validate(cfg, tasks)
-    ev = cli.evaluator_from_args(args)
-    start = time.time()
-    for task in tasks:
-        ev.log(f"== {task}")
-        cli.finish(ev, task, TASKS[task](ev, cfg), args.name, HEADLINES.get(task, ()))
+    with datasets.listed_once():  # the folders checked up front are not listed again
+        validate(cfg, tasks)
+        ev = cli.evaluator_from_args(args)
+        start = time.time()
+        for task in tasks:
+            ev.log(f"== {task}")
+            cli.finish(ev, task, TASKS[task](ev, cfg), args.name, HEADLINES.get(task, ()))
     ev.log(f"run_all: {len(tasks)} tasks ({', '.join(tasks)}) in {time.time() - start:.0f} s "
            f"-> {Path(args.out) / 'table9.md'}")
     return 0

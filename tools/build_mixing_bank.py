@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
+from dali_pixmix.oserrors import os_error_line  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> MixingBank:
-    return MixingBank.from_sources(args.sources, size=args.size, device=pick_device(0, args.device),
+    return MixingBank.from_sources(args.sources, size=args.size,
+                                   device=pick_device(0, args.device),
                                    batch_size=args.batch_size, num_threads=args.num_threads,
                                    root=args.root)
 
@@ -57,9 +59,12 @@ def main(argv=None) -> int:
                              f"{args.size}, {args.batch_size}, {args.num_threads}")
         bank = build(args)
         out = bank.save(args.out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable --out folder, a full disk
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 1
     megabytes = out.stat().st_size / 2**20
     print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
           f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")

@@ -50,12 +50,14 @@ def main(argv=None):
         try:
             return verify_only(args.folder, not args.no_progress)
         except (ValueError, OSError) as exc:
-            parser.error(str(exc))
+            print(f"error: {exc}", file=sys.stderr)  # one line, no usage text
+            return 2
     try:
         summary = make_file_list(args.folder, args.out, root=args.root, labels=args.labels,
                                  verify=args.verify, progress=not args.no_progress)
     except (ValueError, OSError) as exc:
-        parser.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)  # one line, no usage text
+        return 2
     for name in summary["broken"]:
         print(f"broken (omitted): {name}", file=sys.stderr)
     verified = f", {summary['num_broken']} broken omitted" if args.verify else ", not verified"

@@ -8,11 +8,8 @@ with non-linear variations, Julia and Mandelbrot escape-time sets; picture i dep
 import argparse
 import sys
 
-import numpy as np
-from PIL import Image
-
 from dali_pixmix.mixing.fractals import make_fractals
-from dali_pixmix.mixing.preview import contact_sheet
+from dali_pixmix.mixing.preview import write_contact_sheet
 
 
 def parse_args(argv=None):
@@ -32,17 +29,16 @@ def main(argv=None):
     parser, args = parse_args(argv)
     if args.num < 1:
         parser.error("--num must be >= 1")
+    extra = ""
     try:
         paths = make_fractals(args.out_dir, n=args.num, size=args.size, seed=args.seed,
                               progress=not args.no_progress)
+        if args.contact_sheet:
+            write_contact_sheet(paths, args.contact_sheet)
+            extra = f", contact sheet {args.contact_sheet}"
     except (ValueError, OSError) as exc:
-        parser.error(str(exc))
-    extra = ""
-    if args.contact_sheet:
-        tiles = [np.asarray(Image.open(p).convert("RGB")) for p in paths[:64]]
-        sheet = contact_sheet(tiles, columns=min(8, len(tiles)), cell=128)
-        Image.fromarray(sheet).save(args.contact_sheet)
-        extra = f", contact sheet {args.contact_sheet}"
+        print(f"error: {exc}", file=sys.stderr)  # one line, no usage text
+        return 2
     print(f"fractals: {len(paths)} pictures of {args.size} px in {args.out_dir}{extra}")
     return 0
 

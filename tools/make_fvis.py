@@ -6,9 +6,9 @@ activation (Fourier + decorrelated-colour parameterisation, transformation robus
 Existing pictures are skipped, so an interrupted run resumes. `fvis_summary.json` next to the
 pictures compares each picture's target activation with noise and fractal pictures.
 
-Example (the paper's kind of set from torchvision's ResNet-50 weights):
-    python tools/make_fvis.py --checkpoint weights/resnet50-11ad3fa6.pth \
-        --layers conv1,layer1,layer2 --out mixing/fvis --contact-sheet mixing/fvis_sheet.png
+Example (the paper's kind of set from torchvision's ResNet-50 weights, docs/data.md):
+    python tools/make_fvis.py --checkpoint weights/resnet50-0676ba61.pth \
+        --layers relu,layer1,layer2 --out mixing/fvis --contact-sheet mixing/fvis_sheet.png
 """
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
-from dali_pixmix.mixing.preview import contact_sheet  # noqa: E402
+from dali_pixmix.mixing.preview import write_contact_sheet  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,8 +32,9 @@ def parse_args(argv=None):
                    help="dali-pixmix checkpoint or torchvision state_dict (.pt/.pth)")
     p.add_argument("--arch", default=None,
                    help="torchvision model name (default: the checkpoint's, else resnet50)")
-    p.add_argument("--layers", default="conv1,layer1,layer2",
-                   help="comma-separated module names (conv1, layer1, layer2.0.conv1, ...)")
+    p.add_argument("--layers", default="relu,layer1,layer2",
+                   help="comma-separated module names (relu, layer1, layer2.0.conv2, ...); "
+                   "a ResNet's first layer is relu: conv1 is affine and comes out flat")
     p.add_argument("--channels", type=int, default=None,
                    help="first N channels of each layer (default: all)")
     p.add_argument("--size", type=int, default=256, help="picture side, px")
@@ -65,23 +64,6 @@ def check_args(parser, args) -> None:
                          "put it elsewhere so it does not become a mixing picture")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
-    return torch.device(name)
-
-
-def write_sheet(out_dir: Path, jobs, path: str) -> None:
-    step = max(1, len(jobs) // 64)  # an even sample across layers and channels
-    tiles = [np.asarray(Image.open(out_dir / fvis.picture_name(*job)).convert("RGB"))
-             for job in jobs[::step][:64]]
-    sheet = contact_sheet(tiles, columns=min(8, len(tiles)), cell=128)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(path)
-
-
 def warn_affine(model, layers, device) -> None:
     for name in fvis.affine_layers(model, fvis.resolve_layers(model, layers), device):
         print(f"warning: layer {name} is an affine function of the image, so its mean "
@@ -90,7 +72,7 @@ def warn_affine(model, layers, device) -> None:
 
 
 def run(args) -> dict:
-    device = pick_device(args.device)
+    device = pick_device(0, args.device)
     settings = fvis.FVisSettings(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
                                  seed=args.seed)
     model, arch = fvis.load_fvis_model(args.checkpoint, args.arch, device)
@@ -103,7 +85,8 @@ def run(args) -> dict:
     summary = fvis.measure_quality(model, jobs, args.out, args.size, device, seed=args.seed)
     fvis.write_summary(summary, args.out, settings, args.checkpoint, arch)
     if args.contact_sheet:
-        write_sheet(Path(args.out), jobs, args.contact_sheet)
+        write_contact_sheet([Path(args.out) / fvis.picture_name(*job) for job in jobs],
+                            args.contact_sheet)
     return summary
 
 

@@ -33,7 +33,8 @@ def main(argv=None):
                                        min_size=args.min_size, max_size=args.max_size,
                                        progress=not args.no_progress)
     except (ValueError, OSError) as exc:
-        parser.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)  # one line, no usage text
+        return 2
     total = args.num_classes * (args.train_per_class + args.val_per_class)
     print(f"synthetic imagenet: {args.num_classes} classes, {total} images "
           f"({args.train_per_class}+{args.val_per_class} per class) in {root}")

@@ -27,6 +27,7 @@ from dali_pixmix.check.environment import advice, collect
 from dali_pixmix.check.harness import run_isolated
 from dali_pixmix.check.report import Report, console, environment_lines
 from dali_pixmix.check.settings import Settings, for_machine
+from dali_pixmix.oserrors import os_error_line
 
 Item = Tuple[str, Callable]
 FUNCTIONAL: List[Item] = [
@@ -169,7 +170,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="check_gpu_"))
     logs = Path(args.out) / "logs" if args.out else workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # --out under a file, read-only, full: before any check runs
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"error: --out: {os_error_line(err)}", file=sys.stderr)
+        return 2
     mode = "quick" if args.quick else "default"
     progress(f"dali-pixmix machine check ({mode} settings); per-check logs in {logs}")
     try:

@@ -126,29 +126,29 @@ def video_folder(s: Settings) -> Path:
 
 # ----------------------------------------------------------------------------- user data
 def _image_names(folder: Path) -> List[str]:
-    from dali_pixmix.data.images import IMAGE_EXTENSIONS
+    """The pictures lying directly in `folder` (the package's rule for an image name)."""
+    from dali_pixmix.data.images import is_image_name
 
-    return sorted(e.name for e in os.scandir(folder)
-                  if e.is_file() and not e.name.startswith(".")
-                  and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(e.name for e in os.scandir(folder) if e.is_file() and is_image_name(e.name))
 
 
 def sample_class_tree(root: str | Path, count: int, classes: int = 100
                       ) -> Tuple[List[str], List[int]]:
     """About `count` pictures (files, labels) from the first `classes` class folders of `root`,
     the same number from each, without listing the whole tree (ImageNet has 1.28 M files)."""
+    from dali_pixmix.data.images import subfolders
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root} is not a folder of class sub-folders")
-    folders = sorted(e.path for e in os.scandir(root) if e.is_dir()
-                     and not e.name.startswith("."))[:classes]
+    folders = subfolders(root)[:classes]
     if not folders:
         raise ValueError(f"--data {root} has no class sub-folders")
     per_class = max(1, -(-count // len(folders)))
     files, labels = [], []
     for label, folder in enumerate(folders):
-        names = _image_names(Path(folder))[:per_class]
-        files += [os.path.join(folder, n) for n in names]
+        names = _image_names(folder)[:per_class]
+        files += [str(folder / n) for n in names]
         labels += [label] * len(names)
     if not files:
         raise ValueError(f"--data {root}: its class folders hold no pictures")

@@ -336,16 +336,6 @@ def save_test_checkpoint(s: Settings, path: Path, classes: int) -> Path:
     return path
 
 
-def _eval_pictures(files, device: torch.device, s: Settings) -> torch.Tensor:
-    from dali_pixmix.data.loaders import make_eval_loader
-    from dali_pixmix.distributed import DistInfo
-
-    loader = make_eval_loader(files=files, labels=[0] * len(files), batch_size=s.check_batch,
-                              dist=DistInfo(device=device), resize=s.eval_resize, crop=s.crop,
-                              num_threads=s.threads)
-    return torch.cat([images.float().cpu() for images, _ in loader])
-
-
 def near_ties(model: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:
     """bool [N]: pictures whose two highest logits are within 1% of the logit spread, where a
     float16-vs-float32 difference may legitimately change the top-1."""
@@ -372,7 +362,8 @@ def compare_evaluation(s: Settings, device: torch.device, reference: torch.devic
                                             num_threads=s.threads, progress=False)
                   for where in (device, reference)]
     top1 = [torch.from_numpy(ev.infer(files, labels).top5[:, 0]) for ev in evaluators]
-    pictures = [_eval_pictures(files, where, s) for where in (device, reference)]
+    pictures = [torch.cat([images.float().cpu() for images, _ in ev.loader(files, labels)])
+                for ev in evaluators]  # what each evaluator's model saw
     diff = (pictures[0] - pictures[1]).abs()
     flips = top1[0] != top1[1]
     ties = near_ties(evaluators[1].model, pictures[1].to(reference), s.check_batch)

@@ -266,8 +266,9 @@ def pipeline_pixmix(s: Settings) -> Dict:
 
 
 def _training_precision(s: Settings) -> Optional[torch.dtype]:
-    """The training recipe's autocast dtype: bf16 on GPUs that have it, else fp16; none on
-    the CPU."""
+    """bf16 on GPUs that have it (the recipes' `train.amp: auto`), else fp16 with GradScaler
+    (where `auto` would train in float32, the fastest setting such a GPU offers); none on the
+    CPU."""
     if not s.on_cuda:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

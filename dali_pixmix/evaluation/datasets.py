@@ -9,10 +9,13 @@ Images are found by the package's one discovery rule (`data.images`: any depth b
 folder, the same extensions, hidden files skipped), so evaluation sees exactly the images that
 training and its validation see. Severity folders are 1..5; C-bar folders may instead carry their
 float parameter (e.g. `2.35`), which are sorted numerically and mapped to 1..5. Every listing is
-sorted, so runs are reproducible and shardable.
+sorted, so runs are reproducible and shardable. Inside `listed_once()` (eval/run_all.py, which
+validates every set before inference and then evaluates it) each folder is listed only once.
 """
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -26,6 +29,39 @@ CBAR_CORRUPTIONS = (
     "blue_noise_sample", "brownish_noise", "caustic_refraction", "checkerboard_cutout",
     "cocentric_sine_waves", "inverse_sparkles", "perlin_noise", "plasma_noise",
     "single_frequency_greyscale", "sparkles")
+
+
+_LISTED: Optional[dict] = None  # listings made inside `listed_once`, by call
+
+
+@contextmanager
+def listed_once():
+    """Within the block, a listing function called again with the same arguments returns its
+    first result instead of walking the folders again (ImageNet-C holds 3.75 M files)."""
+    global _LISTED
+    outer = _LISTED
+    _LISTED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _LISTED = outer
+
+
+def _once(listing):
+    """`listing` remembered inside `listed_once` (hashable arguments only)."""
+    @functools.wraps(listing)
+    def remembered(*args, **kwargs):
+        try:
+            key = (listing.__name__, args, tuple(sorted(kwargs.items())))
+            hash(key)
+        except TypeError:  # e.g. `only` given as a list
+            key = None
+        if _LISTED is None or key is None:
+            return listing(*args, **kwargs)
+        if key not in _LISTED:
+            _LISTED[key] = listing(*args, **kwargs)
+        return _LISTED[key]
+    return remembered
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,7 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
+@_once
 def class_tree(root: str | Path, name: Optional[str] = None) -> LabelledSet:
     """<root>/<wnid>/<images at any depth>: every class folder must hold at least one image."""
     root = _require_dir(Path(root), "class-folder dataset")
@@ -104,6 +141,7 @@ def _check_equal_cells(cells: List[CorruptionCell], root: Path) -> None:
         raise ValueError(f"{root}: cells hold different class folders; re-extract the dataset")
 
 
+@_once
 def corruption_cells(root: str | Path, known: Sequence[str], dataset: str,
                      only: Optional[Sequence[str]] = None,
                      numeric_severities: bool = False) -> List[CorruptionCell]:
@@ -152,6 +190,7 @@ def imagenet_cbar_cells(root: str | Path, only: Optional[Sequence[str]] = None
                             numeric_severities=True)
 
 
+@_once
 def image_set(path: str | Path) -> Tuple[str, ...]:
     """An unlabelled image set: a folder (images at any depth) or a text file list."""
     path = Path(path)

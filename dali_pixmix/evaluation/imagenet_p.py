@@ -285,8 +285,10 @@ def run_imagenet_p(model: torch.nn.Module, classes: Sequence[str], root: str | P
                    ) -> Tuple[List[report.Row], Dict[str, Dict]]:
     """Evaluate ImageNet-P: (tidy rows, `summarize` table). Writes only the cache.
 
-    `fingerprint` identifies the model (e.g. checkpoint path, size, mtime); cached predictions
-    made under another fingerprint or setting are recomputed. No cache when `cache_dir` is None.
+    `batch_size` counts frames per forward pass on THIS rank (`run_imagenet_p_task` passes
+    the per-rank share of the global `--batch-size`). `fingerprint` identifies the model (e.g.
+    checkpoint path, size, mtime); cached predictions made under another fingerprint or setting
+    are recomputed. No cache when `cache_dir` is None.
     """
     from dali_pixmix.evaluation.video import resolve_backend
 

@@ -3,7 +3,7 @@
 `config` is a plain dict: dataset roots under the task names ("clean" is the ImageNet val
 folder), "ood" a {name: folder or file list} mapping, plus "protocol", "calibration_bin_size",
 "synthetic_ood", "synthetic_count", "seed". A task runs when its dataset is configured. To add a
-task (e.g. ImageNet-P), add one entry to TASKS (and HEADLINES) and its folder names to
+task (e.g. ImageNet-A), add one entry to TASKS (and HEADLINES) and its folder names to
 DATA_ROOT_NAMES; a configured root under the task's name then runs it.
 """
 from __future__ import annotations
@@ -32,12 +32,14 @@ def _clean(ev: Evaluator, cfg: dict) -> List[Row]:
 
 def _imagenet_c(ev: Evaluator, cfg: dict) -> List[Row]:
     from dali_pixmix.evaluation.cli import clean_error_from
-    return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"], bin_size=cfg["calibration_bin_size"],
+    return run_imagenet_c(ev, cfg["imagenet_c"], cfg["protocol"],
+                          bin_size=cfg["calibration_bin_size"],
                           clean_error=clean_error_from(ev.out))
 
 
 def _imagenet_cbar(ev: Evaluator, cfg: dict) -> List[Row]:
-    return run_imagenet_cbar(ev, cfg["imagenet_cbar"], cfg["protocol"], bin_size=cfg["calibration_bin_size"])
+    return run_imagenet_cbar(ev, cfg["imagenet_cbar"], cfg["protocol"],
+                             bin_size=cfg["calibration_bin_size"])
 
 
 def _imagenet_r(ev: Evaluator, cfg: dict) -> List[Row]:

@@ -228,7 +228,7 @@ class Evaluator:
             key = (cache.fingerprint(files, labels.tolist(), what), no_resize)
             loader = self._loaders.pop(key, None)
         if loader is None:
-            loader = self._loader(files, labels, no_resize, what)
+            loader = self.loader(files, labels, no_resize=no_resize, what=what)
         mask = None if mask is None else mask.to(self.dist.device)
         with self._eval_mode():
             local = self._run_batches(loader, mask, desc)
@@ -237,11 +237,14 @@ class Evaluator:
         merged = Predictions.concat(all_gather_objects(local))
         return self._check_exact(merged, labels, desc)
 
-    def _loader(self, files: Sequence[str], labels: np.ndarray, no_resize: bool, what: str):
+    def loader(self, files: Sequence[str], labels, *, no_resize: bool = False,
+               what: str = "image"):
+        """This rank's evaluation loader over `files` with the evaluator's preprocessing, dtype
+        and memory format (what `infer` reads; headers are not checked here)."""
         from dali_pixmix.data.loaders import make_eval_loader
 
-        return make_eval_loader(files=files, labels=labels.tolist(), what=what,
-                                batch_size=self.rank_batch_size, dist=self.dist,
+        return make_eval_loader(files=list(files), labels=np.asarray(labels).tolist(),
+                                what=what, batch_size=self.rank_batch_size, dist=self.dist,
                                 resize=self.resize, crop=self.crop, no_resize=no_resize,
                                 num_threads=self.num_threads,
                                 dtype="float16" if self.amp_dtype == torch.float16

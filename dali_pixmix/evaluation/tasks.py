@@ -183,6 +183,9 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
             synthetic: bool = True, synthetic_count: Optional[int] = None,
             seed: int = 0) -> List[Row]:
     """AUROC/AUPR/FPR95 per OOD set and their mean, for MSP, MaxLogit and Energy scores."""
+    if synthetic_count is not None and synthetic_count < 1:
+        raise ValueError(f"--synthetic-count must be at least 1, got {synthetic_count} (use "
+                         "--no-synthetic to leave the synthetic sets out)")
     if synthetic and set(ood_sets) & set(SYNTHETIC_SETS):
         raise ValueError(f"OOD set names {sorted(set(ood_sets) & set(SYNTHETIC_SETS))} clash with "
                          "the generated synthetic sets; rename them")

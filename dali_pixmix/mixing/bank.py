@@ -307,7 +307,7 @@ def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None) -
             found, _labels = read_file_list(source, root=root)  # names an empty list
         else:
             raise FileNotFoundError(f"mixing source {source} does not exist; pass a folder of "
-                                    "pictures or a file list")
+                                    "pictures or a file list (or, on its own, a .npy bank)")
         keys = [os.path.realpath(file) for file in found]
         files += [Path(f) for f, key in zip(found, keys) if key not in seen]
         seen.update(keys)
@@ -325,22 +325,11 @@ def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size:
     never silently reused.
     """
     sources = split_sources(source)
-    source = Path(sources[0])
-    if len(sources) == 1 and source.suffix == BANK_SUFFIX:
-        return _checked_size(MixingBank.load(source, device, pin_memory), size)
+    if len(sources) == 1 and Path(sources[0]).suffix == BANK_SUFFIX:
+        return _checked_size(MixingBank.load(sources[0], device, pin_memory), size)
     if cache is not None and Path(cache).is_file():
         return _checked_size(MixingBank.load(cache, device, pin_memory), size)
-    if len(sources) > 1:
-        bank = MixingBank.from_sources(sources, size, device, pin_memory,
-                                       num_threads=num_threads)
-    elif source.is_dir():
-        bank = MixingBank.from_folder(source, size, device, pin_memory, num_threads=num_threads)
-    elif source.is_file():
-        bank = MixingBank.from_file_list(source, None, size, device, pin_memory,
-                                         num_threads=num_threads)
-    else:
-        raise FileNotFoundError(f"mixing set {source} does not exist; pass a folder of pictures, "
-                                "a file list or a .npy bank")
+    bank = MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads)
     if cache is not None:
         bank.save(cache)
     return bank

@@ -68,20 +68,16 @@ def load_fvis_model(checkpoint, arch: Optional[str] = None,
                     device="cpu") -> Tuple[torch.nn.Module, str]:
     """(classifier of `checkpoint`, frozen, in eval mode; its architecture name).
 
-    Reads our checkpoints and torchvision state_dicts; `arch` defaults to the checkpoint's own,
-    else resnet50. A state_dict that does not fit the architecture is a one-line error.
+    Reads our checkpoints and torchvision state_dicts (the file once); `arch` defaults to the
+    checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
+    one-line error naming the file (`models.classifier_from_checkpoint`).
     """
-    from dali_pixmix.models import load_classifier
+    from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
     from dali_pixmix.training.checkpoint import read_checkpoint
 
-    arch = arch or read_checkpoint(checkpoint).get("arch") or "resnet50"
-    try:
-        model, _classes = load_classifier(checkpoint, arch=arch, device=device)
-    except RuntimeError as err:  # load_state_dict: missing/unexpected keys, shape mismatches
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
-        raise ValueError(f"checkpoint {checkpoint} does not fit architecture {arch} "
-                         f"({detail[:120]}...); pass the right --arch") from None
+    ckpt = read_checkpoint(checkpoint)
+    arch = checkpoint_arch(ckpt, arch)
+    model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
     return model.requires_grad_(False), arch
 
 

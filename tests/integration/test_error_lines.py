@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from broken_images import cut_after_header, random_bytes
 
 from dali_pixmix.data.checks import UnreadableImageError
@@ -164,3 +165,16 @@ def test_mixing_bank_errors_name_the_file(tmp_path, capsys):
                       "--size", "0"]) == 2
     assert "--size, --batch-size and --num-threads must be positive" in error_line(
         capsys.readouterr().err)
+
+
+def test_build_mixing_bank_unwritable_out_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "pictures").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((40, 48, 3), 80 * i, np.uint8)).save(
+            tmp_path / "pictures" / f"{i}.png")
+    (tmp_path / "taken").write_text("a file where --out needs a folder\n")
+    tool = load_script("tools/build_mixing_bank.py")
+    assert tool.main([str(tmp_path / "pictures"), "--out", str(tmp_path / "taken" / "b.npy"),
+                      "--size", "32", "--device", "cpu", "--num-threads", "1"]) == 1
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith("error: file system error") and str(tmp_path / "taken") in line

@@ -109,3 +109,18 @@ def test_ood_cli_folders_lists_and_synthetic(tmp_path, capsys):
     assert "the lowest such threshold when several give the same recall" in printed
     table = (out / "table9.md").read_text().splitlines()[5].split(" | ")
     assert table[-2] != "-" and table[-1].rstrip(" |") != "-"
+
+
+def test_synthetic_count_below_one_is_one_error_line(tmp_path, capsys):
+    """0 once silently meant the default (1/5 of the val count), a negative count an empty set."""
+    for i, w in enumerate(WNIDS):
+        write_png(tmp_path / "val" / w / "0.png", np.full((32, 32, 3), 60 * i, np.uint8))
+    torch.save({"model": build_model("resnet18", 4).state_dict(), "arch": "resnet18",
+                "classes": WNIDS}, tmp_path / "m.pt")
+    argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out"), "--val",
+            str(tmp_path / "val"), "--batch-size", "4", "--num-threads", "1", "--device", "cpu"]
+    for count in ("0", "-3"):
+        assert cli.run_cli(ood_script().main, argv + ["--synthetic-count", count]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --synthetic-count must be at least 1")
+    assert not (tmp_path / "out" / "results").exists()

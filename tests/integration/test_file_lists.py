@@ -172,6 +172,7 @@ def test_make_file_list_cli_end_to_end(tiny_imagenet, tmp_path):
     assert len(files) == 23 and set(labels) == {0}
     failed = _run_cli(str(tmp_path / "nowhere"), str(out))
     assert failed.returncode == 2 and "error:" in failed.stderr and "nowhere" in failed.stderr
+    assert failed.stderr.startswith("error: ") and len(failed.stderr.splitlines()) == 1
     assert "--labels" in _run_cli("--help").stdout
 
 
@@ -195,6 +196,7 @@ def test_generator_clis_chain_into_a_file_list(tmp_path):
     clash = _run_cli(str(tmp_path / "data"), "--num-classes", "3", "--no-progress",
                      tool="make_synthetic_imagenet.py")
     assert clash.returncode == 2 and "other parameters" in clash.stderr
+    assert clash.stderr.startswith("error: ") and len(clash.stderr.splitlines()) == 1
 
 
 def test_scan_survives_symlink_cycle_and_recurses_into_class_folders(tmp_path):

@@ -148,3 +148,13 @@ def test_torchvision_state_dict_needs_its_arch(tool, tmp_path, capsys):
     assert "resnet18-tv.pth" in line and "resnet50" in line and "--arch" in line
     assert tool.main(args + ["--arch", "resnet18"]) == 0
     assert (tmp_path / "o" / "layer1_0000.png").is_file()
+
+
+def test_default_layers_are_rectified_and_give_no_flat_picture_warning(tool, checkpoint, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "o"
+    assert tool.main(["--checkpoint", str(checkpoint), "--size", "32", "--steps", "1",
+                      "--channels", "1", "--no-progress", "--out", str(out)]) == 0
+    assert "warning: " not in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["layer1_0000.png", "layer2_0000.png",
+                                                          "relu_0000.png"]

@@ -189,3 +189,14 @@ def test_a_check_cut_short_by_the_budget_is_skipped_not_failed(tmp_path, monkeyp
     assert result["status"] == "skip" and "time budget (2 s) ran out" in result["detail"]
     late = cli.run_item("late", sleeps, s, args, time.monotonic(), tmp_path, "[1/1]")
     assert late["status"] == "skip" and "is spent" in late["detail"]
+
+
+def test_an_unusable_out_folder_is_one_error_line_before_any_check(tmp_path, capsys):
+    from dali_pixmix.check import cli
+
+    (tmp_path / "taken").write_text("a file where --out needs a folder\n")
+    assert cli.main(["--out", str(tmp_path / "taken" / "report"), "--only", "pixmix_stage"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out: file system error")
+    assert str(tmp_path / "taken") in lines[0] and "running" not in captured.out

@@ -139,3 +139,19 @@ def test_image_set_folder_and_file_list(tmp_path):
         datasets.image_set(lst)
     with pytest.raises(FileNotFoundError, match="image set not found"):
         datasets.image_set(tmp_path / "nope")
+
+
+def test_listed_once_lists_each_folder_once_within_its_block(tmp_path):
+    touch_tree(tmp_path / "val")
+    corruption_tree(tmp_path / "c", ["fog"])
+    with datasets.listed_once():
+        first = datasets.class_tree(str(tmp_path / "val"), name="val")
+        cells = datasets.imagenet_c_cells(str(tmp_path / "c"))
+        (tmp_path / "val" / WNIDS[0] / "img_9.JPEG").write_bytes(b"")  # added after listing
+        (tmp_path / "c" / "fog" / "3" / WNIDS[0] / "img_9.JPEG").write_bytes(b"")
+        assert datasets.class_tree(str(tmp_path / "val"), name="val") is first
+        assert datasets.imagenet_c_cells(str(tmp_path / "c")) is cells
+        assert len(datasets.class_tree(str(tmp_path / "val"), name="other").files) == 7
+    assert len(datasets.class_tree(str(tmp_path / "val"), name="val").files) == 7
+    with pytest.raises(ValueError, match="unequal image counts"):  # listed afresh outside
+        datasets.imagenet_c_cells(str(tmp_path / "c"))

@@ -11,7 +11,7 @@ from PIL import Image
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.data.synthetic import MARKER_NAME, make_synthetic_imagenet, synthetic_object_image
 from dali_pixmix.mixing.fractals import FRACTAL_FAMILIES, fractal_image, make_fractals
-from dali_pixmix.mixing.preview import contact_sheet
+from dali_pixmix.mixing.preview import contact_sheet, write_contact_sheet
 
 pytestmark = pytest.mark.unit
 
@@ -158,3 +158,14 @@ def test_make_fractals_writes_pngs_and_contact_sheet(tmp_path):
     assert (sheet[16:, 16:] == 0).all()  # the unused fourth cell stays empty
     expected = np.asarray(Image.fromarray(images[2]).resize((16, 16), Image.BILINEAR))
     assert np.array_equal(sheet[16:, :16], expected)  # third image: row 1, column 0
+
+
+def test_contact_sheet_file_samples_at_most_64_pictures_evenly(tmp_path):
+    files = []
+    for i in range(130):  # picture i is flat grey level i
+        files.append(tmp_path / f"{i:03d}.png")
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(files[-1])
+    sheet = np.asarray(Image.open(write_contact_sheet(files, tmp_path / "deep" / "s.png",
+                                                      cell=4)))
+    assert sheet.shape == (32, 32, 3)  # 64 tiles, 8 per row
+    assert [int(sheet[4 * (k // 8), 4 * (k % 8), 0]) for k in (0, 1, 63)] == [0, 2, 126]
