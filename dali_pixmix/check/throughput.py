@@ -229,13 +229,18 @@ def pixmix_stage(s: Settings) -> Dict:
 
 
 def _train_loader(s: Settings, files, labels, stage, device: torch.device):
-    from dali_pixmix.data.graphs import train_pipeline
-    from dali_pixmix.data.loaders import DaliLoader
+    """The loader a training run uses (`data.loaders.make_train_loader`: one pipeline fed in
+    the run's data order) over `files`, on `device`."""
+    import os
 
-    pipe = train_pipeline(files=files, labels=labels, batch_size=s.batch, crop=s.crop,
-                          device_id=device.index, seed=0, num_threads=s.threads, stage=stage,
-                          layout="HWC" if s.on_cuda else "CHW")
-    return DaliLoader(pipe, batch_size=s.batch, train=True, channels_last=s.on_cuda)
+    from dali_pixmix.data.loaders import make_train_loader
+    from dali_pixmix.distributed import DistInfo
+
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    samples = [(os.path.relpath(f, root), int(label)) for f, label in zip(files, labels)]
+    return make_train_loader(root=root, samples=samples, batch_size=s.batch,
+                             dist=DistInfo(device=device), crop=s.crop, stage=stage,
+                             num_threads=s.threads, channels_last=s.on_cuda)
 
 
 def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
