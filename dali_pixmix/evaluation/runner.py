@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dali_pixmix.config import per_rank_batch
+from dali_pixmix.data.normalise import normalise_imagenet
 from dali_pixmix.distributed import (
     DistInfo,
     all_gather_objects,
@@ -302,16 +303,13 @@ class Evaluator:
 
     @torch.inference_mode()
     def _run_generated(self, make_images, indices: np.ndarray, desc: str) -> Predictions:
-        from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
         dev = self.dist.device
-        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
         tables = [torch.zeros(0, TABLE_COLUMNS, device=dev)]
         step = self.rank_batch_size
         chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
         for chunk in tqdm(chunks, desc=desc, leave=False, disable=not self.progress, unit="batch"):
             pixels = torch.from_numpy(make_images(chunk)).to(dev).permute(0, 3, 1, 2).float()
-            images = (pixels / 255 - mean) / std
+            images = normalise_imagenet(pixels / 255)
             if self.gpu:
                 images = images.contiguous(memory_format=torch.channels_last)
             zeros = torch.zeros(len(chunk), dtype=torch.long, device=dev)

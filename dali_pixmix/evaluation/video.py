@@ -13,7 +13,6 @@ A video that fails to decode or has the wrong number of frames is not yielded: i
 """
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Seq
 import numpy as np
 import torch
 
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.data.normalise import normalise_imagenet
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +91,7 @@ def decode_pyav(path: str | Path) -> np.ndarray:
 
 def normalize_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> `dtype` [T, 3, H, W] with ImageNet mean/std, on the same device."""
-    mean, std = _mean_std(frames.device, dtype)
-    return (frames.permute(0, 3, 1, 2).to(dtype) - mean) / std
-
-
-@functools.lru_cache(maxsize=16)
-def _mean_std(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std (x 255) as [1, 3, 1, 1] `dtype` tensors on `device`, made once per
-    device and dtype: a host-to-device copy per clip would block the host every time."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1) * 255
-    return mean.to(device), std.to(device)
+    return normalise_imagenet(frames.permute(0, 3, 1, 2), scale=255, dtype=dtype)
 
 
 def resolve_device(device: torch.device | str) -> torch.device:

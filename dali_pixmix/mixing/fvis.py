@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # the loaders' normalisation
+from dali_pixmix.data.normalise import normalise_imagenet  # the loaders' normalisation
 
 # Square root of ImageNet's RGB colour covariance (Lucid's `color_correlation_svd_sqrt`).
 COLOUR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -172,9 +172,7 @@ def channel_means(output: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] in [0, 1] -> the network's input (ImageNet mean/std)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb - mean) / std
+    return normalise_imagenet(rgb, dtype=rgb.dtype)
 
 
 class RedirectedReLU(torch.autograd.Function):

@@ -7,9 +7,11 @@ import torch
 import torch.distributed as dist
 
 from dali_pixmix.config import Config
-from dali_pixmix.data.graphs import TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.normalise import imagenet_mean_std, normalise_imagenet
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.evaluation import video
+from dali_pixmix.mixing import fvis
 from dali_pixmix.training.setup import build_training_model
 
 pytestmark = pytest.mark.unit
@@ -55,12 +57,20 @@ def test_ddp_wraps_the_module_and_compile_wraps_ddp(tmp_path):
 def test_frame_normalisation_constants_are_made_once():
     frames = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
     out = video.normalize_frames(frames)
-    mean = torch.tensor(video.IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(video.IMAGENET_STD).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(out, (frames.permute(0, 3, 1, 2).float() - mean) / std)
-    first = video._mean_std(torch.device("cpu"), torch.float32)
-    assert all(a is b for a, b in zip(first, video._mean_std(torch.device("cpu"),
-                                                                torch.float32)))
+    first = imagenet_mean_std(torch.device("cpu"), torch.float32, 255.0)
+    assert all(a is b for a, b in zip(first, imagenet_mean_std(torch.device("cpu"),
+                                                               torch.float32, 255.0)))
+
+
+def test_generated_and_fvis_pictures_use_the_loaders_normalisation():
+    rgb = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(fvis.normalise(rgb), (rgb - mean) / std)
+    assert normalise_imagenet(rgb).dtype == torch.float32
 
 
 def test_video_devices_are_resolved_when_built():
