@@ -216,7 +216,14 @@ def end_epoch(run: Run) -> None:
     run.pending_epoch = {"entry": entry, "validate": due}
     run.epoch, run.epoch_step, run.epoch_meter = run.epoch + 1, 0, Meter()
     save_checkpoint(run, f"end of epoch {run.epoch}")
+    if stopping_on_signal(run):
+        return  # a preempted job has seconds left; `--resume auto` validates the epoch first
     finish_epoch(run)
+
+
+def stopping_on_signal(run: Run) -> bool:
+    """All ranks agreed to stop on a signal (a reached `train.max_steps` still validates)."""
+    return run.halt and not reached_max_steps(run)
 
 
 def finish_epoch(run: Run) -> None:
@@ -298,7 +305,7 @@ def train_epochs(run: Run, stop: StopFlag) -> bool:
         if not finished:
             return False
         end_epoch(run)
-        if run.halt and run.epoch < cfg.train.epochs:
+        if run.halt and (run.epoch < cfg.train.epochs or run.pending_epoch is not None):
             log(run, f"stopping after step {run.step}: "
                      f"{stop.signal_name or 'train.max_steps reached'}")
             return False

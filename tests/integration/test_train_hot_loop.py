@@ -7,6 +7,8 @@ from Python values; from the second step on none may happen (on a GPU each would
 device). The one-step-late read of the step records goes through numpy views of pinned
 buffers, outside torch. Runs are tiny (resnet18 at 32 px, PixMix on, 3 steps per epoch).
 """
+import json
+
 import pytest
 import torch
 from host_reads import HostReads
@@ -118,6 +120,41 @@ def test_a_signal_is_read_one_step_late_and_saved_after_the_next_step(tiny_image
     assert [p.name for p in list_checkpoints(out)] == ["ckpt_e0001_s000000003.pt",
                                                        "ckpt_e0001_s000000005.pt"]
     assert not (out / "final.pt").exists()
+
+
+def test_a_signal_at_an_epochs_last_step_validates_that_epoch_on_resume(tiny_imagenet,
+                                                                        tiny_mixing_dir,
+                                                                        tmp_path, monkeypatch):
+    """A stop read at the last step of epoch 1 (and later of epoch 2, the last): the epoch's
+    checkpoint is saved and the run stops without validating (a preempted job has seconds
+    left); the resumed run validates that epoch before anything else, once."""
+    real_record, real_evaluate = loop.record_step, loop.evaluate
+    signal_at, validated = {2}, []
+
+    def record(run, loss, labels, stop):
+        if run.step in signal_at:  # read one step late: the stop lands on step 3 / step 6
+            stop.requested, stop.signal_name = True, "SIGUSR1"
+        real_record(run, loss, labels, stop)
+
+    def evaluate(run):
+        validated.append((run.epoch, run.step))
+        return real_evaluate(run)
+
+    monkeypatch.setattr(loop, "record_step", record)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    out = tmp_path / "out"
+    cfg = tiny_config(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=2")
+    assert loop.train(cfg, resume="none") == {"status": "stopped", "step": 3}
+    assert validated == [] and not (out / "metrics.jsonl").exists()
+    signal_at.clear(), signal_at.add(5)
+    assert loop.train(cfg, resume="auto") == {"status": "stopped", "step": 6}
+    assert validated == [(1, 3)] and not (out / "final.pt").exists()
+    signal_at.clear()
+    result = loop.train(cfg, resume="auto")
+    assert result["status"] == "finished" and result["step"] == 6
+    assert validated == [(1, 3), (2, 6)] and (out / "final.pt").exists()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["epoch"], "val" in line) for line in lines] == [(1, True), (2, True)]
 
 
 def test_a_checkpoint_without_loader_state_resumes_with_a_note(tiny_imagenet, tiny_mixing_dir,
