@@ -11,6 +11,9 @@ LRU eviction while those kernels may still be queued. ``stream_safe_cache`` guar
 * ``record_stream`` for every stream that uses it, so that once evicted, the caching allocator
   hands the memory to a new tensor only after the work queued on those streams has finished.
 
+Constants are always built outside inference mode, so one first made for an evaluation can
+still serve a computation that autograd records (FVis renders through the same normalisation).
+
 Keeping the constants forever would be the simpler guard, but bilinear maps are a few MB each
 and one exists per rotation angle and size, so the caches must be able to evict.
 """
@@ -41,7 +44,8 @@ def stream_safe_cache(maxsize: int):
     def decorate(build):
         @functools.lru_cache(maxsize=maxsize)
         def cached(*args):
-            value = build(*args)
+            with torch.inference_mode(False):  # a first call under inference_mode must not
+                value = build(*args)           # make constants that autograd then refuses
             return value, _ready_event(value)
 
         @functools.wraps(build)

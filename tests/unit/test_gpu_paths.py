@@ -73,6 +73,16 @@ def test_generated_and_fvis_pictures_use_the_loaders_normalisation():
     assert normalise_imagenet(rgb).dtype == torch.float32
 
 
+def test_constants_first_made_under_inference_mode_still_serve_autograd():
+    imagenet_mean_std.cache_clear()
+    with torch.inference_mode():
+        normalise_imagenet(torch.rand(1, 3, 2, 2))  # an evaluation makes them first
+    rgb = torch.rand(1, 3, 2, 2, requires_grad=True)
+    normalise_imagenet(rgb).sum().backward()  # FVis renders through the same constants
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(rgb.grad, (1 / std).expand(1, 3, 2, 2))
+
+
 def test_video_devices_are_resolved_when_built():
     assert video.resolve_device("cpu") == torch.device("cpu")
     assert video.resolve_device(torch.device("cuda", 3)) == torch.device("cuda", 3)
