@@ -4,7 +4,6 @@ a mid-epoch resume that restores every rank's loader.
 Every training picture is its own class, so the labels a rank logs identify its samples.
 """
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from child_env import child_env
 
 from dali_pixmix.data.synthetic import make_synthetic_imagenet
 
@@ -52,7 +52,7 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
         return cmd
 
     cmd = command()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -1,7 +1,6 @@
 """eval/clean.py under torchrun with two CPU ranks: each image once, same result as one process."""
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from child_env import child_env
 from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
@@ -44,7 +44,7 @@ def test_two_ranks_match_one_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={free_port()}", str(REPO / "eval" / "clean.py"), *args,
            "--out", str(tmp_path / "two")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("clean: ") == 1  # only rank 0 reports

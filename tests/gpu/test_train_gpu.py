@@ -8,8 +8,8 @@ import torch
 import torchvision
 
 from dali_pixmix.config import load_config
-from dali_pixmix.training.checkpoint import list_checkpoints
 from dali_pixmix.training import loop
+from dali_pixmix.training.checkpoint import list_checkpoints
 from dali_pixmix.training.loop import train
 
 pytestmark = pytest.mark.gpu

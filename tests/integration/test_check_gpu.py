@@ -2,13 +2,13 @@
 with their reason, the JSON holds every check and measurement, and the script still works when
 DALI and PyAV cannot be imported (a GPU node may lack them)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from child_env import child_env
 
 from dali_pixmix.check.cli import FUNCTIONAL, THROUGHPUT
 
@@ -37,15 +37,9 @@ def run_check(out: Path, *extra, env=None):
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
 
 
-def environment(**changes):
-    env = dict(os.environ)
-    env.update(changes)
-    return env
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_cpu_run_reports_every_check_and_skips_cuda_ones(tmp_path):
-    done = run_check(tmp_path / "out", env=environment(PYTHONPATH=str(REPO)))
+    done = run_check(tmp_path / "out", env=child_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Functional checks" in done.stdout and "Throughput" in done.stdout
     assert "[check 1/7] nvjpeg_decode: running" in done.stdout  # progress as it goes
@@ -71,7 +65,7 @@ def test_runs_without_dali_and_pyav(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    env = environment(PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]))
+    env = child_env(blocker)
     chosen = "nvjpeg_decode,train_pipeline,amp_channels_last,video_decode,pixmix_stage," \
              "pipeline_pixmix,imagenet_p_video"
     done = run_check(tmp_path / "out", "--only", chosen, env=env)

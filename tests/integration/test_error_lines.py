@@ -1,7 +1,6 @@
 """Bad input and failing file systems give ONE `error: ...` line naming the file, never a
 traceback or a crash: eval scripts on undecodable images, train_imagenet.py and the tools."""
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -11,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 from broken_images import cut_after_header, random_bytes
+from child_env import child_env
+from PIL import Image
 
 from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.distributed import DistInfo
@@ -56,7 +56,7 @@ def test_eval_clean_names_an_undecodable_file_instead_of_crashing(tiny_imagenet,
     segmentation fault (exit 139) and no output."""
     val = shutil.copytree(tiny_imagenet / "val", tmp_path / "val")
     junk = random_bytes(sorted(val.iterdir())[0] / "n01440764_junk.JPEG")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, str(REPO / "eval" / "clean.py"), "--checkpoint",
                            str(checkpoint), "--val", str(val), "--out", str(tmp_path / "out"),
                            "--resize", "36", "--crop", "32", "--num-threads", "1",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_env import child_env
 from nvidia.dali import fn, pipeline_def
 from PIL import Image
 
@@ -155,7 +156,7 @@ def test_verify_without_a_list_only_names_the_broken_files(tiny_imagenet, tmp_pa
 
 
 def _run_cli(*args, tool="make_file_list.py"):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = child_env()
     return subprocess.run([sys.executable, str(REPO / "tools" / tool), *args],
                           capture_output=True, text=True, env=env, timeout=120)
 

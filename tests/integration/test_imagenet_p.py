@@ -7,7 +7,6 @@ video with PyAV itself, normalises with torchvision, runs the model in fp32 and 
 import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torchvision
 import torchvision.transforms.functional as TF
+from child_env import child_env
 
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.metrics import perturbation as pm
@@ -99,7 +99,7 @@ def independent_top5(model, folder):
 
 
 def run_script(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    env = child_env(OMP_NUM_THREADS="2")
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=300)
 

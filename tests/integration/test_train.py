@@ -3,7 +3,6 @@
 Runs are tiny (resnet18 at 32 px, a few steps); they check behaviour, not accuracy.
 """
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from child_env import child_env
 
 from dali_pixmix.config import load_config
 from dali_pixmix.training.checkpoint import list_checkpoints
@@ -77,7 +77,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_imagenet, tiny_mixing_di
     for item in tiny_overrides(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=50",
                                "train.batch_size=8"):
         args += ["--set", item]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     for line in proc.stdout:  # wait until training steps are running
@@ -155,7 +155,7 @@ def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, t
 
 
 def run_cli(*args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     return subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
 
