@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pins import other_torch_than_the_images
 
 pytestmark = pytest.mark.unit
 
@@ -187,6 +188,8 @@ def _wait_for(path, proc, seconds=10.0):
 def _torchrun_args(srun_args):
     """Split the logged srun argv into (srun options, torchrun namespace)."""
     from torch.distributed.run import get_args_parser
+    if other_torch_than_the_images():
+        pytest.skip(other_torch_than_the_images())
     i = srun_args.index("torchrun")
     ns, unknown = get_args_parser().parse_known_args(srun_args[i + 1:])
     assert not unknown, f"torchrun does not know {unknown}"
