@@ -74,6 +74,9 @@ class PixMixConfig:
     beta: float = 4.0
     severity: int = 1
     all_ops: bool = True
+    strategy: str = "auto"        # how the stage runs (same result to float rounding): auto =
+    #                               dense on a GPU, grouped on the CPU | grouped | dense
+    cuda_graph: bool = False      # on a GPU with dense: replay the stage as a CUDA graph
 
 
 @dataclass
@@ -158,6 +161,7 @@ PROVENANCE_SECTION = "provenance"  # written by save_config, skipped when loadin
 _CHOICES = {
     ("data", "dtype"): ("float32", "float16"),
     ("augment", "method"): METHOD_NAMES,
+    ("pixmix", "strategy"): ("auto", "grouped", "dense"),
     ("model", "channels_last"): ("auto", "true", "false"),
     ("optim", "impl"): ("auto", "torch", "apex"),
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
@@ -378,6 +382,10 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'data.val_crop'={cfg.data.val_crop} is larger than "
                          f"'data.val_resize'={cfg.data.val_resize}: the centre crop must fit "
                          "in the resized picture")
+    if cfg.pixmix.cuda_graph and cfg.pixmix.strategy == "grouped":
+        raise ValueError("config key 'pixmix.cuda_graph'=true needs pixmix.strategy dense (or "
+                         "auto, dense on a GPU): the grouped strategy's kernels depend on the "
+                         "draws, so no graph can replay them")
     if not 0 <= cfg.pixmix.k:
         raise ValueError(f"config key 'pixmix.k' must be >= 0, got {cfg.pixmix.k}")
     if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:

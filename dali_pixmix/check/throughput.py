@@ -3,6 +3,7 @@
 Every measurement is reported beside a baseline measured in the same run and a goal for one
 H100/H200 GPU:
   pixmix_stage      the PixMix stage alone, batch 256 at 224 px   > 20,000 img/s
+                    (the default strategy vs the other; on CUDA also with a CUDA graph)
   pipeline_pixmix   DALI training pipeline with PixMix vs without  ratio >= 0.9, > 5,000 img/s
   train_step        ResNet-50 AMP steps fed by DALI + PixMix vs synthetic batches on the GPU
                                                                    ratio >= 0.9
@@ -209,23 +210,48 @@ def _device(s: Settings) -> torch.device:
 # ----------------------------------------------------------------------------- measurements
 def pixmix_stage(s: Settings) -> Dict:
     """The PixMix stage alone (bank draw + PixMix + normalisation) on a batch on the device,
-    its plan drawn by a host generator as in the pipeline."""
+    its plan drawn by a host generator as in the pipeline: the default strategy (dense on CUDA,
+    grouped on the CPU) beside the other one, and on CUDA also dense replayed from a CUDA graph
+    (`pixmix.cuda_graph`), so one run tells which setting a node should train with. A variant
+    that fails is named in the detail; only a failing default fails the row."""
+    device = _device(s)
+    bank = fixtures.mixing_bank(s, str(device))
+    pictures = torch.from_numpy(fixtures.picture_pool(s.crop, 16, 1, seed=2)[0])
+    batch = pictures[torch.arange(s.batch) % 16].to(device)
+    default, other = ("dense", "grouped") if s.on_cuda else ("grouped", "dense")
+    variants = [(default, False), (other, False)] + ([("dense", True)] if s.on_cuda else [])
+    rates, failures = {}, {}
+    for strategy, graph in variants:
+        name = strategy + (" + CUDA graph" if graph else "")
+        try:
+            rates[name] = _stage_rate(s, bank, batch, strategy, graph)
+        except Exception as err:  # noqa: BLE001 - reported, the other variants still run
+            failures[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    timed = ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+    failed = "; ".join(f"{name} failed ({why})" for name, why in failures.items())
+    if default in failures:
+        raise RuntimeError(f"the default strategy ({default}) failed: {failures[default]}"
+                           + (f"; timed: {timed} img/s" if timed else ""))
+    fastest = max(rates, key=rates.get)
+    detail = (f"batch {s.batch} x {s.crop} px, {s.stage_calls} calls; {default} is the default "
+              f"here; img/s: {timed}; fastest: {fastest}" + (f"; {failed}" if failed else ""))
+    return measurement(s, rates[default], rates.get(other), f"same stage, {other} strategy",
+                       Goal(min_rate=20_000), detail)
+
+
+def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_graph: bool) -> float:
+    """images/s of `PixMixStage.apply` with this strategy, in the pipeline's output format."""
     from dali_pixmix.augment.pixmix import Normalized
     from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
     from dali_pixmix.data.stage import PixMixStage
 
-    device = _device(s)
-    stage = PixMixStage(fixtures.mixing_bank(s, str(device)), crop=s.crop)
+    stage = PixMixStage(bank, crop=s.crop, strategy=strategy, cuda_graph=cuda_graph)
     # the pipeline's output format (no DALI needed to time the stage)
     stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, "HWC" if s.on_cuda else "CHW")
-    pictures = torch.from_numpy(fixtures.picture_pool(s.crop, 16, 1, seed=2)[0])
-    batch = pictures[torch.arange(s.batch) % 16].to(device)
-    for _ in range(3):  # allocator, kernels, cached constants
+    for _ in range(3):  # allocator, kernels, cached constants (and the graph's capture)
         stage.apply(batch)
-    wall, _ = time_calls(lambda: stage.apply(batch), s.stage_calls, device)
-    rate = s.stage_calls * s.batch / wall
-    return measurement(s, rate, None, "", Goal(min_rate=20_000),
-                       f"batch {s.batch} x {s.crop} px, {s.stage_calls} calls")
+    wall, _ = time_calls(lambda: stage.apply(batch), s.stage_calls, batch.device)
+    return s.stage_calls * s.batch / wall
 
 
 def _train_loader(s: Settings, files, labels, stage, device: torch.device):

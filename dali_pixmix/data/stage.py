@@ -103,13 +103,22 @@ class PixMixStage(BatchStage):
 
     `partner_aug_prob` is the probability that a round's partner is an augmented copy of the
     image (PixMix: 0.5; 1 and 0 are the paper's Table 5 ablations). At 1 no mixing picture is
-    ever used, and `bank` may be None.
+    ever used, and `bank` may be None. `strategy` and `cuda_graph` choose how `pixmix` runs
+    (see there); `cuda_graph` applies to batches on a GPU only.
     """
 
     def __init__(self, bank: Optional[MixingBank], k: int = 4, beta: float = 4.0,
                  severity: float = 1, all_ops: bool = True, seed: int = 0, crop: int = 224,
-                 partner_aug_prob: float = 0.5):
+                 partner_aug_prob: float = 0.5, strategy: str = "auto",
+                 cuda_graph: bool = False):
         super().__init__(seed, crop)
+        from dali_pixmix.augment.pixmix import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise ValueError(f"PixMix strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if cuda_graph and strategy == "grouped":
+            raise ValueError("PixMix cuda_graph needs the dense strategy (or auto)")
+        self.strategy, self.cuda_graph = strategy, cuda_graph
         if bank is None and partner_aug_prob < 1:
             raise ValueError("PixMix needs a mixing bank unless every partner is an augmented "
                              "copy (partner_aug_prob=1)")
@@ -130,7 +139,8 @@ class PixMixStage(BatchStage):
                                       device=batch.device)
         return pixmix(batch, mixing, k=self.k, beta=self.beta, severity=self.severity,
                       all_ops=self.all_ops, generator=self.host_generator(index),
-                      output=self.output, partner_aug_prob=self.partner_aug_prob)
+                      output=self.output, partner_aug_prob=self.partner_aug_prob,
+                      strategy=self.strategy, cuda_graph=self.cuda_graph and batch.is_cuda)
 
 
 class AugMixStage(BatchStage):

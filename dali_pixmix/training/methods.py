@@ -29,7 +29,8 @@ def train_stage(cfg: Config, bank=None):
         pix = cfg.pixmix
         return PixMixStage(bank, k=pix.k, beta=pix.beta, severity=pix.severity,
                            all_ops=pix.all_ops, seed=seed, crop=crop,
-                           partner_aug_prob=m.partner_aug_prob)
+                           partner_aug_prob=m.partner_aug_prob, strategy=pix.strategy,
+                           cuda_graph=pix.cuda_graph)
     if m.per_image == "augmix":
         return AugMixStage(width=aug.augmix_width, depth=aug.augmix_depth,
                            severity=aug.augmix_severity, alpha=aug.augmix_alpha,

@@ -24,7 +24,8 @@ from dali_pixmix.training import outputs
 # and how verbosely the run goes, and what it validates how often. Every other key is the recipe.
 RESUMABLE = frozenset({
     "data.train", "data.val", "data.num_threads", "data.check_headers",
-    "pixmix.mixing_set", "pixmix.bank_cache", "pixmix.bank_on_host",
+    "pixmix.mixing_set", "pixmix.bank_cache", "pixmix.bank_on_host", "pixmix.strategy",
+    "pixmix.cuda_graph",
     "model.pretrained", "model.compile", "model.channels_last",
     "train.output_dir", "train.log_every", "train.checkpoint_minutes", "train.keep_checkpoints",
     "train.max_steps", "train.deterministic", "train.debug_log", "train.tensorboard",

@@ -114,10 +114,19 @@ def test_recipes_match_the_paper():
     ("optim.weight_decay=.inf", "'optim.weight_decay' must be a finite number, got inf"),
     ("data.val_crop=300", "'data.val_crop'=300 is larger than 'data.val_resize'=256"),
     ("pixmix.bank_size=0", "'pixmix.bank_size' must be positive"),
+    ("pixmix.strategy=fast", "'pixmix.strategy' must be one of auto, grouped, dense"),
 ])
 def test_values_no_run_can_use_are_refused(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_a_cuda_graph_needs_the_dense_strategy():
+    with pytest.raises(ValueError, match="'pixmix.cuda_graph'=true needs pixmix.strategy dense"):
+        load_config(None, ["pixmix.strategy=grouped", "pixmix.cuda_graph=true"])
+    for strategy in ("auto", "dense"):
+        cfg = load_config(None, [f"pixmix.strategy={strategy}", "pixmix.cuda_graph=true"])
+        assert (cfg.pixmix.strategy, cfg.pixmix.cuda_graph) == (strategy, True)
 
 
 def test_non_utf8_config_names_the_file(tmp_path):

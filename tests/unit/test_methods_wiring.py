@@ -53,6 +53,20 @@ def test_stage_settings_come_from_the_config():
     assert label_mixing(cfg_for("pixmix_cutmix", "augment.cutmix_alpha=2")) == ("cutmix", 2.0)
 
 
+def test_the_pixmix_strategy_reaches_the_stage_and_changes_how_it_runs():
+    """dense and grouped give the same result to float rounding: geometric ops within one grey
+    level, not bit for bit, so equal outputs would mean the setting never reached `pixmix`."""
+    assert train_stage(cfg_for("pixmix"), BANK).strategy == "auto"
+    stages = {s: train_stage(cfg_for("pixmix", f"pixmix.strategy={s}"), bank) for s, bank in
+              (("grouped", BANK), ("dense", BANK))}
+    assert (stages["dense"].strategy, stages["dense"].cuda_graph) == ("dense", False)
+    images = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    out = {s: stage.apply(images) for s, stage in stages.items()}
+    assert not torch.equal(out["grouped"], out["dense"])
+    assert (out["grouped"] - out["dense"]).abs().max() <= 1.01 / 255
+
+
 def test_only_pixmix_methods_with_mixing_partners_need_the_mixing_set():
     needs = {name for name, m in METHODS.items() if m.needs_mixing_set}
     assert needs == {"pixmix", "pixmix_cutmix", "pixmix_mix_aug"}
