@@ -72,6 +72,30 @@ def test_a_synchronising_stage_is_reported_not_raised(settings):
     assert report["error"].startswith("RuntimeError: called a synchronizing CUDA operation")
 
 
+def test_without_dali_the_stage_is_checked_on_direct_batches(settings):
+    """The no-sync check's path for a machine without DALI: the stage's pipeline form on a
+    uint8 batch, each call under the check (torch's switch replaced: no CUDA here)."""
+    modes = []
+    stage = PixMixStage(fixtures.mixing_bank(settings, "cpu"), crop=settings.crop)
+    batch = torch.from_numpy(fixtures.picture_pool(settings.crop, 4, 1, seed=3)[0])
+    report = functional.run_checked_batches(stage, batch, 3, set_mode=modes.append)
+    assert report == {"device": "cpu", "calls": 3}
+    assert modes == ["error", "default"] * 3
+
+
+class SynchronisingApply(Synchronising):
+    def apply(self, batch):
+        raise RuntimeError("called a synchronizing CUDA operation\nmore text")
+
+
+def test_a_synchronising_direct_call_is_reported_not_raised(settings):
+    batch = torch.zeros((2, settings.crop, settings.crop, 3), dtype=torch.uint8)
+    report = functional.run_checked_batches(SynchronisingApply(settings.crop), batch, 3,
+                                            set_mode=lambda mode: None)
+    assert report["error"].startswith("RuntimeError: called a synchronizing CUDA operation")
+    assert "calls" not in report
+
+
 def test_evaluation_comparison_runs_and_judges(settings):
     line = functional.compare_evaluation(settings, CPU, CPU)
     assert line.startswith("8 pictures: top-1 equal on 8 (0 near-tie flip(s) allowed); "
