@@ -125,9 +125,14 @@ def open_train_loader(run: Run):
     DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
     ops' state saved in its checkpoint when that state fits this run, else says why not."""
     from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
+    from dali_pixmix.augment.methods import method
     from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
+    if cfg.pixmix.cuda_graph and run.dist.device.type != "cuda" and \
+            method(cfg.augment.method).per_image == "pixmix":
+        log(run, "note: pixmix.cuda_graph applies on GPUs only; this run on "
+                 f"{run.dist.device.type} runs PixMix without it")
     args = dict(root=cfg.data.train, samples=run.samples, epoch=run.epoch, step=run.epoch_step,
                 seed=cfg.train.seed, batch_size=per_rank_batch(cfg.train.batch_size,
                                                                run.dist.world_size),

@@ -174,3 +174,12 @@ def test_a_checkpoint_without_loader_state_resumes_with_a_note(tiny_imagenet, ti
     assert loop.train(cfg, resume="auto") == {"status": "stopped", "step": 4}
     assert ("the checkpoint's loader state is not used (the checkpoint holds none)"
             in capsys.readouterr().out)
+
+
+def test_a_cuda_graph_asked_for_on_the_cpu_is_noted_and_the_run_goes_on(tiny_imagenet,
+                                                                       tiny_mixing_dir,
+                                                                       tmp_path, capsys):
+    cfg = tiny_config(tiny_imagenet, tiny_mixing_dir, tmp_path / "out", "train.epochs=1",
+                      "train.max_steps=1", "pixmix.cuda_graph=true", "pixmix.strategy=dense")
+    assert loop.train(cfg, resume="none") == {"status": "stopped", "step": 1}
+    assert "note: pixmix.cuda_graph applies on GPUs only" in capsys.readouterr().out
