@@ -124,8 +124,8 @@ def open_train_loader(run: Run):
     """This rank's training loader for the rest of the run, at the run's current step (one
     DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
     ops' state saved in its checkpoint when that state fits this run, else says why not."""
-    from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
     from dali_pixmix.augment.methods import method
+    from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
     from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
