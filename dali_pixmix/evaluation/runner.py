@@ -173,8 +173,9 @@ class Evaluator:
             tqdm.write(message)
 
     def progress_over(self, items, desc: str):
-        """tqdm over cells on rank 0, the plain sequence elsewhere."""
-        return tqdm(items, desc=desc, unit="cell", disable=not self.progress)
+        """tqdm over cells on rank 0, the plain sequence elsewhere (and for no cells)."""
+        items = list(items)
+        return tqdm(items, desc=desc, unit="cell", disable=not (self.progress and items))
 
     def cache_path(self, task: str, cell: str) -> Path:
         if self.out is None or self.model_key is None:
