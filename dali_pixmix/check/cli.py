@@ -71,10 +71,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="DALI CPU threads (default: cores, at most 8)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="time for the whole run (default: 330, --quick 110, CPU 300)")
+    p.add_argument("--pixmix-strategy", choices=("auto", "grouped", "dense"), default=None,
+                   help="how the PixMix stage runs in the checks and the pipeline/training "
+                        "measurements (pixmix.strategy; default auto: dense on a GPU); the "
+                        "stage measurement times every strategy anyway")
+    p.add_argument("--pixmix-cuda-graph", action="store_true", default=None,
+                   help="replay the dense PixMix stage from a CUDA graph (pixmix.cuda_graph)")
     p.add_argument("--verbose", action="store_true",
                    help="show the checks' own output instead of logging it")
     args = p.parse_args(argv)
     args.only = _selection(p, args.only, names)
+    if args.pixmix_cuda_graph and args.pixmix_strategy == "grouped":
+        p.error("--pixmix-cuda-graph needs the dense strategy (or auto)")
     for path, what in ((args.data, "--data"), (args.mixing, "--mixing")):
         if path and not Path(path).exists():
             p.error(f"{what} {path} does not exist")
@@ -154,7 +162,9 @@ def check_machine(args, workdir: Path, logs: Path) -> Report:
                          verbose=args.verbose)
     env = found.get("environment") or {"error": found.get("detail", "no result")}
     s = for_machine(bool(env.get("cuda_available")), args.quick, workdir, data=args.data,
-                    mixing=args.mixing, threads=args.threads, budget_s=args.budget)
+                    mixing=args.mixing, threads=args.threads, budget_s=args.budget,
+                    pixmix_strategy=args.pixmix_strategy,
+                    pixmix_cuda_graph=args.pixmix_cuda_graph)
     report = Report(env, advice(env), settings=_settings_json(s))
     for line in environment_lines(env) + [f"{a['level']}: {a['text']}" for a in report.advice]:
         progress(f"  {line}")

@@ -104,7 +104,6 @@ def _expect_batch(images, labels, *, device, batch, crop, dtype, channels_last) 
 def _pipeline_outputs(s: Settings) -> str:
     from dali_pixmix.data.graphs import train_pipeline
     from dali_pixmix.data.loaders import DaliLoader
-    from dali_pixmix.data.stage import PixMixStage
 
     device = _device(s)
     bank = fixtures.mixing_bank(s, str(device))
@@ -112,7 +111,7 @@ def _pipeline_outputs(s: Settings) -> str:
     for dtype, channels_last in (("float32", True), ("float16", False)):
         pipe = train_pipeline(files=files, labels=labels, batch_size=s.check_batch, crop=s.crop,
                               device_id=device.index, seed=0, num_threads=s.threads,
-                              stage=PixMixStage(bank, crop=s.crop), dtype=dtype,
+                              stage=s.pixmix_stage(bank), dtype=dtype,
                               layout="HWC" if channels_last else "CHW")
         loader = DaliLoader(pipe, batch_size=s.check_batch, train=True,
                             channels_last=channels_last)
@@ -309,10 +308,9 @@ def stage_no_sync(s: Settings) -> Dict:
     """c. The PixMix stage never makes the host wait for the GPU: inside the DALI pipeline,
     or, where DALI cannot be imported, called on CUDA batches on a side stream."""
     require_cuda("the host-synchronisation check")
-    from dali_pixmix.data.stage import PixMixStage
 
     runs = 6
-    stage = PixMixStage(fixtures.mixing_bank(s, "cuda:0"), crop=s.crop)
+    stage = s.pixmix_stage(fixtures.mixing_bank(s, "cuda:0"))
     if importable("nvidia.dali"):
         report, where = run_checked_stage(s, stage, 0, runs), "in the DALI pipeline"
     else:

@@ -56,6 +56,8 @@ class Settings:
     eval_images: int = 512
     budget_s: float = 330.0
     limits: Dict[str, float] = field(default_factory=lambda: dict(CUDA_LIMITS))
+    pixmix_strategy: str = "auto"  # the PixMix stage of the checks and the pipeline/training
+    pixmix_cuda_graph: bool = False  # measurements (pixmix.strategy / pixmix.cuda_graph)
 
     @property
     def on_cuda(self) -> bool:
@@ -70,10 +72,17 @@ class Settings:
     def limit(self, name: str) -> float:
         return self.limits.get(name, 120.0)
 
+    def pixmix_stage(self, bank):
+        """The PixMix stage the checks build: this machine's crop, the chosen execution."""
+        from dali_pixmix.data.stage import PixMixStage
+
+        return PixMixStage(bank, crop=self.crop, strategy=self.pixmix_strategy,
+                           cuda_graph=self.pixmix_cuda_graph and self.on_cuda)
+
 
 def for_machine(cuda: bool, quick: bool, workdir: Path, **user) -> Settings:
-    """The preset for this machine; `user` holds data, mixing, threads and budget_s (None =
-    preset)."""
+    """The preset for this machine; `user` holds data, mixing, threads, budget_s and the
+    PixMix execution (None = preset)."""
     user = {k: v for k, v in user.items() if v is not None}
     threads = user.pop("threads", None) or max(1, min(8, os.cpu_count() or 1))
     base = Settings(device="cuda" if cuda else "cpu", quick=quick, workdir=workdir,

@@ -203,6 +203,12 @@ def measurement(s: Settings, rate: float, baseline: Optional[float], baseline_na
             "detail": detail if s.on_cuda else f"CPU, tiny sizes (goals are for GPUs): {detail}"}
 
 
+def _execution(s: Settings) -> str:
+    """How the measurements' PixMix stage runs (`--pixmix-strategy`, `--pixmix-cuda-graph`)."""
+    graph = " + CUDA graph" if s.pixmix_cuda_graph and s.on_cuda else ""
+    return f"PixMix strategy {s.pixmix_strategy}{graph}"
+
+
 def _device(s: Settings) -> torch.device:
     return torch.device("cuda", 0) if s.on_cuda else torch.device("cpu")
 
@@ -271,10 +277,9 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
 
 def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
     """Endless training batches of the DALI pipeline; with PixMix when given a mixing bank."""
-    from dali_pixmix.data.stage import PixMixStage
 
     files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
-    stage = None if bank is None else PixMixStage(bank, crop=s.crop)
+    stage = None if bank is None else s.pixmix_stage(bank)
     return endless(_train_loader(s, files, labels, stage, device))
 
 
@@ -293,7 +298,8 @@ def pipeline_pixmix(s: Settings) -> Dict:
     return measurement(s, rate, base, "same pipeline without PixMix",
                        Goal(min_rate=5_000, min_ratio=0.9),
                        f"batch {s.batch} x {s.crop} px, {s.threads} DALI threads, median of "
-                       f"{s.rounds} round(s) of {s.pipeline_batches} batches")
+                       f"{s.rounds} round(s) of {s.pipeline_batches} batches, "
+                       f"{_execution(s)}")
 
 
 def _training_precision(s: Settings) -> Optional[torch.dtype]:
@@ -329,7 +335,8 @@ def train_step(s: Settings) -> Dict:
     return measurement(s, best["dali"], best["synthetic"], "synthetic batches on the device",
                        Goal(min_ratio=0.9),
                        f"{s.arch} {precision}, batch {s.batch} x {s.crop} px, "
-                       f"{s.train_steps} steps after {s.train_warmup}, best of {s.rounds}")
+                       f"{s.train_steps} steps after {s.train_warmup}, best of {s.rounds}, "
+                       f"{_execution(s)}")
 
 
 def eval_infer(s: Settings) -> Dict:

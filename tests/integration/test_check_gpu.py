@@ -39,7 +39,8 @@ def run_check(out: Path, *extra, env=None):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_cpu_run_reports_every_check_and_skips_cuda_ones(tmp_path):
-    done = run_check(tmp_path / "out", env=child_env())
+    """The whole quick run, with the stage in the strategy a GPU uses by default (dense)."""
+    done = run_check(tmp_path / "out", "--pixmix-strategy", "dense", env=child_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Functional checks" in done.stdout and "Throughput" in done.stdout
     assert "[check 1/7] nvjpeg_decode: running" in done.stdout  # progress as it goes
@@ -59,6 +60,11 @@ def test_cpu_run_reports_every_check_and_skips_cuda_ones(tmp_path):
         assert set(row) == THROUGHPUT_KEYS and row["status"] == "pass", row
         assert row["images_per_s"] > 0 and row["met"] is None  # GPU goals are not judged here
     assert (tmp_path / "out" / "check_gpu.md").read_text().startswith("# dali-pixmix")
+    rows = {t["name"]: t for t in result["throughput"]}
+    for name in ("pipeline_pixmix", "train_step"):
+        assert rows[name]["detail"].endswith("PixMix strategy dense"), rows[name]
+    assert "img/s: grouped " in rows["pixmix_stage"]["detail"]  # every strategy is timed
+    assert ", dense " in rows["pixmix_stage"]["detail"]
 
 
 def test_runs_without_dali_and_pyav(tmp_path):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from dali_pixmix.check import environment, harness, report
 from dali_pixmix.check.throughput import Goal
@@ -200,3 +201,21 @@ def test_an_unusable_out_folder_is_one_error_line_before_any_check(tmp_path, cap
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --out: file system error")
     assert str(tmp_path / "taken") in lines[0] and "running" not in captured.out
+
+
+def test_the_pixmix_execution_flags_reach_every_stage_the_checks_build(tmp_path, capsys):
+    from dali_pixmix.check import cli
+    from dali_pixmix.check.settings import for_machine
+    from dali_pixmix.mixing.bank import MixingBank
+
+    args = cli.parse_args(["--pixmix-strategy", "dense", "--pixmix-cuda-graph"])
+    assert (args.pixmix_strategy, args.pixmix_cuda_graph) == ("dense", True)
+    assert cli.parse_args([]).pixmix_strategy is None  # the preset: auto
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--pixmix-strategy", "grouped", "--pixmix-cuda-graph"])
+    assert "--pixmix-cuda-graph needs the dense strategy" in capsys.readouterr().err
+    bank = MixingBank(torch.zeros((2, 64, 64, 3), dtype=torch.uint8))
+    assert for_machine(False, True, tmp_path).pixmix_stage(bank).strategy == "auto"
+    s = for_machine(False, True, tmp_path, pixmix_strategy="dense", pixmix_cuda_graph=True)
+    stage = s.pixmix_stage(bank)
+    assert (stage.strategy, stage.cuda_graph, stage.crop) == ("dense", False, s.crop)  # no CUDA
