@@ -116,18 +116,32 @@ def summary_value(rows: Iterable[Row], task: str, metric: str) -> Optional[Row]:
     return hits[-1] if hits else None
 
 
-def table9_values(rows: Sequence[Row]) -> List[str]:
-    """The evaluated model's cells in Table 9 order; '-' where not evaluated."""
-    cells = []
+def partial_mce(rows: Sequence[Row]) -> Optional[Row]:
+    """The mCE over a partial ImageNet-C set, when there is no full-set mCE."""
+    if summary_value(rows, "imagenet_c", "mce") is not None:
+        return None
+    return next((r for r in reversed(rows) if r.metric == "mce_partial"), None)
+
+
+def table9_numbers(rows: Sequence[Row]) -> Dict[str, Optional[float]]:
+    """The evaluated model's Table 9 cells by column (percent; None where not evaluated);
+    "C mCE" holds the partial-set mCE when that is all there is (see `partial_mce`)."""
+    cells = {}
     for column in TABLE9_COLUMNS:
-        task, metric = TABLE9_SOURCES[column]
-        hit = summary_value(rows, task, metric)
+        hit = summary_value(rows, *TABLE9_SOURCES[column])
         if hit is None and column == "C mCE":
-            partial = next((r for r in reversed(rows) if r.metric == "mce_partial"), None)
-            cells.append(f"{partial.value:.1f}*" if partial else "-")
-            continue
-        cells.append("-" if hit is None else f"{hit.value:.1f}")
+            hit = partial_mce(rows)
+        cells[column] = None if hit is None else hit.value
     return cells
+
+
+def table9_values(rows: Sequence[Row]) -> List[str]:
+    """The evaluated model's cells in Table 9 order; '-' where not evaluated, '*' after a
+    partial-set mCE."""
+    numbers, partial = table9_numbers(rows), partial_mce(rows) is not None
+    return ["-" if numbers[c] is None else
+            f"{numbers[c]:.1f}" + ("*" if partial and c == "C mCE" else "")
+            for c in TABLE9_COLUMNS]
 
 
 def table9_markdown(rows: Sequence[Row], name: str = "this model",
@@ -143,9 +157,9 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model",
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). "
              "RMS uses the published protocol (last adaptive bin dropped)."]
-    if any(c.endswith("*") for c in cells):
-        partial = [r for r in rows if r.metric == "mce_partial"][-1]
-        notes.append(f"* partial mCE ({partial.variant}), not comparable to the paper.")
+    if partial_mce(rows) is not None:
+        notes.append(f"* partial mCE ({partial_mce(rows).variant}), not comparable to the "
+                     "paper.")
     notes.append(evaluated_on(rows, name, num_classes))
     protocols = sorted({r.protocol for r in rows})
     notes.append("Protocols: " + ", ".join(protocols) if protocols else "")
@@ -316,6 +330,27 @@ def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
                      title: str = "Reliability diagram", protocol: str = "") -> Path:
     """`reliability_figure` as a PNG."""
     return save_figure(reliability_figure(bins, title, protocol), _figure(), path)
+
+
+def bar_charts(results: Dict[str, Dict[str, Optional[float]]], columns: Sequence[str],
+               path: str | Path, title: str) -> Path:
+    """One bar chart per column, a bar per model (`results`: model -> column -> value);
+    missing values are left as gaps, never drawn as 0."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(columns), figsize=(max(4.0, 0.35 * len(results) + 2.5)
+                                                       * len(columns), 4), squeeze=False)
+    names = list(results)
+    for ax, column in zip(axes[0], columns):
+        for i, name in enumerate(names):
+            value = results[name].get(column)
+            if value is not None:
+                ax.bar_label(ax.bar(i, value, color="tab:blue"), fmt="%.1f", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=70 if len(names) > 3 else 0,
+                      ha="right" if len(names) > 3 else "center", fontsize=7)
+        ax.set_title(column + (" (higher is better)" if column.startswith("AU") else ""),
+                     fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, plt, path)
 
 
 def save_figure(fig, plt, path: str | Path) -> Path:

@@ -15,12 +15,12 @@ import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from dali_pixmix.augment.methods import METHODS, METHOD_NAMES
+from dali_pixmix.augment.methods import METHOD_NAMES, METHODS
 from dali_pixmix.config import Config, load_config
 from dali_pixmix.evaluation.report import (
     TABLE9_COLUMNS,
     Row,
-    save_figure,
+    bar_charts,
     summary_value,
     write_report,
     write_rows,
@@ -128,20 +128,8 @@ def write_csv(results: Dict[str, Dict[str, Optional[float]]], path: Path) -> Pat
 def plot_comparison(results: Dict[str, Dict[str, Optional[float]]], path: Path,
                     title: str) -> Path:
     """One bar chart per headline column, a bar per method."""
-    from dali_pixmix.evaluation.report import _figure
-
-    plt = _figure()
-    fig, axes = plt.subplots(1, len(CHART_COLUMNS), figsize=(4 * len(CHART_COLUMNS), 4))
-    names = list(results)
-    for ax, column in zip(axes, CHART_COLUMNS):
-        values = [results[n][column] or 0.0 for n in names]
-        ax.bar(range(len(names)), values, color="tab:blue")
-        ax.set_xticks(range(len(names)), [METHODS[n].title for n in names], rotation=70,
-                      ha="right", fontsize=7)
-        ax.set_title(column + (" (higher is better)" if column.startswith("AU") else ""),
-                     fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    return save_figure(fig, plt, path)
+    titled = {METHODS[name].title: cells for name, cells in results.items()}
+    return bar_charts(titled, CHART_COLUMNS, path, title)
 
 
 def compare(recipe: str | Path, out: str | Path, methods: Sequence[str] = METHOD_NAMES,

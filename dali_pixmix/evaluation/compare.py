@@ -1,0 +1,153 @@
+"""Several evaluated models in one Table 9: the rows each evaluation wrote (`<out>/results/*.json`
+of `eval/run_all.py` or a single-task script) read back and set side by side.
+
+`compare_evaluations(folders, names, out)` writes `<out>/table9.md` (the paper's Baseline, AugMix
+and PixMix rows, then one row per model, with notes on what each row rests on and on what makes
+two rows incomparable), `<out>/table9.csv` (numbers, one line per model) and
+`<out>/table9.png` (a bar chart per evaluated column). Nothing is evaluated again.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from dali_pixmix.evaluation.report import (
+    PAPER_TABLE9,
+    TABLE9_COLUMNS,
+    Row,
+    bar_charts,
+    evaluated_counts,
+    evaluated_on,
+    partial_mce,
+    read_rows,
+    table9_numbers,
+    table9_values,
+)
+from dali_pixmix.oserrors import names_file
+
+TASK_NAMES = {"clean": "clean", "imagenet_c": "ImageNet-C", "imagenet_cbar": "ImageNet-C-bar",
+              "imagenet_r": "ImageNet-R", "imagenet_p": "ImageNet-P", "ood": "anomaly detection"}
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One model's evaluation: its name in the table, the folder, the rows read from it."""
+    name: str
+    folder: Path
+    rows: List[Row]
+
+
+def default_name(folder: str | Path) -> str:
+    """The folder's name, or its parent's for the conventional `<run>/eval` or `.../results`."""
+    path = Path(folder).resolve()
+    return path.parent.name if path.name in ("eval", "results") else path.name
+
+
+def load_evaluated(folder: str | Path, name: Optional[str] = None) -> Evaluated:
+    """The rows of every `<folder>/results/*.json`; a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (give the --out folder of "
+                                "eval/run_all.py or of an eval/ script)")
+    files = sorted((folder / "results").glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no results/*.json in it; evaluate the model first "
+                                f"(python eval/run_all.py --checkpoint CKPT --out {folder} ...)")
+    return Evaluated(name or default_name(folder), folder, [r for f in files for r in read_rows(f)])
+
+
+def _tasks(model: Evaluated) -> List[str]:
+    return [t for t in TASK_NAMES if any(r.task == t for r in model.rows)]
+
+
+def comparability_notes(models: Sequence[Evaluated]) -> List[str]:
+    """What makes two models' cells of one task incomparable: other image counts (a subset, a
+    partial ImageNet-C) or other protocols (preprocessing, ImageNet-C normalisation)."""
+    notes = []
+    for task, label in TASK_NAMES.items():
+        counts = {m.name: evaluated_counts(m.rows).get(task) for m in models}
+        counts = {name: n for name, n in counts.items() if n is not None}
+        if len(set(counts.values())) > 1:
+            listed = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+            notes.append(f"{label}: the models rest on different numbers of images ({listed}); "
+                         "their cells are not comparable.")
+        protocols = {m.name: ", ".join(sorted({r.protocol for r in m.rows if r.task == task}))
+                     for m in models if task in _tasks(m)}
+        if len(set(protocols.values())) > 1:
+            listed = "; ".join(f"{name}: {p}" for name, p in protocols.items())
+            notes.append(f"{label}: the models were evaluated under different protocols "
+                         f"({listed}); their cells are not comparable.")
+    return notes
+
+
+def comparison_markdown(models: Sequence[Evaluated]) -> str:
+    """Table 9 with the paper's rows and one row per model, then the notes."""
+    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
+             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
+    for method, values in PAPER_TABLE9.items():
+        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    for model in models:
+        lines.append(f"| {model.name} | " + " | ".join(table9_values(model.rows)) + " |")
+    notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). RMS "
+             "uses the published protocol (last adaptive bin dropped). '-': not evaluated."]
+    notes += [f"* {m.name}: partial mCE ({partial_mce(m.rows).variant}), not comparable to the "
+              "paper." for m in models if partial_mce(m.rows) is not None]
+    notes += comparability_notes(models)
+    notes += [line for m in models if (line := evaluated_on(m.rows, m.name, None))]
+    notes += [f"{m.name}: {m.folder}; protocols: " +
+              ", ".join(sorted({r.protocol for r in m.rows})) for m in models]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+
+
+def write_csv(models: Sequence[Evaluated], path: Path) -> Path:
+    """One line per model: its name, folder and every Table 9 column (blank: not evaluated)."""
+    with names_file(path), path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["model", "folder", *TABLE9_COLUMNS])
+        for model in models:
+            cells = table9_numbers(model.rows)
+            writer.writerow([model.name, str(model.folder),
+                             *("" if cells[c] is None else f"{cells[c]:.4f}"
+                               for c in TABLE9_COLUMNS)])
+    return path
+
+
+def evaluated_columns(models: Sequence[Evaluated]) -> List[str]:
+    """The Table 9 columns at least one model has a value for, in table order."""
+    numbers = [table9_numbers(m.rows) for m in models]
+    return [c for c in TABLE9_COLUMNS if any(n[c] is not None for n in numbers)]
+
+
+def check_names(models: Sequence[Evaluated]) -> None:
+    names = [m.name for m in models]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"two models are named {', '.join(twice)}; tell them apart with --names")
+
+
+def compare_evaluations(folders: Sequence[str | Path], names: Optional[Sequence[str]],
+                        out: str | Path) -> List[Path]:
+    """Read every folder's rows and write the comparison; returns the markdown, CSV and chart
+    paths (no chart when no column holds a value)."""
+    if names is not None and len(names) != len(folders):
+        raise ValueError(f"--names gives {len(names)} name(s) for {len(folders)} folder(s)")
+    models = [load_evaluated(f, None if names is None else names[i])
+              for i, f in enumerate(folders)]
+    check_names(models)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "table9.md"
+    with names_file(table):
+        table.write_text("# Evaluated models in the paper's Table 9 layout\n\n" +
+                         comparison_markdown(models))
+    paths = [table, write_csv(models, out / "table9.csv")]
+    columns = evaluated_columns(models)
+    if columns:
+        results: Dict[str, Dict[str, Optional[float]]] = {
+            m.name: table9_numbers(m.rows) for m in models}
+        paths.append(bar_charts(results, columns, out / "table9.png",
+                                "Table 9 columns evaluated (percent)"))
+    return paths
+

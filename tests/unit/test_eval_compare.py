@@ -1,0 +1,89 @@
+"""eval/compare.py: several evaluated models in one Table 9, from the rows their evaluations
+wrote; the notes name what makes two models' cells incomparable."""
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from child_env import REPO, child_env
+
+from dali_pixmix.evaluation.compare import compare_evaluations, default_name
+from dali_pixmix.evaluation.report import row, write_rows
+
+pytestmark = pytest.mark.unit
+
+SCRIPT = REPO / "eval" / "compare.py"
+CROP = "pixmix:resize256-crop224"
+
+
+def evaluated(folder: Path, clean_error, rms, c_rows, protocol_c=CROP, c_images=50):
+    """An evaluation folder as eval/run_all.py leaves it (results/*.json)."""
+    write_rows([row("clean", "imagenet_val", "top1_error", clean_error, 500, CROP),
+                row("clean", "imagenet_val", "rms", rms, 500, CROP)], folder / "results",
+               "clean")
+    cells = [row("imagenet_c", "imagenet_c", "error", 50.0, c_images, protocol_c,
+                 variant="fog", severity=s) for s in range(1, 6)]
+    write_rows(cells + c_rows(protocol_c), folder / "results", "imagenet_c")
+    return folder
+
+
+def full_mce(protocol):
+    return [row("imagenet_c", "imagenet_c", "mce", 70.04, 50, protocol, variant="mean")]
+
+
+def partial(protocol):
+    return [row("imagenet_c", "imagenet_c", "mce_partial", 64.96, 50, protocol,
+                variant="partial: 1 of 15")]
+
+
+def test_two_models_in_one_table_with_numbers_and_a_chart(tmp_path):
+    a = evaluated(tmp_path / "baseline" / "eval", 23.04, 5.55, full_mce)
+    b = evaluated(tmp_path / "pixmix" / "eval", 22.56, 3.61, partial, c_images=20)
+    table, table_csv, chart = compare_evaluations([a, b], None, tmp_path / "cmp")
+    text = table.read_text()
+    assert "| baseline | 23.0 | 70.0 | - | - | - | - | 5.5 | - |" in text  # 5.55 -> 5.5 (float)
+    assert "| pixmix | 22.6 | 65.0* | - |" in text and "| PixMix (paper) | 22.6 | 65.8 |" in text
+    assert "* pixmix: partial mCE (partial: 1 of 15), not comparable to the paper." in text
+    assert ("ImageNet-C: the models rest on different numbers of images (baseline 50, pixmix "
+            "20); their cells are not comparable.") in text
+    assert "clean: the models rest on" not in text  # same 500 images
+    lines = list(csv.DictReader(table_csv.open()))
+    assert [(r["model"], r["clean err"], r["C mCE"], r["R err"]) for r in lines] == [
+        ("baseline", "23.0400", "70.0400", ""), ("pixmix", "22.5600", "64.9600", "")]
+    assert chart.name == "table9.png" and chart.stat().st_size > 1000
+
+
+def test_other_protocols_are_named(tmp_path):
+    a = evaluated(tmp_path / "a", 23.0, 5.0, full_mce)
+    b = evaluated(tmp_path / "b", 22.0, 4.0, full_mce, protocol_c="unresized")
+    text = compare_evaluations([a, b], ["A", "B"], tmp_path / "cmp")[0].read_text()
+    assert ("ImageNet-C: the models were evaluated under different protocols (A: "
+            f"{CROP}; B: unresized); their cells are not comparable.") in text
+    assert "clean: the models were evaluated under different protocols" not in text
+
+
+def test_default_names_skip_the_conventional_eval_folder(tmp_path):
+    assert default_name(tmp_path / "runs" / "pixmix" / "eval") == "pixmix"
+    assert default_name(tmp_path / "results_pixmix") == "results_pixmix"
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing", r"^error: .*/nowhere: no such folder \(give the --out folder"),
+    ("empty", r"^error: .*/empty: no results/\*\.json in it; evaluate the model first"),
+    ("names", r"^error: --names gives 1 name\(s\) for 2 folder\(s\)$"),
+    ("twice", r"^error: two models are named same; tell them apart with --names$"),
+])
+def test_bad_input_is_one_error_line(tmp_path, case, pattern):
+    good = evaluated(tmp_path / "good", 23.0, 5.0, full_mce)
+    (tmp_path / "empty").mkdir()
+    args = {"missing": [good, tmp_path / "nowhere"], "empty": [good, tmp_path / "empty"],
+            "names": [good, good, "--names", "one"],
+            "twice": [good, good, "--names", "same", "same"]}[case]
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--out",
+                           str(tmp_path / "cmp")], capture_output=True, text=True,
+                          env=child_env(), timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.match(pattern, lines[0]), done.stderr
