@@ -63,6 +63,8 @@ from dali_pixmix.training.state import (
     weights_digest,
 )
 
+CURVES_EVERY_S = 60.0  # seconds between two redraws of curves.png during a run
+
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step."""
@@ -242,6 +244,27 @@ def finish_epoch(run: Run) -> None:
         outputs.write_epoch_line(run.out_dir, entry)
     run.history.append(entry)
     run.pending_epoch = None
+    plot_curves(run)
+
+
+def plot_curves(run: Run, force: bool = False) -> None:
+    """Rank 0 redraws `curves.png` from metrics.jsonl at most every `CURVES_EVERY_S` (an
+    epoch's end costs well under 1% then) and at the end of a run; a plot that cannot be
+    drawn costs a warning, never the run."""
+    now = time.monotonic()
+    if not run.dist.is_main or not (force or now - run.last_curves >= CURVES_EVERY_S):
+        return
+    run.last_curves = now
+    from dali_pixmix.training.curves import CURVES, write_curves
+
+    lines = outputs.metrics_lines(run.out_dir)
+    if not lines:
+        return
+    title = f"{run.cfg.model.arch}, augment.method={run.cfg.augment.method}, {run.out_dir}"
+    try:
+        write_curves({run.cfg.augment.method: lines}, run.out_dir / CURVES, title)
+    except Exception as err:  # noqa: BLE001 - a plot is never worth a training run
+        log(run, f"warning: {CURVES} not written: {type(err).__name__}: {err}")
 
 
 def log_validation(run: Run, epoch: int, val: Dict[str, Any]) -> None:
@@ -327,6 +350,7 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
         finished = run.epoch >= cfg.train.epochs or train_epochs(run, stop)
     finally:
         close_train_loader(run)
+    plot_curves(run, force=True)
     if not finished:
         return {"status": "stopped", "step": run.step}
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)

@@ -70,6 +70,7 @@ class Run:
     epoch_step: int = 0
     steps_per_epoch: int = 0
     last_save: float = field(default_factory=time.monotonic)
+    last_curves: float = field(default_factory=time.monotonic)  # curves.png last written
     epoch_meter: Meter = field(default_factory=Meter)  # the epoch so far (checkpointed)
     interval_meter: Meter = field(default_factory=Meter)  # since the last progress line
     # The end of an epoch whose checkpoint is saved but whose validation and metrics line are

@@ -72,6 +72,7 @@ def test_steps_after_the_first_read_nothing_on_the_host(tiny_imagenet, tiny_mixi
     assert mode.seen == []
     logged = (tmp_path / "out" / "debug_rank0.jsonl").read_text().splitlines()
     assert len(logged) == 7 and '"step": 6' in logged[5]  # every step's labels, in order
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000  # drawn at the run's end
 
 
 def test_nan_mid_run_is_named_by_its_step_and_never_saved(tiny_imagenet, tiny_mixing_dir,
