@@ -20,7 +20,7 @@ from dali_pixmix.evaluation.report import (
     bar_charts,
     evaluated_counts,
     evaluated_on,
-    partial_mce,
+    partial_note,
     read_rows,
     table9_numbers,
     table9_values,
@@ -92,8 +92,7 @@ def comparison_markdown(models: Sequence[Evaluated]) -> str:
         lines.append(f"| {model.name} | " + " | ".join(table9_values(model.rows)) + " |")
     notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). RMS "
              "uses the published protocol (last adaptive bin dropped). '-': not evaluated."]
-    notes += [f"* {m.name}: partial mCE ({partial_mce(m.rows).variant}), not comparable to the "
-              "paper." for m in models if partial_mce(m.rows) is not None]
+    notes += [line for m in models if (line := partial_note(m.rows, m.name))]
     notes += comparability_notes(models)
     notes += [line for m in models if (line := evaluated_on(m.rows, m.name, None))]
     notes += [f"{m.name}: {m.folder}; protocols: " +

@@ -116,31 +116,55 @@ def summary_value(rows: Iterable[Row], task: str, metric: str) -> Optional[Row]:
     return hits[-1] if hits else None
 
 
-def partial_mce(rows: Sequence[Row]) -> Optional[Row]:
-    """The mCE over a partial ImageNet-C set, when there is no full-set mCE."""
-    if summary_value(rows, "imagenet_c", "mce") is not None:
+# Corruption columns that a summary over part of the corruptions fills when the full-set one is
+# missing (its variant says "partial: k of N corruptions"); such cells are starred.
+PARTIAL_SOURCES = {"C mCE": ("imagenet_c", "mce_partial"), "RMS C": ("imagenet_c", "rms"),
+                   "C-bar err": ("imagenet_cbar", "mean_error"),
+                   "RMS C-bar": ("imagenet_cbar", "rms")}
+
+
+def partial_summary(rows: Sequence[Row], column: str) -> Optional[Row]:
+    """The summary over a partial corruption set behind `column`, when there is no full one."""
+    if column not in PARTIAL_SOURCES or summary_value(rows, *TABLE9_SOURCES[column]):
         return None
-    return next((r for r in reversed(rows) if r.metric == "mce_partial"), None)
+    task, metric = PARTIAL_SOURCES[column]
+    hits = [r for r in rows if r.task == task and r.metric == metric and r.severity is None
+            and r.variant.startswith("partial")]
+    return hits[-1] if hits else None
+
+
+def partial_columns(rows: Sequence[Row]) -> Dict[str, str]:
+    """Column -> the partial set's description, for the cells filled by partial summaries."""
+    return {c: hit.variant for c in PARTIAL_SOURCES if (hit := partial_summary(rows, c))}
+
+
+def partial_note(rows: Sequence[Row], name: str) -> str:
+    """'* <name>: C mCE, RMS C on partial: 5 of 15 corruptions; not comparable ...' or ''."""
+    by_set: Dict[str, List[str]] = {}
+    for column, variant in partial_columns(rows).items():
+        by_set.setdefault(variant, []).append(column)
+    if not by_set:
+        return ""
+    parts = "; ".join(f"{', '.join(cols)} over {variant.replace('partial: ', '')}"
+                      for variant, cols in by_set.items())
+    return f"* {name}: {parts} (a partial set), not comparable to the paper."
 
 
 def table9_numbers(rows: Sequence[Row]) -> Dict[str, Optional[float]]:
-    """The evaluated model's Table 9 cells by column (percent; None where not evaluated);
-    "C mCE" holds the partial-set mCE when that is all there is (see `partial_mce`)."""
+    """The evaluated model's Table 9 cells by column (percent; None where not evaluated); a
+    corruption column holds its partial-set summary when that is all there is."""
     cells = {}
     for column in TABLE9_COLUMNS:
-        hit = summary_value(rows, *TABLE9_SOURCES[column])
-        if hit is None and column == "C mCE":
-            hit = partial_mce(rows)
+        hit = summary_value(rows, *TABLE9_SOURCES[column]) or partial_summary(rows, column)
         cells[column] = None if hit is None else hit.value
     return cells
 
 
 def table9_values(rows: Sequence[Row]) -> List[str]:
     """The evaluated model's cells in Table 9 order; '-' where not evaluated, '*' after a
-    partial-set mCE."""
-    numbers, partial = table9_numbers(rows), partial_mce(rows) is not None
-    return ["-" if numbers[c] is None else
-            f"{numbers[c]:.1f}" + ("*" if partial and c == "C mCE" else "")
+    partial-set summary."""
+    numbers, partial = table9_numbers(rows), partial_columns(rows)
+    return ["-" if numbers[c] is None else f"{numbers[c]:.1f}" + ("*" if c in partial else "")
             for c in TABLE9_COLUMNS]
 
 
@@ -157,9 +181,7 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model",
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). "
              "RMS uses the published protocol (last adaptive bin dropped)."]
-    if partial_mce(rows) is not None:
-        notes.append(f"* partial mCE ({partial_mce(rows).variant}), not comparable to the "
-                     "paper.")
+    notes.append(partial_note(rows, name))
     notes.append(evaluated_on(rows, name, num_classes))
     protocols = sorted({r.protocol for r in rows})
     notes.append("Protocols: " + ", ".join(protocols) if protocols else "")

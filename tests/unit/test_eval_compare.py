@@ -45,7 +45,7 @@ def test_two_models_in_one_table_with_numbers_and_a_chart(tmp_path):
     text = table.read_text()
     assert "| baseline | 23.0 | 70.0 | - | - | - | - | 5.5 | - |" in text  # 5.55 -> 5.5 (float)
     assert "| pixmix | 22.6 | 65.0* | - |" in text and "| PixMix (paper) | 22.6 | 65.8 |" in text
-    assert "* pixmix: partial mCE (partial: 1 of 15), not comparable to the paper." in text
+    assert "* pixmix: C mCE over 1 of 15 (a partial set), not comparable to the paper." in text
     assert ("ImageNet-C: the models rest on different numbers of images (baseline 50, pixmix "
             "20); their cells are not comparable.") in text
     assert "clean: the models rest on" not in text  # same 500 images

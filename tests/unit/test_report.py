@@ -77,12 +77,22 @@ def test_table9_form_and_cells():
                         "85.7 | - |")
 
 
-def test_partial_mce_is_marked():
-    rows = [report.row("imagenet_c", "imagenet_c", "mce_partial", 70.0, 1000, PROTO,
-                       variant="partial: 3 of 15 corruptions")]
+def test_partial_corruption_summaries_are_shown_and_starred():
+    """A partial ImageNet-C / C-bar still fills its columns, starred, and the note says over
+    which part; a full-set summary wins over a partial one."""
+    c = "partial: 3 of 15 corruptions"
+    rows = [report.row("imagenet_c", "imagenet_c", "mce_partial", 70.0, 1000, PROTO, variant=c),
+            report.row("imagenet_c", "imagenet_c", "rms", 9.0, 1000, PROTO, variant=c),
+            report.row("imagenet_cbar", "imagenet_cbar", "mean_error", 50.0, 900, PROTO,
+                       variant="partial: 9 of 10 corruptions")]
     md = report.table9_markdown(rows)
-    assert "| this model | - | 70.0* |" in md
-    assert "partial: 3 of 15 corruptions" in md
+    assert "| this model | - | 70.0* | 50.0* | - | - | - | - | 9.0* | - | - | - | - |" in md
+    assert ("* this model: C mCE, RMS C over 3 of 15 corruptions; C-bar err over 9 of 10 "
+            "corruptions (a partial set), not comparable to the paper.") in md
+    full = rows + [report.row("imagenet_c", "imagenet_c", "rms", 8.0, 5000, PROTO,
+                              variant="mean")]
+    assert report.table9_values(full)[7] == "8.0"  # RMS C: the full-set summary
+    assert report.table9_numbers(full)["C mCE"] == 70.0
 
 
 def test_plots_written(tmp_path):
