@@ -14,6 +14,8 @@ import argparse
 import sys
 import warnings
 
+import yaml
+
 from dali_pixmix.config import load_config
 
 
@@ -37,6 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--resume-changed", action="store_true",
                         help="resume even though the recipe (optimizer, PixMix, schedule, seed, "
                              "...) differs from the checkpoint's; the differences are printed")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (recipe, extends: and --set applied, "
+                             "every key) as YAML and exit without training")
     return parser.parse_args(argv)
 
 
@@ -51,6 +56,9 @@ def main(argv=None) -> int:
         return 2
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
     from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check

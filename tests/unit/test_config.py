@@ -1,9 +1,12 @@
 """Config: YAML loading, dotted overrides, type and key errors, global batch, round trip."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from child_env import child_env
 
 from dali_pixmix.augment.methods import METHOD_NAMES
 from dali_pixmix.config import Config, load_config, per_rank_batch, save_config
@@ -199,3 +202,19 @@ def test_legacy_pixmix_enabled_maps_to_the_method_with_a_warning(tmp_path):
 def test_augment_values_are_checked(override, pattern):
     with pytest.raises(ValueError, match=pattern):
         load_config(None, [override])
+
+
+def test_print_config_shows_the_resolved_recipe_and_trains_nothing(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), "--config",
+                           str(REPO / "configs" / "imagenet_pixmix.yaml"), "--set",
+                           "optim.lr=0.02", "--set", f"train.output_dir={tmp_path / 'run'}",
+                           "--print-config"], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert done.returncode == 0, done.stderr
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(done.stdout)
+    expected = load_config(REPO / "configs" / "imagenet_pixmix.yaml",
+                           ["optim.lr=0.02", f"train.output_dir={tmp_path / 'run'}"])
+    assert load_config(printed) == expected  # every key, extends: resolved
+    assert "extends" not in done.stdout and expected.augment.method == "pixmix"
+    assert not (tmp_path / "run").exists()
