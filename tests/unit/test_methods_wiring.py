@@ -67,6 +67,13 @@ def test_the_pixmix_strategy_reaches_the_stage_and_changes_how_it_runs():
     assert (out["grouped"] - out["dense"]).abs().max() <= 1.01 / 255
 
 
+def test_a_stage_refuses_an_unknown_strategy_or_a_graph_of_grouped_kernels():
+    with pytest.raises(ValueError, match="PixMix strategy must be one of"):
+        PixMixStage(BANK, crop=32, strategy="fast")
+    with pytest.raises(ValueError, match="cuda_graph needs the dense strategy"):
+        PixMixStage(BANK, crop=32, strategy="grouped", cuda_graph=True)
+
+
 def test_only_pixmix_methods_with_mixing_partners_need_the_mixing_set():
     needs = {name for name, m in METHODS.items() if m.needs_mixing_set}
     assert needs == {"pixmix", "pixmix_cutmix", "pixmix_mix_aug"}
