@@ -1,6 +1,5 @@
 """Bad input and failing file systems give ONE `error: ...` line naming the file, never a
 traceback or a crash: eval scripts on undecodable images, train_imagenet.py and the tools."""
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 import torchvision
 from broken_images import cut_after_header, random_bytes
 from child_env import child_env
+from entry_points import load_script
 from PIL import Image
 
 from dali_pixmix.data.checks import UnreadableImageError
@@ -21,14 +21,6 @@ from dali_pixmix.evaluation.runner import Evaluator
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load_script(relative):
-    spec = importlib.util.spec_from_file_location(relative.replace("/", "_")[:-3],
-                                                  REPO / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def error_line(stderr: str) -> str:

@@ -4,7 +4,6 @@ Faithfulness: with PNG images already at the crop size and the unresized protoco
 sees the decoded pixels unchanged, so per-cell errors must equal an independent PIL + torch
 forward pass of the same checkpoint.
 """
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from entry_points import load_script
 from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
@@ -28,11 +28,7 @@ SMALL = ["--batch-size", "4", "--num-threads", "1", "--calibration-bin-size", "4
 
 
 def script(name):
-    path = REPO / "eval" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"eval_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"eval/{name}.py")
 
 
 def write_images(folder: Path, count: int, size, seed: int, ext: str = ".png"):

@@ -2,17 +2,14 @@
 tools/plot_training.py overlays runs or says in one line what is wrong."""
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from child_env import REPO, child_env
+from entry_points import load_script
 
+from dali_pixmix.evaluation import cli
 from dali_pixmix.training.curves import curves_figure
 
 pytestmark = pytest.mark.unit
-
-SCRIPT = REPO / "tools" / "plot_training.py"
 
 
 def lines(scale=1.0, validate_every=2):
@@ -49,10 +46,8 @@ def test_runs_are_overlaid_with_their_names(tmp_path):
         (tmp_path / name / "metrics.jsonl").write_text(
             "".join(json.dumps(line) + "\n" for line in lines(scale)))
     out = tmp_path / "curves.png"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "baseline"),
-                           str(tmp_path / "pixmix"), "--out", str(out)], capture_output=True,
-                          text=True, env=child_env(), timeout=120)
-    assert done.returncode == 0, done.stderr
+    argv = [str(tmp_path / "baseline"), str(tmp_path / "pixmix"), "--out", str(out)]
+    assert cli.run_cli(load_script("tools/plot_training.py").main, argv) == 0
     assert out.stat().st_size > 1000
     fig, plt = curves_figure({"baseline": lines(), "pixmix": lines(1.2)}, "t")
     assert {"baseline: train", "pixmix: train"} <= set(plotted(fig.axes[0]))
@@ -64,15 +59,13 @@ def test_runs_are_overlaid_with_their_names(tmp_path):
     ("empty", [], r"^error: .*/run/metrics\.jsonl holds no epoch yet$"),
     ("ok", ["--names", "a", "b"], r"^error: --names gives 2 name\(s\) for 1 run\(s\)$"),
 ])
-def test_bad_input_is_one_error_line(tmp_path, setup, extra, pattern):
+def test_bad_input_is_one_error_line(tmp_path, capsys, setup, extra, pattern):
     run = tmp_path / "run"
     run.mkdir()
     if setup != "none":
         (run / "metrics.jsonl").write_text("" if setup == "empty" else
                                           json.dumps(lines()[0]) + "\n")
-    done = subprocess.run([sys.executable, str(SCRIPT), str(run), *extra, "--out",
-                           str(tmp_path / "c.png")], capture_output=True, text=True,
-                          env=child_env(), timeout=120)
-    assert done.returncode == 2
-    err = done.stderr.strip().splitlines()
-    assert len(err) == 1 and re.match(pattern, err[0]), done.stderr
+    argv = [str(run), *extra, "--out", str(tmp_path / "c.png")]
+    assert cli.run_cli(load_script("tools/plot_training.py").main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(pattern, err[0]), err

@@ -2,19 +2,17 @@
 wrote; the notes name what makes two models' cells incomparable."""
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from child_env import REPO, child_env
+from entry_points import load_script
 
+from dali_pixmix.evaluation import cli
 from dali_pixmix.evaluation.compare import compare_evaluations, default_name
 from dali_pixmix.evaluation.report import row, write_rows
 
 pytestmark = pytest.mark.unit
 
-SCRIPT = REPO / "eval" / "compare.py"
 CROP = "pixmix:resize256-crop224"
 
 
@@ -75,15 +73,13 @@ def test_default_names_skip_the_conventional_eval_folder(tmp_path):
     ("names", r"^error: --names gives 1 name\(s\) for 2 folder\(s\)$"),
     ("twice", r"^error: two models are named same; tell them apart with --names$"),
 ])
-def test_bad_input_is_one_error_line(tmp_path, case, pattern):
+def test_bad_input_is_one_error_line(tmp_path, capsys, case, pattern):
     good = evaluated(tmp_path / "good", 23.0, 5.0, full_mce)
     (tmp_path / "empty").mkdir()
     args = {"missing": [good, tmp_path / "nowhere"], "empty": [good, tmp_path / "empty"],
             "names": [good, good, "--names", "one"],
             "twice": [good, good, "--names", "same", "same"]}[case]
-    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--out",
-                           str(tmp_path / "cmp")], capture_output=True, text=True,
-                          env=child_env(), timeout=120)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and re.match(pattern, lines[0]), done.stderr
+    argv = [*map(str, args), "--out", str(tmp_path / "cmp")]
+    assert cli.run_cli(load_script("eval/compare.py").main, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.match(pattern, lines[0]), lines
