@@ -82,6 +82,19 @@ def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
     return seen / (time.perf_counter() - start)
 
 
+def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
+            settle: float) -> None:
+    """Take `batches` batches from every source before anything is timed, then pause for
+    `settle` s. A pipeline's first batches build its operators, caches and kernels; left for
+    later, that work would run in the background beside another source's timed batches and
+    slow them (a baseline measured so comes out low and flatters the ratio)."""
+    for batches_of_source in sources.values():
+        for _ in range(batches):
+            next(batches_of_source)
+    sync(device)
+    time.sleep(settle)
+
+
 def make_step(model, optimizer, amp_dtype: Optional[torch.dtype], device: torch.device):
     """One training step, identical for every data source (GradScaler for float16)."""
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -289,6 +302,7 @@ def pipeline_pixmix(s: Settings) -> Dict:
     device = _device(s)
     sources = {"without": _pipeline_batches(s, device),
                "with": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
+    warm_up(sources, 3, device, settle=0.5)
     rates = {name: [] for name in sources}
     for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
         for name, batches in sources.items():
@@ -326,6 +340,7 @@ def train_step(s: Settings) -> Dict:
     step = make_step(model, optimizer, amp, device)
     sources = {"synthetic": synthetic_batches(s.batch, s.crop, 1000, device, s.on_cuda),
                "dali": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
+    warm_up(sources, 3, device, settle=0.5)
     best = {name: 0.0 for name in sources}
     for _ in range(s.rounds):  # interleaved rounds, best per source: robust to other load
         for name, batches in sources.items():

@@ -219,3 +219,31 @@ def test_the_pixmix_execution_flags_reach_every_stage_the_checks_build(tmp_path,
     s = for_machine(False, True, tmp_path, pixmix_strategy="dense", pixmix_cuda_graph=True)
     stage = s.pixmix_stage(bank)
     assert (stage.strategy, stage.cuda_graph, stage.crop) == ("dense", False, s.crop)  # no CUDA
+
+
+def test_every_source_is_warmed_up_before_anything_is_timed(tmp_path, monkeypatch):
+    """A pipeline's first batches (operators, caches, kernels being built) must not run beside
+    another source's timed batches: the baseline would come out low and flatter the ratio."""
+    from dali_pixmix.check import fixtures, throughput
+    from dali_pixmix.check.settings import for_machine
+
+    events = []
+
+    def source(name):
+        count = 0
+        while True:
+            count += 1
+            events.append((name, count))
+            yield torch.zeros(2, 1), torch.zeros(2)
+
+    names = iter(["without", "with"])
+    monkeypatch.setattr(throughput, "_pipeline_batches", lambda s, device, bank=None:
+                        source(next(names)))
+    monkeypatch.setattr(throughput, "require", lambda module, what: None)
+    monkeypatch.setattr(fixtures, "mixing_bank", lambda s, device: None)
+    monkeypatch.setattr(throughput.time, "sleep", lambda seconds: None)
+    s = for_machine(False, True, tmp_path)
+    throughput.pipeline_pixmix(s)
+    first_with = events.index(("with", 1))
+    assert events[:first_with] == [("without", i) for i in (1, 2, 3)]  # warm-up draws only
+    assert events[first_with:first_with + 3] == [("with", i) for i in (1, 2, 3)]
