@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.check.throughput import endless, timed_rate  # noqa: E402
+from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
 from dali_pixmix.augment.label_mixing import mix_batch  # noqa: E402
 from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
@@ -148,6 +148,7 @@ def reference_batches(args, train_root, mixing):
 
 def measure(args, sources, device) -> dict:
     """Median images/s per configuration over interleaved rounds (a, b..., c, a, ...)."""
+    warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, args.settle)
     rates = {name: [] for name in sources}
     for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
         for name, (batches, drain) in sources.items():

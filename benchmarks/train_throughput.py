@@ -22,6 +22,7 @@ from dali_pixmix.check.throughput import (  # noqa: E402
     make_step,
     synthetic_batches,
     timed_steps,
+    warm_up,
 )
 
 
@@ -99,6 +100,7 @@ def main():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         step = make_step(model, optimizer, amp_dtype, device)
         sources = build_sources(args, dist, data, mixing, classes, channels_last)
+        warm_up(sources, 3, device, settle=0.5)  # no pipeline's start beside a timed round
         # Interleaved rounds, best round per source: robust to load from other processes.
         results = {name: 0.0 for name in sources}
         for _ in range(args.rounds):
