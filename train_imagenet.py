@@ -23,8 +23,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/imagenet_pixmix.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--config", required=True,
+                        help="YAML recipe, e.g. configs/imagenet_pixmix.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=0.02 (repeatable)")
     parser.add_argument("--resume", default="auto",
                         help="auto (newest valid checkpoint in train.output_dir), none (a new "

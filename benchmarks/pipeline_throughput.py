@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
 from dali_pixmix.augment.label_mixing import mix_batch  # noqa: E402
 from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
+from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.data.images import scan_images  # noqa: E402

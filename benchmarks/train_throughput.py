@@ -51,7 +51,8 @@ def prepare_data(args, workdir: Path):
     from dali_pixmix.mixing.fractals import make_fractals
 
     data = Path(args.data) if args.data else make_synthetic_imagenet(
-        workdir / "data", num_classes=10, train_per_class=20, val_per_class=0, progress=False) / "train"
+        workdir / "data", num_classes=10, train_per_class=20, val_per_class=0,
+        progress=False) / "train"
     mixing = Path(args.mixing) if args.mixing else workdir / "fractals"
     if not args.mixing:
         make_fractals(mixing, n=32, size=max(128, args.crop + 32), progress=False)

@@ -44,7 +44,8 @@ def _env_int(*names: str, default: int) -> int:
 
 
 def read_env() -> tuple:
-    """(rank, local_rank, world_size) from torchrun variables, else SLURM's, else a single process."""
+    """(rank, local_rank, world_size) from torchrun variables, else SLURM's, else a single
+    process."""
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
     world_size = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)

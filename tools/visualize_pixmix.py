@@ -69,7 +69,8 @@ def load_mixing(folder, count, size, rng) -> np.ndarray:
         pictures = [Image.fromarray(pool[i]) for i in rng.integers(len(pool), size=count)]
     else:
         files = scan_images(folder)
-        pictures = [Image.open(files[i]).convert("RGB") for i in rng.integers(len(files), size=count)]
+        pictures = [Image.open(files[i]).convert("RGB")
+                    for i in rng.integers(len(files), size=count)]
     return np.stack([crop(resize_shorter(p, big), size, rng) for p in pictures])
 
 
@@ -81,7 +82,8 @@ def grid(originals: np.ndarray, draws: np.ndarray, gap: int = 4) -> np.ndarray:
     for r in range(rows):
         cells = [originals[r]] + list(draws[r])
         for c, cell in enumerate(cells):
-            out[r * (size + gap):r * (size + gap) + size, c * (size + gap):c * (size + gap) + size] = cell
+            top, left = r * (size + gap), c * (size + gap)
+            out[top:top + size, left:left + size] = cell
     return out
 
 
@@ -108,7 +110,8 @@ def main(argv=None):
     Image.fromarray(grid(originals, draws)).save(args.out)
     ops = "9 ops" if args.no_all_ops else "all 13 ops"
     print(f"wrote {args.out}: {len(originals)} images x {args.draws} PixMix draws "
-          f"({args.size} px, k={args.k}, beta={args.beta}, severity={args.severity}, {ops}, {device})")
+          f"({args.size} px, k={args.k}, beta={args.beta}, severity={args.severity}, {ops}, "
+          f"{device})")
     return 0
 
 

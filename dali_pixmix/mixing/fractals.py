@@ -27,13 +27,16 @@ def cosine_palette(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarra
     return palette
 
 
+def _rotation(t: float) -> np.ndarray:
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
 def _random_contractive_map(rng: np.random.Generator):
     """Affine map x -> A x + t with singular values in (0.2, 0.85): the chaos game converges."""
     s = rng.uniform(0.25, 0.85, size=2)
     th1, th2 = rng.uniform(0, 2 * np.pi, size=2)
-    rot = lambda t: np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     flip = np.diag([1.0, rng.choice([-1.0, 1.0])])
-    a = rot(th1) @ np.diag(s) @ flip @ rot(th2)
+    a = _rotation(th1) @ np.diag(s) @ flip @ _rotation(th2)
     return a, rng.uniform(-1, 1, size=2)
 
 
@@ -41,7 +44,8 @@ VARIATIONS = {
     "linear": lambda x, y, r2, th: (x, y),
     "sinusoidal": lambda x, y, r2, th: (np.sin(x), np.sin(y)),
     "spherical": lambda x, y, r2, th: (x / (r2 + 1e-6), y / (r2 + 1e-6)),
-    "swirl": lambda x, y, r2, th: (x * np.sin(r2) - y * np.cos(r2), x * np.cos(r2) + y * np.sin(r2)),
+    "swirl": lambda x, y, r2, th: (x * np.sin(r2) - y * np.cos(r2),
+                                   x * np.cos(r2) + y * np.sin(r2)),
     "horseshoe": lambda x, y, r2, th: ((x - y) * (x + y) / (np.sqrt(r2) + 1e-6),
                                        2 * x * y / (np.sqrt(r2) + 1e-6)),
     "polar": lambda x, y, r2, th: (th / np.pi, np.sqrt(r2) - 1),

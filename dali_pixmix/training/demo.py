@@ -51,7 +51,8 @@ def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
 def results_table(val: Dict[str, Any], cfg: Config, extra: Sequence[tuple] = ()) -> str:
     """A small Markdown table of the final validation metrics (plus `extra` (name, value) rows)."""
     rms = "n/a" if val["rms"] is None else f"{val['rms']:.2f}"
-    rows = [("top-1 accuracy (%)", f"{val['top1']:.2f}"), ("top-5 accuracy (%)", f"{val['top5']:.2f}"),
+    rows = [("top-1 accuracy (%)", f"{val['top1']:.2f}"),
+            ("top-5 accuracy (%)", f"{val['top5']:.2f}"),
             ("chance top-1 (%)", f"{val['chance_top1']:.2f}"), ("RMS calibration error (%)", rms),
             ("ECE, 15 bins (%)", f"{val['ece15']:.2f}"), ("validation loss", f"{val['loss']:.4f}"),
             ("validation images", str(val["n"])), *extra]

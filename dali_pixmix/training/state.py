@@ -36,10 +36,13 @@ class Meter:
     total: float = 0.0
 
     def add_time(self, images: int, wait: float, total: float) -> None:
-        self.images += images; self.wait += wait; self.total += total
+        self.images += images
+        self.wait += wait
+        self.total += total
 
     def add_loss(self, loss: float) -> None:
-        self.loss += loss; self.steps += 1
+        self.loss += loss
+        self.steps += 1
 
     def summary(self) -> Dict[str, float]:
         return {"loss": self.loss / max(1, self.steps),
