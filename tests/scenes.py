@@ -11,7 +11,8 @@ def scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     img = np.empty((h, w, 3))
     for c in range(3):
         fx, fy, phase = rng.uniform(0.3, 2.0, 3)
-        img[..., c] = 128 + 90 * np.sin(2 * np.pi * fx * xx / w + phase) * np.cos(2 * np.pi * fy * yy / h)
+        img[..., c] = 128 + 90 * np.sin(2 * np.pi * fx * xx / w + phase) \
+            * np.cos(2 * np.pi * fy * yy / h)
     for _ in range(3):
         cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, w / 3)
         img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)

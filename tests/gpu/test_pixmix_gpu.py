@@ -84,8 +84,9 @@ def test_cuda_graph_replay_equals_eager_dense(output):
         xm = torch.from_numpy(scenes(n, 36, 44, n + 1)).cuda()
         results = []
         for seed in range(4):
-            run = lambda graph: pixmix(xi, xm, severity=3, generator=host_gen(seed),
-                                       strategy="dense", output=output, cuda_graph=graph)
+            def run(graph):
+                return pixmix(xi, xm, severity=3, generator=host_gen(seed),
+                              strategy="dense", output=output, cuda_graph=graph)
             eager, replayed = run(False), run(True)
             assert replayed.dtype == eager.dtype and replayed.shape == eager.shape
             assert torch.equal(eager, replayed), (n, seed)
@@ -98,7 +99,8 @@ def test_cuda_graph_runs_eagerly_when_a_plan_exceeds_its_capacities(monkeypatch)
     xi = torch.from_numpy(scenes(20, 36, 44, 3)).cuda()
     xm = torch.from_numpy(scenes(20, 36, 44, 4)).cuda()
     eager = pixmix(xi, xm, generator=host_gen(1), strategy="dense")
-    tiny = lambda batch, k, ops: ((1, 1, 1, 1), (1,) * k)
+    def tiny(batch, k, ops):
+        return ((1, 1, 1, 1), (1,) * k)
     monkeypatch.setattr(dense, "capacities", tiny)
     assert torch.equal(eager, pixmix(xi, xm, generator=host_gen(1), cuda_graph=True))
 
@@ -121,8 +123,9 @@ def test_cached_constants_are_safe_on_another_stream():
     """The grouped strategy's cached maps and tables, built on one stream, used on another."""
     x = torch.from_numpy(scenes(8, 36, 44, 9)).cuda()
     m = torch.from_numpy(scenes(8, 36, 44, 10)).cuda()
-    run = lambda: pixmix(x, m, severity=10, generator=host_gen(2), strategy="grouped",
-                         output=Normalized((0.5,) * 3, (0.25,) * 3))
+    def run():
+        return pixmix(x, m, severity=10, generator=host_gen(2), strategy="grouped",
+                      output=Normalized((0.5,) * 3, (0.25,) * 3))
     reference = run()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 WNIDS = list(imagenet_wnids()[:6])
-SMALL = ["--batch-size", "4", "--num-threads", "1", "--calibration-bin-size", "4", "--device", "cpu"]
+SMALL = ["--batch-size", "4", "--num-threads", "1", "--calibration-bin-size", "4",
+         "--device", "cpu"]
 
 
 def script(name):

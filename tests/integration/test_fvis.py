@@ -134,7 +134,8 @@ def test_bad_layer_channel_count_and_checkpoint_are_one_error_line(tool, checkpo
 def test_a_layer_affine_in_the_image_is_warned_about(tool, checkpoint, tmp_path, capsys):
     assert tool.main(["--checkpoint", str(checkpoint), *FAST, "--channels", "1", "--steps", "1",
                       "--layers", "conv1,layer1", "--out", str(tmp_path / "o")]) == 0
-    warnings = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning: ")]
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning: ")]
     assert len(warnings) == 1 and "layer conv1 is an affine function" in warnings[0]
 
 

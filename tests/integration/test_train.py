@@ -35,14 +35,15 @@ def final_weights(out_dir):
     return torch.load(Path(out_dir) / "final.pt", weights_only=True)["model"]
 
 
-def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_mixing_dir, tmp_path):
+def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_mixing_dir,
+                                                           tmp_path):
     """2 epochs x 3 steps straight == stop at step 4 (mid epoch 2), resume, finish; with PixMix
     in the pipeline and CutMix on the training device (method pixmix_cutmix), whose draws
     must replay too."""
     method = "augment.method=pixmix_cutmix"
     straight = tmp_path / "straight"
-    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, straight, "train.epochs=2",
-                                           method))
+    cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, straight,
+                                           "train.epochs=2", method))
     result = train(cfg, resume="none")
     assert result["status"] == "finished" and result["step"] == 6
 
@@ -54,8 +55,8 @@ def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_m
     # the same command again trains nothing more: the limit is reached
     assert train(first, resume="auto") == {"status": "stopped", "step": 4}
     assert list_checkpoints(split)[-1].name == "ckpt_e0001_s000000004.pt"
-    second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split, "train.epochs=2",
-                                              method))
+    second = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, split,
+                                              "train.epochs=2", method))
     assert train(second, resume="auto")["step"] == 6
 
     a, b = final_weights(straight), final_weights(split)
@@ -72,13 +73,14 @@ def test_mid_epoch_resume_reproduces_the_uninterrupted_run(tiny_imagenet, tiny_m
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tiny_imagenet, tiny_mixing_dir, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, str(REPO / "train_imagenet.py"), "--config", str(REPO / "configs" / "demo.yaml"),
-            "--set", "demo.enabled=false"]
+    args = [sys.executable, str(REPO / "train_imagenet.py"), "--config",
+            str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
     for item in tiny_overrides(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=50",
                                "train.batch_size=8"):
         args += ["--set", item]
     env = child_env(OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
     seen = []
     for line in proc.stdout:  # wait until training steps are running
         seen.append(line)

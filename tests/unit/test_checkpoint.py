@@ -58,7 +58,9 @@ def test_foreign_file_is_a_clear_error(tmp_path):
 
 
 def test_rng_round_trip_through_weights_only_file(tmp_path):
-    torch.manual_seed(1); np.random.seed(2); random.seed(3)
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
     atomic_save(state(0, 1), tmp_path / "ckpt_e0000_s000000001.pt")
     expected = (torch.rand(3), np.random.standard_normal(3), random.random())

@@ -27,7 +27,8 @@ SHELL_SCRIPTS = sorted(DOCKER.rglob("*.sh")) + SBATCH
 def _dockerfile_instructions():
     """(INSTRUCTION, argument) pairs, continuation lines joined, comments dropped."""
     text = (DOCKER / "Dockerfile").read_text()
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    kept = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    text = re.sub(r"\\\n", " ", "\n".join(kept))
     return [(m.group(1).upper(), m.group(2).strip())
             for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
 
@@ -56,7 +57,8 @@ def test_dockerfile_base_user_entrypoint():
     runs = " ".join(v for k, v in ins if k == "RUN")
     assert "pip install --no-deps ." in runs, "the package must be installed from the repository"
     env = " ".join(v for k, v in ins if k == "ENV")
-    assert re.search(r"NVIDIA_DRIVER_CAPABILITIES=\S*video", env), "NVDEC (video) is needed by ImageNet-P"
+    assert re.search(r"NVIDIA_DRIVER_CAPABILITIES=\S*video", env), \
+        "NVDEC (video) is needed by ImageNet-P"
     for k, v in ins:
         if k == "COPY":
             for src in shlex.split(v)[:-1]:
@@ -69,7 +71,8 @@ def test_requirements_pin_every_dependency_of_setup_py():
     for line in (DOCKER / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.+\-]*", line), f"not pinned: {line}"
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.+\-]*", line), \
+                f"not pinned: {line}"
             name, version = line.split("==")
             pins[name.lower()] = version
     setup_text = (ROOT / "setup.py").read_text()
@@ -83,8 +86,8 @@ def test_requirements_pin_every_dependency_of_setup_py():
 def test_pins_satisfy_setup_py():
     """Every pinned version is one that setup.py's requirement admits (no drift between them)."""
     from packaging.requirements import Requirement
-    pins = dict(l.split("==") for l in (DOCKER / "requirements.txt").read_text().split()
-                if "==" in l)
+    pins = dict(line.split("==") for line in (DOCKER / "requirements.txt").read_text().split()
+                if "==" in line)
     block = re.search(r"install_requires=\[(.*?)\]", (ROOT / "setup.py").read_text(), re.S)
     for text in re.findall(r'"([^"]+)"', block.group(1)):
         req = Requirement(text)
@@ -101,7 +104,8 @@ def test_entrypoint_passes_arguments_through(tmp_path):
     assert "ARGS ['--flag', 'a b']" in out.stdout
     out = subprocess.run([str(DOCKER / "entrypoint.sh"), "bash", "-c", "exit 7"], timeout=30)
     assert out.returncode == 7, "exit status of the command must pass through"
-    out = subprocess.run([str(DOCKER / "entrypoint.sh")], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(DOCKER / "entrypoint.sh")], capture_output=True, text=True,
+                         timeout=30)
     assert out.returncode == 0 and "--ipc=host" in out.stdout
 
 

@@ -48,7 +48,8 @@ def markdown_commands(text: str):
     lines = []
     for block in re.findall(r"```[^\n]*\n(.*?)```", text, re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
-        lines += [l.strip() for l in joined.splitlines() if l.strip() and not l.strip().startswith("#")]
+        lines += [line.strip() for line in joined.splitlines()
+                  if line.strip() and not line.strip().startswith("#")]
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     lines += [span for span in re.findall(r"`([^`\n]+)`", prose) if _names_our_script(span)]
     return lines
@@ -91,7 +92,8 @@ def entry_point_calls(line: str):
         if not tok.endswith(".py") or "=" in tok or (i > 0 and toks[i - 1] == "-m"):
             continue
         path = tok[2:] if tok.startswith("./") else tok
-        if Path(path).name.startswith(".") or str(Path(path).parent).replace(".", "") not in ENTRY_DIRS:
+        folder = str(Path(path).parent).replace(".", "")
+        if Path(path).name.startswith(".") or folder not in ENTRY_DIRS:
             continue
         rest = []
         for t in toks[i + 1:]:
@@ -176,7 +178,8 @@ def _flags_and_imports(path: Path, root: Path):
 
 @lru_cache(maxsize=None)
 def declared_flags(script: str, root: Path = ROOT):
-    """Flags from add_argument calls in `script` and the project modules it imports (transitively)."""
+    """Flags from add_argument calls in `script` and the project modules it imports
+    (transitively)."""
     todo, seen, flags = [root / script], set(), {"--help", "-h"}
     while todo:
         path = todo.pop()
@@ -192,7 +195,8 @@ def declared_flags(script: str, root: Path = ROOT):
 @lru_cache(maxsize=None)
 def help_flags(script: str, root: Path = ROOT):
     """Flags listed by `python <script> --help` (only used for flags built at run time)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(root / script), "--help"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{script} --help failed: {done.stderr[-500:]}"
@@ -287,7 +291,8 @@ def add_common(parser):
 
 def test_checker_catches_drift(tmp_path):
     """The checker itself, on a stand-in project: a wrong flag, file, config, config key or
-    torchrun option is reported; right ones, including flags declared in an imported module, are not."""
+    torchrun option is reported; right ones, including flags declared in an imported module,
+    are not."""
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "demo.yaml").write_text("train: {}\n")
     (tmp_path / "dali_pixmix").mkdir()
@@ -428,9 +433,12 @@ def test_quickstart_commands_unchanged():
 
 def test_results_table_has_the_papers_rows():
     text = (ROOT / "docs" / "results.md").read_text()
-    for row in ["| Baseline | 23.9 | 78.2 | 61.0 | 63.8 | 58.0 | 78.4 | 5.6 | 12.0 | 20.7 | 19.7 | 79.7 | 48.6 |",
-                "| AugMix | 22.8 | 71.0 | 56.5 | 61.7 | 52.7 | 70.9 | 4.5 | 9.2 | 15.0 | 13.2 | 84.2 | 61.1 |",
-                "| PixMix | 22.6 | 65.8 | 44.3 | 60.1 | 51.1 | 69.1 | 3.6 | 6.3 | 5.8 | 11.0 | 85.7 | 64.1 |"]:
+    for row in ["| Baseline | 23.9 | 78.2 | 61.0 | 63.8 | 58.0 | 78.4 | 5.6 | 12.0 | 20.7 | 19.7 "
+                "| 79.7 | 48.6 |",
+                "| AugMix | 22.8 | 71.0 | 56.5 | 61.7 | 52.7 | 70.9 | 4.5 | 9.2 | 15.0 | 13.2 "
+                "| 84.2 | 61.1 |",
+                "| PixMix | 22.6 | 65.8 | 44.3 | 60.1 | 51.1 | 69.1 | 3.6 | 6.3 | 5.8 | 11.0 "
+                "| 85.7 | 64.1 |"]:
         assert row in text, f"docs/results.md lacks the paper's row {row.split('|')[1].strip()}"
 
 

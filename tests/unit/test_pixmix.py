@@ -91,7 +91,8 @@ def test_level_to_parameter_mapping_matches_reference():
 
 def test_same_seed_same_output_and_chunking_does_not_matter(data):
     images, mixing = (torch.from_numpy(a[:20]) for a in data)
-    run = lambda seed, **kw: pixmix(images, mixing, generator=torch.Generator().manual_seed(seed), **kw)
+    def run(seed, **kw):
+        return pixmix(images, mixing, generator=torch.Generator().manual_seed(seed), **kw)
     first = run(5)
     assert torch.equal(first, run(5))
     assert torch.equal(first, run(5, chunk_size=1))
@@ -107,7 +108,8 @@ def test_host_workers_split_samples_without_changing_the_output(data):
     import threading
 
     images, mixing = (torch.from_numpy(a[:20]) for a in data)
-    run = lambda **kw: pixmix(images, mixing, generator=torch.Generator().manual_seed(3), **kw)
+    def run(**kw):
+        return pixmix(images, mixing, generator=torch.Generator().manual_seed(3), **kw)
     single = run(host_workers=1)
     for workers in (2, 3, 40):
         assert torch.equal(single, run(host_workers=workers)), workers
@@ -126,8 +128,9 @@ def test_normalized_output_format_equals_normalising_the_unit_output(data, strat
 
     images, mixing = (torch.from_numpy(a[:12]) for a in data)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    run = lambda **kw: pixmix(images, mixing, generator=torch.Generator().manual_seed(4),
-                              strategy=strategy, **kw)
+    def run(**kw):
+        return pixmix(images, mixing, generator=torch.Generator().manual_seed(4),
+                      strategy=strategy, **kw)
     unit = run().numpy()
     expected = (unit - np.float32(mean)) * (1 / np.float32(std))
     for layout, dtype in (("HWC", torch.float32), ("CHW", torch.float32), ("CHW", torch.float16)):
@@ -294,5 +297,6 @@ def test_edge_shapes_empty_tiny_and_non_contiguous(strategy):
             assert np.abs(out[i].numpy() - R.replay(x[i].numpy(), m[i].numpy(), tr)).max() < 1e-5
     planar = torch.randint(0, 256, (3, 3, 9, 9), dtype=torch.uint8, generator=gen)
     hwc = planar.permute(0, 2, 3, 1)  # a channels-last view, not contiguous
-    run = lambda x: pixmix(x, x, generator=torch.Generator().manual_seed(1), strategy=strategy)
+    def run(x):
+        return pixmix(x, x, generator=torch.Generator().manual_seed(1), strategy=strategy)
     assert torch.equal(run(hwc), run(hwc.contiguous()))

@@ -144,8 +144,9 @@ def test_plan_buffer_round_trip():
 
 def test_dense_and_grouped_agree_end_to_end_and_trace_the_same_plan():
     images, mixing = batch(30, 8)
-    run = lambda strategy: pixmix(images, mixing, severity=3, trace=True, strategy=strategy,
-                                  generator=torch.Generator().manual_seed(8))
+    def run(strategy):
+        return pixmix(images, mixing, severity=3, trace=True, strategy=strategy,
+                      generator=torch.Generator().manual_seed(8))
     (g, traces_g), (d, traces_d) = run("grouped"), run("dense")
     assert traces_g == traces_d
     np.testing.assert_allclose(d.numpy(), g.numpy(), rtol=0, atol=1e-5)

@@ -31,4 +31,5 @@ def test_schedule_sets_lr_and_resumes():
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
     sched2 = CosineSchedule(opt2, 0.01, 1e-6, total_steps=10)
     sched2.load_state_dict(sched.state_dict())
-    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == pytest.approx(cosine_lr(4, 10, 0.01, 1e-6))
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] \
+        == pytest.approx(cosine_lr(4, 10, 0.01, 1e-6))
