@@ -290,7 +290,6 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
 
 def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
     """Endless training batches of the DALI pipeline; with PixMix when given a mixing bank."""
-
     files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
     stage = None if bank is None else s.pixmix_stage(bank)
     return endless(_train_loader(s, files, labels, stage, device))
