@@ -308,7 +308,6 @@ def stage_no_sync(s: Settings) -> Dict:
     """c. The PixMix stage never makes the host wait for the GPU: inside the DALI pipeline,
     or, where DALI cannot be imported, called on CUDA batches on a side stream."""
     require_cuda("the host-synchronisation check")
-
     runs = 6
     stage = s.pixmix_stage(fixtures.mixing_bank(s, "cuda:0"))
     if importable("nvidia.dali"):
