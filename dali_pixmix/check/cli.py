@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import shlex
 import shutil
 import sys
 import tempfile
@@ -157,7 +159,7 @@ def _settings_json(s: Settings) -> Dict:
 
 
 def check_machine(args, workdir: Path, logs: Path) -> Report:
-    started = time.monotonic()
+    started, started_utc = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
     found = run_isolated(environment_check, {}, timeout=60, log_path=logs / "environment.log",
                          verbose=args.verbose)
     env = found.get("environment") or {"error": found.get("detail", "no result")}
@@ -173,11 +175,15 @@ def check_machine(args, workdir: Path, logs: Path) -> Report:
     if not args.functional_only:
         report.throughput = [throughput_row(r) for r in
                              run_tier("speed", THROUGHPUT, s, args, deadline, logs)]
+    report.run = {"started": started_utc.strftime("%Y-%m-%d %H:%M UTC"),
+                  "seconds": round(time.monotonic() - started, 1),
+                  "command": " ".join(["tools/check_gpu.py", *map(shlex.quote, args.argv)])}
     return report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="check_gpu_"))
     logs = Path(args.out) / "logs" if args.out else workdir / "logs"
     try:

@@ -148,6 +148,9 @@ def collect() -> Env:
     env.update(_dali_facts())
     env.update(dali_wheels=dali_wheels(), pillow=_version("pillow"))
     env.update(_pyav_facts())
+    from dali_pixmix.provenance import provenance
+
+    env.update(dali_pixmix=provenance()["dali_pixmix"], git=provenance()["git_revision"])
     return env
 
 

@@ -22,6 +22,7 @@ class Report:
     checks: List[Dict] = field(default_factory=list)
     throughput: List[Dict] = field(default_factory=list)
     settings: Dict = field(default_factory=dict)
+    run: Dict = field(default_factory=dict)  # started (UTC), seconds, command
 
     @property
     def failed(self) -> List[str]:
@@ -30,7 +31,7 @@ class Report:
 
     def as_json(self) -> Dict:
         return {"environment": self.environment, "advice": self.advice, "checks": self.checks,
-                "throughput": self.throughput, "settings": self.settings}
+                "throughput": self.throughput, "settings": self.settings, "run": self.run}
 
     def write(self, out: Path) -> List[Path]:
         out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ def throughput_rows(items: List[Dict]) -> List[List[str]]:
 
 
 def console(report: Report) -> str:
-    out = ["", "Environment"] + ["  " + line for line in environment_lines(report.environment)]
+    out = ["", f"Run: {run_line(report)}", "", "Environment"]
+    out += ["  " + line for line in environment_lines(report.environment)]
     out += [f"  {a['level']}: {a['text']}" for a in report.advice]
     out += ["", "Functional checks"] + _table(check_rows(report.checks))
     if report.throughput:
@@ -131,8 +133,20 @@ def _md_table(rows: List[List[str]]) -> List[str]:
     return [cells(rows[0]), "|" + "---|" * len(rows[0])] + [cells(r) for r in rows[1:]]
 
 
+def run_line(report: Report) -> str:
+    """'2026-11-30 04:45 UTC, 312 s, dali-pixmix 0.1.0 (git 1a2b3c4d), `tools/check_gpu.py
+    --quick`': when, how long, which code and which command."""
+    run, env = report.run, report.environment
+    parts = [run.get("started", "start unknown"),
+             f"{run['seconds']:.0f} s" if run.get("seconds") is not None else None,
+             f"dali-pixmix {env.get('dali_pixmix', '?')} (git {str(env.get('git', '?'))[:12]})",
+             f"`{run['command']}`" if run.get("command") else None]
+    return ", ".join(p for p in parts if p)
+
+
 def markdown(report: Report) -> str:
-    out = ["# dali-pixmix machine check", "", "## Environment", ""]
+    out = ["# dali-pixmix machine check", "", f"Run: {run_line(report)}", "",
+           "## Environment", ""]
     out += [f"- {line}" for line in environment_lines(report.environment)]
     out += [f"- **{a['level']}**: {a['text']}" for a in report.advice]
     out += ["", "## Functional checks", ""] + _md_table(check_rows(report.checks))

@@ -2,6 +2,7 @@
 with their reason, the JSON holds every check and measurement, and the script still works when
 DALI and PyAV cannot be imported (a GPU node may lack them)."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,12 @@ def test_cpu_run_reports_every_check_and_skips_cuda_ones(tmp_path):
         assert set(row) == THROUGHPUT_KEYS and row["status"] == "pass", row
         assert row["images_per_s"] > 0 and row["met"] is None  # GPU goals are not judged here
     assert (tmp_path / "out" / "check_gpu.md").read_text().startswith("# dali-pixmix")
+    run = result["run"]  # when, how long, which code and command: a figure can be traced
+    assert run["command"] == f"tools/check_gpu.py --quick --out {tmp_path / 'out'} " \
+        "--pixmix-strategy dense" and 0 < run["seconds"] < 600
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", run["started"])
+    assert result["environment"]["dali_pixmix"] and result["environment"]["git"]
+    assert f"Run: {run['started']}, " in (tmp_path / "out" / "check_gpu.md").read_text()
     rows = {t["name"]: t for t in result["throughput"]}
     for name in ("pipeline_pixmix", "train_step"):
         assert rows[name]["detail"].endswith("PixMix strategy dense"), rows[name]

@@ -247,3 +247,12 @@ def test_every_source_is_warmed_up_before_anything_is_timed(tmp_path, monkeypatc
     first_with = events.index(("with", 1))
     assert events[:first_with] == [("without", i) for i in (1, 2, 3)]  # warm-up draws only
     assert events[first_with:first_with + 3] == [("with", i) for i in (1, 2, 3)]
+
+
+def test_the_run_line_says_when_how_long_which_code_and_command():
+    full = report.Report({"dali_pixmix": "0.1.0", "git": "0123456789abcdef+dirty"},
+                         run={"started": "2026-11-30 04:45 UTC", "seconds": 311.6,
+                              "command": "tools/check_gpu.py --quick"})
+    assert report.run_line(full) == ("2026-11-30 04:45 UTC, 312 s, dali-pixmix 0.1.0 (git "
+                                     "0123456789ab), `tools/check_gpu.py --quick`")
+    assert report.run_line(report.Report({})) == "start unknown, dali-pixmix ? (git ?)"
