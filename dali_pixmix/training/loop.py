@@ -88,9 +88,9 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def timer_says_save(run: Run) -> bool:
-    """Rank 0's clock: a checkpoint is due, and the step after this one is mid-epoch (the
-    save happens there, once this step's record is read; an epoch end saves anyway)."""
-    return run.dist.is_main and run.epoch_step + 1 < run.steps_per_epoch and (
+    """Rank 0's clock: a checkpoint is due (saved once this step's record is read; a flag
+    that arrives at an epoch's end is dropped there, since the epoch end saves anyway)."""
+    return run.dist.is_main and (
         time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes)
 
 
