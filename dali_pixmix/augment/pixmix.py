@@ -496,9 +496,18 @@ def _check_inputs(images: torch.Tensor, mixing_pics: torch.Tensor) -> None:
 STRATEGIES = ("auto", "grouped", "dense")
 
 
-def _pick_strategy(strategy: str, images: torch.Tensor, cuda_graph: bool) -> str:
+def check_strategy(strategy: str, cuda_graph: bool) -> None:
+    """The device-independent rules of `pixmix`'s execution choices (a stage checks them when
+    it is built, `pixmix` on every call)."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"pixmix: strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise ValueError(f"PixMix strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if cuda_graph and strategy == "grouped":
+        raise ValueError("PixMix cuda_graph needs the dense strategy (or auto, dense on CUDA): "
+                         "the grouped strategy's kernels depend on the draws")
+
+
+def _pick_strategy(strategy: str, images: torch.Tensor, cuda_graph: bool) -> str:
+    check_strategy(strategy, cuda_graph)
     if strategy == "auto":
         strategy = "dense" if images.is_cuda else "grouped"
     if cuda_graph and (strategy != "dense" or not images.is_cuda):

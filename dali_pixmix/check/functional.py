@@ -226,8 +226,9 @@ class SyncCheckedStage:
             return apply(batch)
         return apply_and_record
 
-    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "SyncCheckedStage":
-        return SyncCheckedStage(self.stage.for_pipeline(seed, dtype, layout), self.report,
+    def for_pipeline(self, seed: int, dtype: str, layout: str,
+                     start: int = 0) -> "SyncCheckedStage":
+        return SyncCheckedStage(self.stage.for_pipeline(seed, dtype, layout, start), self.report,
                                 self.set_mode)
 
     def __call__(self, samples):

@@ -268,10 +268,8 @@ def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout,
     if stage.crop != crop:
         raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
                          f"pipeline crop {crop}")
-    stage = stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
-                               _check_layout(layout))
-    stage.batch_index = start
-    return stage
+    return stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
+                              _check_layout(layout), start)
 
 
 # --------------------------------------------------------------------------- public builders

@@ -48,13 +48,13 @@ class BatchStage:
         stage.seed, stage.batch_index, stage._generators = int(seed), int(start), {}
         return stage
 
-    def for_pipeline(self, seed: int, dtype: str, layout: str) -> "BatchStage":
-        """`reseeded(seed)`, emitting ImageNet-normalised samples in `dtype` and `layout`
-        (the pipeline sets `batch_index` to its first batch)."""
+    def for_pipeline(self, seed: int, dtype: str, layout: str, start: int = 0) -> "BatchStage":
+        """`reseeded(seed, start)`, emitting ImageNet-normalised samples in `dtype` and
+        `layout`; `start` is the stream index of the pipeline's first batch."""
         from dali_pixmix.augment.pixmix import Normalized
 
         _dali_dtype(dtype)  # validates
-        stage = self.reseeded(seed)
+        stage = self.reseeded(seed, start)
         stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, _check_layout(layout),
                                   getattr(torch, dtype))
         return stage
@@ -112,12 +112,9 @@ class PixMixStage(BatchStage):
                  partner_aug_prob: float = 0.5, strategy: str = "auto",
                  cuda_graph: bool = False):
         super().__init__(seed, crop)
-        from dali_pixmix.augment.pixmix import STRATEGIES
+        from dali_pixmix.augment.pixmix import check_strategy
 
-        if strategy not in STRATEGIES:
-            raise ValueError(f"PixMix strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if cuda_graph and strategy == "grouped":
-            raise ValueError("PixMix cuda_graph needs the dense strategy (or auto)")
+        check_strategy(strategy, cuda_graph)
         self.strategy, self.cuda_graph = strategy, cuda_graph
         if bank is None and partner_aug_prob < 1:
             raise ValueError("PixMix needs a mixing bank unless every partner is an augmented "

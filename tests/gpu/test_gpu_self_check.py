@@ -29,7 +29,7 @@ class ReadsOnTheHost:
     """A stage that makes the host wait for the GPU (`float(cuda tensor)`)."""
     crop, seed = 32, 0
 
-    def for_pipeline(self, seed, dtype, layout):
+    def for_pipeline(self, seed, dtype, layout, start=0):
         return self
 
     def apply(self, batch):

@@ -56,7 +56,7 @@ class Synchronising:
     def __init__(self, crop):
         self.crop, self.seed = crop, 0
 
-    def for_pipeline(self, seed, dtype, layout):
+    def for_pipeline(self, seed, dtype, layout, start=0):
         return self
 
     def apply(self, batch):
