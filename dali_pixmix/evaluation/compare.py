@@ -8,22 +8,22 @@ two rows incomparable), `<out>/table9.csv` (numbers, one line per model) and
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from dali_pixmix.evaluation.report import (
-    PAPER_TABLE9,
     TABLE9_COLUMNS,
+    TABLE9_CONVENTIONS,
     Row,
     bar_charts,
     evaluated_counts,
     evaluated_on,
     partial_note,
-    read_rows,
+    read_results,
+    table9_lines,
     table9_numbers,
-    table9_values,
+    write_numbers_csv,
 )
 from dali_pixmix.oserrors import names_file
 
@@ -33,10 +33,12 @@ TASK_NAMES = {"clean": "clean", "imagenet_c": "ImageNet-C", "imagenet_cbar": "Im
 
 @dataclass(frozen=True)
 class Evaluated:
-    """One model's evaluation: its name in the table, the folder, the rows read from it."""
+    """One model's evaluation: its name in the table, the folder, the rows read from it and
+    its Table 9 cells (computed once)."""
     name: str
     folder: Path
     rows: List[Row]
+    numbers: Dict[str, Optional[float]]
 
 
 def default_name(folder: str | Path) -> str:
@@ -51,32 +53,31 @@ def load_evaluated(folder: str | Path, name: Optional[str] = None) -> Evaluated:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (give the --out folder of "
                                 "eval/run_all.py or of an eval/ script)")
-    files = sorted((folder / "results").glob("*.json"))
-    if not files:
+    rows = read_results(folder)
+    if not rows:
         raise FileNotFoundError(f"{folder}: no results/*.json in it; evaluate the model first "
                                 f"(python eval/run_all.py --checkpoint CKPT --out {folder} ...)")
-    return Evaluated(name or default_name(folder), folder, [r for f in files for r in read_rows(f)])
-
-
-def _tasks(model: Evaluated) -> List[str]:
-    return [t for t in TASK_NAMES if any(r.task == t for r in model.rows)]
+    return Evaluated(name or default_name(folder), folder, rows, table9_numbers(rows))
 
 
 def comparability_notes(models: Sequence[Evaluated]) -> List[str]:
     """What makes two models' cells of one task incomparable: other image counts (a subset, a
     partial ImageNet-C) or other protocols (preprocessing, ImageNet-C normalisation)."""
+    counts = {m.name: evaluated_counts(m.rows) for m in models}
+    protocols = {m.name: {} for m in models}  # name -> task -> its protocols
+    for m in models:
+        for r in m.rows:
+            protocols[m.name].setdefault(r.task, set()).add(r.protocol)
     notes = []
     for task, label in TASK_NAMES.items():
-        counts = {m.name: evaluated_counts(m.rows).get(task) for m in models}
-        counts = {name: n for name, n in counts.items() if n is not None}
-        if len(set(counts.values())) > 1:
-            listed = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+        n_images = {name: c[task] for name, c in counts.items() if task in c}
+        if len(set(n_images.values())) > 1:
+            listed = ", ".join(f"{name} {n:,}" for name, n in n_images.items())
             notes.append(f"{label}: the models rest on different numbers of images ({listed}); "
                          "their cells are not comparable.")
-        protocols = {m.name: ", ".join(sorted({r.protocol for r in m.rows if r.task == task}))
-                     for m in models if task in _tasks(m)}
-        if len(set(protocols.values())) > 1:
-            listed = "; ".join(f"{name}: {p}" for name, p in protocols.items())
+        used = {name: ", ".join(sorted(p[task])) for name, p in protocols.items() if task in p}
+        if len(set(used.values())) > 1:
+            listed = "; ".join(f"{name}: {p}" for name, p in used.items())
             notes.append(f"{label}: the models were evaluated under different protocols "
                          f"({listed}); their cells are not comparable.")
     return notes
@@ -84,14 +85,8 @@ def comparability_notes(models: Sequence[Evaluated]) -> List[str]:
 
 def comparison_markdown(models: Sequence[Evaluated]) -> str:
     """Table 9 with the paper's rows and one row per model, then the notes."""
-    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
-             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
-    for method, values in PAPER_TABLE9.items():
-        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    for model in models:
-        lines.append(f"| {model.name} | " + " | ".join(table9_values(model.rows)) + " |")
-    notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). RMS "
-             "uses the published protocol (last adaptive bin dropped). '-': not evaluated."]
+    lines = table9_lines([(m.name, m.rows) for m in models])
+    notes = [TABLE9_CONVENTIONS + " '-': not evaluated."]
     notes += [line for m in models if (line := partial_note(m.rows, m.name))]
     notes += comparability_notes(models)
     notes += [line for m in models if (line := evaluated_on(m.rows, m.name, None))]
@@ -102,21 +97,13 @@ def comparison_markdown(models: Sequence[Evaluated]) -> str:
 
 def write_csv(models: Sequence[Evaluated], path: Path) -> Path:
     """One line per model: its name, folder and every Table 9 column (blank: not evaluated)."""
-    with names_file(path), path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["model", "folder", *TABLE9_COLUMNS])
-        for model in models:
-            cells = table9_numbers(model.rows)
-            writer.writerow([model.name, str(model.folder),
-                             *("" if cells[c] is None else f"{cells[c]:.4f}"
-                               for c in TABLE9_COLUMNS)])
-    return path
+    return write_numbers_csv(path, ["model", "folder"], TABLE9_COLUMNS,
+                             (([m.name, str(m.folder)], m.numbers) for m in models))
 
 
 def evaluated_columns(models: Sequence[Evaluated]) -> List[str]:
     """The Table 9 columns at least one model has a value for, in table order."""
-    numbers = [table9_numbers(m.rows) for m in models]
-    return [c for c in TABLE9_COLUMNS if any(n[c] is not None for n in numbers)]
+    return [c for c in TABLE9_COLUMNS if any(m.numbers[c] is not None for m in models)]
 
 
 def check_names(models: Sequence[Evaluated]) -> None:
@@ -144,9 +131,6 @@ def compare_evaluations(folders: Sequence[str | Path], names: Optional[Sequence[
     paths = [table, write_csv(models, out / "table9.csv")]
     columns = evaluated_columns(models)
     if columns:
-        results: Dict[str, Dict[str, Optional[float]]] = {
-            m.name: table9_numbers(m.rows) for m in models}
-        paths.append(bar_charts(results, columns, out / "table9.png",
-                                "Table 9 columns evaluated (percent)"))
+        paths.append(bar_charts({m.name: m.numbers for m in models}, columns,
+                                out / "table9.png", "Table 9 columns evaluated (percent)"))
     return paths
-

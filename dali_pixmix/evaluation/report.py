@@ -123,14 +123,18 @@ PARTIAL_SOURCES = {"C mCE": ("imagenet_c", "mce_partial"), "RMS C": ("imagenet_c
                    "RMS C-bar": ("imagenet_cbar", "rms")}
 
 
+def partial_value(rows: Iterable[Row], task: str, metric: str) -> Optional[Row]:
+    """The last summary row of a metric over a partial corruption set ("partial: k of N")."""
+    hits = [r for r in rows if r.task == task and r.metric == metric and r.severity is None
+            and r.variant.startswith("partial")]
+    return hits[-1] if hits else None
+
+
 def partial_summary(rows: Sequence[Row], column: str) -> Optional[Row]:
     """The summary over a partial corruption set behind `column`, when there is no full one."""
     if column not in PARTIAL_SOURCES or summary_value(rows, *TABLE9_SOURCES[column]):
         return None
-    task, metric = PARTIAL_SOURCES[column]
-    hits = [r for r in rows if r.task == task and r.metric == metric and r.severity is None
-            and r.variant.startswith("partial")]
-    return hits[-1] if hits else None
+    return partial_value(rows, *PARTIAL_SOURCES[column])
 
 
 def partial_columns(rows: Sequence[Row]) -> Dict[str, str]:
@@ -168,19 +172,29 @@ def table9_values(rows: Sequence[Row]) -> List[str]:
             for c in TABLE9_COLUMNS]
 
 
+TABLE9_CONVENTIONS = ("Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies "
+                      "positive). RMS uses the published protocol (last adaptive bin dropped).")
+
+
+def table9_lines(models: Sequence[tuple]) -> List[str]:
+    """Table 9 in markdown: the paper's Baseline/AugMix/PixMix rows, then one row per
+    `(name, rows)` of `models`."""
+    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
+             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
+    for method, values in PAPER_TABLE9.items():
+        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    for name, rows in models:
+        lines.append(f"| {name} | " + " | ".join(table9_values(rows)) + " |")
+    return lines
+
+
 def table9_markdown(rows: Sequence[Row], name: str = "this model",
                     num_classes: Optional[int] = None) -> str:
     """Markdown table in the form of the paper's Table 9, with its Baseline/AugMix/PixMix rows,
     and notes: conventions, how many images (and classes) this model's cells rest on, the
     protocols."""
-    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
-             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
-    for method, values in PAPER_TABLE9.items():
-        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    cells = table9_values(rows)
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    notes = ["Lower is better except AUROC/AUPR (anomaly score -MSP, anomalies positive). "
-             "RMS uses the published protocol (last adaptive bin dropped)."]
+    lines = table9_lines([(name, rows)])
+    notes = [TABLE9_CONVENTIONS]
     notes.append(partial_note(rows, name))
     notes.append(evaluated_on(rows, name, num_classes))
     protocols = sorted({r.protocol for r in rows})
@@ -385,6 +399,27 @@ def save_figure(fig, plt, path: str | Path) -> Path:
     return path
 
 
+def read_results(out_dir: str | Path) -> List[Row]:
+    """Every row of `<out_dir>/results/*.json` (what the evaluation tasks wrote there)."""
+    rows: List[Row] = []
+    for path in sorted((Path(out_dir) / "results").glob("*.json")):
+        rows += read_rows(path)
+    return rows
+
+
+def write_numbers_csv(path: Path, head: Sequence[str], columns: Sequence[str],
+                      lines: Iterable[tuple]) -> Path:
+    """A CSV of `head` + `columns`; each of `lines` is (leading fields, {column: value or
+    None}); values in percent with 4 decimals, blank where not evaluated."""
+    with names_file(path), path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*head, *columns])
+        for fields_, cells in lines:
+            writer.writerow([*fields_, *("" if cells[c] is None else f"{cells[c]:.4f}"
+                                         for c in columns)])
+    return path
+
+
 def write_report(out_dir: str | Path, name: str = "this model",
                  num_classes: Optional[int] = None) -> Path:
     """Collect `<out>/results/*.json`; write `<out>/table9.md`, `<out>/imagenet_c_ce.md` (Table 15
@@ -394,9 +429,7 @@ def write_report(out_dir: str | Path, name: str = "this model",
     with `write_rows(rows, <out>/results, <task>)`.
     """
     out_dir = Path(out_dir)
-    rows: List[Row] = []
-    for path in sorted((out_dir / "results").glob("*.json")):
-        rows += read_rows(path)
+    rows = read_results(out_dir)
     table = out_dir / "table9.md"
     with names_file(table):
         table.write_text(table9_markdown(rows, name, num_classes))

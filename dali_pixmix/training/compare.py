@@ -11,7 +11,6 @@ comparison is `<out>/comparison.md` / `.csv` (the paper's Table 9 columns) and
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,7 +20,9 @@ from dali_pixmix.evaluation.report import (
     TABLE9_COLUMNS,
     Row,
     bar_charts,
+    partial_value,
     summary_value,
+    write_numbers_csv,
     write_report,
     write_rows,
 )
@@ -80,11 +81,9 @@ def table_cells(rows: Sequence[Row]) -> Dict[str, Optional[float]]:
     cells = {}
     for column in COLUMNS:
         task, metric = SOURCES.get(column, (None, None))
-        hit = summary_value(rows, task, metric) if task else None
-        if hit is None and task == "imagenet_c":  # a partial set: "partial: 5 of 15"
-            hits = [r for r in rows if r.task == task and r.metric == metric
-                    and r.severity is None]
-            hit = hits[-1] if hits else None
+        # the generated corruption set is a partial ImageNet-C ("partial: 5 of 15")
+        hit = (summary_value(rows, task, metric) or partial_value(rows, task, metric)) \
+            if task else None
         cells[column] = None if hit is None else hit.value
     return cells
 
@@ -116,13 +115,9 @@ def comparison_markdown(results: Dict[str, Dict[str, Optional[float]]], note: st
 
 
 def write_csv(results: Dict[str, Dict[str, Optional[float]]], path: Path) -> Path:
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["method", "title", *COLUMNS])
-        for name, cells in results.items():
-            writer.writerow([name, METHODS[name].title,
-                             *("" if cells[c] is None else f"{cells[c]:.4f}" for c in COLUMNS)])
-    return path
+    return write_numbers_csv(path, ["method", "title"], COLUMNS,
+                             (([name, METHODS[name].title], cells)
+                              for name, cells in results.items()))
 
 
 def plot_comparison(results: Dict[str, Dict[str, Optional[float]]], path: Path,
