@@ -132,7 +132,7 @@ def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
     progress(f"{position} {name}: running (limit {limit:.0f} s)")
     result = {"name": name, **run_isolated(call_check, {"func": func, "s": s}, timeout=limit,
                                            log_path=logs / f"{name}.log", verbose=args.verbose)}
-    if limit < s.limit(name) and result.get("detail", "").startswith("timed out"):
+    if result.pop("timed_out", False) and limit < s.limit(name):
         result.update(status="skip", detail=f"not finished: the time budget ({s.budget_s:.0f} s)"
                                             " ran out; raise --budget")
     progress(f"{position} {name}: {result['status']} ({result['seconds']:.1f} s) "

@@ -108,7 +108,8 @@ def _death(exitcode: Optional[int]) -> str:
 
 def run_isolated(func: Callable[..., Result], kwargs: dict, *, timeout: float, log_path: Path,
                  verbose: bool = False) -> Result:
-    """`func(**kwargs)` in a forked child with `timeout` seconds; adds `seconds` to the result."""
+    """`func(**kwargs)` in a forked child with `timeout` seconds; adds `seconds` to the result
+    (and `timed_out: True` when the limit stopped it)."""
     result_path = log_path.with_suffix(".result.json")
     result_path.unlink(missing_ok=True)
     sys.stdout.flush()  # the child must not inherit (and later repeat) unwritten output
@@ -128,7 +129,8 @@ def run_isolated(func: Callable[..., Result], kwargs: dict, *, timeout: float, l
     timed_out = proc.is_alive()
     _end_group(proc)  # also ends helpers the check left behind
     if timed_out:
-        result = {"status": "fail", "detail": f"timed out after {timeout:.0f} s (stopped)"}
+        result = {"status": "fail", "detail": f"timed out after {timeout:.0f} s (stopped)",
+                  "timed_out": True}
     elif result_path.is_file():
         result = json.loads(result_path.read_text())
         result_path.unlink()
