@@ -118,14 +118,21 @@ def unpack(buf: torch.Tensor, shape: Shape) -> dict:
 # ----------------------------------------------------------------------------- sizes
 
 def family_index(ops) -> torch.Tensor:
-    """int64 ``[len(ops)]``: the family of each op of the op list."""
+    """int64 ``[len(ops)]``: the family of each op of the op list (made once per op list;
+    read only)."""
+    return _family_index(tuple(ops))
+
+
+@functools.lru_cache(maxsize=8)
+def _family_index(ops: tuple) -> torch.Tensor:
     family = {name: f for f, (_, names) in enumerate(FAMILIES) for name in names}
     return torch.tensor([family[name] for name in ops], dtype=torch.int64)
 
 
-def needs(plan, ops) -> tuple:
-    """``(family_rows, round_rows)`` that ``plan`` needs exactly."""
-    jobs = _collect_jobs(plan)
+def needs(plan, ops, jobs=None) -> tuple:
+    """``(family_rows, round_rows)`` that ``plan`` needs exactly (``jobs``: its
+    ``_collect_jobs``, when the caller has them)."""
+    jobs = _collect_jobs(plan) if jobs is None else jobs
     per_family = torch.bincount(family_index(ops)[jobs.op], minlength=len(FAMILIES))
     k = plan.multiply.shape[0]
     with_rounds = torch.bincount(plan.rounds, minlength=k + 1)  # samples with exactly r rounds
@@ -164,10 +171,11 @@ def fits(need: tuple, rows: tuple) -> bool:
 
 # ----------------------------------------------------------------------------- values
 
-def plan_arrays(plan, ops, shape: Shape, output=None) -> dict:
+def plan_arrays(plan, ops, shape: Shape, output=None, jobs=None) -> dict:
     """Every array of ``fields(shape)`` for ``plan`` (host tensors); ``plan`` must fit
-    ``shape`` (see ``needs`` / ``fits``). ``output``: a ``Normalized`` format, or None."""
-    jobs = _collect_jobs(plan)
+    ``shape`` (see ``needs`` / ``fits``). ``output``: a ``Normalized`` format, or None;
+    ``jobs``: the plan's ``_collect_jobs``, when the caller has them."""
+    jobs = _collect_jobs(plan) if jobs is None else jobs
     params = _job_params(plan, jobs, ops, shape.height, shape.width)
     values = {}
     rows = augmentation_arrays(jobs.op, ops, params, jobs.sample, shape, values)

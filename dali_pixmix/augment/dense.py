@@ -43,6 +43,7 @@ from dali_pixmix.augment._dense_plan import (
     unpack,
 )
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
+from dali_pixmix.augment.pixmix import _collect_jobs
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
@@ -52,15 +53,17 @@ def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool =
     ``cuda_graph``: on CUDA, replay a graph captured for this batch shape (sized by
     ``capacities``); a plan that does not fit it (about 1 batch in 10,000) runs eagerly."""
     n, h, w, _ = images.shape
-    need = needs(plan, ops)
+    jobs = _collect_jobs(plan)  # once: both the sizes and the arrays read them
+    need = needs(plan, ops, jobs)
     rows = capacities(n, plan.multiply.shape[0], ops) if cuda_graph and n else None
     if rows is not None and fits(need, rows):
         runner = graph_runner(run, images.device, Shape(n, h, w, *rows), output)
         if runner is not None:
-            return runner(images, mixing_pics, plan_arrays(plan, ops, runner.shape, output))
+            return runner(images, mixing_pics,
+                          plan_arrays(plan, ops, runner.shape, output, jobs))
     shape = Shape(n, h, w, *need)
     table = image_table(images, mixing_pics, shape)
-    buf = device_buffer(plan_arrays(plan, ops, shape, output), shape, images.device)
+    buf = device_buffer(plan_arrays(plan, ops, shape, output, jobs), shape, images.device)
     return run(table, buf, shape, output)
 
 
