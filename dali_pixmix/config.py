@@ -258,15 +258,11 @@ def _resolve_legacy(cfg: Config, seen: Dict[str, tuple]) -> None:
 
 
 def apply_dict(cfg: Config, data: Dict[str, Any], source: str,
-               seen: Optional[Dict[str, tuple]] = None) -> Config:
-    """Write a nested {section: {key: value}} mapping into `cfg` with type checks.
-
-    `seen` collects the keys set (see `_set_field`); without it, a legacy key in `data` is
-    resolved at once."""
+               seen: Dict[str, tuple]) -> Config:
+    """Write a nested {section: {key: value}} mapping into `cfg` with type checks; `seen`
+    collects the keys set (see `_set_field`; `load_config` resolves legacy keys from it)."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    standalone = seen is None
-    seen = {} if standalone else seen
     for section, values in data.items():
         if values is None or section in (PROVENANCE_SECTION, EXTENDS_KEY):
             continue  # a record of the past run / read by `recipe_chain`
@@ -274,8 +270,6 @@ def apply_dict(cfg: Config, data: Dict[str, Any], source: str,
             raise ValueError(f"{source}: section '{section}' must be a mapping of keys")
         for key, value in values.items():
             _set_field(cfg, f"{section}.{key}", value, source, seen)
-    if standalone:
-        _resolve_legacy(cfg, seen)
     return cfg
 
 
