@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.data.checks import PipelineError  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 from dali_pixmix.oserrors import os_error_line  # noqa: E402
@@ -62,6 +63,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PipelineError as err:  # DALI failed and no file is at fault
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # an unwritable --out folder, a full disk
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1

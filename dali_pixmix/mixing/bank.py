@@ -236,23 +236,13 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
                 out[done:done + len(images)] = images.to(device)
                 done += len(images)
                 bar.update(len(images))
-    except RuntimeError as err:
-        raise ValueError(undecodable_message(files, err)) from err
+    except RuntimeError as err:  # the failing batch is the next one or one DALI prefetched
+        from dali_pixmix.data.checks import decode_failure
+
+        raise decode_failure(err, files[done:done + 3 * batch_size], "mixing picture") from None
     if done != len(files):
         raise RuntimeError(f"decoded {done} of {len(files)} mixing pictures")
     return out
-
-
-def undecodable_message(files: Sequence[str], err: Exception) -> str:
-    """Name the first file PIL cannot decode either (DALI's error does not say which)."""
-    from dali_pixmix.data.images import find_broken_images
-
-    broken = find_broken_images([Path(f) for f in files], progress=False)
-    if broken:
-        return (f"cannot decode mixing picture {broken[0]} ({len(broken)} broken file(s) in "
-                "total); remove or replace it")
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"DALI failed to decode the mixing pictures: {first_line}"
 
 
 def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):

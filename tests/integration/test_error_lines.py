@@ -139,6 +139,20 @@ def test_eval_argument_errors_are_one_line(tiny_imagenet, checkpoint, tmp_path, 
     assert "--crop 36 is larger than --resize 32" in error_line(capsys.readouterr().err)
 
 
+def test_a_mixing_picture_dali_cannot_decode_is_named(tmp_path):
+    """A header that parses but pixels that do not: DALI fails mid-bank, and the error names
+    the file (found among the batches in flight), not a whole-set PIL search."""
+    from dali_pixmix.mixing.bank import load_or_build_bank
+
+    (tmp_path / "pictures").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(
+            tmp_path / "pictures" / f"ok_{i}.png")
+    cut_after_header(tmp_path / "pictures" / "ok_3_cut.jpg")
+    with pytest.raises(UnreadableImageError, match="cannot decode mixing picture .*ok_3_cut.jpg"):
+        load_or_build_bank(tmp_path / "pictures", size=32)
+
+
 def test_mixing_bank_errors_name_the_file(tmp_path, capsys):
     from dali_pixmix.mixing.bank import load_or_build_bank
 
