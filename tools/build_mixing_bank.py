@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.data.checks import PipelineError  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
+from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
-from dali_pixmix.oserrors import os_error_line  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,25 +49,20 @@ def build(args: argparse.Namespace) -> MixingBank:
 
 
 def main(argv=None) -> int:
+    """Bad input: one error line and exit status 2; a DALI or file-system failure: 1."""
+    return run_cli(build_and_save, argv)
+
+
+def build_and_save(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    try:
-        if not args.out.endswith(".npy"):
-            raise ValueError(f"--out {args.out} must end with .npy")
-        if args.size < 1 or args.batch_size < 1 or args.num_threads < 1:
-            raise ValueError(f"--size, --batch-size and --num-threads must be positive, got "
-                             f"{args.size}, {args.batch_size}, {args.num_threads}")
-        bank = build(args)
-        out = bank.save(args.out)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except PipelineError as err:  # DALI failed and no file is at fault
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # an unwritable --out folder, a full disk
-        print(f"error: {os_error_line(err)}", file=sys.stderr)
-        return 1
+    if not args.out.endswith(".npy"):
+        raise ValueError(f"--out {args.out} must end with .npy")
+    if args.size < 1 or args.batch_size < 1 or args.num_threads < 1:
+        raise ValueError(f"--size, --batch-size and --num-threads must be positive, got "
+                         f"{args.size}, {args.batch_size}, {args.num_threads}")
+    bank = build(args)
+    out = bank.save(args.out)
     megabytes = out.stat().st_size / 2**20
     print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
           f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")
