@@ -32,17 +32,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Bad input: one error line and exit status 2; a training run that failed or stopped: 1."""
+    from dali_pixmix.evaluation.cli import run_cli
+
+    return run_cli(compare_all, argv, failures=(RuntimeError,))
+
+
+def compare_all(argv=None) -> int:
     args = parse_args(argv)
     from dali_pixmix.training.compare import compare
 
-    try:
-        paths = compare(args.recipe, args.out, args.methods, args.overrides)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:  # a training run failed or stopped
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    paths = compare(args.recipe, args.out, args.methods, args.overrides)
     print(Path(paths[0]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from dali_pixmix.distributed import pick_device  # noqa: E402
+from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
 from dali_pixmix.mixing.preview import write_contact_sheet  # noqa: E402
 
@@ -95,14 +96,15 @@ def fmt(value) -> str:
 
 
 def main(argv=None) -> int:
+    """Bad input: one error line and exit status 2; a file-system failure: 1."""
+    return run_cli(render, argv)
+
+
+def render(argv=None) -> int:
     parser, args = parse_args(argv)
     check_args(parser, args)
     start = time.perf_counter()
-    try:
-        summary = run(args)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = run(args)
     print(f"fvis: {summary['pictures']} pictures of {args.size} px in {args.out} "
           f"({time.perf_counter() - start:.1f} s); median target activation "
           f"{fmt(summary['median_ratio_noise'])} noise, {fmt(summary['median_ratio_fractal'])} "

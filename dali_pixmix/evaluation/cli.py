@@ -98,10 +98,11 @@ def parse_named_paths(items: Sequence[str]) -> dict:
     return sets
 
 
-def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
+def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None,
+            failures: tuple = ()) -> int:
     """Call `main`; bad input becomes one `error: ...` line and exit status 2; a failing file
-    system (full disk, unwritable --out) or a DALI failure no file explains, one line and exit
-    status 1."""
+    system (full disk, unwritable --out), a DALI failure no file explains or one of the
+    caller's `failures` (e.g. a training run that stopped), one line and exit status 1."""
     from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
 
@@ -110,7 +111,7 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except PipelineError as err:
+    except (PipelineError, *failures) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:
