@@ -103,16 +103,19 @@ def write_corruption_set(val_root: str | Path, out: str | Path, resize: int, cro
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return out
     classes, files, labels = class_images(val_root)
-    jobs = [(c, s, i) for c in corruptions for s in range(1, 6) for i in range(len(files))]
-    cache = {}
-    for corruption, severity, i in tqdm(jobs, desc="corruption set", disable=not progress,
-                                        unit="img"):
-        if i not in cache:
-            cache[i] = _prepared(files[i], resize, crop)
-        rng = np.random.default_rng([seed, CORRUPTIONS.index(corruption), severity, i])
-        folder = out / corruption / str(severity) / classes[labels[i]]
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = corrupt(cache[i], corruption, severity, rng)
-        Image.fromarray(pixels).save(folder / f"{i:06d}_{Path(files[i]).stem}.png")
+    cells = [(c, s) for c in corruptions for s in range(1, 6)]
+    for corruption, severity in cells:  # every folder once, before the pictures
+        for name in set(classes[label] for label in labels):
+            (out / corruption / str(severity) / name).mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(cells) * len(files), desc="corruption set", disable=not progress,
+              unit="img") as bar:
+        for i, path in enumerate(files):  # each picture prepared once, for all its cells
+            picture = _prepared(path, resize, crop)
+            for corruption, severity in cells:
+                rng = np.random.default_rng([seed, CORRUPTIONS.index(corruption), severity, i])
+                pixels = corrupt(picture, corruption, severity, rng)
+                folder = out / corruption / str(severity) / classes[labels[i]]
+                Image.fromarray(pixels).save(folder / f"{i:06d}_{Path(path).stem}.png")
+                bar.update()
     marker.write_text(json.dumps(params, indent=1))
     return out
