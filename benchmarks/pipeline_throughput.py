@@ -34,7 +34,7 @@ from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
 from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from dali_pixmix.data.images import scan_images  # noqa: E402
+from dali_pixmix.data.images import class_names, scan_images  # noqa: E402
 from dali_pixmix.data.loaders import make_train_loader  # noqa: E402
 from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
@@ -164,7 +164,7 @@ def chosen_methods(args) -> list:
 def build_sources(args, train_root, mixing, device, methods) -> dict:
     """{name: (batches, untimed batches to drain)} of (a), each (b) and (c)."""
     bank = MixingBank.from_folder(mixing, size=256, device=device)
-    classes = len([p for p in Path(train_root).iterdir() if p.is_dir()])
+    classes = len(class_names(train_root))  # the loaders' own rule (no hidden folders)
     dali_drain = 3  # DALI's prefetch queue (2) + the batch in flight
     sources = {"a_dali": (dali_batches(args, train_root, device, bank, "baseline", classes),
                           dali_drain)}

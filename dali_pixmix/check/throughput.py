@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from dali_pixmix.check import fixtures
 from dali_pixmix.check.harness import require
 from dali_pixmix.check.settings import Settings
-from dali_pixmix.precision import autocast, eval_amp_dtype
+from dali_pixmix.precision import autocast, eval_amp_dtype, precision_name
 
 
 # ----------------------------------------------------------------------------- timing helpers
@@ -345,7 +345,7 @@ def train_step(s: Settings) -> Dict:
         for name, batches in sources.items():
             best[name] = max(best[name], timed_steps(step, batches, s.train_steps,
                                                      s.train_warmup, device))
-    precision = str(amp).replace("torch.", "") if amp else "float32"
+    precision = precision_name(amp)
     return measurement(s, best["dali"], best["synthetic"], "synthetic batches on the device",
                        Goal(min_ratio=0.9),
                        f"{s.arch} {precision}, batch {s.batch} x {s.crop} px, "
