@@ -116,11 +116,10 @@ def count_ops(torch, pixmix, batch, mixing, settings, gen) -> dict:
 def dense_sequence(torch, batch, mixing, settings) -> int:
     """Kernels of the dense strategy's device sequence alone (``dense.run``, without the
     plan's host-side work), for one plan."""
-    from dali_pixmix.augment import dense
     from dali_pixmix.augment import ops as A
-    from dali_pixmix.augment._dense_plan import Shape, needs, plan_arrays
     from dali_pixmix.augment.op_log import OpLog
-    from dali_pixmix.augment.pixmix import draw_plan
+    from dali_pixmix.augment.pixmix import dense, draw_plan
+    from dali_pixmix.augment.pixmix._dense_plan import Shape, needs, plan_arrays
 
     ops = A.ALL_OPS if settings["all_ops"] else A.OPS
     n, h, w, _ = batch.shape

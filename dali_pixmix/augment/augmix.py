@@ -30,7 +30,7 @@ from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
-from dali_pixmix.augment.pixmix import (
+from dali_pixmix.augment.pixmix.grouped import (
     _pick_strategy,
     augment_rows,
     empty_output,
@@ -81,7 +81,7 @@ def _augment(rows_u8, op, level, negate, ops, strategy: str) -> torch.Tensor:
     """Row j augmented by ``ops[op[j]]`` at ``level[j]``: grouped or dense op machinery."""
     _, h, w, _ = rows_u8.shape
     if strategy == "dense":
-        from dali_pixmix.augment.dense import apply_ops
+        from dali_pixmix.augment.pixmix.dense import apply_ops
 
         return apply_ops(rows_u8, op, op_param_values(op, level, negate, ops, h, w), ops)
     return augment_rows(rows_u8, torch.arange(op.numel()), op, level, negate, ops)

@@ -9,10 +9,9 @@ import pytest
 import torch
 from scenes import scenes
 
-from dali_pixmix.augment import dense
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment import pil_oracle as R
-from dali_pixmix.augment.pixmix import Normalized, pixmix
+from dali_pixmix.augment.pixmix import Normalized, dense, pixmix
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from scenes import scene
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment.dense import apply_ops
+from dali_pixmix.augment.pixmix.dense import apply_ops
 
 pytestmark = pytest.mark.unit
 

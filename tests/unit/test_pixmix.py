@@ -191,7 +191,7 @@ def test_mixing_maths_by_hand():
 def grouped_rounds(start_u8, partners_u8, a, b, multiply):
     """Mixing rounds by the grouped strategy's production code (``_mix_in_place``, which runs
     on runs of samples sharing an op: here one sample at a time)."""
-    from dali_pixmix.augment.pixmix import _mix_in_place, _Scratch
+    from dali_pixmix.augment.pixmix.grouped import _mix_in_place, _Scratch
 
     mixed = torch.div(start_u8, 255.0)  # as _execute scales the start images
     scratch = _Scratch.for_chunk(start_u8.shape[0], start_u8)
@@ -205,8 +205,8 @@ def grouped_rounds(start_u8, partners_u8, a, b, multiply):
 def dense_rounds(start_u8, partners_u8, a, b, multiply):
     """The same rounds by the dense strategy's production code (``dense.mix``), every sample
     doing every round."""
-    from dali_pixmix.augment._dense_plan import Shape
-    from dali_pixmix.augment.dense import mix
+    from dali_pixmix.augment.pixmix._dense_plan import Shape
+    from dali_pixmix.augment.pixmix.dense import mix
 
     m, h, w, _ = start_u8.shape
     k = len(partners_u8)

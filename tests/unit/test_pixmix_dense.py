@@ -5,10 +5,11 @@ import pytest
 import torch
 from scenes import scenes
 
-from dali_pixmix.augment import dense
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._dense_plan import (
+from dali_pixmix.augment.op_log import OpLog
+from dali_pixmix.augment.pixmix import dense
+from dali_pixmix.augment.pixmix._dense_plan import (
     Shape,
     _job_params,
     augmentation_arrays,
@@ -20,8 +21,7 @@ from dali_pixmix.augment._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment.op_log import OpLog
-from dali_pixmix.augment.pixmix import (
+from dali_pixmix.augment.pixmix.grouped import (
     Normalized,
     _collect_jobs,
     _run_augmentations,

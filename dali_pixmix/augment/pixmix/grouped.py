@@ -572,7 +572,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     plan_device = generator.device if generator is not None else images.device
     plan = draw_plan(n, k, beta, severity, len(ops), generator, plan_device, partner_aug_prob)
     if _pick_strategy(strategy, images, cuda_graph) == "dense":
-        from dali_pixmix.augment.dense import pixmix_dense  # dense.py builds on this module
+        from dali_pixmix.augment.pixmix.dense import pixmix_dense  # dense.py builds on this module
 
         out = pixmix_dense(images, mixing_pics, plan, ops, output, cuda_graph)
     else:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._dense_plan import LUT_CODES
 from dali_pixmix.augment._rows import take_rows
+from dali_pixmix.augment.pixmix._dense_plan import LUT_CODES
 
 _PAD = 2  # edge-replicated border: covers taps of pixels whose floor is off by one at an edge
 

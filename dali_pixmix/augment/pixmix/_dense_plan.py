@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment.pixmix import _collect_jobs, op_param_values
+from dali_pixmix.augment.pixmix.grouped import _collect_jobs, op_param_values
 
 FAMILIES = (
     ("geometric", ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")),

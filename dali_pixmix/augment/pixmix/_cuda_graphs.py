@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from dali_pixmix.augment._dense_plan import Shape, buffer_size, pack
+from dali_pixmix.augment.pixmix._dense_plan import Shape, buffer_size, pack
 
 _MAX_RUNNERS = 8
 _RUNNERS: dict = {}

@@ -28,9 +28,10 @@ from __future__ import annotations
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._cuda_graphs import graph_runner
-from dali_pixmix.augment._dense_ops import augment_all, offset_index
-from dali_pixmix.augment._dense_plan import (
+from dali_pixmix.augment._rows import put_rows, take_rows, to_device
+from dali_pixmix.augment.pixmix._cuda_graphs import graph_runner
+from dali_pixmix.augment.pixmix._dense_ops import augment_all, offset_index
+from dali_pixmix.augment.pixmix._dense_plan import (
     FAMILIES,
     Shape,
     augmentation_arrays,
@@ -42,8 +43,7 @@ from dali_pixmix.augment._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment._rows import put_rows, take_rows, to_device
-from dali_pixmix.augment.pixmix import _collect_jobs
+from dali_pixmix.augment.pixmix.grouped import _collect_jobs
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
