@@ -30,13 +30,10 @@ from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
-from dali_pixmix.augment.pixmix.grouped import (
-    _pick_strategy,
-    augment_rows,
-    empty_output,
-    op_param_values,
-    op_params,
-)
+from dali_pixmix.augment.pixmix.api import pick_strategy
+from dali_pixmix.augment.pixmix.grouped import augment_rows
+from dali_pixmix.augment.pixmix.output import empty_output
+from dali_pixmix.augment.pixmix.plan import op_param_values, op_params
 
 RANDOM_DEPTH = (1, 3)  # depth -1: uniform on 1..3 ops per chain
 
@@ -167,7 +164,7 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     n, h, w, _ = images.shape
     plan_device = generator.device if generator is not None else images.device
     plan = draw_augmix_plan(n, width, depth, severity, alpha, len(ops), generator, plan_device)
-    out = _execute_parts(images, plan, ops, _pick_strategy(strategy, images, False),
+    out = _execute_parts(images, plan, ops, pick_strategy(strategy, images, False),
                          host_workers or torch.get_num_threads(), output)
     return (out, trace_of(plan, ops, h, w)) if trace else out
 

@@ -8,7 +8,7 @@ from scenes import scenes
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
 from dali_pixmix.augment.op_log import OpLog
-from dali_pixmix.augment.pixmix import dense
+from dali_pixmix.augment.pixmix import Normalized, dense, draw_plan, pixmix
 from dali_pixmix.augment.pixmix._dense_plan import (
     Shape,
     _job_params,
@@ -21,13 +21,8 @@ from dali_pixmix.augment.pixmix._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment.pixmix.grouped import (
-    Normalized,
-    _collect_jobs,
-    _run_augmentations,
-    draw_plan,
-    pixmix,
-)
+from dali_pixmix.augment.pixmix.grouped import _run_augmentations
+from dali_pixmix.augment.pixmix.plan import collect_jobs
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +74,7 @@ def test_dense_augmentations_equal_the_grouped_ones_on_the_same_plan():
     images, _ = batch(40, 3, 30, 34)
     n, h, w, _ = images.shape
     plan = draw_plan(n, 4, 4.0, 10, 13, torch.Generator().manual_seed(3), "cpu")
-    jobs = _collect_jobs(plan)
+    jobs = collect_jobs(plan)
     grouped = _run_augmentations(images, plan, jobs, A.ALL_OPS)
     table, buf, shape = dense_inputs(images, images, plan)
     dense.augment_all(table, unpack(buf, shape), shape)

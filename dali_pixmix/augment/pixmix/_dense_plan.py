@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment.pixmix.grouped import _collect_jobs, op_param_values
+from dali_pixmix.augment.pixmix.plan import collect_jobs, op_param_values
 
 FAMILIES = (
     ("geometric", ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")),
@@ -131,8 +131,8 @@ def _family_index(ops: tuple) -> torch.Tensor:
 
 def needs(plan, ops, jobs=None) -> tuple:
     """``(family_rows, round_rows)`` that ``plan`` needs exactly (``jobs``: its
-    ``_collect_jobs``, when the caller has them)."""
-    jobs = _collect_jobs(plan) if jobs is None else jobs
+    ``collect_jobs``, when the caller has them)."""
+    jobs = collect_jobs(plan) if jobs is None else jobs
     per_family = torch.bincount(family_index(ops)[jobs.op], minlength=len(FAMILIES))
     k = plan.multiply.shape[0]
     with_rounds = torch.bincount(plan.rounds, minlength=k + 1)  # samples with exactly r rounds
@@ -174,8 +174,8 @@ def fits(need: tuple, rows: tuple) -> bool:
 def plan_arrays(plan, ops, shape: Shape, output=None, jobs=None) -> dict:
     """Every array of ``fields(shape)`` for ``plan`` (host tensors); ``plan`` must fit
     ``shape`` (see ``needs`` / ``fits``). ``output``: a ``Normalized`` format, or None;
-    ``jobs``: the plan's ``_collect_jobs``, when the caller has them."""
-    jobs = _collect_jobs(plan) if jobs is None else jobs
+    ``jobs``: the plan's ``collect_jobs``, when the caller has them."""
+    jobs = collect_jobs(plan) if jobs is None else jobs
     params = _job_params(plan, jobs, ops, shape.height, shape.width)
     values = {}
     rows = augmentation_arrays(jobs.op, ops, params, jobs.sample, shape, values)

@@ -43,7 +43,7 @@ from dali_pixmix.augment.pixmix._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment.pixmix.grouped import _collect_jobs
+from dali_pixmix.augment.pixmix.plan import collect_jobs
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
@@ -53,7 +53,7 @@ def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool =
     ``cuda_graph``: on CUDA, replay a graph captured for this batch shape (sized by
     ``capacities``); a plan that does not fit it (about 1 batch in 10,000) runs eagerly."""
     n, h, w, _ = images.shape
-    jobs = _collect_jobs(plan)  # once: both the sizes and the arrays read them
+    jobs = collect_jobs(plan)  # once: both the sizes and the arrays read them
     need = needs(plan, ops, jobs)
     rows = capacities(n, plan.multiply.shape[0], ops) if cuda_graph and n else None
     if rows is not None and fits(need, rows):
