@@ -61,9 +61,9 @@ def prepare_data(args, workdir: Path):
 
 def build_sources(args, dist, data, mixing, classes, channels_last):
     """The three batch sources: synthetic tensors, DALI without and with PixMix."""
-    from dali_pixmix.data.loaders import make_train_loader
-    from dali_pixmix.data.stage import PixMixStage
     from dali_pixmix.mixing.bank import load_or_build_bank
+    from dali_pixmix.pipelines.loaders import make_train_loader
+    from dali_pixmix.pipelines.stage import PixMixStage
 
     bank = load_or_build_bank(mixing, args.bank_cache, size=args.bank_size or args.crop + 32,
                               device=dist.device, num_threads=args.num_threads)

@@ -43,7 +43,7 @@ def decode_with_dali(files: List[Path], gpu: bool, threads: int) -> List[np.ndar
     """Every file decoded to uint8 RGB by the package's decoder settings, in order."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from dali_pixmix.data.graphs import decoder_args
+    from dali_pixmix.pipelines.graphs import decoder_args
 
     @pipeline_def(batch_size=len(files), num_threads=threads, device_id=0 if gpu else None)
     def decode():
@@ -102,8 +102,8 @@ def _expect_batch(images, labels, *, device, batch, crop, dtype, channels_last) 
 
 
 def _pipeline_outputs(s: Settings) -> str:
-    from dali_pixmix.data.graphs import train_pipeline
-    from dali_pixmix.data.loaders import DaliLoader
+    from dali_pixmix.pipelines.graphs import train_pipeline
+    from dali_pixmix.pipelines.loaders import DaliLoader
 
     device = _device(s)
     bank = fixtures.mixing_bank(s, str(device))
@@ -262,7 +262,7 @@ def run_checked_stage(s: Settings, stage, device_id: Optional[int], runs: int,
                       set_mode: Optional[Callable] = None) -> Dict:
     """Run the training pipeline `runs` times with `stage` wrapped in a `SyncCheckedStage`;
     returns its report: calls, device and the first synchronisation error, if any."""
-    from dali_pixmix.data.graphs import train_pipeline as build
+    from dali_pixmix.pipelines.graphs import train_pipeline as build
 
     files, labels = fixtures.training_files(s, 2 * s.check_batch)
     report: Dict = {}

@@ -74,7 +74,7 @@ class Settings:
 
     def pixmix_stage(self, bank):
         """The PixMix stage the checks build: this machine's crop, the chosen execution."""
-        from dali_pixmix.data.stage import PixMixStage
+        from dali_pixmix.pipelines.stage import PixMixStage
 
         return PixMixStage(bank, crop=self.crop, strategy=self.pixmix_strategy,
                            cuda_graph=self.pixmix_cuda_graph and self.on_cuda)

@@ -261,8 +261,8 @@ def pixmix_stage(s: Settings) -> Dict:
 def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_graph: bool) -> float:
     """images/s of `PixMixStage.apply` with this strategy, in the pipeline's output format."""
     from dali_pixmix.augment.pixmix import Normalized
-    from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
-    from dali_pixmix.data.stage import PixMixStage
+    from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD
+    from dali_pixmix.pipelines.stage import PixMixStage
 
     stage = PixMixStage(bank, crop=s.crop, strategy=strategy, cuda_graph=cuda_graph)
     # the pipeline's output format (no DALI needed to time the stage)
@@ -278,8 +278,8 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
     the run's data order) over `files`, on `device`."""
     import os
 
-    from dali_pixmix.data.loaders import make_train_loader
     from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.pipelines.loaders import make_train_loader
 
     root = os.path.commonpath([os.path.dirname(f) for f in files])
     samples = [(os.path.relpath(f, root), int(label)) for f, label in zip(files, labels)]

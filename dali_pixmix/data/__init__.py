@@ -1,2 +1,4 @@
-"""Getting pictures into the model: image discovery, DALI file lists, DALI graphs, the PixMix
-stage of the training graph, and the PyTorch-facing loaders."""
+"""Finding, checking and decoding pictures, the bottom of the data side: image discovery, DALI
+file lists, header checks and naming undecodable files, the decoder settings, ImageNet
+normalisation, and the generated demo dataset. The mixing bank (`mixing/`) and the pipelines
+(`pipelines/`) build on it."""

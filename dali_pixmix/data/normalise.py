@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD
 
 
 def normalise_imagenet(images: torch.Tensor, scale: float = 1.0,

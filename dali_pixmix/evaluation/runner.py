@@ -243,7 +243,7 @@ class Evaluator:
                what: str = "image"):
         """This rank's evaluation loader over `files` with the evaluator's preprocessing, dtype
         and memory format (what `infer` reads; headers are not checked here)."""
-        from dali_pixmix.data.loaders import make_eval_loader
+        from dali_pixmix.pipelines.loaders import make_eval_loader
 
         return make_eval_loader(files=list(files), labels=np.asarray(labels).tolist(),
                                 what=what, batch_size=self.rank_batch_size, dist=self.dist,

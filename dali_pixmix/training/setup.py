@@ -125,7 +125,7 @@ def open_train_loader(run: Run):
     DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
     ops' state saved in its checkpoint when that state fits this run, else says why not."""
     from dali_pixmix.augment.methods import method
-    from dali_pixmix.data.loaders import LoaderStateError, make_train_loader
+    from dali_pixmix.pipelines.loaders import LoaderStateError, make_train_loader
     from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
@@ -276,7 +276,7 @@ def start(run: Run, state: Optional[Dict]) -> None:
     """Size the schedule from the loader length, then restore `state` (a checkpoint chosen by
     `training.resume.starting_state`) when there is one."""
     cfg = run.cfg
-    from dali_pixmix.data.loaders import train_steps_per_epoch
+    from dali_pixmix.pipelines.loaders import train_steps_per_epoch
 
     batch = per_rank_batch(cfg.train.batch_size, run.dist.world_size)
     run.steps_per_epoch = train_steps_per_epoch(len(run.samples), run.dist.world_size, batch)

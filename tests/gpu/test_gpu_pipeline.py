@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from dali_pixmix.data.loaders import make_eval_loader, make_train_loader
-from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.pipelines.loaders import make_eval_loader, make_train_loader
+from dali_pixmix.pipelines.stage import PixMixStage
 
 pytestmark = pytest.mark.gpu
 

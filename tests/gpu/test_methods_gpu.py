@@ -13,9 +13,9 @@ from dali_pixmix.augment.label_mixing import mix_batch
 from dali_pixmix.augment.methods import METHOD_NAMES
 from dali_pixmix.augment.pixmix import Normalized
 from dali_pixmix.config import load_config
-from dali_pixmix.data.loaders import make_train_loader
-from dali_pixmix.data.stage import AugMixStage, CutoutStage, PixMixStage
 from dali_pixmix.distributed import DistInfo
+from dali_pixmix.pipelines.loaders import make_train_loader
+from dali_pixmix.pipelines.stage import AugMixStage, CutoutStage, PixMixStage
 from dali_pixmix.training.loop import train
 
 pytestmark = pytest.mark.gpu

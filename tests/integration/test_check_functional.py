@@ -8,7 +8,7 @@ from PIL import Image
 from dali_pixmix.check import fixtures, functional
 from dali_pixmix.check.harness import Failed
 from dali_pixmix.check.settings import for_machine
-from dali_pixmix.data.stage import PixMixStage
+from dali_pixmix.pipelines.stage import PixMixStage
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import torch
 from broken_images import random_bytes
 
 from dali_pixmix.data.checks import UnreadableImageError
-from dali_pixmix.data.loaders import LoaderStateError, make_eval_loader, make_train_loader
-from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.pipelines.loaders import LoaderStateError, make_eval_loader, make_train_loader
+from dali_pixmix.pipelines.stage import PixMixStage
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 
 from dali_pixmix.data.file_lists import write_file_list
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
-from dali_pixmix.data.stage import PixMixStage
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from dali_pixmix.pipelines.stage import PixMixStage
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ import torch
 
 from dali_pixmix.augment.methods import METHOD_NAMES, METHODS, method
 from dali_pixmix.config import load_config
-from dali_pixmix.data.stage import AugMixStage, CutoutStage, PixMixStage
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.pipelines.stage import AugMixStage, CutoutStage, PixMixStage
 from dali_pixmix.training.methods import (
     batch_generator,
     label_mixing,

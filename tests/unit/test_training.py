@@ -5,8 +5,8 @@ import torch
 from sklearn.metrics import top_k_accuracy_score
 
 from dali_pixmix.config import load_config
-from dali_pixmix.data.loaders import epoch_order, train_steps_per_epoch
 from dali_pixmix.evaluation.runner import batch_predictions
+from dali_pixmix.pipelines.loaders import epoch_order, train_steps_per_epoch
 from dali_pixmix.training.loop import validation_metrics
 from dali_pixmix.training.setup import resolve_amp
 from dali_pixmix.training.state import weights_digest

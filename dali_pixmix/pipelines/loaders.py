@@ -44,10 +44,10 @@ import numpy as np
 
 from dali_pixmix.data.checks import common_folder, dali_reason, decode_failure
 from dali_pixmix.data.file_lists import read_file_list
-from dali_pixmix.data.graphs import eval_pipeline, stream_train_pipeline
 from dali_pixmix.data.images import class_folders, list_samples
-from dali_pixmix.data.stage import BatchStage
 from dali_pixmix.distributed import DistInfo
+from dali_pixmix.pipelines.graphs import eval_pipeline, stream_train_pipeline
+from dali_pixmix.pipelines.stage import BatchStage
 
 
 class DaliLoader:

@@ -12,8 +12,8 @@ from typing import Optional
 
 import torch
 
-from dali_pixmix.data.graphs import IMAGENET_MEAN, IMAGENET_STD, _check_layout, _dali_dtype
 from dali_pixmix.mixing.bank import MixingBank
+from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD, _check_layout, _dali_dtype
 from dali_pixmix.seeds import derive_seed
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from dali_pixmix.seeds import derive_seed
 
 if TYPE_CHECKING:
-    from dali_pixmix.data.stage import BatchStage
+    from dali_pixmix.pipelines.stage import BatchStage
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
