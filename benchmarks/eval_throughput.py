@@ -21,10 +21,10 @@ from PIL import Image  # noqa: E402
 
 from dali_pixmix.check.throughput import timed_pass  # noqa: E402
 from dali_pixmix.classes import imagenet_wnids  # noqa: E402
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.evaluation import Evaluator  # noqa: E402
 from dali_pixmix.evaluation.datasets import class_tree  # noqa: E402
 from dali_pixmix.models import build_model  # noqa: E402
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.precision import autocast, eval_amp_dtype  # noqa: E402
 
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from dali_pixmix.check.fixtures import write_h264_videos  # noqa: E402
 from dali_pixmix.check.throughput import sync, time_model_only, time_video_reader  # noqa: E402
 from dali_pixmix.classes import imagenet_wnids  # noqa: E402
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.video import decode_pyav, list_videos  # noqa: E402
 from dali_pixmix.models import build_model  # noqa: E402
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.precision import autocast, eval_amp_dtype  # noqa: E402
 
 

@@ -34,11 +34,11 @@ from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
 from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.images import class_names, scan_images  # noqa: E402
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 from dali_pixmix.mixing.fractals import make_fractals  # noqa: E402
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.pipelines.loaders import make_train_loader  # noqa: E402
 from dali_pixmix.training.methods import (  # noqa: E402
     batch_generator,

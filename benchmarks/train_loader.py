@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.data.decoding import TRAIN_DECODER_PADDING  # noqa: E402
 from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
-from dali_pixmix.pipelines.graphs import TRAIN_DECODER_PADDING  # noqa: E402
 from dali_pixmix.pipelines.loaders import make_train_loader  # noqa: E402
 from dali_pixmix.pipelines.stage import PixMixStage  # noqa: E402
 

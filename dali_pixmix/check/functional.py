@@ -43,7 +43,7 @@ def decode_with_dali(files: List[Path], gpu: bool, threads: int) -> List[np.ndar
     """Every file decoded to uint8 RGB by the package's decoder settings, in order."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from dali_pixmix.pipelines.graphs import decoder_args
+    from dali_pixmix.data.decoding import decoder_args
 
     @pipeline_def(batch_size=len(files), num_threads=threads, device_id=0 if gpu else None)
     def decode():

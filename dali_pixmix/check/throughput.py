@@ -261,7 +261,7 @@ def pixmix_stage(s: Settings) -> Dict:
 def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_graph: bool) -> float:
     """images/s of `PixMixStage.apply` with this strategy, in the pipeline's output format."""
     from dali_pixmix.augment.pixmix import Normalized
-    from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD
+    from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
     from dali_pixmix.pipelines.stage import PixMixStage
 
     stage = PixMixStage(bank, crop=s.crop, strategy=strategy, cuda_graph=cuda_graph)

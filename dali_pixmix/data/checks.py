@@ -178,7 +178,7 @@ def dali_decode_error(path: str | Path) -> Optional[str]:
     a single sample is parsed on the calling thread, so a bad header raises, never crashes."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from dali_pixmix.pipelines.graphs import decoder_args
+    from dali_pixmix.data.decoding import decoder_args
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
     def single():

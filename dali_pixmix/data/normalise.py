@@ -1,5 +1,6 @@
-"""ImageNet normalisation of torch tensors made outside the DALI graphs (generated OOD pictures,
-FVis renderings, decoded video frames), with the loaders' mean and std."""
+"""ImageNet normalisation: the mean and std, and the dtypes and layouts, that the DALI graphs
+normalise to, and the same normalisation of torch tensors made outside them (generated OOD
+pictures, FVis renderings, decoded video frames)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -7,7 +8,27 @@ from typing import Tuple
 import torch
 
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LAYOUTS = ("CHW", "HWC")
+
+
+def dali_dtype(dtype: str):
+    """The DALI type of a normalised output `dtype` ("float32" or "float16")."""
+    from nvidia.dali import types
+
+    table = {"float32": types.FLOAT, "float16": types.FLOAT16}
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
+    return table[dtype]
+
+
+def check_layout(layout: str) -> str:
+    """`layout` if it is one of `LAYOUTS`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
 
 
 def normalise_imagenet(images: torch.Tensor, scale: float = 1.0,

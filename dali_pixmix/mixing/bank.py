@@ -248,7 +248,7 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
 def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
     from nvidia.dali import fn, pipeline_def, types
 
-    from dali_pixmix.pipelines.graphs import decoder_args
+    from dali_pixmix.data.decoding import decoder_args
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                   prefetch_queue_depth=2)

@@ -19,70 +19,22 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from dali_pixmix.data.decoding import ADJUST_ORIENTATION, TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD, check_layout, dali_dtype
 from dali_pixmix.seeds import derive_seed
 
 if TYPE_CHECKING:
     from dali_pixmix.pipelines.stage import BatchStage
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 RRC_ASPECT = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop defaults
 RRC_AREA = (0.08, 1.0)
-LAYOUTS = ("CHW", "HWC")
 # AutoAugment's ImageNet policy translates by up to 150/331 of the image (the AutoAugment paper:
 # 150 px on 331 px pictures; torchvision's relative setting), whatever the crop size.
 AUTOAUGMENT_MAX_TRANSLATE = 150.0 / 331.0
-# nvJPEG ("mixed") preallocation. DALI reserves, per decoder THREAD, one device buffer of
-# device_memory_padding and two pinned host buffers of host_memory_padding. NVIDIA's ResNet-50
-# example sizes them for the largest ImageNet picture (211,025,920 / 140,544,512 bytes): with 4
-# threads that is 0.84 GB of GPU and 1.1 GB of pinned host memory per pipeline, times 8 ranks
-# and every evaluation cell. A buffer that proves too small just grows once (one reallocation
-# per thread, when a larger picture arrives), so:
-# - training: 64 MiB device / 32 MiB host per thread (4 threads: 256 MiB GPU + 256 MiB pinned
-#   host per rank), far above what a typical ImageNet picture (~0.2 megapixels) needs; the few
-#   much larger ones grow a thread's buffer once. The training pipeline is built once per run
-#   (`data.loaders.TrainLoader`), so this is allocated once, never again per epoch;
-# - evaluation and the mixing bank: DALI's defaults (16 MiB device / 8 MiB host per thread;
-#   4 threads: 64 MiB GPU + 64 MiB pinned host), as most of their pipelines are short-lived
-#   (training's validation keeps one for the whole run).
-TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding=32 << 20)
-# EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
-# every decoder and shape probe of the package passes this, so training, evaluation and the
-# mixing bank see the stored pixel grid, never a rotated one.
-ADJUST_ORIENTATION = False
 
 
 # --------------------------------------------------------------------------- graph pieces
-def decoder_args(gpu: bool, padding: Optional[dict] = None) -> dict:
-    """Keyword arguments of every image decoder of the package (`fn.decoders.image*`).
-
-    On the GPU: nvJPEG (`mixed`) with libjpeg-turbo's "fancy" chroma upsampling, so decoded
-    pixels match the CPU decoder's (without it, colour edges differ by ~30 grey levels), and
-    the given preallocation `padding` (default: DALI's). On the CPU: the CPU decoder. Both
-    ignore EXIF orientation tags (`ADJUST_ORIENTATION`).
-    """
-    if not gpu:
-        return dict(device="cpu", adjust_orientation=ADJUST_ORIENTATION)
-    return dict(device="mixed", jpeg_fancy_upsampling=True,
-                adjust_orientation=ADJUST_ORIENTATION, **(padding or {}))
-
-
-def _dali_dtype(dtype: str):
-    from nvidia.dali import types
-
-    table = {"float32": types.FLOAT, "float16": types.FLOAT16}
-    if dtype not in table:
-        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
-    return table[dtype]
-
-
-def _check_layout(layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    return layout
-
-
 def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffle):
     """fn.readers.file named "Reader", padded so every rank runs the same number of batches."""
     from nvidia.dali import fn
@@ -117,8 +69,8 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
     from nvidia.dali import fn
 
     return fn.crop_mirror_normalize(
-        images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=_dali_dtype(dtype),
-        output_layout=_check_layout(layout), mean=[m * scale for m in IMAGENET_MEAN],
+        images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=dali_dtype(dtype),
+        output_layout=check_layout(layout), mean=[m * scale for m in IMAGENET_MEAN],
         std=[s * scale for s in IMAGENET_STD])
 
 
@@ -269,7 +221,7 @@ def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout,
         raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
                          f"pipeline crop {crop}")
     return stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
-                              _check_layout(layout), start)
+                              check_layout(layout), start)
 
 
 # --------------------------------------------------------------------------- public builders

@@ -12,8 +12,8 @@ from typing import Optional
 
 import torch
 
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD, check_layout, dali_dtype
 from dali_pixmix.mixing.bank import MixingBank
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD, _check_layout, _dali_dtype
 from dali_pixmix.seeds import derive_seed
 
 
@@ -53,9 +53,9 @@ class BatchStage:
         `layout`; `start` is the stream index of the pipeline's first batch."""
         from dali_pixmix.augment.pixmix import Normalized
 
-        _dali_dtype(dtype)  # validates
+        dali_dtype(dtype)  # validates
         stage = self.reseeded(seed, start)
-        stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, _check_layout(layout),
+        stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, check_layout(layout),
                                   getattr(torch, dtype))
         return stage
 

@@ -15,10 +15,10 @@ from entry_points import load_script
 from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from dali_pixmix.evaluation import cli
 from dali_pixmix.metrics import corruption
 from dali_pixmix.models import build_model, load_classifier
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD
 
 pytestmark = pytest.mark.integration
 

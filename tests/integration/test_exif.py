@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from scenes import scene
 
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from dali_pixmix.mixing.bank import MixingBank
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from dali_pixmix.pipelines.graphs import eval_pipeline, train_pipeline
 
 pytestmark = pytest.mark.integration
 

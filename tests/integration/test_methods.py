@@ -17,12 +17,8 @@ from stats import chi2_ok
 from dali_pixmix.augment.cutout import cutout_boxes
 from dali_pixmix.augment.methods import METHOD_NAMES
 from dali_pixmix.config import load_config
-from dali_pixmix.pipelines.graphs import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    auto_augment_images,
-    train_pipeline,
-)
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.pipelines.graphs import auto_augment_images, train_pipeline
 from dali_pixmix.pipelines.stage import AugMixStage, CutoutStage, PixMixStage
 from dali_pixmix.training.loop import train
 

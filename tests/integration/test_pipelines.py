@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 
 from dali_pixmix.data.file_lists import write_file_list
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from dali_pixmix.mixing.bank import MixingBank
-from dali_pixmix.pipelines.graphs import IMAGENET_MEAN, IMAGENET_STD, eval_pipeline, train_pipeline
+from dali_pixmix.pipelines.graphs import eval_pipeline, train_pipeline
 from dali_pixmix.pipelines.stage import PixMixStage
 
 pytestmark = pytest.mark.integration

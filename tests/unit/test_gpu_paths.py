@@ -7,16 +7,16 @@ import torch
 import torch.distributed as dist
 
 from dali_pixmix.config import Config
-from dali_pixmix.data.normalise import imagenet_mean_std, normalise_imagenet
+from dali_pixmix.data.decoding import TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.normalise import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagenet_mean_std,
+    normalise_imagenet,
+)
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.evaluation import video
 from dali_pixmix.mixing import fvis
-from dali_pixmix.pipelines.graphs import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TRAIN_DECODER_PADDING,
-    decoder_args,
-)
 from dali_pixmix.training.setup import build_training_model
 
 pytestmark = pytest.mark.unit
