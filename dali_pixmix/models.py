@@ -10,8 +10,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torchvision
 
+from dali_pixmix.checkpoint import read_checkpoint
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.training.checkpoint import read_checkpoint
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:

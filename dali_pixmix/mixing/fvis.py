@@ -72,8 +72,8 @@ def load_fvis_model(checkpoint, arch: Optional[str] = None,
     checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
     one-line error naming the file (`models.classifier_from_checkpoint`).
     """
+    from dali_pixmix.checkpoint import read_checkpoint
     from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
-    from dali_pixmix.training.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(checkpoint)
     arch = checkpoint_arch(ckpt, arch)

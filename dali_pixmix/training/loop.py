@@ -35,12 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dali_pixmix import checkpoint as ckpt_io
 from dali_pixmix.config import Config
 from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.distributed import barrier, cleanup, init_distributed
 from dali_pixmix.precision import autocast
 from dali_pixmix.provenance import provenance
-from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training import outputs
 from dali_pixmix.training.demo import demo_anomaly_rows, prepare_demo_data, results_table
 from dali_pixmix.training.methods import mix_batch

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.oserrors import names_file
-from dali_pixmix.training.checkpoint import list_checkpoints
 
 PREVIOUS_RUN = ("refuse", "archive", "overwrite")  # what a new run does with an earlier one
 ARCHIVE = "archive"

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dali_pixmix import checkpoint as ckpt_io
 from dali_pixmix.config import Config
 from dali_pixmix.distributed import DistInfo, broadcast_object
-from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training import outputs
 
 # Keys that may differ between a checkpoint and the run resuming it: where things are, how fast

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from dali_pixmix import checkpoint as ckpt_io
 from dali_pixmix.provenance import provenance
-from dali_pixmix.training import checkpoint as ckpt_io
 from dali_pixmix.training.schedule import CosineSchedule
 
 from ..config import Config

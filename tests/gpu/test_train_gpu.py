@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
+from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
 from dali_pixmix.training import loop
-from dali_pixmix.training.checkpoint import list_checkpoints
 from dali_pixmix.training.loop import train
 
 pytestmark = pytest.mark.gpu

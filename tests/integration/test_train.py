@@ -13,8 +13,8 @@ import torch
 import torchvision
 from child_env import child_env
 
+from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
-from dali_pixmix.training.checkpoint import list_checkpoints
 from dali_pixmix.training.loop import TrainingError, train
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import torch
 import yaml
 from broken_images import cut_after_header, random_bytes
 
+from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
 from dali_pixmix.data.checks import UnreadableImageError
-from dali_pixmix.training.checkpoint import list_checkpoints
 from dali_pixmix.training.loop import train
 
 pytestmark = pytest.mark.integration

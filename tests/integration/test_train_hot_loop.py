@@ -13,9 +13,9 @@ import pytest
 import torch
 from host_reads import HostReads
 
+from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.config import load_config
 from dali_pixmix.training import loop
-from dali_pixmix.training.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.integration
 

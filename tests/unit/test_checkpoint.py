@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from dali_pixmix.training.checkpoint import (
+from dali_pixmix.checkpoint import (
     atomic_save,
     capture_rng,
     find_latest_valid,
