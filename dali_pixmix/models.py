@@ -80,6 +80,20 @@ def classifier_from_checkpoint(ckpt: Dict, path: str | Path, arch: Optional[str]
     return model.to(device).eval(), classes
 
 
+def load_fvis_model(checkpoint, arch: Optional[str] = None,
+                    device="cpu") -> Tuple[torch.nn.Module, str]:
+    """(classifier of `checkpoint`, frozen, in eval mode; its architecture name).
+
+    Reads our checkpoints and torchvision state_dicts (the file once); `arch` defaults to the
+    checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
+    one-line error naming the file (`classifier_from_checkpoint`).
+    """
+    ckpt = read_checkpoint(checkpoint)
+    arch = checkpoint_arch(ckpt, arch)
+    model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
+    return model.requires_grad_(False), arch
+
+
 def load_pretrained_backbone(model: torch.nn.Module, path: str | Path) -> List[str]:
     """Initialise `model` from a local checkpoint, skipping a classifier head of another size.
 

@@ -24,6 +24,7 @@ from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
 from dali_pixmix.mixing.preview import write_contact_sheet  # noqa: E402
+from dali_pixmix.models import load_fvis_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -76,7 +77,7 @@ def run(args) -> dict:
     device = pick_device(0, args.device)
     settings = fvis.FVisSettings(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
                                  seed=args.seed)
-    model, arch = fvis.load_fvis_model(args.checkpoint, args.arch, device)
+    model, arch = load_fvis_model(args.checkpoint, args.arch, device)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:
         raise ValueError("--layers is empty; name at least one layer, e.g. layer1")

@@ -64,23 +64,6 @@ def picture_name(layer: str, channel: int) -> str:
 
 
 # --------------------------------------------------------------------- model and layers
-def load_fvis_model(checkpoint, arch: Optional[str] = None,
-                    device="cpu") -> Tuple[torch.nn.Module, str]:
-    """(classifier of `checkpoint`, frozen, in eval mode; its architecture name).
-
-    Reads our checkpoints and torchvision state_dicts (the file once); `arch` defaults to the
-    checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
-    one-line error naming the file (`models.classifier_from_checkpoint`).
-    """
-    from dali_pixmix.checkpoint import read_checkpoint
-    from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
-
-    ckpt = read_checkpoint(checkpoint)
-    arch = checkpoint_arch(ckpt, arch)
-    model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
-    return model.requires_grad_(False), arch
-
-
 def resolve_layers(model: torch.nn.Module, names: Sequence[str]) -> Dict[str, torch.nn.Module]:
     """{name: module} for module names of the model; an unknown name lists the valid ones."""
     modules = dict(model.named_modules())

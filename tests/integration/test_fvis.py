@@ -12,6 +12,7 @@ from PIL import Image
 
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.mixing import fvis
+from dali_pixmix.models import load_fvis_model
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ def test_target_activation_is_far_above_noise_and_fractal_pictures(rendered, che
         assert r["ratio_noise"] > 1.5 and r["ratio_fractal"] > 1.5, r
     assert summary["median_ratio_noise"] > 2 and summary["median_ratio_fractal"] > 4
     # The reported activation, recomputed with an explicit forward through the stem + layer1.
-    model, _ = fvis.load_fvis_model(checkpoint)
+    model, _ = load_fvis_model(checkpoint)
     pixels = np.asarray(Image.open(out / "layer1_0002.png"), dtype=np.float32) / 255
     x = fvis.normalise(torch.from_numpy(pixels).permute(2, 0, 1)[None])
     with torch.no_grad():
