@@ -258,7 +258,8 @@ def ce_table_markdown(rows: Sequence[Row], name: str = "this model") -> str:
             f"| {name} | " + " | ".join(cells) + " |\n")
 
 
-def _figure():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (figures are written to files, never shown)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -287,7 +288,7 @@ def calibration_severity_figure(rows: Sequence[Row]):
     Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows."""
     from dali_pixmix.metrics.corruption import TEST_CORRUPTIONS
 
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     plotted = []
     for task, label in (("imagenet_c", "ImageNet-C (15 corruptions)"),
@@ -313,7 +314,7 @@ def calibration_severity_figure(rows: Sequence[Row]):
 def plot_calibration_vs_severity(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
     """`calibration_severity_figure` as a PNG (paper Figure 5); None when there is nothing."""
     fig = calibration_severity_figure(rows)
-    return None if fig is None else save_figure(fig, _figure(), path)
+    return None if fig is None else save_figure(fig, pyplot(), path)
 
 
 def corruption_errors_figure(rows: Sequence[Row]):
@@ -321,7 +322,7 @@ def corruption_errors_figure(rows: Sequence[Row]):
     ce = [r for r in rows if r.task == "imagenet_c" and r.metric == "ce" and r.severity is None]
     if not ce:
         return None
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(ce) + 1), 3.8))
     from dali_pixmix.metrics.corruption import EXTRA_CORRUPTIONS
     extra = [r.variant in EXTRA_CORRUPTIONS for r in ce]
@@ -341,13 +342,13 @@ def corruption_errors_figure(rows: Sequence[Row]):
 def plot_corruption_errors(rows: Sequence[Row], path: str | Path) -> Optional[Path]:
     """`corruption_errors_figure` as a PNG; None without ImageNet-C CE rows."""
     fig = corruption_errors_figure(rows)
-    return None if fig is None else save_figure(fig, _figure(), path)
+    return None if fig is None else save_figure(fig, pyplot(), path)
 
 
 def reliability_figure(bins: Dict[str, np.ndarray], title: str = "Reliability diagram",
                        protocol: str = ""):
     """Accuracy vs confidence per equal-width bin (from metrics.calibration.reliability_bins)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4.6))
     full = bins["count"] > 0
     width = bins["upper"] - bins["lower"]
@@ -365,14 +366,14 @@ def reliability_figure(bins: Dict[str, np.ndarray], title: str = "Reliability di
 def plot_reliability(bins: Dict[str, np.ndarray], path: str | Path,
                      title: str = "Reliability diagram", protocol: str = "") -> Path:
     """`reliability_figure` as a PNG."""
-    return save_figure(reliability_figure(bins, title, protocol), _figure(), path)
+    return save_figure(reliability_figure(bins, title, protocol), pyplot(), path)
 
 
 def bar_charts(results: Dict[str, Dict[str, Optional[float]]], columns: Sequence[str],
                path: str | Path, title: str) -> Path:
     """One bar chart per column, a bar per model (`results`: model -> column -> value);
     missing values are left as gaps, never drawn as 0."""
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(columns), figsize=(max(4.0, 0.35 * len(results) + 2.5)
                                                        * len(columns), 4), squeeze=False)
     names = list(results)

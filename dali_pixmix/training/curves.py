@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from dali_pixmix.evaluation.report import _figure, save_figure
+from dali_pixmix.evaluation.report import pyplot, save_figure
 
 CURVES = "curves.png"
 
@@ -31,7 +31,7 @@ def _chance(runs: Dict[str, Sequence[Dict]]) -> Optional[float]:
 
 def curves_figure(runs: Dict[str, Sequence[Dict]], title: str):
     """The figure of `runs` (name -> metrics.jsonl lines); one colour per run."""
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     panels = [("loss", [("loss", False, "-", "train"), ("loss", True, "--", "val")]),
               ("validation accuracy (%)", [("top1", True, "-", "top-1"),
