@@ -1,6 +1,6 @@
 """Classifier construction and loading from a checkpoint (ours or torchvision's format).
 
-The checkpoint format and its reader live in `training.checkpoint`.
+The checkpoint format and its reader live in `dali_pixmix.checkpoint`.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Seeds of the package's random streams, derived from the run's seed and integer keys.
 
 A training run's randomness is split into streams named by integers: the data order of an
-epoch is `(seed, epoch)` (`data.loaders.epoch_order`), a pipeline stage's seed is `(stage
+epoch is `(seed, epoch)` (`pipelines.loaders.epoch_order`), a pipeline stage's seed is `(stage
 seed, seed, rank)` and its draws for batch n in random stream s are `(that seed, s, n)`
-(`data.stage.BatchStage`), the label mixing of a step is `(seed, LABEL_MIXING_STREAM, epoch,
+(`pipelines.stage.BatchStage`), the label mixing of a step is `(seed, LABEL_MIXING_STREAM, epoch,
 rank, step)` (`training.methods`). Each stream is seeded from its name alone, never from how
 many draws came before, so a run resumed at any step draws exactly what an uninterrupted run
 draws there, and a stream that runs ahead (DALI prefetches batches) cannot shift another.

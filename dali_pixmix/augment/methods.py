@@ -4,7 +4,7 @@ Every method starts from the same base augmentation (random-resized-crop + horiz
 the DALI pipeline) and may add
 
 * a per-image step, run inside the DALI pipeline on the pipeline's device: ``pixmix``,
-  ``augmix`` and ``cutout`` as the batch-level torch stage (``data.stage``), ``autoaugment``
+  ``augmix`` and ``cutout`` as the batch-level torch stage (``pipelines.stage``), ``autoaugment``
   as DALI's own ``nvidia.dali.auto_aug`` graph;
 * a batch-level label-mixing step, run on the training device before the forward pass:
   ``mixup`` or ``cutmix`` (``augment.label_mixing``); these methods train on soft targets.

@@ -274,7 +274,7 @@ def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_grap
 
 
 def _train_loader(s: Settings, files, labels, stage, device: torch.device):
-    """The loader a training run uses (`data.loaders.make_train_loader`: one pipeline fed in
+    """The loader a training run uses (`pipelines.loaders.make_train_loader`: one pipeline fed in
     the run's data order) over `files`, on `device`."""
     import os
 

@@ -3,7 +3,7 @@
 One code path with a device switch: `device_id=None` builds a CPU-only pipeline (CPU decoders and
 operators, used by tests and CI); an integer `device_id` decodes with nvJPEG (`mixed`) and runs
 every operator, the per-image stage included, on that GPU. The training graph's per-image
-method is a batch-level torch stage (`data.stage`: PixMix, AugMix, Cutout) or DALI's own
+method is a batch-level torch stage (`pipelines.stage`: PixMix, AugMix, Cutout) or DALI's own
 AutoAugment (`nvidia.dali.auto_aug`, ImageNet policy).
 
 Conventions: readers are named "Reader" (iterators size epochs from it); `shard_id` is the GLOBAL
@@ -233,7 +233,7 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
                    labels: Optional[Sequence[int]] = None):
     """Built training pipeline: read -> random-resized-crop -> flip -> [method] -> normalise.
 
-    The per-image method is `stage` (a `data.stage.BatchStage`: PixMix, AugMix, Cutout) or,
+    The per-image method is `stage` (a `pipelines.stage.BatchStage`: PixMix, AugMix, Cutout) or,
     with `auto_augment=True`, DALI's AutoAugment with the ImageNet policy; neither is the
     paper's baseline. Each shard uses seed `seed + shard_id` for DALI's random ops (AutoAugment
     included) and a stage reseeded from (stage seed, seed, shard_id), so ranks draw different
@@ -257,7 +257,7 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                           auto_augment: bool = False, dtype: str = "float32",
                           layout: str = "CHW", start: int = 0,
                           checkpoint: Optional[bytes] = None):
-    """Built training pipeline over the batches of `source` (a `data.loaders.TrainStream`):
+    """Built training pipeline over the batches of `source` (a `pipelines.loaders.TrainStream`):
     read -> random-resized-crop -> flip -> [method] -> normalise, as `train_pipeline`.
 
     It serves a whole run: `source` decides which files every batch holds (its data order), and

@@ -17,7 +17,7 @@ AutoAugment) carries the random ops' state into a training checkpoint. Why this 
   advances per batch: DALI's own checkpointing restores it exactly (tried against an
   uninterrupted pipeline in the tests); the torch stages (PixMix, AugMix, Cutout), whose state
   DALI does not know, reseed themselves per batch from the batch's index instead
-  (`data.stage.BatchStage`), so prefetching cannot shift their draws;
+  (`pipelines.stage.BatchStage`), so prefetching cannot shift their draws;
 - what a checkpoint cannot restore (another world size or DALI version, a changed recipe, a
   checkpoint without the state) falls back to a fresh pipeline at the same position: the same
   data order, other crop/flip draws (the trainer says so).

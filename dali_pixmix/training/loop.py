@@ -4,7 +4,7 @@
 plain single process). Conventions:
 - `step` counts optimizer steps since the start of training; `epoch` is 0-based internally and
   printed 1-based; the lr follows `schedule.cosine_lr` per step.
-- One DALI training loader serves the whole run (`data.loaders.TrainLoader`, built once per
+- One DALI training loader serves the whole run (`pipelines.loaders.TrainLoader`, built once per
   rank): the data order is fixed by (seed, epoch), and a checkpoint carries every rank's DALI
   state, so a resumed run starts reading at its step (nothing is replayed) and continues
   exactly where an uninterrupted run would be (deterministic on CPU with `train.deterministic`).

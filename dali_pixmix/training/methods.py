@@ -21,7 +21,7 @@ from dali_pixmix.seeds import LABEL_MIXING_STREAM, derive_seed
 
 
 def train_stage(cfg: Config, bank=None):
-    """The `data.stage.BatchStage` of `cfg.augment.method` (None: no batch-level stage)."""
+    """The `pipelines.stage.BatchStage` of `cfg.augment.method` (None: no batch-level stage)."""
     from dali_pixmix.pipelines.stage import AugMixStage, CutoutStage, PixMixStage
 
     m, aug, crop, seed = method(cfg.augment.method), cfg.augment, cfg.data.crop, cfg.train.seed

@@ -122,7 +122,7 @@ def build_bank(cfg: Config, dist: DistInfo):
 
 def open_train_loader(run: Run):
     """This rank's training loader for the rest of the run, at the run's current step (one
-    DALI pipeline, built once; `data.loaders.TrainLoader`). A resumed run restores the random
+    DALI pipeline, built once; `pipelines.loaders.TrainLoader`). A resumed run restores the random
     ops' state saved in its checkpoint when that state fits this run, else says why not."""
     from dali_pixmix.augment.methods import method
     from dali_pixmix.pipelines.loaders import LoaderStateError, make_train_loader

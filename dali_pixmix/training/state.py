@@ -1,6 +1,6 @@
 """The state of one training run (`Run`), its stop flag, and saving / restoring it as a checkpoint.
 
-Checkpoint files themselves (atomic writes, rotation, lookup) are `training.checkpoint`'s job.
+Checkpoint files themselves (atomic writes, rotation, lookup) are `dali_pixmix.checkpoint`'s job.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Run:
     debug_file: Any = None
     halt: bool = False            # all ranks agreed to stop after the current step
     save_due: bool = False        # all ranks agreed to save after the current step
-    loader: Any = None            # data.loaders.TrainLoader: one per run, built at the start
+    loader: Any = None            # pipelines.loaders.TrainLoader: one per run, built at the start
     saved_loader: Optional[Dict[str, Any]] = None  # resumed checkpoint's "loader" (+ "config")
     records: Any = None           # training.records.StepRecords of the steps not read yet
 
