@@ -101,3 +101,18 @@ def test_initialisation_follows_the_reference():
     w = model.block3.layer[0].conv2.weight  # 640 x 640 x 3 x 3: std sqrt(2 / (9 * 640))
     assert abs(w.std().item() - (2 / (9 * 640)) ** 0.5) < 0.01 * (2 / (9 * 640)) ** 0.5
     assert torch.all(model.fc.bias == 0) and torch.all(model.bn1.weight == 1)
+
+
+def test_checkpoint_round_trip_by_arch_name(tmp_path):
+    from dali_pixmix.models import load_classifier
+
+    model = build_model("wrn16_2", 4).eval()
+    path = tmp_path / "wrn.pt"
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()},
+                "arch": "wrn16_2", "classes": list("abcd")}, path)
+    loaded, classes = load_classifier(path)
+    x = torch.rand(2, 3, 32, 32)
+    assert classes == list("abcd") and not loaded.training
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="does not fit a wrn16_4"):
+        load_classifier(path, arch="wrn16_4")
