@@ -12,13 +12,17 @@ import torchvision
 
 from dali_pixmix.checkpoint import read_checkpoint
 from dali_pixmix.classes import imagenet_wnids
+from dali_pixmix.wide_resnet import parse_wide_resnet, wide_resnet
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:
-    """A torchvision classifier by name (resnet50, resnet18, ...) with `num_classes` outputs."""
+    """A classifier by name with `num_classes` outputs: a torchvision one (resnet50, resnet18,
+    ...) or a Wide ResNet `wrn<depth>_<width>` (wrn40_4, wrn28_10; dropout 0.3)."""
+    if parse_wide_resnet(arch) is not None:
+        return wide_resnet(arch, num_classes)
     if arch not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(f"unknown model '{arch}': use a torchvision classifier name such as "
-                         "resnet50 or resnet18")
+                         "resnet50 or resnet18, or a Wide ResNet such as wrn40_4")
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 

@@ -7,7 +7,7 @@ normalised by their AlexNet means and reported separately, never averaged into m
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
@@ -76,11 +76,13 @@ def corruption_errors(errors: Mapping[str, Sequence[float]]) -> Dict[str, float]
     return out
 
 
-def _require(errors: Mapping, names: Iterable[str]) -> None:
+def _require(errors: Mapping, names: Sequence[str]) -> None:
     missing = [c for c in names if c not in errors]
     if missing:
-        raise ValueError(f"mCE needs all 15 ImageNet-C test corruptions; missing {len(missing)}: "
-                         f"{missing} (evaluate them or report a partial mean instead)")
+        which = ("the 15 ImageNet-C test corruptions" if tuple(names) == TEST_CORRUPTIONS
+                 else f"its {len(names)} corruptions")
+        raise ValueError(f"the mean needs all {which}; missing {len(missing)}: {missing} "
+                         "(evaluate them or report a partial mean instead)")
 
 
 def mce(errors: Mapping[str, Sequence[float]],

@@ -18,10 +18,13 @@ Conventions (Hendrycks & Dietterich, ICLR 2019, appendix E, and their `ImageNet-
 - Flip probabilities are fractions; the AlexNet constants are stored as fractions too
   (the paper prints them in percent). Top-5 distances are in rank units. mFR and mT5D are
   percentages of AlexNet (x100), averaged over the 10 test perturbations.
+- CIFAR-P has no AlexNet constants: `mean_flip_probability` (percent) and `mean_top5_distance`
+  (rank units) are the unnormalised means the PixMix paper's CIFAR tables report
+  (`metrics.cifar`).
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -113,11 +116,15 @@ def top5_distance(rankings: np.ndarray, noise: bool, difficulty: int = 1) -> flo
     return float(per_video_top5_distance(rankings, noise, difficulty).mean())
 
 
-def _normalised_mean(values: Mapping[str, float], alexnet: Mapping[str, float], what: str) -> float:
-    missing = [p for p in TEST_PERTURBATIONS if p not in values]
+def _require_all(values: Mapping[str, float], perturbations: Sequence[str], what: str) -> None:
+    missing = [p for p in perturbations if p not in values]
     if missing:
-        raise ValueError(f"{what} needs all 10 ImageNet-P test perturbations; missing: "
+        raise ValueError(f"{what} needs all {len(perturbations)} test perturbations; missing: "
                          f"{', '.join(missing)} (evaluate them, or report per-perturbation values)")
+
+
+def _normalised_mean(values: Mapping[str, float], alexnet: Mapping[str, float], what: str) -> float:
+    _require_all(values, TEST_PERTURBATIONS, what)
     return 100.0 * float(np.mean([values[p] / alexnet[p] for p in TEST_PERTURBATIONS]))
 
 
@@ -139,3 +146,19 @@ def mfr(fp_by_perturbation: Mapping[str, float]) -> float:
 def mt5d(t5d_by_perturbation: Mapping[str, float]) -> float:
     """Mean top-5 distance in percent of AlexNet over the 10 test perturbations (raw uT5D in)."""
     return _normalised_mean(t5d_by_perturbation, ALEXNET_T5D, "mT5D")
+
+
+def mean_flip_probability(fp_by_perturbation: Mapping[str, float],
+                          perturbations: Sequence[str] = TEST_PERTURBATIONS) -> float:
+    """Unnormalised mFR: 100 x the mean flip probability (fractions in) over `perturbations`,
+    in percent; the PixMix paper's CIFAR-P convention (no AlexNet constants exist there)."""
+    _require_all(fp_by_perturbation, perturbations, "the mean flip probability")
+    return 100.0 * float(np.mean([fp_by_perturbation[p] for p in perturbations]))
+
+
+def mean_top5_distance(t5d_by_perturbation: Mapping[str, float],
+                       perturbations: Sequence[str] = TEST_PERTURBATIONS) -> float:
+    """Unnormalised mT5D: the mean raw top-5 distance uT5D over `perturbations`, in rank units
+    (as uT5D itself); the PixMix paper's CIFAR-P convention."""
+    _require_all(t5d_by_perturbation, perturbations, "the mean top-5 distance")
+    return float(np.mean([t5d_by_perturbation[p] for p in perturbations]))

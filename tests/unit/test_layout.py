@@ -31,6 +31,7 @@ LAYERS: Dict[str, List[set]] = {
         {"data"},        # finding, checking, decoding pictures; file lists; demo dataset
         {"mixing"},      # the bank (decodes through data/), fractals, FVis
         {"pipelines"},   # DALI graphs, per-batch method stages, loaders
+        {"wide_resnet"},  # the CIFAR architecture, written here
         {"models"},
         {"evaluation"},  # the runner that training's validation goes through
         {"training"},
