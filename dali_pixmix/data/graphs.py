@@ -47,6 +47,10 @@ AUTOAUGMENT_MAX_TRANSLATE = 150.0 / 331.0
 #   4 threads: 64 MiB GPU + 64 MiB pinned host), as most of their pipelines are short-lived
 #   (training's validation keeps one for the whole run).
 TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding=32 << 20)
+# Share of the JPEGs nvJPEG's hardware decoder takes on GPUs that have one (A100, H100, H200;
+# ignored elsewhere): NVIDIA's ResNet-50 example sets 0.99, DALI's default is 0.65 (the rest
+# goes to the CUDA decoder, whose Huffman stage runs on the CPU threads). `data.hw_decoder_load`.
+HW_DECODER_LOAD = 0.99
 # EXIF orientation tags are ignored, as PIL's Image.open (torchvision, the reference code) does:
 # every decoder and shape probe of the package passes this, so training, evaluation and the
 # mixing bank see the stored pixel grid, never a rotated one.
@@ -54,18 +58,36 @@ ADJUST_ORIENTATION = False
 
 
 # --------------------------------------------------------------------------- graph pieces
-def decoder_args(gpu: bool, padding: Optional[dict] = None) -> dict:
+def decoder_args(gpu: bool, padding: Optional[dict] = None, *, roi: bool = False,
+                 hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
     """Keyword arguments of every image decoder of the package (`fn.decoders.image*`).
 
-    On the GPU: nvJPEG (`mixed`) with libjpeg-turbo's "fancy" chroma upsampling, so decoded
-    pixels match the CPU decoder's (without it, colour edges differ by ~30 grey levels), and
-    the given preallocation `padding` (default: DALI's). On the CPU: the CPU decoder. Both
-    ignore EXIF orientation tags (`ADJUST_ORIENTATION`).
+    On the GPU: nvJPEG (`mixed`) with the given preallocation `padding` (default: DALI's) and
+    `hw_decoder_load`. libjpeg-turbo's "fancy" chroma upsampling only for FULL-image decodes
+    (`roi=False`: evaluation, the mixing bank, the self-check), so their pixels match the CPU
+    decoder's (without it colour edges differ by ~30 grey levels). A region-of-interest decode
+    (`roi=True`: training's `image_random_crop`) goes without: nvImageCodec's nvJPEG decoders
+    refuse ROI + fancy upsampling with nvJPEG < 13.2 and hand the image to libjpeg-turbo on the
+    CPU threads, so training would silently never decode on the GPU; a training crop needs no
+    libjpeg-identical chroma. On the CPU: the CPU decoder (always fancy). Both ignore EXIF
+    orientation tags (`ADJUST_ORIENTATION`).
     """
     if not gpu:
         return dict(device="cpu", adjust_orientation=ADJUST_ORIENTATION)
-    return dict(device="mixed", jpeg_fancy_upsampling=True,
+    return dict(device="mixed", jpeg_fancy_upsampling=not roi, hw_decoder_load=hw_decoder_load,
                 adjust_orientation=ADJUST_ORIENTATION, **(padding or {}))
+
+
+def random_crop_decoder_args(gpu: bool, hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
+    """Keyword arguments of the training decoder, `fn.decoders.image_random_crop`: an ROI
+    decode (`decoder_args(roi=True)`) with the training preallocation, RGB output and
+    torchvision's RandomResizedCrop ranges."""
+    from nvidia.dali import types
+
+    return dict(decoder_args(gpu, TRAIN_DECODER_PADDING, roi=True,
+                             hw_decoder_load=hw_decoder_load),
+                output_type=types.RGB, random_aspect_ratio=list(RRC_ASPECT),
+                random_area=list(RRC_AREA), num_attempts=100)
 
 
 def _dali_dtype(dtype: str):
@@ -123,13 +145,15 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
 
 
 # (DALI refuses **kwargs in a graph-defining function: the arguments are spelled out)
-def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout):
+def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout,
+                 hw_decoder_load=HW_DECODER_LOAD):
     encoded, labels = _reader(**reader_args)
     return _augment(encoded, labels, crop=crop, gpu=gpu, stage=stage, auto_augment=auto_augment,
-                    dtype=dtype, layout=layout)
+                    dtype=dtype, layout=layout, hw_decoder_load=hw_decoder_load)
 
 
-def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout):
+def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout,
+                  hw_decoder_load=HW_DECODER_LOAD):
     """The training graph fed by `source`, an external source returning each batch's file
     paths (uint8 arrays of the encoded path) and labels; DALI reads the files itself."""
     from nvidia.dali import fn, types
@@ -137,16 +161,17 @@ def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout):
     paths, labels = fn.external_source(source=source, num_outputs=2, batch=True,
                                        batch_info=True, dtype=[types.UINT8, types.INT32])
     return _augment(fn.io.file.read(paths), labels, crop=crop, gpu=gpu, stage=stage,
-                    auto_augment=auto_augment, dtype=dtype, layout=layout)
+                    auto_augment=auto_augment, dtype=dtype, layout=layout,
+                    hw_decoder_load=hw_decoder_load)
 
 
-def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout):
+def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout,
+             hw_decoder_load=HW_DECODER_LOAD):
     """decode + random-resized-crop -> resize -> flip -> [method] -> normalise (training)."""
-    from nvidia.dali import fn, types
+    from nvidia.dali import fn
 
-    images = fn.decoders.image_random_crop(
-        encoded, **decoder_args(gpu, TRAIN_DECODER_PADDING), output_type=types.RGB,
-        random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
+    images = fn.decoders.image_random_crop(encoded,
+                                           **random_crop_decoder_args(gpu, hw_decoder_load))
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
     images = _per_image_method(images, crop=crop, gpu=gpu, stage=stage,
@@ -278,7 +303,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
                    seed: int = 0, num_threads: int = 2, stage: Optional[BatchStage] = None,
                    auto_augment: bool = False, dtype: str = "float32", layout: str = "CHW",
                    random_shuffle: bool = True, files: Optional[Sequence[str]] = None,
-                   labels: Optional[Sequence[int]] = None):
+                   labels: Optional[Sequence[int]] = None,
+                   hw_decoder_load: float = HW_DECODER_LOAD):
     """Built training pipeline: read -> random-resized-crop -> flip -> [method] -> normalise.
 
     The per-image method is `stage` (a `data.stage.BatchStage`: PixMix, AugMix, Cutout) or,
@@ -287,7 +313,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     included) and a stage reseeded from (stage seed, seed, shard_id), so ranks draw different
     augmentations. `random_shuffle` uses the reader's global per-epoch reshuffle
     (`shuffle_after_epoch`). Training runs use `stream_train_pipeline` (the same graph fed with
-    the run's own data order).
+    the run's own data order). On a GPU the crop is decoded by nvJPEG as a region of interest
+    (`random_crop_decoder_args`), `hw_decoder_load` of it by the hardware decoder.
     """
     stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
                             shard_id=shard_id, dtype=dtype, layout=layout)
@@ -296,7 +323,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   reader_args=reader_args, crop=crop, gpu=device_id is not None, stage=stage,
-                  auto_augment=auto_augment, dtype=dtype, layout=layout)
+                  auto_augment=auto_augment, dtype=dtype, layout=layout,
+                  hw_decoder_load=hw_decoder_load)
 
 
 def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
@@ -304,7 +332,8 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                           num_threads: int = 2, stage: Optional[BatchStage] = None,
                           auto_augment: bool = False, dtype: str = "float32",
                           layout: str = "CHW", start: int = 0,
-                          checkpoint: Optional[bytes] = None):
+                          checkpoint: Optional[bytes] = None,
+                          hw_decoder_load: float = HW_DECODER_LOAD):
     """Built training pipeline over the batches of `source` (a `data.loaders.TrainStream`):
     read -> random-resized-crop -> flip -> [method] -> normalise, as `train_pipeline`.
 
@@ -320,7 +349,7 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   checkpointing=True, checkpoint=checkpoint, source=source, crop=crop,
                   gpu=device_id is not None, stage=stage, auto_augment=auto_augment,
-                  dtype=dtype, layout=layout)
+                  dtype=dtype, layout=layout, hw_decoder_load=hw_decoder_load)
 
 
 def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,
