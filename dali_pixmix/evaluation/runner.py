@@ -21,6 +21,7 @@ crash of DALI.
 """
 from __future__ import annotations
 
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,36 @@ def batch_tensors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     nll = F.cross_entropy(logits, labels.to(logits.device), reduction="none")
     scores = [confidence, -confidence, -logits.amax(dim=1), -torch.logsumexp(logits, dim=1), nll]
     return torch.cat([top, torch.stack(scores, dim=1)], dim=1)
+
+
+class InFlight:
+    """Batches kept referenced until the device work queued after them has completed.
+
+    DALI 2.4 hands batches to torch as zero-copy DLPack views whose deleter returns the buffer to
+    DALI's pool without waiting for torch's stream: a batch released while its forward pass is
+    still queued could be overwritten by the next one DALI produces. `hold` records an event
+    after the batch's work and keeps the batch; the oldest of more than `depth` held batches is
+    released once its event has completed (the GPU then still has `depth` batches queued). On
+    the CPU there are no events: work is done when the call returns.
+    """
+
+    def __init__(self, device: torch.device, depth: int = 2):
+        self.cuda, self.depth = device.type == "cuda", depth
+        self._held = deque()  # (event or None, tensors), oldest first
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, *tensors: torch.Tensor) -> None:
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self._held.append((event, tensors))
+        while len(self._held) > self.depth:
+            event, _ = self._held.popleft()
+            if event is not None:
+                event.synchronize()
 
 
 def to_predictions(table: torch.Tensor, labels: torch.Tensor) -> Predictions:
@@ -274,13 +305,16 @@ class Evaluator:
     @torch.inference_mode()
     def _run_batches(self, loader, mask, desc) -> Predictions:
         tables, labels_seen = [], []
+        in_flight = InFlight(self.dist.device)  # DALI's batches outlive their forward pass
         for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
                                    unit="batch"):
             tables.append(self._forward(images, labels, mask))
             labels_seen.append(labels)
+            in_flight.hold(images, labels)
         if not tables:  # a rank with an empty shard
             return to_predictions(torch.zeros(0, TABLE_COLUMNS),
                                   torch.zeros(0, dtype=torch.long))
+        # (the copy to the host waits for every queued batch before `in_flight` lets go)
         return to_predictions(torch.cat(tables), torch.cat(labels_seen))
 
     def predict_generated(self, make_images: Callable[[np.ndarray], np.ndarray], count: int, *,

@@ -246,21 +246,25 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
 
 
 def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import pipeline_def
+
+    return pipeline_def(_bank_graph, batch_size=batch_size, num_threads=num_threads,
+                        device_id=device_id, prefetch_queue_depth=2)(
+        files=files, size=size, gpu=device_id is not None)
+
+
+def _bank_graph(*, files, size, gpu):
+    """Whole pictures decoded (with the CPU decoder's chroma on the GPU: `decoder_args`),
+    shorter side to `size`, centre crop."""
+    from nvidia.dali import fn, types
 
     from dali_pixmix.data.decoding import decoder_args
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                  prefetch_queue_depth=2)
-    def bank_pipeline():
-        encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
-                                     random_shuffle=False)
-        images = fn.decoders.image(encoded, **decoder_args(device_id is not None),
-                                   output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=size, antialias=True)
-        return fn.crop(images, crop=(size, size))
-
-    return bank_pipeline()
+    encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
+                                 random_shuffle=False)
+    images = fn.decoders.image(encoded, **decoder_args(gpu), output_type=types.RGB)
+    images = fn.resize(images, resize_shorter=size, antialias=True)
+    return fn.crop(images, crop=(size, size))
 
 
 # --------------------------------------------------------------------- several sources

@@ -94,10 +94,12 @@ def timer_says_save(run: Run) -> bool:
         time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes)
 
 
-def record_step(run: Run, loss: torch.Tensor, labels: torch.Tensor, stop: StopFlag) -> None:
-    """Leave the step's loss and this rank's flags on the device for a one-step-late read."""
+def record_step(run: Run, loss: torch.Tensor, labels: torch.Tensor, stop: StopFlag,
+                batch: tuple = ()) -> None:
+    """Leave the step's loss and this rank's flags on the device for a one-step-late read;
+    the step's `batch` (every tensor it reads) stays alive until then (`training.records`)."""
     run.records.push(loss, labels, stop=stop.requested, save=timer_says_save(run),
-                     where=(run.step, run.epoch, run.epoch_step))
+                     where=(run.step, run.epoch, run.epoch_step), batch=batch)
 
 
 def read_records(run: Run, keep: int) -> None:
@@ -141,10 +143,11 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
     tick = time.perf_counter()
     for images, labels in loader.rest_of_epoch(run.epoch):
         got = time.perf_counter()
-        loss = train_step(run, *mix_batch(run, images, labels))
+        inputs, targets = mix_batch(run, images, labels)
+        loss = train_step(run, inputs, targets)
         run.step += 1
         run.epoch_step += 1
-        record_step(run, loss, labels, stop)
+        record_step(run, loss, labels, stop, batch=(images, labels, inputs, targets))
         read_records(run, keep=1)
         done = time.perf_counter()
         for meter in (run.interval_meter, run.epoch_meter):

@@ -1,6 +1,7 @@
 """Building a training run: input checks, model, optimizer, mixing bank, loaders, resume."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -13,6 +14,10 @@ from ..augment.methods import method
 from ..config import Config, per_rank_batch, save_config
 from ..distributed import DistInfo, barrier
 from ..models import build_model, load_pretrained_backbone
+
+# `train.deterministic` on GPUs: cuBLAS's deterministic workspace setting (8 buffers of 4 MiB
+# per stream), which torch's deterministic mode asks for (docs/training.md, "Determinism").
+DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"
 
 
 def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
@@ -138,7 +143,8 @@ def open_train_loader(run: Run):
                                                                run.dist.world_size),
                 dist=run.dist, crop=cfg.data.crop, stage=train_stage(cfg, run.bank),
                 auto_augment=uses_auto_augment(cfg), num_threads=cfg.data.num_threads,
-                dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device))
+                dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device),
+                hw_decoder_load=cfg.data.hw_decoder_load)
     state, why_not = saved_dali_state(run)
     run.saved_loader = None
     if state is not None:
@@ -238,6 +244,8 @@ def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) ->
     per_rank_batch(cfg.train.batch_size, dist.world_size)
     per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size")
     if cfg.train.deterministic:
+        if dist.device.type == "cuda":  # cuBLAS reads it when it makes its first handle
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
