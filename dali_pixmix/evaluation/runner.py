@@ -375,6 +375,17 @@ class Evaluator:
         return self._cached(self.cache_path(task, cell), fp, lambda: self._infer_indexed(
             lambda idx: images[idx[0]:idx[-1] + 1], labels, desc or cell))
 
+    def predict_with(self, compute: Callable[[], Predictions], labels, *, task: str, cell: str,
+                     key) -> Predictions:
+        """The predictions `compute()` makes for a pass the runner does not make itself (e.g.
+        on PGD adversaries; every rank calls it, each computing its share, gathered in order),
+        checked against `labels` (every image once, in order) and cached as the cell
+        `task`/`cell` under the weights and `key` (what else they depend on)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        fp = cache.fingerprint(self.model_key, "custom", key)
+        return self._cached(self.cache_path(task, cell), fp,
+                            lambda: self._check_exact(compute(), labels, cell))
+
     def _infer_indexed(self, make_images, labels: np.ndarray, desc: str) -> Predictions:
         """Predictions for the pictures `make_images(indices)` of every index of `labels`
         (without the cache; all ranks take part, each on its contiguous slice)."""
