@@ -197,6 +197,9 @@ def run_pgd_imagenet(ev: Evaluator, val_root: str, settings: PgdSettings) -> Lis
     from dali_pixmix.evaluation import datasets
     from dali_pixmix.evaluation.tasks import preprocessing
 
+    if ev.normalisation != (IMAGENET_MEAN, IMAGENET_STD):
+        raise ValueError("ImageNet PGD reads the evaluation loader, which normalises with "
+                         f"ImageNet's mean/std, but this evaluator uses {ev.normalisation}")
     images = datasets.class_tree(val_root, name="ImageNet val")
     labels = np.asarray(images.labels(ev.classes), dtype=np.int64)
     chosen = subset_indices(len(labels), settings.count)
