@@ -117,10 +117,10 @@ def _attack(ev: Evaluator, batches: Iterator[Batch], settings: PgdSettings,
     """This rank's predictions on the adversaries of its `batches` (model in eval mode, float32,
     its previous mode restored)."""
     mean, std = ev.normalisation
-    pixel_model = PixelSpaceModel(ev.model, mean, std).to(ev.dist.device)
-    tables, seen = [torch.zeros(0, TABLE_COLUMNS, device=ev.dist.device)], []
     was_training = ev.model.training
-    ev.model.eval()
+    # in eval mode: pgd_linf restores the wrapper's mode, which would otherwise be train mode
+    pixel_model = PixelSpaceModel(ev.model, mean, std).to(ev.dist.device).eval()
+    tables, seen = [torch.zeros(0, TABLE_COLUMNS, device=ev.dist.device)], []
     try:
         for pixels, labels, indices in tqdm(batches, desc=desc, leave=False, unit="batch",
                                             disable=not ev.progress):

@@ -228,6 +228,31 @@ def test_pgd_rows_equal_an_independent_attack_whatever_the_batch_size(tmp_path, 
     assert part.value == pytest.approx(100 * wrong[chosen].mean())
 
 
+def test_pgd_classifies_in_eval_mode_and_leaves_the_model_as_it_was(tmp_path):
+    """Batch norm and dropout: the adversaries are classified in eval mode (so the batch size
+    does not matter), the running statistics stay, the caller's train mode comes back."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 10))
+    model[1].running_mean.fill_(0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = pictures(np.random.default_rng(6), 7), np.arange(7)
+    values = []
+    for batch in (2, 7):
+        ev = Evaluator(model, CLASSES, out=tmp_path / str(batch), model_key="bn",
+                       batch_size=batch, dist=DistInfo(), progress=False,
+                       normalisation=(CIFAR_MEAN, CIFAR_STD))
+        run_pgd_arrays(ev, images, labels, "cifar10_test", PgdSettings(steps=1, seed=1))
+        cached = np.load(tmp_path / str(batch) / "cache" / "pgd" / "cifar10_test.npz")
+        values.append(cached["confidence"])
+        assert model.training
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, before[key])
+    np.testing.assert_allclose(values[0], values[1], rtol=1e-5)
+
+
 def torchvision_32(path):
     from torchvision import transforms
 
