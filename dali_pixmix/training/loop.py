@@ -47,6 +47,8 @@ from dali_pixmix.training.methods import mix_batch
 from dali_pixmix.training.records import StepRecord, StepRecords
 from dali_pixmix.training.resume import starting_state
 from dali_pixmix.training.setup import (
+    amp_mode,
+    announce_device,
     check_inputs,
     open_logs,
     open_train_loader,
@@ -309,7 +311,7 @@ def train_epochs(run: Run, stop: StopFlag) -> bool:
              f"classes: {run.dist.world_size} rank(s) x batch "
              f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
              f"steps/epoch, augment.method={cfg.augment.method}, amp "
-             f"{run.amp_dtype}, device {run.dist.device}")
+             f"{amp_mode(cfg, run.amp_dtype)}, device {run.dist.device}")
     if reached_max_steps(run):  # a rerun with the same limit trains nothing more
         log(run, f"train.max_steps={cfg.train.max_steps} already reached: stopped at step "
                  f"{run.step}")
@@ -372,6 +374,7 @@ def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
     stop = StopFlag()
     stop.install()
     dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
+    announce_device(cfg, dist)
     try:
         prepare_demo_data(cfg, dist)
         classes, samples = check_inputs(cfg)
