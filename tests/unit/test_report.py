@@ -168,5 +168,28 @@ def test_table9_says_what_this_model_was_evaluated_on():
     assert ("demo was evaluated on 200 ImageNet val images, 50 images per ImageNet-C cell, "
             "a 10-class model; the paper's rows use the full sets") in md
     assert "not comparable" in md
-    full = report.table9_markdown(sample_rows(), num_classes=1000)
+    paper_sets = [report.row("ood", name, "auroc", 80.0, 100, "msp", variant="msp")
+                  for name in ("Gaussian", "rademacher", "blobs", "svhn", "lsun", "places")]
+    full = report.table9_markdown(sample_rows() + paper_sets, num_classes=1000)
     assert "50,000 ImageNet val images" in full and "not comparable" not in full
+    assert ("this model: AUROC/AUPR are the mean over 7 anomaly sets (textures, Gaussian, "
+            "rademacher, blobs, svhn, lsun, places), the paper's sets.") in full
+
+
+def test_table9_names_the_anomaly_sets_and_only_the_papers_are_comparable():
+    """The generated three alone (eval/ood.py without --ood) give another mean than the
+    paper's seven sets, however full the other sets are."""
+    rows = [r for r in sample_rows() if r.task != "ood"]
+    rows += [report.row("ood", name, "auroc", 99.0, 10000, "msp", variant="msp")
+             for name in ("gaussian", "rademacher", "blobs")]
+    rows += [report.row("ood", "mean", "auroc", 99.0, 30000, "msp", variant="msp")]
+    md = report.table9_markdown(rows, num_classes=1000)
+    notes = md.split("\n\n", 1)[1]  # under the table
+    assert ("this model: AUROC/AUPR are the mean over 3 anomaly sets (gaussian, rademacher, "
+            "blobs); the paper's are Gaussian, Rademacher, Blobs, Textures, SVHN, LSUN and "
+            "Places69 (missing here: textures, svhn, lsun, places69): not comparable") in notes
+    assert ("3 anomaly set(s); its AUROC/AUPR average over other anomaly sets than the "
+            "paper's: not comparable.") in notes
+    extra = rows + [report.row("ood", name, "auroc", 90.0, 100, "msp", variant="msp")
+                    for name in ("dtd", "svhn", "lsun", "places69", "inaturalist")]
+    assert "not comparable" in report.table9_markdown(extra, num_classes=1000)  # one too many
