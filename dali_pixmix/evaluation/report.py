@@ -327,22 +327,23 @@ def _caption(fig, rows: Sequence[Row]) -> None:
 
 
 def calibration_severity_figure(rows: Sequence[Row]):
-    """Mean RMS calibration error per severity on ImageNet-C (the 15 test corruptions, as
-    Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows."""
+    """Mean RMS calibration error per severity on ImageNet-C (its test corruptions evaluated,
+    as Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows.
+    The legend counts the corruptions behind each curve."""
     from dali_pixmix.metrics.corruption import TEST_CORRUPTIONS
 
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     plotted = []
-    for task, label in (("imagenet_c", "ImageNet-C (15 corruptions)"),
-                        ("imagenet_cbar", "ImageNet-C-bar")):
+    for task, name in (("imagenet_c", "ImageNet-C"), ("imagenet_cbar", "ImageNet-C-bar")):
         cells = [r for r in rows if r.task == task and r.metric == "rms" and r.severity
                  and (task != "imagenet_c" or r.variant in TEST_CORRUPTIONS)]
         if not cells:
             continue
         sev = sorted({r.severity for r in cells})
+        count = len({r.variant for r in cells})  # the corruptions evaluated, not the full set's
         ax.plot(sev, [np.mean([r.value for r in cells if r.severity == s]) for s in sev],
-                marker="o", label=label)
+                marker="o", label=f"{name} ({count} corruption{'s' * (count != 1)})")
         plotted += cells
     if not plotted:
         plt.close(fig)

@@ -144,6 +144,20 @@ def test_calibration_curve_averages_the_15_corruptions_as_table9():
     (line,) = fig.axes[0].lines
     np.testing.assert_allclose(line.get_ydata(), [11, 12, 13, 14, 15])
     assert any(PROTO in t.get_text() and "50 images" in t.get_text() for t in fig.texts)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "ImageNet-C (15 corruptions)"]
+
+
+def test_the_calibration_legend_counts_the_corruptions_evaluated():
+    """A 5-corruption run (the demo's generated set) is not labelled with the full 15."""
+    five = ("gaussian_noise", "defocus_blur", "contrast", "pixelate", "jpeg_compression")
+    rows = [report.row("imagenet_c", "imagenet_c", "rms", 10.0, 50, PROTO, variant=c,
+                       severity=s) for c in five for s in range(1, 6)]
+    rows += [report.row("imagenet_cbar", "imagenet_cbar", "rms", 9.0, 50, PROTO, variant="blue",
+                        severity=s) for s in range(1, 6)]
+    fig = report.calibration_severity_figure(rows)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "ImageNet-C (5 corruptions)", "ImageNet-C-bar (1 corruption)"]
 
 
 def test_legends_leave_the_bars_visible_and_plots_name_the_protocol():
