@@ -364,14 +364,15 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
 
 
 def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
-          resume_changed: bool = False) -> Dict[str, Any]:
+          resume_changed: bool = False, stop: Optional[StopFlag] = None) -> Dict[str, Any]:
     """Run (or continue) training in this process; returns {"status", "step", ["val"]}.
 
     `resume` is auto|none|PATH; `previous` (refuse|archive|overwrite) is what a new run does
     with an earlier run in train.output_dir; `resume_changed` accepts a checkpoint whose recipe
-    differs from `cfg` (see `training.resume`).
+    differs from `cfg` (see `training.resume`). `stop` (default: a new one) is the flag the
+    signals set; a caller that goes on after training (`training.compare`) reads it.
     """
-    stop = StopFlag()
+    stop = stop or StopFlag()
     stop.install()
     dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
     announce_device(cfg, dist)
