@@ -18,11 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from dali_pixmix.augment.methods import METHOD_NAMES, TABLE9_METHODS  # noqa: E402
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(TABLE9_METHODS),
                    choices=(*METHOD_NAMES, "all"), metavar="METHOD",
                    help=f"methods to compare, or all: {', '.join(METHOD_NAMES)}")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter
 from dali_pixmix.evaluation.report import Row, read_rows, summary_value, write_report, write_rows
 
 if TYPE_CHECKING:  # imported where used: `--help` answers before torch and DALI are loaded
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # imported where used: `--help` answers before torch and DALI
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="dali-pixmix checkpoint or torchvision state_dict (.pt/.pth)")
     p.add_argument("--arch", default=None,
@@ -128,5 +129,6 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     finally:
-        from dali_pixmix.distributed import cleanup
-        cleanup()
+        distributed = sys.modules.get("dali_pixmix.distributed")
+        if distributed is not None:  # (never imported, e.g. by --help: no process group)
+            distributed.cleanup()
