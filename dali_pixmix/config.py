@@ -111,7 +111,8 @@ class TrainConfig:
     max_steps: Optional[int] = None   # stop (with a checkpoint) after this global step
     deterministic: bool = False   # torch deterministic algorithms (for reproducibility checks)
     debug_log: bool = False       # per-rank sample labels per step and final weight hashes
-    tensorboard: bool = True      # write TensorBoard scalars when tensorboard is importable
+    tensorboard: bool = False     # write TensorBoard scalars (needs the optional tensorboard
+    #                               package: pip install -e '.[tensorboard]'; an error without)
 
 
 @dataclass

@@ -21,6 +21,7 @@ def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
     from dali_pixmix.data.images import check_val_classes, class_samples
 
     check_paths(cfg)
+    check_tensorboard(cfg)
     classes, samples = class_samples(cfg.data.train)
     check_val_classes(cfg.data.val, classes)
     return classes, samples
@@ -48,6 +49,19 @@ def check_paths(cfg: Config) -> None:
         raise FileNotFoundError(f"{len(problems)} configured path(s) missing: "
                                 + "; ".join(problems) + " (set them in the recipe or with "
                                 "--set KEY=PATH)")
+
+
+def check_tensorboard(cfg: Config) -> None:
+    """train.tensorboard (off by default) asks for a package that is optional: without it,
+    an error on every rank at start-up, never a run that silently writes no scalars."""
+    if not cfg.train.tensorboard:
+        return
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError("config key 'train.tensorboard' is true but tensorboard is not "
+                         "installed: pip install -e '.[tensorboard]', or set "
+                         "train.tensorboard=false") from None
 
 
 def folder_problem(key: str, path: str, what: str) -> Optional[str]:
@@ -297,16 +311,14 @@ def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) ->
 
 
 def open_logs(run: Run) -> None:
-    """config.yaml (rank 0), TensorBoard when importable, the optional debug log per rank."""
+    """config.yaml (rank 0), TensorBoard with train.tensorboard (`check_tensorboard` made
+    sure it is installed), the optional debug log per rank."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     if run.dist.is_main:
         save_config(run.cfg, run.out_dir / "config.yaml")
         if run.cfg.train.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
-            except ImportError:
-                run.writer = None
+            from torch.utils.tensorboard import SummaryWriter
+            run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
     if run.cfg.train.debug_log:
         run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a",
                               encoding="utf-8")

@@ -282,6 +282,19 @@ def test_data_root_discovery(data, tmp_path):
     assert configured_tasks({"imagenet_c": "x", "synthetic_ood": True}) == ["imagenet_c"]
 
 
+def test_a_data_root_without_known_folders_says_so(tmp_path):
+    """--data-root was passed: the error names what it looked for, not "pass --data-root"."""
+    (tmp_path / "root" / "ImageNet_val").mkdir(parents=True)
+    argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out"),
+            "--data-root", str(tmp_path / "root")]
+    with pytest.raises(ValueError) as err:
+        script("run_all").main(argv)
+    assert str(err.value).startswith(f"--data-root {tmp_path / 'root'} holds none of the "
+                                     "dataset folders looked for (imagenet/val or val, "
+                                     "imagenet-c or ImageNet-C, ")
+    assert "ood/<name>" in str(err.value)
+
+
 def test_torchvision_state_dict_labels_follow_sorted_wnids(tmp_path):
     all_wnids = imagenet_wnids()
     picked = [all_wnids[10], all_wnids[500], all_wnids[999]]

@@ -217,7 +217,9 @@ def test_demo_generates_data_trains_and_prints_the_table(tmp_path, capsys):
     assert result["status"] == "finished" and result["val"]["n"] == 12
     assert len(list((tmp_path / "demo" / "imagenet" / "train").iterdir())) == 3
     assert len(list((tmp_path / "demo" / "fractals").glob("*.png"))) == 4
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
+    assert "\r" not in captured.err + table  # no progress-bar fragments in a log file
     assert "| top-1 accuracy (%) |" in table and "| anomaly detection AUROC, msp (%) |" in table
     amp = "bf16" if torch.cuda.is_available() else "off"  # the first line: what auto chose
     assert f"amp {amp} (train.amp=auto), device" in table and "amp None" not in table
