@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from dali_pixmix import cuda_stack
 from dali_pixmix.check.harness import first_line
-from dali_pixmix.cuda_stack import (  # noqa: F401 - the driver facts, also read from here
+from dali_pixmix.cuda_stack import (  # the driver facts (moved there; training reads them too)
     cuda_major_of_wheel,
     dali_wheels,
     driver_cuda_version,

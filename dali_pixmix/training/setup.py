@@ -30,8 +30,8 @@ def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
 def check_paths(cfg: Config) -> None:
     """Every configured input path at once: one error naming each missing one (a start-up
     that stops at the first would need a rerun per path)."""
-    problems = [p for key, what in (("data.train", "training"), ("data.val", "validation"))
-                if (p := folder_problem(key, getattr(cfg.data, key.split(".")[1]), what))]
+    problems = [p for p in (folder_problem("data.train", cfg.data.train, "training"),
+                            folder_problem("data.val", cfg.data.val, "validation")) if p]
     if method(cfg.augment.method).needs_mixing_set:
         from dali_pixmix.mixing.bank import split_sources
 
