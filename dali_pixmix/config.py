@@ -116,7 +116,8 @@ class TrainConfig:
     deterministic: bool = False   # torch deterministic algorithms (for reproducibility checks;
     #                               bit-exact on CPU, slower on GPUs: docs/training.md)
     debug_log: bool = False       # per-rank sample labels per step and final weight hashes
-    tensorboard: bool = True      # write TensorBoard scalars when tensorboard is importable
+    tensorboard: bool = False     # write TensorBoard scalars (needs the optional tensorboard
+    #                               package: pip install -e '.[tensorboard]'; an error without)
 
 
 @dataclass

@@ -15,42 +15,18 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import re
 from typing import Dict, List, Optional, Tuple
 
+from dali_pixmix import cuda_stack
 from dali_pixmix.check.harness import first_line
+from dali_pixmix.cuda_stack import (  # the driver facts (moved there; training reads them too)
+    cuda_major_of_wheel,
+    dali_wheels,
+    driver_cuda_version,
+    driver_version,
+)
 
 Env = Dict[str, object]
-
-
-# ----------------------------------------------------------------------------- driver
-def driver_cuda_version() -> Optional[str]:
-    """The newest CUDA version the installed driver supports ("12.4"), or None without one."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value == 0:
-        return None
-    return f"{version.value // 1000}.{version.value % 1000 // 10}"
-
-
-def driver_version() -> Optional[str]:
-    """The NVIDIA driver's version ("580.65.06") from NVML, or None."""
-    try:
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return None
-    if nvml.nvmlInit_v2() != 0:
-        return None
-    try:
-        buffer = ctypes.create_string_buffer(96)
-        if nvml.nvmlSystemGetDriverVersion(buffer, ctypes.c_uint(96)) != 0:
-            return None
-        return buffer.value.decode()
-    finally:
-        nvml.nvmlShutdown()
 
 
 # ----------------------------------------------------------------------------- packages
@@ -59,22 +35,6 @@ def _version(distribution: str) -> Optional[str]:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def dali_wheels() -> List[str]:
-    """Installed DALI distributions (`nvidia-dali-cuda120`, ...): more than one is a conflict."""
-    names = set()
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name.startswith("nvidia-dali-cuda"):
-            names.add(name)
-    return sorted(names)
-
-
-def cuda_major_of_wheel(name: str) -> Optional[int]:
-    """12 for `nvidia-dali-cuda120`, 13 for `-cuda130`, 11 for `-cuda110`."""
-    match = re.search(r"cuda(\d\d)\d$", name)
-    return int(match.group(1)) if match else None
 
 
 def _dali_facts() -> Env:
@@ -259,31 +219,29 @@ def collect() -> Env:
 
 
 # ----------------------------------------------------------------------------- advice
-def _major(version: Optional[str]) -> Optional[int]:
-    return int(str(version).split(".")[0]) if version else None
+def _stack(env: Env) -> Dict[str, object]:
+    """The arguments of `cuda_stack.problems` from the collected facts."""
+    return {"torch_version": env.get("torch"), "torch_cuda": env.get("torch_cuda"),
+            "wheels": env.get("dali_wheels") or [], "driver": env.get("driver"),
+            "driver_cuda": env.get("driver_cuda")}
 
 
 def _driver_advice(env: Env) -> List[Dict[str, str]]:
+    """A warning per part of the stack the driver cannot run, with the command that fixes it
+    (`cuda_stack.problems`); else a note when torch and DALI use two CUDA majors the driver
+    both supports (the default install on a 580+ driver)."""
+    found = cuda_stack.problems(**_stack(env))
+    if found or not env.get("driver_cuda"):
+        return [_warn(text) for text in found]
+    torch_major = cuda_stack.major(env.get("torch_cuda"))
     out = []
-    driver_major = _major(env.get("driver_cuda"))
-    torch_major = _major(env.get("torch_cuda"))
-    dali_majors = {w: cuda_major_of_wheel(w) for w in env.get("dali_wheels") or []}
-    if driver_major is None:
-        return out
-    driver = f"the driver ({env.get('driver') or 'version unknown'}) supports CUDA up to " \
-             f"{env['driver_cuda']}"
-    if torch_major and torch_major > driver_major:
-        out.append(_warn(f"torch {env['torch']} is built for CUDA {env['torch_cuda']} but "
-                         f"{driver}: torch cannot use the GPUs; update the driver or install a "
-                         f"torch build for CUDA {driver_major}"))
-    for wheel, major in dali_majors.items():
-        if major and major > driver_major:
-            out.append(_warn(f"{wheel} needs a CUDA {major} driver but {driver}: DALI's GPU "
-                             f"operators cannot run; update the driver or install "
-                             f"nvidia-dali-cuda{driver_major}0"))
-        elif major and torch_major and major != torch_major and torch_major <= driver_major:
+    for wheel in env.get("dali_wheels") or []:
+        major = cuda_major_of_wheel(wheel)
+        if major and torch_major and major != torch_major:
             out.append(_note(f"torch uses CUDA {torch_major} and {wheel} CUDA {major}: fine, "
-                             f"{driver}, and both share one CUDA context through it"))
+                             f"the driver ({env.get('driver') or 'version unknown'}) supports "
+                             f"CUDA up to {env['driver_cuda']}, and both share one CUDA "
+                             "context through it"))
     return out
 
 
@@ -320,7 +278,7 @@ def _package_advice(env: Env) -> List[Dict[str, str]]:
 def _gpu_advice(env: Env) -> List[Dict[str, str]]:
     out = []
     if not env.get("cuda_available"):
-        if env.get("driver_cuda"):
+        if env.get("driver_cuda") and not torch_too_new(env):  # (else warned above)
             out.append(_warn("an NVIDIA driver is installed but torch sees no GPU "
                              f"({_no_gpu_reason(env)})"))
         out.append(_note("no CUDA device: only the CPU subset runs"))
@@ -332,12 +290,13 @@ def _gpu_advice(env: Env) -> List[Dict[str, str]]:
     return out
 
 
+def torch_too_new(env: Env) -> bool:
+    """torch is built for a newer CUDA than the driver supports."""
+    return any(p.startswith("torch") for p in cuda_stack.problems(**_stack(env)))
+
+
 def _no_gpu_reason(env: Env) -> str:
-    if not env.get("torch_cuda"):
-        return "torch is a CPU-only build"
-    if env.get("cuda_visible_devices") is not None:
-        return f"CUDA_VISIBLE_DEVICES is {env['cuda_visible_devices']!r}"
-    return "a container started without --gpus, or a driver too old for torch"
+    return cuda_stack.no_gpu_reason(**_stack(env), visible=env.get("cuda_visible_devices"))
 
 
 def advice(env: Env) -> List[Dict[str, str]]:

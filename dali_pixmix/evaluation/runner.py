@@ -27,7 +27,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -163,6 +163,22 @@ def checked_normalisation(normalisation) -> Tuple[Tuple[float, ...], Tuple[float
     return mean, std
 
 
+def recorded_size(ckpt: dict, resize: Optional[int] = None,
+                  crop: Optional[int] = None) -> Tuple[Dict[str, int], str]:
+    """({"resize", "crop"}, where the ones not given came from) to evaluate `ckpt` with: given
+    values win, else the checkpoint's data.val_resize / data.val_crop (what its own validation
+    used), else 256 / 224 (the ImageNet convention, e.g. for a torchvision state dict)."""
+    data = (ckpt.get("config") or {}).get("data") or {}
+    sizes, sources = {}, []
+    for name, given, key, default in (("resize", resize, "val_resize", 256),
+                                      ("crop", crop, "val_crop", 224)):
+        sizes[name] = given or data.get(key) or default
+        if not given:
+            sources.append(f"{name} {sizes[name]} (" + (f"the checkpoint's data.{key}"
+                                                        if data.get(key) else "the default") + ")")
+    return sizes, ", ".join(sources)
+
+
 class Evaluator:
     """A classifier, its class list and the preprocessing settings shared by every task.
 
@@ -209,18 +225,26 @@ class Evaluator:
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
                         device: str = "auto", dist: Optional[DistInfo] = None,
                         **settings) -> "Evaluator":
-        """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict)."""
-        from dali_pixmix.models import load_classifier
+        """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict); a
+        `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`)."""
+        from dali_pixmix.checkpoint import read_checkpoint
+        from dali_pixmix.models import classifier_from_checkpoint
 
         dist = dist or init_distributed(device)
-        model, classes = load_classifier(checkpoint, arch, dist.device)
+        ckpt = read_checkpoint(checkpoint)
+        model, classes = classifier_from_checkpoint(ckpt, checkpoint, arch, dist.device)
+        sizes, chosen = recorded_size(ckpt, settings.get("resize"), settings.get("crop"))
+        settings.update(sizes)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         path = Path(checkpoint).resolve()
         stat = path.stat()
-        return cls(model, classes, out=out, model_key=(str(path), stat.st_size,
-                                                       stat.st_mtime_ns, arch),
-                   dist=dist, **settings)
+        ev = cls(model, classes, out=out, model_key=(str(path), stat.st_size,
+                                                     stat.st_mtime_ns, arch),
+                 dist=dist, **settings)
+        if chosen:  # a wrong size costs accuracy silently (--resize/--crop say otherwise)
+            ev.log(f"evaluating with {chosen}")
+        return ev
 
     def log(self, message: str) -> None:
         if self.dist.is_main:

@@ -220,6 +220,8 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from tqdm import tqdm
 
+    from dali_pixmix.progress import to_terminal
+
     device_id = (device.index or 0) if device.type == "cuda" else None
     batch_size = max(1, min(batch_size, len(files)))
     pipe = _bank_pipeline(files=files, size=size, batch_size=batch_size,
@@ -230,7 +232,8 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
     try:
         batches = DALIGenericIterator(pipe, ["images"], reader_name="Reader",
                                       last_batch_policy=LastBatchPolicy.PARTIAL)
-        with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False) as bar:
+        with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False,
+                  disable=not to_terminal()) as bar:
             for batch in batches:
                 images = batch[0]["images"]
                 out[done:done + len(images)] = images.to(device)

@@ -25,26 +25,57 @@ def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
     training classes and samples (`data.images.class_samples`: the one listing of data.train)."""
     from dali_pixmix.data.images import check_val_classes, class_samples
 
-    if not cfg.data.train:
-        raise ValueError("config key 'data.train' is empty: set it to the training folder")
+    check_paths(cfg)
+    check_tensorboard(cfg)
     classes, samples = class_samples(cfg.data.train)
-    if not cfg.data.val:
-        raise ValueError("config key 'data.val' is empty: set it to the validation folder")
     check_val_classes(cfg.data.val, classes)
+    return classes, samples
+
+
+def check_paths(cfg: Config) -> None:
+    """Every configured input path at once: one error naming each missing one (a start-up
+    that stops at the first would need a rerun per path)."""
+    problems = [p for p in (folder_problem("data.train", cfg.data.train, "training"),
+                            folder_problem("data.val", cfg.data.val, "validation")) if p]
     if method(cfg.augment.method).needs_mixing_set:
         from dali_pixmix.mixing.bank import split_sources
 
-        sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else [""]
-        missing = [s for s in sources if not s or not Path(s).exists()]
-        if missing:
-            raise FileNotFoundError(f"mixing set '{missing[0]}' does not exist: set "
-                                    "pixmix.mixing_set to a folder, file list or .npy bank, or "
-                                    "several comma-separated folders/file lists (or choose an "
-                                    f"augment.method other than {cfg.augment.method})")
+        sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else []
+        if not sources:
+            problems.append("pixmix.mixing_set is empty: set it to a folder, file list or .npy "
+                            "bank, or several comma-separated folders/file lists (or choose an "
+                            f"augment.method other than {cfg.augment.method})")
+        problems += [f"pixmix.mixing_set: mixing set '{s}' does not exist" for s in sources
+                     if not s or not Path(s).exists()]
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "
-                                "model.pretrained to a local torchvision checkpoint or null")
-    return classes, samples
+        problems.append(f"model.pretrained: weights '{cfg.model.pretrained}' not found (a local "
+                        "torchvision checkpoint, or null to train from scratch)")
+    if problems:
+        raise FileNotFoundError(f"{len(problems)} configured path(s) missing: "
+                                + "; ".join(problems) + " (set them in the recipe or with "
+                                "--set KEY=PATH)")
+
+
+def check_tensorboard(cfg: Config) -> None:
+    """train.tensorboard (off by default) asks for a package that is optional: without it,
+    an error on every rank at start-up, never a run that silently writes no scalars."""
+    if not cfg.train.tensorboard:
+        return
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError("config key 'train.tensorboard' is true but tensorboard is not "
+                         "installed: pip install -e '.[tensorboard]', or set "
+                         "train.tensorboard=false") from None
+
+
+def folder_problem(key: str, path: str, what: str) -> Optional[str]:
+    """What is wrong with the folder config key `key` (None: it is a folder)."""
+    if not path:
+        return f"{key} is empty: set it to the {what} folder"
+    if not Path(path).exists():
+        return f"{key}: {what} folder {path} does not exist"
+    return None if Path(path).is_dir() else f"{key}: {path} is not a folder"
 
 
 def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
@@ -53,6 +84,29 @@ def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def amp_mode(cfg: Config, dtype: Optional[torch.dtype]) -> str:
+    """'bf16', 'fp16' or 'off', plus '(train.amp=auto)' when auto chose it: for the log."""
+    name = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return name + (" (train.amp=auto)" if cfg.train.amp == "auto" else "")
+
+
+def announce_device(cfg: Config, dist: DistInfo) -> None:
+    """Rank 0: a visible warning when dist.device=auto found no usable GPU (a GPU recipe then
+    trains on the CPU, orders of magnitude slower), and one per part of the CUDA stack that the
+    driver cannot run (`cuda_stack.problems`, with the command that fixes it)."""
+    from dali_pixmix import cuda_stack
+
+    if not dist.is_main:
+        return
+    if dist.device.type == "cpu" and cfg.dist.device == "auto":
+        log(dist, f"warning: dist.device=auto found no usable GPU ({cuda_stack.why_no_gpu()}): "
+                  "training on the CPU. Set dist.device=cpu to choose the CPU, or "
+                  "dist.device=cuda to stop instead")
+    elif dist.device.type == "cuda":
+        for line in cuda_stack.problems(**cuda_stack.this_machine()):
+            log(dist, f"warning: {line}")
 
 
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
@@ -265,16 +319,14 @@ def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) ->
 
 
 def open_logs(run: Run) -> None:
-    """config.yaml (rank 0), TensorBoard when importable, the optional debug log per rank."""
+    """config.yaml (rank 0), TensorBoard with train.tensorboard (`check_tensorboard` made
+    sure it is installed), the optional debug log per rank."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     if run.dist.is_main:
         save_config(run.cfg, run.out_dir / "config.yaml")
         if run.cfg.train.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
-            except ImportError:
-                run.writer = None
+            from torch.utils.tensorboard import SummaryWriter
+            run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
     if run.cfg.train.debug_log:
         run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a",
                               encoding="utf-8")

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from dali_pixmix import cuda_stack
 from dali_pixmix.check import environment, harness, report
 from dali_pixmix.check.throughput import Goal
 
@@ -112,14 +113,20 @@ def test_a_good_node_has_no_warnings_and_says_the_cuda_majors_differ_harmlessly(
 
 def test_driver_too_old_for_torch_is_a_warning():
     (warning,) = texts({"driver": "550.54", "driver_cuda": "12.4"}, "warning")
-    assert "torch 2.14.1+cu130 is built for CUDA 13.0" in warning
-    assert "supports CUDA up to 12.4" in warning
+    assert "torch 2.14.1+cu130 (CUDA 13.0), nvidia-dali-cuda120 (CUDA 12)" in warning
+    assert "driver 550.54 (CUDA up to 12.4)" in warning
+    assert cuda_stack.TORCH_CUDA12_COMMAND in warning  # the README's fix
+    no_gpu = texts({"driver": "550.54", "driver_cuda": "12.4", "cuda_available": False},
+                   "warning")
+    assert no_gpu == [warning]  # said once, not again as "torch sees no GPU"
 
 
 def test_driver_too_old_for_dali_is_a_warning():
     warnings = texts({"driver": "470.1", "driver_cuda": "11.4", "torch_cuda": "11.8"},
                      "warning")
-    assert any("nvidia-dali-cuda120 needs a CUDA 12 driver" in w for w in warnings)
+    assert any(w.startswith("DALI's GPU operators cannot run") and
+               "nvidia-dali-cuda120 (CUDA 12)" in w and "update the driver" in w
+               for w in warnings)
     assert not any(w.startswith("torch") for w in warnings)  # same major: minor compatibility
 
 
@@ -166,7 +173,7 @@ def test_driver_without_gpu_in_torch_is_explained():
     env = {"cuda_available": False, "gpus": [], "cuda_visible_devices": ""}
     (warning,) = texts(env, "warning")
     assert "torch sees no GPU" in warning and "CUDA_VISIBLE_DEVICES is ''" in warning
-    assert "torch is a CPU-only build" in texts({**env, "torch_cuda": None}, "warning")[0]
+    assert "is a CPU-only build" in texts({**env, "torch_cuda": None}, "warning")[0]
 
 
 def test_wheel_names_and_cudnn_numbers():
