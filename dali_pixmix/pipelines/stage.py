@@ -90,11 +90,24 @@ class BatchStage:
         raise NotImplementedError
 
     def __call__(self, samples):
-        first = torch.from_dlpack(samples[0])
-        with dali_stream(first.device):
-            batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
-            out = self.apply(batch)  # contiguous
-            return [torch.utils.dlpack.to_dlpack(t) for t in out.unbind(0)]
+        try:
+            first = torch.from_dlpack(samples[0])
+            with dali_stream(first.device):
+                batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
+                out = self.apply(batch)  # contiguous
+                return [torch.utils.dlpack.to_dlpack(t) for t in out.unbind(0)]
+        except Exception as err:
+            BatchStage.failure = err  # DALI re-raises it as a pipeline error: `take_failure`
+            raise
+
+    failure: Optional[BaseException] = None  # the last error a stage raised inside DALI
+
+    @staticmethod
+    def take_failure() -> Optional[BaseException]:
+        """The error a stage raised inside a DALI pipeline since the last call (then forgotten),
+        so a loader reports the method's own error instead of searching the images."""
+        failure, BatchStage.failure = BatchStage.failure, None
+        return failure
 
 
 class PixMixStage(BatchStage):
