@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 HINTS = {
     errno.ENOSPC: "free space on that file system or write somewhere else",
@@ -16,6 +17,8 @@ HINTS = {
     errno.EACCES: "choose a folder you may write to, or fix its permissions",
     errno.EPERM: "choose a folder you may write to, or fix its permissions",
     errno.EROFS: "the file system is read-only: choose another folder",
+    errno.EFBIG: "the file is larger than this process or file system may write (see ulimit "
+                 "-f): write somewhere else",
 }
 
 
@@ -28,6 +31,18 @@ def names_file(path: str | Path):
         if err.filename is None and err.errno is not None:
             raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
+
+
+def os_error_behind(err: BaseException) -> Optional[OSError]:
+    """The OSError behind `err`: itself, or one it was raised while handling (torch.save reports
+    a failed write as its own RuntimeError raised during the OSError); None if there is none."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def os_error_line(err: OSError) -> str:

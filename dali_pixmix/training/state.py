@@ -5,7 +5,6 @@ Checkpoint files themselves (atomic writes, rotation, lookup) are `dali_pixmix.c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import signal
 import time
 from dataclasses import dataclass, field
@@ -174,13 +173,9 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (for cross-rank and resume comparisons)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
+    """sha256 over every parameter and buffer (for cross-rank and resume comparisons; the
+    `checkpoint.WEIGHTS_DIGEST` of final.pt)."""
+    return ckpt_io.state_digest(model.state_dict())
 
 
 def sync_buffers(run: Run) -> None:

@@ -134,7 +134,8 @@ def test_eval_argument_errors_are_one_line(tiny_imagenet, checkpoint, tmp_path, 
             str(tmp_path / "out"), "--num-threads", "1", "--device", "cpu"]
     assert cli.run_cli(clean.main, base + ["--arch", "resnet50"]) == 2
     line = error_line(capsys.readouterr().err)
-    assert f"{checkpoint} does not fit a resnet50 (it holds a resnet18" in line
+    assert line == (f"error: {checkpoint} holds a resnet18, not a resnet50: pass --arch "
+                    "resnet18 or leave --arch out to use the checkpoint's own")
     assert cli.run_cli(clean.main, base + ["--resize", "32", "--crop", "36"]) == 2
     assert "--crop 36 is larger than --resize 32" in error_line(capsys.readouterr().err)
 
