@@ -7,6 +7,7 @@ after `error: `.
 from __future__ import annotations
 
 import errno
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -51,3 +52,16 @@ def os_error_line(err: OSError) -> str:
     where = f": {err.filename}" if err.filename else ""
     hint = HINTS.get(err.errno)
     return f"file system error{where} ({reason})" + (f"; {hint}" if hint else "")
+
+
+def check_writable(folder: str | Path, name: str) -> None:
+    """Create `folder` and write a probe file in it; a ValueError naming the setting `name`
+    (a flag or config key) when that fails: checked before any long work, not after it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_probe_"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {folder} is not writable ({err.strerror or err}); set {name} "
+                         "to a folder you can write to") from None

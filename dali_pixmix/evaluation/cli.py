@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from dali_pixmix.evaluation.report import Row, read_rows, summary_value, write_report, write_rows
+from dali_pixmix.evaluation.report import (
+    Row,
+    check_one_model,
+    read_results,
+    read_rows,
+    summary_value,
+    write_report,
+    write_rows,
+)
 from dali_pixmix.evaluation.runner import Evaluator
 
 
@@ -54,17 +62,26 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
+    """The evaluator of the command's checkpoint, after the checks that need no inference:
+    the flags, a writable --out (not a surprise after hours of it) and --out's results being
+    this checkpoint's (`report.check_one_model`)."""
+    from dali_pixmix.oserrors import check_writable
+
     if min(args.batch_size, args.resize, args.crop, args.num_threads) < 1:
         raise ValueError(f"--batch-size, --resize, --crop and --num-threads must be positive, "
                          f"got {args.batch_size}, {args.resize}, {args.crop}, {args.num_threads}")
     if args.crop > args.resize:
         raise ValueError(f"--crop {args.crop} is larger than --resize {args.resize}: the centre "
                          "crop must fit in the resized picture")
-    return Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
-                                     device=args.device, batch_size=args.batch_size,
-                                     resize=args.resize, crop=args.crop,
-                                     num_threads=args.num_threads,
-                                     check_headers=not args.no_header_check)
+    check_writable(args.out, "--out")
+    ev = Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
+                                   device=args.device, batch_size=args.batch_size,
+                                   resize=args.resize, crop=args.crop,
+                                   num_threads=args.num_threads,
+                                   check_headers=not args.no_header_check)
+    # before any inference: this folder's results must be this checkpoint's
+    check_one_model(read_results(args.out), args.out, ev.weights, ev.checkpoint)
+    return ev
 
 
 def clean_error_from(out: str | Path) -> Optional[float]:
@@ -79,7 +96,7 @@ def finish(ev: Evaluator, task: str, rows: Sequence[Row], name: str,
     """Rank 0: write the task's rows, refresh the report, print a one-line summary."""
     if not ev.dist.is_main:
         return
-    paths = write_rows(list(rows), ev.out / "results", task)
+    paths = write_rows(list(rows), ev.out / "results", task, ev.model_fields())
     table = write_report(ev.out, name, num_classes=len(ev.classes))
     shown = [f"{r.dataset}/{r.variant or '-'} {r.metric}={r.value:.2f}" for r in rows
              if r.metric in headline and r.severity is None and r.dataset != "" and
@@ -94,6 +111,9 @@ def parse_named_paths(items: Sequence[str]) -> dict:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--ood expects NAME=PATH, got '{item}'")
+        if name in sets:
+            raise ValueError(f"--ood names two sets '{name}' ({sets[name]} and {path}); give "
+                             "each set its own name")
         sets[name] = path
     return sets
 

@@ -123,7 +123,7 @@ class Evaluator:
 
     `model` is used as given (training passes the module it trains; its train/eval mode is
     restored after each pass). `batch_size` is GLOBAL and must divide by the world size. `out`
-    and `model_key` (what identifies the weights, e.g. checkpoint path, size and mtime) enable
+    and `model_key` (what identifies the weights: `from_checkpoint` uses their content) enable
     the prediction cache of `predict`; `infer` never caches. `check_headers=False` skips the
     header check of each new file list (a file DALI cannot parse may then crash it).
     `keep_loaders=True` keeps each file list's DALI loader for the next `infer` of the same
@@ -150,23 +150,33 @@ class Evaluator:
         self._screened = set()  # fingerprints of the file lists whose headers were checked
         self.keep_loaders = keep_loaders
         self._loaders = {}  # (file list fingerprint, no_resize) -> loader, with keep_loaders
+        self.checkpoint, self.weights = "", ""  # set by `from_checkpoint` (the rows' model)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
                         device: str = "auto", dist: Optional[DistInfo] = None,
                         **settings) -> "Evaluator":
         """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict)."""
-        from dali_pixmix.models import load_classifier
+        from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
+        from dali_pixmix.training.checkpoint import checkpoint_identity, read_checkpoint
 
         dist = dist or init_distributed(device)
-        model, classes = load_classifier(checkpoint, arch, dist.device)
+        ckpt = read_checkpoint(checkpoint)
+        model, classes = classifier_from_checkpoint(ckpt, checkpoint, arch, dist.device)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        path = Path(checkpoint).resolve()
-        stat = path.stat()
-        return cls(model, classes, out=out, model_key=(str(path), stat.st_size,
-                                                       stat.st_mtime_ns, arch),
-                   dist=dist, **settings)
+        # The weights' content, not the file's time: a rewritten final.pt with the same
+        # weights keeps every cache (and a copy elsewhere finds them).
+        weights = checkpoint_identity(ckpt)
+        ev = cls(model, classes, out=out, model_key=(weights, checkpoint_arch(ckpt, arch)),
+                 dist=dist, **settings)
+        ev.checkpoint, ev.weights = str(checkpoint), weights[:16]
+        return ev
+
+    def model_fields(self) -> dict:
+        """{"checkpoint", "weights"} of the evaluated checkpoint, for its result rows ({} for
+        a model given as such, e.g. training's validation)."""
+        return {"checkpoint": self.checkpoint, "weights": self.weights} if self.weights else {}
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
