@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,17 +90,33 @@ class Run:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (SLURM preemption): checkpoint at the next step boundary."""
+    """Set by SIGTERM/SIGUSR1 (SLURM preemption) or a first Ctrl-C (SIGINT): checkpoint at the
+    next step boundary. A second Ctrl-C stops at once (KeyboardInterrupt) without saving.
+    `uninstall` gives the signals their previous handlers back."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
         self.signal_name = None
+        self._previous = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def _handle(self, signum, _frame) -> None:
+        if signum == signal.SIGINT:
+            if self.requested:
+                raise KeyboardInterrupt
+            print("interrupted (Ctrl-C): the run saves a checkpoint at the next step and stops; "
+                  "press Ctrl-C again to stop at once without saving", file=sys.stderr,
+                  flush=True)
         self.requested, self.signal_name = True, signal.Signals(signum).name
 
 
