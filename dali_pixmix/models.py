@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torchvision
 
-from dali_pixmix.checkpoint import read_checkpoint
+from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.wide_resnet import parse_wide_resnet, wide_resnet
 
@@ -132,10 +132,17 @@ def load_fvis_model(checkpoint, arch: Optional[str] = None,
     checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
     one-line error naming the file (`classifier_from_checkpoint`).
     """
+    return load_fvis_checkpoint(checkpoint, arch, device)[:2]
+
+
+def load_fvis_checkpoint(checkpoint, arch: Optional[str] = None,
+                         device="cpu") -> Tuple[torch.nn.Module, str, str]:
+    """`load_fvis_model` plus the identity of the checkpoint's weights
+    (`checkpoint.checkpoint_identity`), from one read of the file."""
     ckpt = read_checkpoint(checkpoint)
     arch = checkpoint_arch(ckpt, arch)
     model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
-    return model.requires_grad_(False), arch
+    return model.requires_grad_(False), arch, checkpoint_identity(ckpt)
 
 
 def load_pretrained_backbone(model: torch.nn.Module, path: str | Path) -> List[str]:
