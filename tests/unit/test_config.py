@@ -218,7 +218,7 @@ def test_augment_values_are_checked(override, pattern):
     ("optim.warmup_epochs=-1", r"'optim.warmup_epochs' must be in \[0, train.epochs=90\]"),
     ("optim.warmup_epochs=91", r"'optim.warmup_epochs' must be in \[0, train.epochs=90\]"),
     ("train.seed=-1", r"'train.seed' must be in 0..2147483647, got -1"),
-    ("train.checkpoint_minutes=0", r"'train.checkpoint_minutes' must be > 0"),
+    ("train.checkpoint_minutes=-1", r"'train.checkpoint_minutes' must be >= 0"),
     ("dist.timeout_minutes=0", r"'dist.timeout_minutes' must be > 0"),
     ("eval.calibration_bin_size=0", r"'eval.calibration_bin_size' must be >= 1"),
     ("demo.min_size=4", r"'demo.min_size' must be >= 8"),
