@@ -53,7 +53,8 @@ def build(args: argparse.Namespace) -> MixingBank:
 
 def main(argv=None) -> int:
     """Bad input: one error line and exit status 2; a DALI or file-system failure: 1."""
-    return run_cli(build_and_save, argv)
+    return run_cli(build_and_save, argv, interrupted="interrupted (Ctrl-C): no bank was "
+                   "written (it is written whole at the end); run the command again")
 
 
 def build_and_save(argv=None) -> int:

@@ -102,7 +102,8 @@ def fmt(value) -> str:
 
 def main(argv=None) -> int:
     """Bad input: one error line and exit status 2; a file-system failure: 1."""
-    return run_cli(render, argv)
+    return run_cli(render, argv, interrupted="interrupted (Ctrl-C): the pictures already "
+                   "written are kept; the same command goes on from them")
 
 
 def render(argv=None) -> int:

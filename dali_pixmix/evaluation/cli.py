@@ -118,16 +118,24 @@ def parse_named_paths(items: Sequence[str]) -> dict:
     return sets
 
 
+INTERRUPTED = ("interrupted (Ctrl-C): the cells already evaluated stay cached in the --out "
+               "folder; the same command goes on from them")
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None,
-            failures: tuple = ()) -> int:
+            failures: tuple = (), interrupted: str = INTERRUPTED) -> int:
     """Call `main`; bad input becomes one `error: ...` line and exit status 2; a failing file
     system (full disk, unwritable --out), a DALI failure no file explains or one of the
-    caller's `failures` (e.g. a training run that stopped), one line and exit status 1."""
+    caller's `failures` (e.g. a training run that stopped), one line and exit status 1; Ctrl-C
+    the line `interrupted` (what was kept) and exit status 130."""
     from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
 
     try:
         return main(argv)
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

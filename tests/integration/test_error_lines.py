@@ -185,3 +185,27 @@ def test_build_mixing_bank_unwritable_out_is_one_line_naming_it(tmp_path, capsys
                       "--size", "32", "--device", "cpu", "--num-threads", "1"]) == 1
     line = error_line(capsys.readouterr().err)
     assert line.startswith("error: file system error") and str(tmp_path / "taken") in line
+
+
+def test_ctrl_c_in_an_eval_script_or_tool_is_one_line_saying_what_is_kept(capsys):
+    """Ctrl-C (a real SIGINT, Python's own handler) during an eval script or a tool: one line
+    saying what was kept, exit status 130, no KeyboardInterrupt traceback."""
+    import os
+    import signal
+    import time
+
+    from dali_pixmix.evaluation import cli
+
+    def interrupted(_argv):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the signal arrives first
+        return 0
+
+    try:
+        code = cli.run_cli(interrupted, [])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped run_cli")
+    assert code == 130
+    assert error_line(capsys.readouterr().err) == (
+        "error: interrupted (Ctrl-C): the cells already evaluated stay cached in the --out "
+        "folder; the same command goes on from them")
