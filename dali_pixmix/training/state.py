@@ -20,7 +20,7 @@ from dali_pixmix.provenance import provenance
 from dali_pixmix.training.schedule import CosineSchedule
 
 from ..config import Config
-from ..distributed import DistInfo, all_gather_objects, barrier
+from ..distributed import DistInfo, all_gather_objects, barrier, print_main
 
 
 @dataclass
@@ -114,9 +114,9 @@ class StopFlag:
         if signum == signal.SIGINT:
             if self.requested:
                 raise KeyboardInterrupt
-            print("interrupted (Ctrl-C): the run saves a checkpoint at the next step and stops; "
-                  "press Ctrl-C again to stop at once without saving", file=sys.stderr,
-                  flush=True)
+            print_main("interrupted (Ctrl-C): the run saves a checkpoint at the next step and "
+                       "stops; press Ctrl-C again to stop at once without saving",
+                       file=sys.stderr, flush=True)
         self.requested, self.signal_name = True, signal.Signals(signum).name
 
 
