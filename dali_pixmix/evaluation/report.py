@@ -14,7 +14,7 @@ A row is `(task, dataset, variant, severity, metric, value, n, protocol, softwar
   software  the code and library versions that wrote it (`provenance.software_string`),
             stamped by `write_rows`; "" in files written before it existed
   checkpoint, weights  the evaluated checkpoint file and its weights' identity (the first 16
-            hex digits of `training.checkpoint.checkpoint_identity`), stamped by `write_rows`;
+            hex digits of `checkpoint.checkpoint_identity`), stamped by `write_rows`;
             one output folder holds the rows of ONE model's weights (`check_one_model`)
 Plots use matplotlib's Agg backend and are written as PNG.
 """

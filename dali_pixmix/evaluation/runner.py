@@ -157,8 +157,8 @@ class Evaluator:
                         device: str = "auto", dist: Optional[DistInfo] = None,
                         **settings) -> "Evaluator":
         """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict)."""
+        from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
         from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
-        from dali_pixmix.training.checkpoint import checkpoint_identity, read_checkpoint
 
         dist = dist or init_distributed(device)
         ckpt = read_checkpoint(checkpoint)

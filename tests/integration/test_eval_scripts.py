@@ -282,7 +282,7 @@ def test_results_belong_to_one_checkpoint_and_caches_follow_its_weights(data, tm
     """Rows name the checkpoint and its weights. The same weights saved again (a rerun
     training rewriting final.pt, a copy) keep every cache; another model's evaluation into
     the folder is refused before any inference, and what is there stays as it was."""
-    from dali_pixmix.training.checkpoint import checkpoint_identity, read_checkpoint
+    from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
 
     out = tmp_path / "out"
     assert cli.run_cli(script("clean").main, clean_argv(data, out)) == 0

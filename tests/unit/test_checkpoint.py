@@ -159,7 +159,7 @@ def test_a_file_that_is_no_checkpoint_is_refused_in_one_line_never_suggesting_un
     import os
     import pickle
 
-    from dali_pixmix.training.checkpoint import read_checkpoint
+    from dali_pixmix.checkpoint import read_checkpoint
 
     class Payload:
         def __reduce__(self):
@@ -184,7 +184,7 @@ def test_weights_identity_follows_the_content_not_the_file(tmp_path):
     one identity; other weights another. final.pt records it when saved."""
     import time
 
-    from dali_pixmix.training.checkpoint import (
+    from dali_pixmix.checkpoint import (
         WEIGHTS_DIGEST,
         checkpoint_identity,
         read_checkpoint,
