@@ -398,8 +398,8 @@ def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
     """
     stop = StopFlag()
     stop.install()
-    dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
     try:
+        dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
         with ExitStack() as held:
             return train_locked(cfg, dist, stop, held, resume, previous, resume_changed)
     finally:
