@@ -306,7 +306,7 @@ class TrainLoader:
         return self._iterator.checkpoints()[0]
 
     def _failure(self, err: RuntimeError) -> Exception:
-        failure = BatchStage.take_failure()
+        failure = BatchStage.take_failure(err)
         if failure is not None:  # the per-image method failed, not a file: its own error
             return failure
         batches = range(self.position, self.position + self.SUSPECT_BATCHES)

@@ -103,10 +103,14 @@ class BatchStage:
     failure: Optional[BaseException] = None  # the last error a stage raised inside DALI
 
     @staticmethod
-    def take_failure() -> Optional[BaseException]:
-        """The error a stage raised inside a DALI pipeline since the last call (then forgotten),
-        so a loader reports the method's own error instead of searching the images."""
+    def take_failure(dali_error: BaseException) -> Optional[BaseException]:
+        """The error a stage raised inside a DALI pipeline when `dali_error` (DALI's own) is
+        the report of it, so a loader raises the method's own error instead of searching the
+        images; None for any other DALI failure. The record is forgotten either way (DALI may
+        have run later batches, or another pipeline, since it was made)."""
         failure, BatchStage.failure = BatchStage.failure, None
+        if failure is None or f"{type(failure).__name__}: {failure}" not in str(dali_error):
+            return None
         return failure
 
 
