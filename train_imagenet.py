@@ -6,9 +6,10 @@ Examples:
   torchrun --nproc_per_node=8 train_imagenet.py --config configs/imagenet_pixmix.yaml \\
       --set data.train=/data/imagenet/train --set data.val=/data/imagenet/val \\
       --set pixmix.mixing_set=/data/fractals_and_fvis --set model.pretrained=/ckpt/resnet50.pth
-Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, train.max_steps) with a
-checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad configuration or input
-(an image that cannot be decoded included: fix it, then rerun; requeueing would fail again).
+Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, a first Ctrl-C,
+train.max_steps) with a checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad
+configuration or input (an image that cannot be decoded included: fix it, then rerun;
+requeueing would fail again); 130 a second Ctrl-C (stopped without saving).
 """
 import argparse
 import sys
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     from dali_pixmix.data.checks import PipelineError
+    from dali_pixmix.distributed import print_main
     from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check
         TrainingError,
@@ -80,7 +82,13 @@ def main(argv=None) -> int:
     except OSError as err:  # e.g. the disk filled up while writing a checkpoint
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
-    print(f"{result['status']} at step {result['step']}; outputs in {cfg.train.output_dir}")
+    except KeyboardInterrupt:  # a second Ctrl-C (the first saves a checkpoint and stops)
+        print(f"error: interrupted (Ctrl-C) without saving; the checkpoints in "
+              f"{cfg.train.output_dir} are kept: `--resume auto` continues from the newest",
+              file=sys.stderr)
+        return 130
+    print_main(f"{result['status']} at step {result['step']}; outputs in "
+               f"{cfg.train.output_dir}")
     return 0
 
 
