@@ -65,7 +65,7 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     cmd = command()
     env = child_env(OMP_NUM_THREADS="1")
     result = subprocess.run(command(logs=tmp_path / "logs"), capture_output=True, text=True,
-                            env=env, timeout=240)
+                            env={**env, "DALI_PIXMIX_PROGRESS": "1"}, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # one job prints one progress bar and one last line: rank 0's (each rank built its bank)
     assert "mixing bank" in rank_output(tmp_path / "logs", 0, "stderr")

@@ -1,4 +1,6 @@
 """Training pieces that need no data pipeline: validation metrics, AMP choice, per-epoch order."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,14 @@ def test_fp16_steps_with_the_fused_sgd_read_nothing_on_the_host():
                 scaler.update()
         seen[name] = mode.seen
     assert seen == {"fused": [], "plain": ["item", "item"]}
+
+
+def test_progress_bars_follow_the_terminal_unless_forced(monkeypatch):
+    from dali_pixmix.progress import to_terminal
+
+    monkeypatch.delenv("DALI_PIXMIX_PROGRESS", raising=False)
+    assert to_terminal() == sys.stderr.isatty()
+    monkeypatch.setenv("DALI_PIXMIX_PROGRESS", "1")
+    assert to_terminal() and not to_terminal(False)
+    monkeypatch.setenv("DALI_PIXMIX_PROGRESS", "0")
+    assert not to_terminal()
