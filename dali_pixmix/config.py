@@ -37,6 +37,8 @@ from dali_pixmix.augment.methods import METHOD_NAMES, method
 
 @dataclass
 class DataConfig:
+    dataset: str = "imagenet"     # imagenet | cifar10 | cifar100 (CIFAR reads data.root)
+    root: str = ""                # CIFAR: folder holding cifar-10-batches-py/ (or -bin/, cifar-100-*)
     train: str = ""               # training folder (one sub-folder per class, named by wnid)
     val: str = ""                 # validation folder, same class folders as data.train
     crop: int = 224               # random-resized-crop size for training
@@ -159,6 +161,7 @@ class Config:
 PROVENANCE_SECTION = "provenance"  # written by save_config, skipped when loading
 
 _CHOICES = {
+    ("data", "dataset"): ("imagenet", "cifar10", "cifar100"),
     ("data", "dtype"): ("float32", "float16"),
     ("augment", "method"): METHOD_NAMES,
     ("pixmix", "strategy"): ("auto", "grouped", "dense"),
@@ -392,6 +395,7 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'train.max_steps' must be positive, got "
                          f"{cfg.train.max_steps}")
     validate_augment(cfg)
+    validate_dataset(cfg)
 
 
 def validate_augment(cfg: Config) -> None:
@@ -409,6 +413,31 @@ def validate_augment(cfg: Config) -> None:
         if not ok:
             value = getattr(aug, key.split(".")[1])
             raise ValueError(f"config key '{key}' must be {rule}, got {value}")
+
+
+# CIFAR pictures are 32 x 32; the reference trains on RandomCrop(32, padding=4) of them.
+CIFAR_CROP = 32
+
+
+def validate_dataset(cfg: Config) -> None:
+    """The keys that name the data must fit `data.dataset`: ImageNet reads the folders
+    data.train and data.val, CIFAR reads data.root (its train and test splits) at 32 px."""
+    data = cfg.data
+    if data.dataset == "imagenet":
+        if data.root:
+            raise ValueError(f"config key 'data.root'={data.root!r} is read for CIFAR only; set "
+                             "data.dataset to cifar10 or cifar100, or (ImageNet) leave data.root "
+                             "empty and set data.train and data.val")
+        return
+    given = [key for key in ("train", "val") if getattr(data, key)]
+    if given:
+        raise ValueError(f"config key 'data.{given[0]}' is an ImageNet folder, but data.dataset="
+                         f"{data.dataset} reads its train and test splits from data.root; leave "
+                         f"data.train and data.val empty")
+    if data.crop != CIFAR_CROP:
+        raise ValueError(f"config key 'data.crop' must be {CIFAR_CROP} for data.dataset="
+                         f"{data.dataset} (RandomCrop({CIFAR_CROP}, padding=4) of the 32 px "
+                         f"pictures), got {data.crop}")
 
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
