@@ -30,6 +30,24 @@ def fingerprint(*parts) -> str:
     return digest.hexdigest()
 
 
+def array_identity(array: np.ndarray) -> tuple:
+    """What identifies an array's contents in a fingerprint, without reading a memory map: a
+    view of a memory-mapped file is (path, size, mtime, first byte in the file, shape, strides,
+    dtype), so two cells of one file differ and a rewritten file is new; any other array is its
+    shape, dtype and the sha1 of its bytes."""
+    root = array
+    while isinstance(root, np.memmap) and isinstance(root.base, np.memmap):
+        root = root.base
+    if isinstance(array, np.memmap) and getattr(root, "filename", None):
+        stat = os.stat(root.filename)
+        start = root.offset + (array.__array_interface__["data"][0] -
+                               root.__array_interface__["data"][0])
+        return ("memmap", root.filename, stat.st_size, stat.st_mtime_ns, start, array.shape,
+                array.strides, array.dtype.str)
+    digest = hashlib.sha1(np.ascontiguousarray(array).data).hexdigest()
+    return ("array", array.shape, array.dtype.str, digest)
+
+
 def safe_name(text: str) -> str:
     """A file-system-safe cell name (corruption/severity -> corruption_severity)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "cell"

@@ -6,7 +6,9 @@ predict through `Evaluator.infer`, under the same precision policy (`precision.e
 so they produce the same numbers for the same weights and images.
 
 A *cell* is one set of labelled images evaluated together (ImageNet val, one ImageNet-C
-(corruption, severity) folder, ImageNet-R, one OOD set). Its `Predictions` hold, in file order:
+(corruption, severity) folder, ImageNet-R, one OOD set): files read by DALI (`predict`), or
+uint8 arrays or memory maps fed as they are (`predict_arrays`: CIFAR and its C/C-bar/P sets;
+`predict_generated`: pictures made in memory). Its `Predictions` hold, in file order:
   labels      int64 [N]     label in the model's class space (or in the mask's, when masked)
   top5        int32 [N, 5]  top-5 predicted classes in the same space
   confidence  float32 [N]   max softmax probability
@@ -24,7 +26,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dali_pixmix.config import per_rank_batch
-from dali_pixmix.data.normalise import normalise_imagenet
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from dali_pixmix.distributed import (
     DistInfo,
     all_gather_objects,
@@ -118,6 +120,18 @@ def save_predictions(path: Path, preds: Predictions, key: str) -> None:
     cache.save(path, key, {f: getattr(preds, f) for f in FIELDS})
 
 
+def checked_normalisation(normalisation) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """(mean, std): 3 floats each on [0, 1] pixels, the stds positive."""
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in normalisation)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"normalisation must be (3 channel means, 3 positive stds) on [0, 1] "
+                         f"pixels, got {normalisation!r}")
+    return mean, std
+
+
 class Evaluator:
     """A classifier, its class list and the preprocessing settings shared by every task.
 
@@ -129,6 +143,9 @@ class Evaluator:
     `keep_loaders=True` keeps each file list's DALI loader for the next `infer` of the same
     list (training validates the same images every epoch: one pipeline per run); by default
     every call builds one, as an evaluation of many cells should not hold them all.
+    `normalisation` = (mean, std) per channel on [0, 1] pixels, applied to the arrays of
+    `predict_arrays` / `predict_generated` (CIFAR: `data.cifar.CIFAR_MEAN, CIFAR_STD`); the DALI
+    path of `predict` / `infer` normalises with ImageNet's, so it refuses any other.
     """
 
     def __init__(self, model: torch.nn.Module, classes: Sequence[str], *,
@@ -136,7 +153,9 @@ class Evaluator:
                  resize: int = 256, crop: int = 224, num_threads: int = 2,
                  dist: Optional[DistInfo] = None, device: str = "auto", amp: bool = True,
                  progress: bool = True, check_headers: bool = True,
-                 keep_loaders: bool = False):
+                 keep_loaders: bool = False,
+                 normalisation: Tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN,
+                                                                           IMAGENET_STD)):
         self.dist = dist or init_distributed(device)
         self.gpu = self.dist.device.type == "cuda"
         self.model, self.classes, self.model_key = model, list(classes), model_key
@@ -150,6 +169,10 @@ class Evaluator:
         self._screened = set()  # fingerprints of the file lists whose headers were checked
         self.keep_loaders = keep_loaders
         self._loaders = {}  # (file list fingerprint, no_resize) -> loader, with keep_loaders
+        self.normalisation = checked_normalisation(normalisation)
+        # on the device once: a host-to-device copy per batch would block the host every time
+        self._mean, self._std = (torch.tensor(v, dtype=torch.float32, device=self.dist.device)
+                                 .view(1, 3, 1, 1) for v in self.normalisation)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
@@ -224,6 +247,10 @@ class Evaluator:
         `what` names the images in errors (e.g. "validation image")."""
         labels = np.asarray(labels, dtype=np.int64)
         files = [str(f) for f in files]
+        if self.normalisation != (IMAGENET_MEAN, IMAGENET_STD):
+            raise ValueError(f"the DALI evaluation graph normalises with ImageNet's mean/std, "
+                             f"but this evaluator uses {self.normalisation}: read the pictures "
+                             "into arrays and call predict_arrays")
         self.screen(files, what)
         key, loader = None, None
         if self.keep_loaders:
@@ -285,38 +312,64 @@ class Evaluator:
 
     def predict_generated(self, make_images: Callable[[np.ndarray], np.ndarray], count: int, *,
                           task: str, cell: str, key) -> Predictions:
-        """Predictions for `count` generated images, fed as they are (no resize or crop).
+        """Predictions for `count` generated images, fed as they are (no resize or crop) with
+        the evaluator's normalisation.
 
         `make_images(indices)` returns uint8 [B, H, W, 3]; each rank generates its contiguous
         slice of indices; labels are 0. `key` identifies the generator in the cache fingerprint.
         """
-        fp = cache.fingerprint(self.model_key, "generated", key, count)
+        fp = cache.fingerprint(self.model_key, "generated", key, count, self.normalisation)
+        labels = np.zeros(count, dtype=np.int64)
         return self._cached(self.cache_path(task, cell), fp,
-                            lambda: self._infer_generated(make_images, count, cell))
+                            lambda: self._infer_indexed(make_images, labels, cell))
 
-    def _infer_generated(self, make_images, count: int, desc: str) -> Predictions:
-        r, w = self.dist.rank, self.dist.world_size
+    def predict_arrays(self, images: np.ndarray, labels, *, task: str, cell: str,
+                       desc: Optional[str] = None) -> Predictions:
+        """Predictions for uint8 pictures `images` [N, H, W, 3] (an array or a memory map, read
+        a batch at a time) with int `labels` [N], fed as they are (no resize or crop) with the
+        evaluator's normalisation; each rank predicts its contiguous share. Cached like every
+        cell; the fingerprint holds the arrays' identity (`cache.array_identity`: a memory
+        map's file and position, else the bytes)."""
+        labels = np.array(labels, dtype=np.int64).reshape(-1)  # a copy: torch needs it writable
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"{desc or cell}: expected uint8 [N, H, W, 3] pictures, got "
+                             f"{images.dtype} {list(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{desc or cell}: {len(images)} pictures but {len(labels)} labels")
+        fp = cache.fingerprint(self.model_key, "arrays", self.normalisation,
+                               cache.array_identity(images), cache.array_identity(labels))
+        return self._cached(self.cache_path(task, cell), fp, lambda: self._infer_indexed(
+            lambda idx: images[idx[0]:idx[-1] + 1], labels, desc or cell))
+
+    def _infer_indexed(self, make_images, labels: np.ndarray, desc: str) -> Predictions:
+        """Predictions for the pictures `make_images(indices)` of every index of `labels`
+        (without the cache; all ranks take part, each on its contiguous slice)."""
+        r, w, count = self.dist.rank, self.dist.world_size, len(labels)
+        indices = np.arange(count * r // w, count * (r + 1) // w)
         with self._eval_mode():
-            local = self._run_generated(make_images,
-                                        np.arange(count * r // w, count * (r + 1) // w), desc)
-        return self._check_exact(Predictions.concat(all_gather_objects(local)),
-                                 np.zeros(count, dtype=np.int64), desc)
+            local = self._run_indexed(make_images, indices, labels[indices], desc)
+        return self._check_exact(Predictions.concat(all_gather_objects(local)), labels, desc)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] pictures on the device -> float32 [B, 3, H, W] network input with
+        the evaluator's normalisation (channels_last on a GPU)."""
+        images = (pixels.permute(0, 3, 1, 2).float() / 255 - self._mean) / self._std
+        return images.contiguous(memory_format=torch.channels_last) if self.gpu else images
 
     @torch.inference_mode()
-    def _run_generated(self, make_images, indices: np.ndarray, desc: str) -> Predictions:
+    def _run_indexed(self, make_images, indices: np.ndarray, labels: np.ndarray,
+                     desc: str) -> Predictions:
         dev = self.dist.device
         tables = [torch.zeros(0, TABLE_COLUMNS, device=dev)]
         step = self.rank_batch_size
-        chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
-        for chunk in tqdm(chunks, desc=desc, leave=False, disable=not self.progress, unit="batch"):
-            pixels = torch.from_numpy(make_images(chunk)).to(dev).permute(0, 3, 1, 2).float()
-            images = normalise_imagenet(pixels / 255)
-            if self.gpu:
-                images = images.contiguous(memory_format=torch.channels_last)
-            zeros = torch.zeros(len(chunk), dtype=torch.long, device=dev)
-            tables.append(self._forward(images, zeros, None))
-        table = torch.cat(tables)
-        return to_predictions(table, torch.zeros(table.shape[0], dtype=torch.long))
+        starts = range(0, len(indices), step)
+        for i in tqdm(starts, desc=desc, leave=False, disable=not self.progress, unit="batch"):
+            # a copy: a memory map's pages are read here, and torch wants a writable array
+            pixels = np.array(make_images(indices[i:i + step]), dtype=np.uint8, order="C")
+            images = self.normalise(torch.from_numpy(pixels).to(dev))
+            targets = torch.from_numpy(labels[i:i + step]).to(dev)
+            tables.append(self._forward(images, targets, None))
+        return to_predictions(torch.cat(tables), torch.from_numpy(labels))
 
     @staticmethod
     def _check_exact(preds: Predictions, labels: np.ndarray, desc: str) -> Predictions:
