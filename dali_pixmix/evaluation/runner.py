@@ -341,6 +341,12 @@ class Evaluator:
         return self._cached(self.cache_path(task, cell), fp, lambda: self._infer_indexed(
             lambda idx: images[idx[0]:idx[-1] + 1], labels, desc or cell))
 
+    def infer_arrays(self, images: np.ndarray, labels, *, desc: str = "eval") -> Predictions:
+        """`predict_arrays` without the cache (all ranks take part), as `infer` is for files:
+        training's validation of the weights it is training (CIFAR)."""
+        labels = np.array(labels, dtype=np.int64).reshape(-1)
+        return self._infer_indexed(lambda idx: images[idx[0]:idx[-1] + 1], labels, desc)
+
     def _infer_indexed(self, make_images, labels: np.ndarray, desc: str) -> Predictions:
         """Predictions for the pictures `make_images(indices)` of every index of `labels`
         (without the cache; all ranks take part, each on its contiguous slice)."""

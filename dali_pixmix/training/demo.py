@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from dali_pixmix.training.cifar import cifar_demo_rows, is_cifar, prepare_cifar_demo
 from dali_pixmix.training.state import Run
 
 from ..config import Config
@@ -14,6 +15,8 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
     """Generate the demo dataset and fractals once (rank 0) and point the config at them."""
     if not cfg.demo.enabled:
         return
+    if is_cifar(cfg):
+        return prepare_cifar_demo(cfg, dist)
     from dali_pixmix.data.synthetic import make_synthetic_imagenet
     from dali_pixmix.mixing.fractals import make_fractals
 
@@ -34,10 +37,13 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
 
 def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
     """Demo only: anomaly detection with the evaluation suite, validation images vs generated
-    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score."""
+    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score (CIFAR:
+    `training.cifar.cifar_demo_rows`)."""
     from dali_pixmix.evaluation.runner import Evaluator
     from dali_pixmix.evaluation.tasks import run_ood
 
+    if is_cifar(run.cfg):
+        return cifar_demo_rows(run, final_path)
     cfg = run.cfg
     ev = Evaluator.from_checkpoint(final_path, out=run.out_dir / "eval", arch=cfg.model.arch,
                                    dist=run.dist, batch_size=cfg.eval.batch_size,

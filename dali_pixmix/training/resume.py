@@ -23,7 +23,7 @@ from dali_pixmix.training import outputs
 # Keys that may differ between a checkpoint and the run resuming it: where things are, how fast
 # and how verbosely the run goes, and what it validates how often. Every other key is the recipe.
 RESUMABLE = frozenset({
-    "data.train", "data.val", "data.num_threads", "data.check_headers",
+    "data.train", "data.val", "data.root", "data.num_threads", "data.check_headers",
     "pixmix.mixing_set", "pixmix.bank_cache", "pixmix.bank_on_host", "pixmix.strategy",
     "pixmix.cuda_graph",
     "model.pretrained", "model.compile", "model.channels_last",
