@@ -85,8 +85,8 @@ def check_compatible(state: Dict, cfg: Config, classes: Optional[Sequence[str]])
     """The checkpoint's classes (when `classes` is given) and architecture must be the run's."""
     if classes is not None and list(state["classes"]) != list(classes):
         raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
-                         f"classes but data.train has {len(classes)} (or other names); resume "
-                         "with the same dataset or start a new run (--resume none)")
+                         f"classes but the training data has {len(classes)} (or other names); "
+                         "resume with the same dataset or start a new run (--resume none)")
     if state.get("arch", cfg.model.arch) != cfg.model.arch:
         raise ValueError(f"checkpoint {state.get('path')} holds a {state['arch']} but "
                          f"model.arch is {cfg.model.arch}")
