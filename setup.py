@@ -13,8 +13,10 @@ setup(
     packages=find_packages(include=["dali_pixmix", "dali_pixmix.*"]),
     package_data={"dali_pixmix": ["assets/*.txt"]},
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        # the tested minor versions (docker/requirements.txt pins the exact ones); the README's
+        # Quickstart installs their CUDA 12 build for drivers older than 580
+        "torch>=2.14,<2.15",
+        "torchvision>=0.29,<0.30",
         "numpy",
         "pyyaml",
         "nvidia-dali-cuda120>=2.0,<3",

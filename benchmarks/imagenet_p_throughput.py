@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from dali_pixmix.check.fixtures import write_h264_videos  # noqa: E402
 from dali_pixmix.check.throughput import sync, time_model_only, time_video_reader  # noqa: E402
 from dali_pixmix.classes import imagenet_wnids  # noqa: E402
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.video import decode_pyav, list_videos  # noqa: E402
@@ -35,7 +36,7 @@ from dali_pixmix.precision import autocast, eval_amp_dtype  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--root", default=None,
                    help="a perturbation folder <wnid>/*.mp4 (default: generate videos)")
     p.add_argument("--videos", type=int, default=12, help="videos to generate")

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dali_pixmix.augment.label_mixing import mix_batch  # noqa: E402
 from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
 from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.images import class_names, scan_images  # noqa: E402
 from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -53,7 +54,7 @@ CROP = 224
 def parse_args(argv=None) -> argparse.Namespace:
     cores = os.cpu_count() or 1
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--images", type=int, default=512, help="generated training JPEGs")
     p.add_argument("--mixing", type=int, default=32, help="generated fractal mixing pictures")
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "dali_pixmix_bench"))

@@ -14,7 +14,9 @@ load on a shared machine. Each strategy's torch ops per batch are counted once (
 all dispatched ops (on CUDA those on GPU tensors; on CPU this includes the plan's host-side
 bookkeeping, so the dense device sequence is also counted alone; a graph replay dispatches
 only its copies), those on image-sized tensors, and the bytes they move, estimated by
-``dali_pixmix.augment.op_log``.
+``dali_pixmix.augment.op_log``. The dense device sequence's traffic is also given per image
+sized for the plan (eager) and with the CUDA graph's padded capacities, with the memory
+bandwidth it implies at the measured rate (to read a GPU figure against the card's limit).
 
 By default the torch CPU allocator is asked for transparent huge pages (torch's
 ``THP_MEM_ALLOC_ENABLE=1``, set before torch is imported; ``--no-thp`` to compare): the batched
@@ -34,10 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402 - argparse only, no torch
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--strategy", default="both", choices=["grouped", "dense", "both"])
     p.add_argument("--cuda-graph", action="store_true",
@@ -113,24 +117,21 @@ def count_ops(torch, pixmix, batch, mixing, settings, gen) -> dict:
             "traffic_bytes": log.traffic(cuda_only=cuda)}
 
 
-def dense_sequence(torch, batch, mixing, settings) -> int:
-    """Kernels of the dense strategy's device sequence alone (``dense.run``, without the
-    plan's host-side work), for one plan."""
+def dense_sequence(torch, batch, mixing, settings) -> dict:
+    """Kernels and op-log traffic per image of the dense strategy's device sequence alone
+    (``dense.run``, without the plan's host-side work), for one plan: sized for the plan
+    (eager) and with the CUDA graph's capacities."""
     from dali_pixmix.augment import ops as A
-    from dali_pixmix.augment.op_log import OpLog
     from dali_pixmix.augment.pixmix import dense, draw_plan
-    from dali_pixmix.augment.pixmix._dense_plan import Shape, needs, plan_arrays
 
     ops = A.ALL_OPS if settings["all_ops"] else A.OPS
-    n, h, w, _ = batch.shape
+    n = batch.shape[0]
     plan = draw_plan(n, settings["k"], settings["beta"], settings["severity"], len(ops),
                      torch.Generator().manual_seed(0), "cpu")
-    shape = Shape(n, h, w, *needs(plan, ops))
-    table = dense.image_table(batch, mixing, shape)
-    buf = dense.device_buffer(plan_arrays(plan, ops, shape), shape, batch.device)
-    with OpLog() as log:
-        dense.run(table, buf, shape)
-    return len(log.kernels())
+    kernels, eager = dense.sequence_traffic(batch, mixing, plan, ops)
+    _, graph = dense.sequence_traffic(batch, mixing, plan, ops, graph_capacities=True)
+    return {"device_sequence_kernels": kernels, "device_traffic_bytes_per_image": eager / n,
+            "graph_traffic_bytes_per_image": graph / n}
 
 
 def strategy_settings(args, on_cuda: bool) -> dict:
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
             pixmix(batch, mixing, generator=gen, **settings, **extra)
         ops[name] = count_ops(torch, pixmix, batch, mixing, {**settings, **extra}, gen)
     if "dense" in ops:
-        ops["dense"]["device_sequence_kernels"] = dense_sequence(torch, batch, mixing, settings)
+        ops["dense"].update(dense_sequence(torch, batch, mixing, settings))
 
     results = run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches,
                          gen, (pool_images, pool_mixing))
@@ -216,6 +217,17 @@ def record(result: dict, images: int, wall: float, cpu) -> None:
         result["cpu"].append(images / cpu)
 
 
+def dense_traffic_line(count: dict, rate: float, graph: bool) -> str:
+    """The dense device sequence's op-log traffic per image, eager and with CUDA-graph
+    capacities, and the bandwidth the timed variant needs at ``rate`` images/s."""
+    eager, padded = (count[k] for k in ("device_traffic_bytes_per_image",
+                                         "graph_traffic_bytes_per_image"))
+    timed = padded if graph else eager
+    return (f"device sequence traffic (op log): {eager / 1e6:.1f} MB/image eager, "
+            f"{padded / 1e6:.1f} MB/image with CUDA-graph capacities; at {rate:,.0f} images/s "
+            f"the {'graph' if graph else 'eager'} run moves {rate * timed / 1e9:,.1f} GB/s")
+
+
 def report(args, batch_size, results, ops, on_cuda, torch) -> int:
     median = statistics.median
     where = torch.cuda.get_device_name() if on_cuda else f"CPU, {args.threads} thread(s)"
@@ -241,6 +253,8 @@ def report(args, batch_size, results, ops, on_cuda, torch) -> int:
               + (f" (device sequence alone: {sequence})" if sequence else "")
               + f", on image-sized tensors: {count['image_sized_kernels']}; est. traffic "
               f"{count['traffic_bytes'] / batch_size / 1e6:.1f} MB/image")
+        if sequence:
+            print(f"{'':8s} {dense_traffic_line(count, rate, on_cuda and args.cuda_graph)}")
         summary["strategies"][name] = entry
     print(f"PIL oracle     : {oracle:10.1f} images/s")
     if args.json:

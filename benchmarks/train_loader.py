@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.data.decoding import TRAIN_DECODER_PADDING  # noqa: E402
 from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
@@ -37,7 +38,7 @@ from dali_pixmix.pipelines.stage import PixMixStage  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", help="training folder (class sub-folders); default: generated")
     p.add_argument("--images", type=int, default=400, help="generated training JPEGs")
     p.add_argument("--batch-size", type=int, default=32)

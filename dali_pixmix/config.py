@@ -44,7 +44,9 @@ class DataConfig:
     crop: int = 224               # random-resized-crop size for training
     val_resize: int = 256         # shorter side before the centre crop at evaluation
     val_crop: int = 224
-    num_threads: int = 4          # DALI CPU threads per rank
+    num_threads: int = 4          # DALI CPU threads per rank (GPU nodes: 6-8, docs/training.md)
+    hw_decoder_load: float = 0.99  # share of the JPEGs for nvJPEG's hardware decoder (A100,
+    #                                H100, H200; ignored on GPUs without one), in [0, 1]
     dtype: str = "float32"        # training loader output: float32 | float16
     check_headers: bool = True    # read every image header once at start-up: a file DALI cannot
                                   # parse stops the run with its name (instead of a crash)
@@ -111,9 +113,11 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # also save mid-epoch when this much time has passed
     keep_checkpoints: int = 3     # number of step checkpoints kept (final.pt is separate)
     max_steps: Optional[int] = None   # stop (with a checkpoint) after this global step
-    deterministic: bool = False   # torch deterministic algorithms (for reproducibility checks)
+    deterministic: bool = False   # torch deterministic algorithms (for reproducibility checks;
+    #                               bit-exact on CPU, slower on GPUs: docs/training.md)
     debug_log: bool = False       # per-rank sample labels per step and final weight hashes
-    tensorboard: bool = True      # write TensorBoard scalars when tensorboard is importable
+    tensorboard: bool = False     # write TensorBoard scalars (needs the optional tensorboard
+    #                               package: pip install -e '.[tensorboard]'; an error without)
 
 
 @dataclass
@@ -379,6 +383,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'data.val_crop'={cfg.data.val_crop} is larger than "
                          f"'data.val_resize'={cfg.data.val_resize}: the centre crop must fit "
                          "in the resized picture")
+    if not 0 <= cfg.data.hw_decoder_load <= 1:
+        raise ValueError(f"config key 'data.hw_decoder_load' must lie in [0, 1], got "
+                         f"{cfg.data.hw_decoder_load}")
     if cfg.pixmix.cuda_graph and cfg.pixmix.strategy == "grouped":
         raise ValueError("config key 'pixmix.cuda_graph'=true needs pixmix.strategy dense (or "
                          "auto, dense on a GPU): the grouped strategy's kernels depend on the "

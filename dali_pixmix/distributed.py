@@ -53,12 +53,16 @@ def read_env() -> tuple:
 
 
 def pick_device(local_rank: int, want: str = "auto") -> torch.device:
-    """CUDA when it exists (one GPU per local rank), else CPU. `want` is auto|cuda|cpu."""
+    """CUDA when it exists (one GPU per local rank), else CPU. `want` is auto|cuda|cpu; cuda
+    without a usable GPU is an error that says why torch sees none."""
     if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available; use device "
-                         "auto or cpu")
+        from dali_pixmix.cuda_stack import why_no_gpu
+
+        raise ValueError(f"device cuda was asked for but torch sees no GPU: {why_no_gpu()}; to "
+                         "run on the CPU anyway (far slower), pass --set dist.device=cpu "
+                         "(training) or --device cpu (evaluation)")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

@@ -2,9 +2,10 @@
 
 Computed once per process (`provenance()`), recorded in the training run's `config.yaml`, in
 every checkpoint and in every evaluation result row (`software_string()`), so a number can be
-traced back to the code and libraries behind it. The git revision is "unknown" when the package
-does not run from a git checkout (e.g. a pip-installed copy) or git is unavailable; "+dirty"
-marks a checkout with uncommitted changes to tracked files.
+traced back to the code and libraries behind it. The git revision is the checkout's HEAD
+("+dirty" marks uncommitted changes to tracked files); outside a git checkout, the revision baked
+into the package at build time (`assets/git_revision.txt`, written by docker/Dockerfile from its
+GIT_REVISION build argument); else "unknown" (e.g. a pip-installed copy).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+BAKED_REVISION = Path("assets") / "git_revision.txt"  # under PACKAGE_DIR; docker/Dockerfile
 
 
 def _git(*args: str) -> Optional[str]:
@@ -27,16 +29,32 @@ def _git(*args: str) -> Optional[str]:
 
 
 def git_revision() -> str:
-    """HEAD of the checkout this package runs from ("+dirty" if edited), else "unknown"."""
+    """HEAD of the checkout this package runs from ("+dirty" if edited), else the revision
+    baked in at build time, else "unknown"."""
+    return checkout_revision() or baked_revision() or "unknown"
+
+
+def checkout_revision() -> Optional[str]:
+    """HEAD of the git checkout this package runs from ("+dirty" if edited), or None."""
     top = _git("rev-parse", "--show-toplevel")
     # Only our own checkout counts: a pip-installed copy may sit inside someone else's repo.
     if not top or Path(top).resolve() / PACKAGE_DIR.name != PACKAGE_DIR:
-        return "unknown"
+        return None
     revision = _git("rev-parse", "HEAD")
     if not revision:
-        return "unknown"
+        return None
     changes = _git("status", "--porcelain", "--untracked-files=no")
     return revision + ("+dirty" if changes else "")
+
+
+def baked_revision() -> Optional[str]:
+    """The revision written into the package when its image was built (no .git there), or
+    None without one."""
+    try:
+        text = (PACKAGE_DIR / BAKED_REVISION).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if text and text != "unknown" else None
 
 
 def _version(module: str) -> str:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.evaluation import cli  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("folders", nargs="+", metavar="FOLDER",
                    help="--out folders of earlier evaluations, one per model")
     p.add_argument("--names", nargs="+", metavar="NAME", default=None,

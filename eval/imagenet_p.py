@@ -15,7 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from dali_pixmix.evaluation import cli  # noqa: E402
-from dali_pixmix.evaluation.imagenet_p import run_imagenet_p_task  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="float32 on the GPU (default: float16 autocast)")
     args = parser.parse_args(argv)
+    from dali_pixmix.evaluation.imagenet_p import run_imagenet_p_task  # loads torch and DALI
+
     ev = cli.evaluator_from_args(args)
     rows = run_imagenet_p_task(ev, args.root, difficulty=args.difficulty,
                                perturbations=args.perturbations, backend=args.backend, amp=args.amp)

@@ -16,7 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from dali_pixmix.evaluation import cli, run_ood  # noqa: E402
-from dali_pixmix.metrics.ood import DIRECTION  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,6 +33,8 @@ def main(argv=None) -> int:
     ev = cli.evaluator_from_args(args)
     rows = run_ood(ev, args.val, sets, synthetic=not args.no_synthetic,
                    synthetic_count=args.synthetic_count, seed=args.seed)
+    from dali_pixmix.metrics.ood import DIRECTION  # after the arguments: it loads torch
+
     ev.log(f"convention: {DIRECTION}")
     cli.finish(ev, "ood", rows, args.name, ("auroc", "aupr", "fpr95"))
     return 0

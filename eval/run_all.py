@@ -18,7 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 import yaml  # noqa: E402
 
 from dali_pixmix.evaluation import cli, datasets  # noqa: E402
-from dali_pixmix.evaluation.registry import HEADLINES, TASKS, configured_tasks, discover, validate
+from dali_pixmix.evaluation.registry import (  # noqa: E402
+    DATA_ROOT_NAMES,
+    HEADLINES,
+    TASKS,
+    configured_tasks,
+    discover,
+    validate,
+)
 
 FLAG_KEYS = {"val": "clean", "imagenet_c": "imagenet_c", "imagenet_cbar": "imagenet_cbar",
              "imagenet_r": "imagenet_r", "imagenet_p": "imagenet_p"}
@@ -60,6 +67,13 @@ def build_config(args) -> dict:
     return cfg
 
 
+def data_root_names() -> str:
+    """'imagenet/val or val, imagenet-c or ImageNet-C, ..., ood/<name>': what --data-root
+    finds."""
+    names = [" or ".join(folders) for folders in DATA_ROOT_NAMES.values()]
+    return ", ".join(names + ["ood/<name>"])
+
+
 def main(argv=None) -> int:
     parser = cli.common_parser(__doc__)
     parser.add_argument("--config", help="YAML listing dataset roots per task")
@@ -74,6 +88,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = build_config(args)
     tasks = configured_tasks(cfg)
+    if not tasks and args.data_root:
+        raise ValueError(f"--data-root {args.data_root} holds none of the dataset folders "
+                         f"looked for ({data_root_names()}): rename or link them, or pass "
+                         "--val/--imagenet-c/... or --config")
     if not tasks:
         raise ValueError("no dataset configured: pass --val/--imagenet-c/... , --config or "
                          "--data-root")

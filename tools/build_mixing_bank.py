@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
@@ -25,7 +26,7 @@ from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("sources", nargs="+", metavar="source",
                         help="folder of mixing pictures, or a file list ('relative/path label' "
                         "per line); several are combined into one bank")

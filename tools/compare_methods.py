@@ -5,8 +5,10 @@ Every method gets the same recipe, seed and generated data (only augment.method 
 is evaluated by the evaluation suite (clean error and calibration, a generated corruption set in
 the ImageNet-C layout, the generated anomaly sets). Writes <out>/comparison.md, .csv and .png;
 each method's run, rows and table9.md stay in <out>/<method>/. Finished methods are not trained
-again, so an interrupted comparison resumes. Demo data: the table says so.
+again, so an interrupted comparison resumes; SIGTERM/SIGUSR1 stop it (training first saves a
+checkpoint) with exit status 1. Demo data at a small scale: the output says so first.
 
+By default the paper's Table 9 methods (baseline, AugMix, PixMix); --methods all trains the ten.
 Example: python tools/compare_methods.py --methods baseline mixup pixmix
 """
 import argparse
@@ -15,14 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
-from dali_pixmix.augment.methods import METHOD_NAMES  # noqa: E402
+from dali_pixmix.augment.methods import METHOD_NAMES, TABLE9_METHODS  # noqa: E402
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES,
-                   metavar="METHOD", help=f"methods to compare: {', '.join(METHOD_NAMES)}")
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(TABLE9_METHODS),
+                   choices=(*METHOD_NAMES, "all"), metavar="METHOD",
+                   help=f"methods to compare, or all: {', '.join(METHOD_NAMES)}")
     p.add_argument("--recipe", default="configs/demo_compare.yaml",
                    help="training recipe shared by every method")
     p.add_argument("--out", default="runs/compare_methods", help="output folder")
@@ -40,9 +44,14 @@ def main(argv=None) -> int:
 
 def compare_all(argv=None) -> int:
     args = parse_args(argv)
-    from dali_pixmix.training.compare import compare
+    from dali_pixmix.training.compare import ComparisonStopped, compare
 
-    paths = compare(args.recipe, args.out, args.methods, args.overrides)
+    methods = list(METHOD_NAMES) if "all" in args.methods else args.methods
+    try:
+        paths = compare(args.recipe, args.out, methods, args.overrides)
+    except ComparisonStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(Path(paths[0]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -8,13 +8,14 @@ with non-linear variations, Julia and Mandelbrot escape-time sets; picture i dep
 import argparse
 import sys
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter
 from dali_pixmix.mixing.fractals import make_fractals
 from dali_pixmix.mixing.preview import write_contact_sheet
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("out_dir", help="folder for fractal_<i>.png (created)")
     p.add_argument("-n", "--num", type=int, default=64, help="number of pictures")
     p.add_argument("--size", type=int, default=256, help="picture side, px")

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
@@ -29,7 +30,7 @@ from dali_pixmix.models import load_fvis_model  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="dali-pixmix checkpoint or torchvision state_dict (.pt/.pth)")
     p.add_argument("--arch", default=None,

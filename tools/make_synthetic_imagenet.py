@@ -7,12 +7,13 @@ so a small network learns it in minutes on CPU; use it for demos, smoke tests an
 import argparse
 import sys
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter
 from dali_pixmix.data.synthetic import make_synthetic_imagenet
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("root", help="output folder (created); reruns with the same settings are no-ops")
     p.add_argument("--num-classes", type=int, default=10, help="classes (distinct up to 24)")
     p.add_argument("--train-per-class", type=int, default=40)

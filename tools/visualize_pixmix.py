@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from dali_pixmix.augment.pixmix import pixmix
+from dali_pixmix.cli_help import DefaultsHelpFormatter
 from dali_pixmix.data import synthetic
 from dali_pixmix.data.images import scan_images
 from dali_pixmix.mixing.fractals import fractal_image
@@ -23,7 +24,7 @@ from dali_pixmix.mixing.fractals import fractal_image
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--out", default="pixmix_grid.png", help="PNG file to write")
     p.add_argument("--images", default=None, help="folder of images (default: generated)")
     p.add_argument("--mixing", default=None, help="folder of mixing pictures (default: fractals)")

@@ -7,8 +7,13 @@ import torch
 
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """Host -> device copy that does not synchronise the stream (small index / parameter
-    tensors: CUDA stages pageable memory before returning, so this is safe)."""
+    """Host -> device copy that does not make the host wait (small index / parameter tensors).
+
+    To a CUDA device a host tensor is first copied into page-locked memory: a non-blocking
+    copy from pageable memory is staged by the driver, which may synchronise with the stream.
+    (torch's pinned-memory cache keeps the page-locked block until the copy has run.)"""
+    if t.device.type == "cpu" and torch.device(device).type == "cuda" and not t.is_pinned():
+        t = t.pin_memory()
     return t.to(device, non_blocking=True)
 
 

@@ -57,6 +57,9 @@ METHODS = {m.name: m for m in (
            partner_aug_prob=0.0, source=_PIXMIX + ", Table 5"),
 )}
 METHOD_NAMES = tuple(METHODS)
+# The methods of the paper's Table 9 (its ImageNet rows): what tools/compare_methods.py compares
+# by default.
+TABLE9_METHODS = ("baseline", "augmix", "pixmix")
 
 
 def method(name: str) -> Method:

@@ -103,8 +103,8 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
 
 
 def equalize_lut(hist: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageOps.equalize`` tables ``[m, 3, 256]`` (int64) from int64 histograms
-    ``[m, 3, 256]``.
+    """PIL ``ImageOps.equalize`` tables ``[m, 3, 256]`` (int64) from int32 or int64
+    histograms ``[m, 3, 256]`` (sums and cumulative sums are taken in int64).
 
     step = (pixels - count of the highest non-empty bin) // 255; the channel is unchanged when
     it has at most one non-empty bin or step == 0; else lut[i] = (step // 2 + #pixels < i) // step,
@@ -355,9 +355,12 @@ def color(x: torch.Tensor, factor) -> torch.Tensor:
 
 def mean_grey(luma: torch.Tensor) -> torch.Tensor:
     """float32 ``[B, 1, 1, 1]``: the rounded mean of each greyscale image ``luma``
-    (``[B, H, W, 1]``, from ``grayscale``), PIL ``ImageEnhance.Contrast``'s degenerate value."""
-    mean = luma.sum(dim=(1, 2, 3), dtype=torch.float64) / (luma.shape[1] * luma.shape[2])
-    return torch.floor(mean + 0.5).float().view(-1, 1, 1, 1)
+    (``[B, H, W, 1]``, from ``grayscale``), PIL ``ImageEnhance.Contrast``'s degenerate value
+    ``int(mean + 0.5)``, in integers: ``(sum + HW // 2) // HW``. (A float division would round
+    exact .5 ties differently on CUDA, where tensor / scalar multiplies by the reciprocal.)"""
+    pixels = luma.shape[1] * luma.shape[2]
+    total = luma.sum(dim=(1, 2, 3), dtype=torch.int64)  # exact: luma holds integers
+    return ((total + pixels // 2) // pixels).float().view(-1, 1, 1, 1)
 
 
 def contrast(x: torch.Tensor, factor) -> torch.Tensor:

@@ -33,17 +33,21 @@ from dali_pixmix.oserrors import os_error_line
 
 Item = Tuple[str, Callable]
 FUNCTIONAL: List[Item] = [
+    ("decode_libraries", functional.decode_libraries),
     ("nvjpeg_decode", functional.nvjpeg_decode),
     ("train_pipeline", functional.train_pipeline),
     ("stage_no_sync", functional.stage_no_sync),
     ("amp_channels_last", compute.amp_channels_last),
+    ("batch_lifetime", compute.batch_lifetime),
     ("ddp_nccl", compute.ddp_nccl),
     ("video_decode", functional.video_decode),
     ("eval_gpu_vs_cpu", functional.eval_gpu_vs_cpu),
 ]
 THROUGHPUT: List[Item] = [
     ("pixmix_stage", throughput.pixmix_stage),
+    ("train_decode", throughput.train_decode),
     ("pipeline_pixmix", throughput.pipeline_pixmix),
+    ("pipeline_cuda_graph", throughput.pipeline_cuda_graph),
     ("train_step", throughput.train_step),
     ("eval_infer", throughput.eval_infer),
     ("imagenet_p_video", throughput.imagenet_p_video),
@@ -72,7 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="DALI CPU threads (default: cores, at most 8)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="time for the whole run (default: 330, --quick 110, CPU 300)")
+                   help="time for the whole run (default: 360, --quick 110, CPU 300)")
     p.add_argument("--pixmix-strategy", choices=("auto", "grouped", "dense"), default=None,
                    help="how the PixMix stage runs in the checks and the pipeline/training "
                         "measurements (pixmix.strategy; default auto: dense on a GPU); the "

@@ -1,7 +1,11 @@
-"""Checks of the training arithmetic: AMP with channels_last, and DDP over NCCL.
+"""Checks of the training arithmetic: AMP with channels_last, DDP over NCCL, and the lifetime of
+DALI's zero-copy batches.
 
-Both drive the project's model builder with plain torch code (no training loop), so they test
-the GPU stack (cuDNN, autocast, GradScaler, NCCL) rather than one version of the loop.
+The first two drive the project's model builder with plain torch code (no training loop), so
+they test the GPU stack (cuDNN, autocast, GradScaler, NCCL) rather than one version of the
+loop. `batch_lifetime` runs float32 steps of a compiled model on the training loader's batches
+with the host one step ahead, as training does, and compares conv1's gradients with a run on
+cloned batches: a batch DALI reused while its step still read it would change them.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from dali_pixmix.check.harness import Failed, Skip
+from dali_pixmix.check.harness import Failed, Skip, require, require_cuda
 from dali_pixmix.check.settings import Settings
 
 AMP_CLASSES = 10
@@ -204,3 +208,83 @@ def ddp_nccl(s: Settings, cpu_world: Optional[int] = 2) -> Dict:
         raise Skip("no CUDA device: NCCL needs GPUs")
     line = judge_ddp(run_ddp("gloo", cpu_world, s), "gloo", cpu_world)
     raise Skip(f"no CUDA device: NCCL needs GPUs (the same DDP code ran: {line})")
+
+
+# ----------------------------------------------------------------------------- f. batch lifetime
+LIFETIME_STEPS = 6
+LIFETIME_TOLERANCE = 1e-4  # relative to the gradient's size: kernels may differ in rounding
+
+
+def conv1_gradients(model, optimizer, batches, steps: int, keep: bool,
+                    device: torch.device) -> List[torch.Tensor]:
+    """conv1's weight gradient after each of `steps` float32 SGD steps on `batches`, the host
+    queueing step s+1 before reading step s's record (`training.records`), as training does.
+    `keep=True`: each batch stays in its step record until that step completed (the
+    training loop's rule); `keep=False`: every batch is cloned and the clone waited for, so
+    no step ever reads DALI's memory (the reference)."""
+    from dali_pixmix.training.records import StepRecords
+
+    conv1 = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    records, grads = StepRecords(device, 1), []
+    for step, (images, labels) in zip(range(1, steps + 1), batches):
+        if not keep:
+            images, labels = images.clone(), labels.clone()
+            if device.type == "cuda":  # the clone has run: DALI may now reuse its buffer
+                torch.cuda.current_stream(device).synchronize()
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        grads.append(conv1.weight.grad.detach().clone())
+        records.push(loss.detach(), labels, stop=False, save=False, where=(step, 0, step),
+                     batch=(images, labels) if keep else ())
+        while len(records) > (1 if step < steps else 0):
+            records.pop()
+    return grads
+
+
+def _lifetime_run(s: Settings, model, compiled, start: Dict, files, labels, steps: int,
+                  keep: bool):
+    from dali_pixmix.check.throughput import training_loader
+
+    device = torch.device("cuda", 0)
+    model.load_state_dict(start)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = training_loader(s, files, labels, None, device, batch=s.check_batch)
+    return conv1_gradients(compiled, optimizer, iter(loader), steps, keep, device)
+
+
+def batch_lifetime(s: Settings) -> Dict:
+    """f. `train.amp=off`, `model.compile=true`: conv1 (which keeps its input for the
+    backward pass) gets the same gradients from DALI's zero-copy batches kept alive by the
+    step records as from cloned batches."""
+    require_cuda("the zero-copy batch lifetime probe")
+    from dali_pixmix.check import fixtures
+    from dali_pixmix.models import build_model
+
+    require("nvidia.dali", "DALI", s.on_cuda)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    files, labels = fixtures.training_files(s, LIFETIME_STEPS * s.check_batch)
+    steps = min(LIFETIME_STEPS, len(files) // s.check_batch)
+    if steps < 2:
+        raise Skip(f"{len(files)} training pictures: too few for 2 batches of {s.check_batch}")
+    torch.manual_seed(0)
+    model = build_model(s.ddp_arch, 1000).to("cuda:0").to(memory_format=torch.channels_last)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    compiled = torch.compile(model)
+    kept = _lifetime_run(s, model, compiled, start, files, labels, steps, keep=True)
+    cloned = _lifetime_run(s, model, compiled, start, files, labels, steps, keep=False)
+    worst = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+                for a, b in zip(kept, cloned))
+    summary = (f"{s.ddp_arch}, torch.compile, float32, channels_last, {steps} steps of "
+               f"{s.check_batch} x {s.crop} px from the training loader: conv1 gradients of "
+               f"kept zero-copy batches vs cloned ones differ by {worst:.2g} (relative; limit "
+               f"{LIFETIME_TOLERANCE:g})")
+    if len(kept) != steps or len(cloned) != steps:
+        raise Failed(f"{summary}; only {len(kept)}/{len(cloned)} steps ran")
+    if worst > LIFETIME_TOLERANCE:
+        raise Failed(f"{summary}: a batch was overwritten while its step read it")
+    return {"detail": summary, "worst_relative": worst}
+

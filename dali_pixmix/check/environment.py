@@ -1,52 +1,32 @@
-"""What this machine runs: Python, torch, torchvision, DALI, PyAV, driver, GPUs, NCCL.
+"""What this machine runs: Python, torch, torchvision, DALI, nvImageCodec, nvJPEG, PyAV, driver,
+GPUs, NCCL.
 
 `collect()` gathers the facts (it initialises CUDA, so it runs in a check's child process);
 `advice(env)` turns known-bad combinations into warning and note lines. The driver is asked
 directly through its libraries (`libcuda.so.1`, `libnvidia-ml.so.1`), so the answer does not
-depend on torch being able to use it.
+depend on torch being able to use it. nvImageCodec and nvJPEG (which DALI loads when it first
+decodes) are found in DALI's own search order and loaded, so the report names the files a
+decoder will use and the exact error where one cannot be loaded (`decoding_libraries`).
 """
 from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import importlib.util
 import os
 import platform
-import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from dali_pixmix import cuda_stack
 from dali_pixmix.check.harness import first_line
+from dali_pixmix.cuda_stack import (  # the driver facts (moved there; training reads them too)
+    cuda_major_of_wheel,
+    dali_wheels,
+    driver_cuda_version,
+    driver_version,
+)
 
 Env = Dict[str, object]
-
-
-# ----------------------------------------------------------------------------- driver
-def driver_cuda_version() -> Optional[str]:
-    """The newest CUDA version the installed driver supports ("12.4"), or None without one."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value == 0:
-        return None
-    return f"{version.value // 1000}.{version.value % 1000 // 10}"
-
-
-def driver_version() -> Optional[str]:
-    """The NVIDIA driver's version ("580.65.06") from NVML, or None."""
-    try:
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return None
-    if nvml.nvmlInit_v2() != 0:
-        return None
-    try:
-        buffer = ctypes.create_string_buffer(96)
-        if nvml.nvmlSystemGetDriverVersion(buffer, ctypes.c_uint(96)) != 0:
-            return None
-        return buffer.value.decode()
-    finally:
-        nvml.nvmlShutdown()
 
 
 # ----------------------------------------------------------------------------- packages
@@ -57,28 +37,111 @@ def _version(distribution: str) -> Optional[str]:
         return None
 
 
-def dali_wheels() -> List[str]:
-    """Installed DALI distributions (`nvidia-dali-cuda120`, ...): more than one is a conflict."""
-    names = set()
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name.startswith("nvidia-dali-cuda"):
-            names.add(name)
-    return sorted(names)
-
-
-def cuda_major_of_wheel(name: str) -> Optional[int]:
-    """12 for `nvidia-dali-cuda120`, 13 for `-cuda130`, 11 for `-cuda110`."""
-    match = re.search(r"cuda(\d\d)\d$", name)
-    return int(match.group(1)) if match else None
-
-
 def _dali_facts() -> Env:
     try:
         import nvidia.dali as dali
     except ImportError as err:
-        return {"dali": None, "dali_error": first_line(err)}
-    return {"dali": dali.__version__}
+        return {"dali": None, "dali_error": first_line(err, IMPORT_ERROR_LIMIT)}
+    return {"dali": dali.__version__, "dali_path": os.path.dirname(dali.__file__)}
+
+
+# ----------------------------------------------------------------------------- image codecs
+IMPORT_ERROR_LIMIT = 400  # characters of an import error kept (a missing .so names a path)
+# Where DALI's decoders find nvImageCodec (DALI's RUNPATH `$ORIGIN/../nvimgcodec`, then the
+# package's install folder) and where nvImageCodec's nvJPEG extension finds libnvjpeg (its
+# RUNPATH `$ORIGIN/../../nvjpeg/lib`, then the CUDA toolkit); relative folders are under the
+# `nvidia` namespace package of the wheels. The system's library path comes last.
+NVIMGCODEC_FOLDERS = ("nvimgcodec", "/opt/nvidia/nvimgcodec_cuda{cuda}/lib64")
+NVJPEG_FOLDERS = ("nvjpeg/lib", "/usr/local/cuda/lib64")
+
+
+def _wheel_folders() -> List[str]:
+    """Folders of the `nvidia` namespace package (where the NVIDIA wheels install)."""
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        return []
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
+def _candidates(folders, cuda: int) -> List[str]:
+    out = []
+    for folder in folders:
+        folder = folder.format(cuda=cuda)
+        out += [folder] if os.path.isabs(folder) else [os.path.join(root, folder)
+                                                      for root in _wheel_folders()]
+    return out
+
+
+def _mapped_file(name: str) -> Optional[str]:
+    """The file of a loaded library whose name starts with `name` (from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith(name):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def load_library(names, folders) -> Tuple[Optional[ctypes.CDLL], Optional[str], Optional[str]]:
+    """(library, its file, None) for the first of `names` in `folders`, else as the system's
+    loader finds it; (None, None, the loader's error) when it cannot be loaded."""
+    path = next((os.path.realpath(os.path.join(folder, name)) for folder in folders
+                 for name in names if os.path.isfile(os.path.join(folder, name))), None)
+    try:
+        lib = ctypes.CDLL(path or names[0])
+    except OSError as err:
+        return None, None, first_line(err, IMPORT_ERROR_LIMIT)
+    return lib, path or _mapped_file(names[0].split(".so")[0] + ".so"), None
+
+
+def nvjpeg_version(lib) -> Optional[str]:
+    """"12.4.0" from `nvjpegGetProperty` (MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL)."""
+    parts = []
+    for which in range(3):
+        value = ctypes.c_int(0)
+        if lib.nvjpegGetProperty(which, ctypes.byref(value)) != 0:
+            return None
+        parts.append(str(value.value))
+    return ".".join(parts)
+
+
+def _codec_wheel_version(prefix: str) -> Optional[str]:
+    for dist in importlib.metadata.distributions():
+        if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith(prefix):
+            return dist.version
+    return None
+
+
+def decoding_libraries(cuda_major: int = 12) -> Env:
+    """DALI (version, folder or import error), nvImageCodec and nvJPEG (version, the file a
+    decoder loads, or the loader's error); `cuda_major` is the DALI wheel's CUDA major."""
+    facts = _dali_facts()
+    _, path, error = load_library(("libnvimgcodec.so.0", "libnvimgcodec.so"),
+                                  _candidates(NVIMGCODEC_FOLDERS, cuda_major))
+    facts.update(nvimgcodec=_codec_wheel_version("nvidia-nvimgcodec") if path else None,
+                 nvimgcodec_path=path, nvimgcodec_error=error)
+    lib, path, error = load_library((f"libnvjpeg.so.{cuda_major}", "libnvjpeg.so"),
+                                    _candidates(NVJPEG_FOLDERS, cuda_major))
+    facts.update(nvjpeg=nvjpeg_version(lib) if lib else None, nvjpeg_path=path,
+                 nvjpeg_error=error)
+    return facts
+
+
+def missing_decoding(env: Env, cuda: bool) -> List[str]:
+    """What GPU decoding lacks here, one line each with the exact error: DALI and nvImageCodec
+    (its CPU decoders need it too), and on CUDA nvJPEG."""
+    out = []
+    if env.get("dali") is None:
+        out.append(f"DALI not importable ({env.get('dali_error')})")
+    if env.get("nvimgcodec_path") is None:
+        out.append(f"nvImageCodec cannot be loaded ({env.get('nvimgcodec_error')})")
+    if cuda and env.get("nvjpeg_path") is None:
+        out.append(f"nvJPEG cannot be loaded ({env.get('nvjpeg_error')})")
+    return out
 
 
 def _pyav_facts() -> Env:
@@ -145,8 +208,9 @@ def collect() -> Env:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     env.update(_torch_facts())
     env.update(driver=driver_version(), driver_cuda=driver_cuda_version())
-    env.update(_dali_facts())
-    env.update(dali_wheels=dali_wheels(), pillow=_version("pillow"))
+    wheels = dali_wheels()
+    env.update(decoding_libraries(cuda_major_of_wheel(wheels[0]) or 12 if wheels else 12))
+    env.update(dali_wheels=wheels, pillow=_version("pillow"))
     env.update(_pyav_facts())
     from dali_pixmix.provenance import provenance
 
@@ -155,31 +219,29 @@ def collect() -> Env:
 
 
 # ----------------------------------------------------------------------------- advice
-def _major(version: Optional[str]) -> Optional[int]:
-    return int(str(version).split(".")[0]) if version else None
+def _stack(env: Env) -> Dict[str, object]:
+    """The arguments of `cuda_stack.problems` from the collected facts."""
+    return {"torch_version": env.get("torch"), "torch_cuda": env.get("torch_cuda"),
+            "wheels": env.get("dali_wheels") or [], "driver": env.get("driver"),
+            "driver_cuda": env.get("driver_cuda")}
 
 
 def _driver_advice(env: Env) -> List[Dict[str, str]]:
+    """A warning per part of the stack the driver cannot run, with the command that fixes it
+    (`cuda_stack.problems`); else a note when torch and DALI use two CUDA majors the driver
+    both supports (the default install on a 580+ driver)."""
+    found = cuda_stack.problems(**_stack(env))
+    if found or not env.get("driver_cuda"):
+        return [_warn(text) for text in found]
+    torch_major = cuda_stack.major(env.get("torch_cuda"))
     out = []
-    driver_major = _major(env.get("driver_cuda"))
-    torch_major = _major(env.get("torch_cuda"))
-    dali_majors = {w: cuda_major_of_wheel(w) for w in env.get("dali_wheels") or []}
-    if driver_major is None:
-        return out
-    driver = f"the driver ({env.get('driver') or 'version unknown'}) supports CUDA up to " \
-             f"{env['driver_cuda']}"
-    if torch_major and torch_major > driver_major:
-        out.append(_warn(f"torch {env['torch']} is built for CUDA {env['torch_cuda']} but "
-                         f"{driver}: torch cannot use the GPUs; update the driver or install a "
-                         f"torch build for CUDA {driver_major}"))
-    for wheel, major in dali_majors.items():
-        if major and major > driver_major:
-            out.append(_warn(f"{wheel} needs a CUDA {major} driver but {driver}: DALI's GPU "
-                             f"operators cannot run; update the driver or install "
-                             f"nvidia-dali-cuda{driver_major}0"))
-        elif major and torch_major and major != torch_major and torch_major <= driver_major:
+    for wheel in env.get("dali_wheels") or []:
+        major = cuda_major_of_wheel(wheel)
+        if major and torch_major and major != torch_major:
             out.append(_note(f"torch uses CUDA {torch_major} and {wheel} CUDA {major}: fine, "
-                             f"{driver}, and both share one CUDA context through it"))
+                             f"the driver ({env.get('driver') or 'version unknown'}) supports "
+                             f"CUDA up to {env['driver_cuda']}, and both share one CUDA "
+                             "context through it"))
     return out
 
 
@@ -197,7 +259,11 @@ def _package_advice(env: Env) -> List[Dict[str, str]]:
     if len(wheels) > 1:
         out.append(_warn(f"{len(wheels)} DALI wheels are installed ({', '.join(wheels)}): keep "
                          "exactly one (pip uninstall the others)"))
-    if env.get("dali") is None:
+    missing = missing_decoding(env, bool(env.get("cuda_available")))
+    if missing and env.get("cuda_available"):
+        out.append(_warn("; ".join(missing) + ": GPU decoding cannot work here, the DALI "
+                         "checks fail"))
+    elif env.get("dali") is None:
         out.append(_note(f"DALI not importable ({env.get('dali_error')}): the DALI checks "
                          "are skipped"))
     if env.get("pyav") is None:
@@ -212,7 +278,7 @@ def _package_advice(env: Env) -> List[Dict[str, str]]:
 def _gpu_advice(env: Env) -> List[Dict[str, str]]:
     out = []
     if not env.get("cuda_available"):
-        if env.get("driver_cuda"):
+        if env.get("driver_cuda") and not torch_too_new(env):  # (else warned above)
             out.append(_warn("an NVIDIA driver is installed but torch sees no GPU "
                              f"({_no_gpu_reason(env)})"))
         out.append(_note("no CUDA device: only the CPU subset runs"))
@@ -224,12 +290,13 @@ def _gpu_advice(env: Env) -> List[Dict[str, str]]:
     return out
 
 
+def torch_too_new(env: Env) -> bool:
+    """torch is built for a newer CUDA than the driver supports."""
+    return any(p.startswith("torch") for p in cuda_stack.problems(**_stack(env)))
+
+
 def _no_gpu_reason(env: Env) -> str:
-    if not env.get("torch_cuda"):
-        return "torch is a CPU-only build"
-    if env.get("cuda_visible_devices") is not None:
-        return f"CUDA_VISIBLE_DEVICES is {env['cuda_visible_devices']!r}"
-    return "a container started without --gpus, or a driver too old for torch"
+    return cuda_stack.no_gpu_reason(**_stack(env), visible=env.get("cuda_visible_devices"))
 
 
 def advice(env: Env) -> List[Dict[str, str]]:

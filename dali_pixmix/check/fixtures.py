@@ -182,7 +182,7 @@ def mixing_bank(s: Settings, device: str):
         from dali_pixmix.check.harness import require
         from dali_pixmix.data.images import scan_images
 
-        require("nvidia.dali", "DALI")
+        require("nvidia.dali", "DALI", s.on_cuda)
         files = scan_images(s.mixing)[:s.mixing_count]
         return MixingBank.from_files(files, s.bank_size, device=device, source=s.mixing)
     path = s.workdir / f"fractal_bank_{s.mixing_count}x{s.bank_size}.npy"

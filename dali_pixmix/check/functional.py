@@ -1,5 +1,11 @@
 """Functional checks of the GPU data path; each returns a result dict or raises Skip/Failed.
 
+On a CUDA machine a missing or unimportable DALI, nvImageCodec or nvJPEG is a failure naming
+the exact error (`decode_libraries`, and every check that needs DALI): a node whose GPU path
+cannot run must not pass. The training decoder (an ROI decode without fancy upsampling) must
+decode the baseline JPEG flavours with nvImageCodec's CPU decoders excluded, or DALI would
+silently decode training images on its CPU threads (`nvjpeg_decode`).
+
 Tolerances (stated in every result line):
 - nvJPEG vs the CPU decoder: mean |diff| <= 1 grey level and max <= 12 per picture (different
   IDCTs; without matching chroma upsampling colour edges differ by ~30);
@@ -38,7 +44,91 @@ def _device(s: Settings) -> torch.device:
     return torch.device("cuda", 0) if s.on_cuda else torch.device("cpu")
 
 
+# ----------------------------------------------------------------------------- libraries
+def decode_libraries(s: Settings) -> Dict:
+    """DALI imports, nvImageCodec and (on CUDA) nvJPEG load: versions and the files loaded. On
+    CUDA a missing one fails with its exact error; on the CPU the DALI checks skip instead."""
+    from dali_pixmix.check.environment import decoding_libraries, missing_decoding
+
+    facts = decoding_libraries()
+    missing = missing_decoding(facts, s.on_cuda)
+    if missing and s.on_cuda:
+        raise Failed(f"on this CUDA machine: {'; '.join(missing)}")
+    if missing:
+        raise Skip("; ".join(missing))
+    return {"detail": f"DALI {facts['dali']}, nvImageCodec {facts['nvimgcodec']}"
+                      + (f", nvJPEG {facts['nvjpeg']}" if facts.get("nvjpeg") else "")
+                      + " (their files: the environment's decoding line)"}
+
+
 # ----------------------------------------------------------------------------- a. nvJPEG
+# JPEG flavours the GPU must decode in the training decoder's settings (what ImageNet holds
+# almost only); the others (progressive, grayscale, CMYK) may go to the CPU: reported only.
+GPU_REQUIRED_KINDS = ("baseline_420", "baseline_422", "baseline_444")
+NOT_CPU = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")  # nvImageCodec backends but the CPU's
+
+
+def roi_decodes(files: List[Path], fancy: bool, backends=NOT_CPU,
+                device_id: Optional[int] = 0) -> Dict[str, bool]:
+    """Per file (by stem): does nvImageCodec decode the centre half of it with only these
+    `backends` and the chroma setting `fancy`? With the CPU backend excluded this is what
+    DALI's `mixed` `image_random_crop` gets from the GPU decoders; where they refuse, DALI
+    decodes on its CPU threads instead, silently. `device_id=None`: nvImageCodec's CPU-only
+    device (tests)."""
+    import nvidia.nvimgcodec as codec
+
+    decoder = codec.Decoder(
+        device_id=codec.NVIMGCODEC_DEVICE_CPU_ONLY if device_id is None else device_id,
+        backends=[codec.Backend(getattr(codec.BackendKind, kind)) for kind in backends],
+        options=f":fancy_upsampling={int(fancy)}")
+    params = codec.DecodeParams(apply_exif_orientation=False)
+    out = {}
+    for path in files:
+        stream = codec.CodeStream(str(path))
+        h, w = stream.height, stream.width
+        region = codec.Region(h // 4, w // 4, h // 4 + h // 2, w // 4 + w // 2)
+        try:
+            image = decoder.decode(stream.get_sub_code_stream(region=region), params=params)
+        except RuntimeError:  # reported like a refusal: no decoder of these backends took it
+            image = None
+        out[path.stem] = image is not None and tuple(image.shape[:2]) == (h // 2, w // 2)
+    return out
+
+
+def gpu_roi_verdict(decoded: Dict[str, bool], refused_fancy: List[str]) -> str:
+    """One line on the training decoder: raises Failed when a required flavour needs the CPU."""
+    cpu = sorted(stem for stem, ok in decoded.items() if not ok)
+    required = [stem for stem in cpu if stem.startswith(GPU_REQUIRED_KINDS)]
+    line = (f"training ROI decode (no fancy upsampling), CPU decoders excluded: "
+            f"{len(decoded) - len(cpu)} of {len(decoded)} decoded on the GPU"
+            + (f", CPU only: {', '.join(cpu)}" if cpu else "")
+            + f"; with fancy upsampling the GPU refuses {len(refused_fancy)} of {len(decoded)}")
+    if required:
+        raise Failed(f"{line}. Baseline JPEGs would be decoded on the CPU threads, not by "
+                     f"nvJPEG: {', '.join(required)}")
+    return line
+
+
+def decode_training_crops(files: List[Path], threads: int) -> int:
+    """Decode every file once through the training decoder (`image_random_crop` with the
+    training arguments, on the GPU); returns how many crops came back as uint8 HxWx3."""
+    from nvidia.dali import fn, pipeline_def
+
+    from dali_pixmix.pipelines.graphs import random_crop_decoder_args
+
+    @pipeline_def(batch_size=len(files), num_threads=threads, device_id=0)
+    def decode():
+        encoded, _ = fn.readers.file(files=[str(f) for f in files], random_shuffle=False)
+        return fn.decoders.image_random_crop(encoded, **random_crop_decoder_args(True))
+
+    pipe = decode()
+    pipe.build()
+    (crops,) = pipe.run()
+    crops = crops.as_cpu()
+    return sum(np.array(crops[i]).ndim == 3 and np.array(crops[i]).shape[2] == 3
+               for i in range(len(files)))
+
+
 def decode_with_dali(files: List[Path], gpu: bool, threads: int) -> List[np.ndarray]:
     """Every file decoded to uint8 RGB by the package's decoder settings, in order."""
     from nvidia.dali import fn, pipeline_def, types
@@ -59,10 +149,20 @@ def decode_with_dali(files: List[Path], gpu: bool, threads: int) -> List[np.ndar
 
 
 def nvjpeg_decode(s: Settings) -> Dict:
-    """a. nvJPEG (`mixed`) decoding of every JPEG flavour agrees with the CPU decoder."""
-    require("nvidia.dali", "DALI")
+    """a. nvJPEG (`mixed`) decoding of every JPEG flavour agrees with the CPU decoder (full
+    images, fancy upsampling), and the training decoder (ROI, no fancy upsampling) decodes on
+    the GPU: through DALI's `image_random_crop`, and with nvImageCodec's CPU decoders
+    excluded (a CPU fallback of a baseline JPEG fails)."""
+    require("nvidia.dali", "DALI", s.on_cuda)
     require_cuda("nvJPEG decoding")
     files = fixtures.jpeg_variants(s)
+    require("nvidia.nvimgcodec", "nvImageCodec's Python module", s.on_cuda)
+    refused = [stem for stem, ok in roi_decodes(files, fancy=True).items() if not ok]
+    training = gpu_roi_verdict(roi_decodes(files, fancy=False), refused)
+    crops = decode_training_crops(files, s.threads)
+    if crops != len(files):
+        raise Failed(f"the training decoder (image_random_crop, mixed) returned {crops} "
+                     f"RGB crops for {len(files)} JPEGs; {training}")
     gpu = decode_with_dali(files, True, s.threads)
     cpu = decode_with_dali(files, False, s.threads)
     worst, bad = (0.0, 0), []
@@ -79,7 +179,8 @@ def nvjpeg_decode(s: Settings) -> Dict:
                f"{worst[1]} grey levels (limits {DECODE_MEAN_LIMIT:g} / {DECODE_MAX_LIMIT})")
     if bad:
         raise Failed(f"{summary}; over the limit: {', '.join(bad[:4])}")
-    return {"detail": summary, "worst_mean": worst[0], "worst_max": worst[1]}
+    return {"detail": f"{summary}; {training}", "worst_mean": worst[0], "worst_max": worst[1],
+            "fancy_roi_refused": refused}
 
 
 # ----------------------------------------------------------------------------- b. pipeline
@@ -191,6 +292,8 @@ def train_pipeline(s: Settings) -> Dict:
     parts, notes = [], []
     if importable("nvidia.dali"):
         parts.append(_attempt(_pipeline_outputs, s))
+    elif s.on_cuda:  # the GPU pipeline cannot run: a failure, with the import error
+        parts.append(_attempt(require, "nvidia.dali", "DALI", True))
     else:
         notes.append("pipeline part skipped: DALI not importable")
     if s.on_cuda:
@@ -329,7 +432,7 @@ def stage_no_sync(s: Settings) -> Dict:
 # ----------------------------------------------------------------------------- f. video
 def video_decode(s: Settings) -> Dict:
     """f. DALI's GPU (NVDEC) decoding of H.264 agrees with PyAV."""
-    require("nvidia.dali", "DALI")
+    require("nvidia.dali", "DALI", s.on_cuda)
     require_cuda("NVDEC video decoding")
     from dali_pixmix.classes import imagenet_wnids
     from dali_pixmix.evaluation.video import VideoReader, decode_pyav, list_videos
@@ -412,6 +515,6 @@ def compare_evaluation(s: Settings, device: torch.device, reference: torch.devic
 
 def eval_gpu_vs_cpu(s: Settings) -> Dict:
     """g. The evaluation path on GPU (nvJPEG, float16 autocast, channels_last) and on CPU."""
-    require("nvidia.dali", "DALI")
+    require("nvidia.dali", "DALI", s.on_cuda)
     require_cuda("the GPU-vs-CPU evaluation check")
     return {"detail": compare_evaluation(s, torch.device("cuda", 0), torch.device("cpu"))}

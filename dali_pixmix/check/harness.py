@@ -40,11 +40,15 @@ def first_line(err: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def require(module: str, what: str):
-    """Import `module` or raise `Skip("<what> not importable ...")`."""
+def require(module: str, what: str, cuda: bool = False):
+    """Import `module` or raise `Skip("<what> not importable ...")`; on a CUDA machine
+    (`cuda`), where the GPU path needs it, `Failed` with the exact import error instead."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        if cuda:
+            raise Failed(f"{what} not importable on this CUDA machine "
+                         f"({first_line(err, 400)})") from err
         raise Skip(f"{what} not importable ({first_line(err)})") from err
 
 

@@ -56,7 +56,7 @@ def environment_lines(env: Dict) -> List[str]:
     lines = [f"Python {env.get('python')}, torch {env.get('torch')} (CUDA "
              f"{_or_dash(env.get('torch_cuda'))}, cuDNN {_or_dash(env.get('cudnn'))}), "
              f"torchvision {env.get('torchvision')}",
-             f"{dali}, {pyav}",
+             f"{dali}, {pyav}", decoding_line(env),
              f"driver {_or_dash(env.get('driver'))} (CUDA {_or_dash(env.get('driver_cuda'))}), "
              f"NCCL {_or_dash(env.get('nccl'))}, {env.get('cpu_cores')} CPU cores"]
     for gpu in env.get("gpus") or []:
@@ -65,6 +65,16 @@ def environment_lines(env: Dict) -> List[str]:
     if not env.get("gpus"):
         lines.append("no CUDA device visible to torch")
     return lines
+
+
+def decoding_line(env: Dict) -> str:
+    """Where DALI, nvImageCodec and nvJPEG were loaded from (or why they were not)."""
+    parts = []
+    for key, name in (("dali", "DALI"), ("nvimgcodec", "nvImageCodec"), ("nvjpeg", "nvJPEG")):
+        where = env.get(f"{key}_path")
+        parts.append(f"{name} {env.get(key) or '?'} from {where}" if where else
+                     f"{name} not loaded ({env.get(f'{key}_error') or 'not looked for'})")
+    return "decoding: " + "; ".join(parts)
 
 
 def _table(rows: List[List[str]], indent: str = "  ") -> List[str]:

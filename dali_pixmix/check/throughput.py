@@ -3,8 +3,12 @@
 Every measurement is reported beside a baseline measured in the same run and a goal for one
 H100/H200 GPU:
   pixmix_stage      the PixMix stage alone, batch 256 at 224 px   > 20,000 img/s
-                    (the default strategy vs the other; on CUDA also with a CUDA graph)
+                    (the default strategy vs the other; on CUDA also with a CUDA graph; the
+                    dense sequence's op-log traffic per image and the bandwidth it implies)
+  train_decode      the training decoder (ROI, nvJPEG) without fancy upsampling vs with it,
+                    beside the CPU decoder with the same threads (CUDA only)
   pipeline_pixmix   DALI training pipeline with PixMix vs without  ratio >= 0.9, > 5,000 img/s
+  pipeline_cuda_graph  the same pipeline, dense stage from a CUDA graph vs eager (CUDA only)
   train_step        ResNet-50 AMP steps fed by DALI + PixMix vs synthetic batches on the GPU
                                                                    ratio >= 0.9
   eval_infer        evaluation (decode, resize, crop, float16 ResNet-50) vs the model alone
@@ -14,6 +18,7 @@ Timed sections synchronise the GPU before the clock starts and before it stops.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dali_pixmix.check import fixtures
-from dali_pixmix.check.harness import require
+from dali_pixmix.check.harness import require, require_cuda
 from dali_pixmix.check.settings import Settings
 from dali_pixmix.precision import autocast, eval_amp_dtype, precision_name
 
@@ -253,9 +258,29 @@ def pixmix_stage(s: Settings) -> Dict:
                            + (f"; timed: {timed} img/s" if timed else ""))
     fastest = max(rates, key=rates.get)
     detail = (f"batch {s.batch} x {s.crop} px, {s.stage_calls} calls; {default} is the default "
-              f"here; img/s: {timed}; fastest: {fastest}" + (f"; {failed}" if failed else ""))
+              f"here; img/s: {timed}; fastest: {fastest}" + (f"; {failed}" if failed else "")
+              + f"; {dense_traffic(batch, rates)}")
     return measurement(s, rates[default], rates.get(other), f"same stage, {other} strategy",
                        Goal(min_rate=20_000), detail)
+
+
+def dense_traffic(batch: torch.Tensor, rates: Dict[str, float]) -> str:
+    """The dense stage's op-log traffic per image (`dense.sequence_traffic`, ImageNet settings,
+    one plan), eager and with CUDA-graph capacities, and the bandwidth each timed dense
+    variant needed: to read a GPU rate against the card's memory bandwidth."""
+    from dali_pixmix.augment import ops as A
+    from dali_pixmix.augment.pixmix import dense, draw_plan
+
+    n = batch.shape[0]
+    plan = draw_plan(n, 4, 4.0, 1, len(A.ALL_OPS), torch.Generator().manual_seed(0), "cpu")
+    per_image = {"dense": dense.sequence_traffic(batch, batch, plan, A.ALL_OPS)[1] / n,
+                 "dense + CUDA graph": dense.sequence_traffic(batch, batch, plan, A.ALL_OPS,
+                                                              graph_capacities=True)[1] / n}
+    needed = [f"{name} {rates[name] * size / 1e9:,.1f} GB/s" for name, size in per_image.items()
+              if name in rates]
+    return (f"op-log traffic per image: {per_image['dense'] / 1e6:.1f} MB eager, "
+            f"{per_image['dense + CUDA graph'] / 1e6:.1f} MB with CUDA-graph capacities"
+            + (f" (at the timed rates: {', '.join(needed)})" if needed else ""))
 
 
 def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_graph: bool) -> float:
@@ -273,9 +298,10 @@ def _stage_rate(s: Settings, bank, batch: torch.Tensor, strategy: str, cuda_grap
     return s.stage_calls * s.batch / wall
 
 
-def _train_loader(s: Settings, files, labels, stage, device: torch.device):
+def training_loader(s: Settings, files, labels, stage, device: torch.device,
+                    batch: Optional[int] = None):
     """The loader a training run uses (`pipelines.loaders.make_train_loader`: one pipeline fed in
-    the run's data order) over `files`, on `device`."""
+    the run's data order) over `files`, on `device`, batches of `batch` (default `s.batch`)."""
     import os
 
     from dali_pixmix.distributed import DistInfo
@@ -283,7 +309,7 @@ def _train_loader(s: Settings, files, labels, stage, device: torch.device):
 
     root = os.path.commonpath([os.path.dirname(f) for f in files])
     samples = [(os.path.relpath(f, root), int(label)) for f, label in zip(files, labels)]
-    return make_train_loader(root=root, samples=samples, batch_size=s.batch,
+    return make_train_loader(root=root, samples=samples, batch_size=batch or s.batch,
                              dist=DistInfo(device=device), crop=s.crop, stage=stage,
                              num_threads=s.threads, channels_last=s.on_cuda)
 
@@ -292,27 +318,115 @@ def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
     """Endless training batches of the DALI pipeline; with PixMix when given a mixing bank."""
     files, labels = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))
     stage = None if bank is None else s.pixmix_stage(bank)
-    return endless(_train_loader(s, files, labels, stage, device))
+    return endless(training_loader(s, files, labels, stage, device))
+
+
+def interleaved_rates(s: Settings, sources: Dict[str, Iterator],
+                      device: torch.device) -> Dict[str, float]:
+    """Median images/s of each source over `s.rounds` interleaved rounds (a, b, a, b, ...),
+    every source warmed up first."""
+    warm_up(sources, 3, device, settle=0.5)
+    rates = {name: [] for name in sources}
+    for _ in range(s.rounds):
+        for name, batches in sources.items():
+            rates[name].append(timed_rate(batches, s.pipeline_batches * s.batch, 3, device,
+                                          settle=0.5))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def pipeline_pixmix(s: Settings) -> Dict:
     """The DALI training pipeline with PixMix vs the same pipeline without it."""
-    require("nvidia.dali", "DALI")
+    require("nvidia.dali", "DALI", s.on_cuda)
     device = _device(s)
     sources = {"without": _pipeline_batches(s, device),
                "with": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
-    warm_up(sources, 3, device, settle=0.5)
-    rates = {name: [] for name in sources}
-    for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
-        for name, batches in sources.items():
-            rates[name].append(timed_rate(batches, s.pipeline_batches * s.batch, 3, device,
-                                          settle=0.5))
-    rate, base = (statistics.median(rates[k]) for k in ("with", "without"))
+    rates = interleaved_rates(s, sources, device)
+    rate, base = rates["with"], rates["without"]
     return measurement(s, rate, base, "same pipeline without PixMix",
                        Goal(min_rate=5_000, min_ratio=0.9),
                        f"batch {s.batch} x {s.crop} px, {s.threads} DALI threads, median of "
                        f"{s.rounds} round(s) of {s.pipeline_batches} batches, "
                        f"{_execution(s)}")
+
+
+GRAPH_TOLERANCE = 1e-5  # dense eager vs graph replay: the same kernels on the same plan
+
+
+def pipeline_cuda_graph(s: Settings) -> Dict:
+    """The training pipeline with the dense PixMix stage replayed from a CUDA graph vs run
+    eagerly (`pixmix.cuda_graph`), fed the same pictures and seeds: their first batches must
+    agree, then both are timed. (`pixmix_stage` times the stage alone the same way.)"""
+    require("nvidia.dali", "DALI", s.on_cuda)
+    require_cuda("a CUDA graph")
+    device = _device(s)
+    bank = fixtures.mixing_bank(s, str(device))
+    sources = {name: _pipeline_batches(dataclasses.replace(s, pixmix_strategy="dense",
+                                                           pixmix_cuda_graph=graph), device, bank)
+               for name, graph in (("eager", False), ("graph", True))}
+    first = {name: next(batches)[0] for name, batches in sources.items()}
+    diff = float((first["graph"].float() - first["eager"].float()).abs().max())
+    del first
+    if diff > GRAPH_TOLERANCE:
+        raise RuntimeError(f"the first batches of the dense stage eager and from a CUDA graph "
+                           f"differ by up to {diff:.3g} (limit {GRAPH_TOLERANCE:g})")
+    rates = interleaved_rates(s, sources, device)
+    return measurement(s, rates["graph"], rates["eager"], "same pipeline, dense stage eager",
+                       Goal(), f"batch {s.batch} x {s.crop} px, {s.threads} DALI threads, median "
+                               f"of {s.rounds} round(s) of {s.pipeline_batches} batches; first "
+                               f"batches equal (max |diff| {diff:.2g})")
+
+
+def decode_pipeline(files, batch: int, threads: int, crop: int, gpu: bool,
+                    fancy: bool = False):
+    """A built pipeline: read -> the training decoder (`random_crop_decoder_args`, on the GPU
+    with `jpeg_fancy_upsampling=fancy`) -> resize to `crop`; nothing else."""
+    from nvidia.dali import fn, pipeline_def
+
+    from dali_pixmix.pipelines.graphs import random_crop_decoder_args
+
+    args = random_crop_decoder_args(gpu)
+    if gpu:
+        args["jpeg_fancy_upsampling"] = fancy
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=0 if gpu else None)
+    def decode():
+        encoded, _ = fn.readers.file(files=[str(f) for f in files], random_shuffle=True)
+        images = fn.decoders.image_random_crop(encoded, **args)
+        return fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
+
+    pipe = decode()
+    pipe.build()
+    return pipe
+
+
+def decoded_batches(pipe) -> Iterator:
+    """The pipeline's batches forever, as `(stand-in [n, 0] tensor, None)` for the timers,
+    which count `images.shape[0]`."""
+    while True:
+        (images,) = pipe.run()
+        yield torch.empty((len(images), 0)), None
+
+
+def train_decode(s: Settings) -> Dict:
+    """The training decoder's images/s with `jpeg_fancy_upsampling` off (training's setting)
+    vs on, beside the CPU decoder with the same threads: nvJPEG refuses ROI decodes with fancy
+    upsampling (nvJPEG < 13.2) and DALI decodes them on its CPU threads, so "on" near the CPU
+    decoder's rate shows that fallback, and "off" well above it shows nvJPEG decoding."""
+    require("nvidia.dali", "DALI", s.on_cuda)
+    require_cuda("nvJPEG decoding")
+    device = _device(s)
+    files = fixtures.training_files(s, max(2 * s.batch, s.classes * s.train_per_class))[0]
+    sources = {name: decoded_batches(decode_pipeline(files, s.batch, s.threads, s.crop, gpu,
+                                                     fancy))
+               for name, gpu, fancy in (("off", True, False), ("on", True, True),
+                                        ("cpu", False, False))}
+    rates = interleaved_rates(s, sources, device)
+    gpu_over_cpu = rates["off"] / rates["cpu"]
+    return measurement(s, rates["off"], rates["on"], "same decoder, fancy upsampling on",
+                       Goal(), f"image_random_crop of {len(files)} JPEGs to {s.crop} px, batch "
+                               f"{s.batch}, {s.threads} threads; CPU decoder "
+                               f"{rates['cpu']:,.0f} img/s; fancy off / CPU {gpu_over_cpu:.2f}"
+                               f", fancy on / CPU {rates['on'] / rates['cpu']:.2f}")
 
 
 def _training_precision(s: Settings) -> Optional[torch.dtype]:
@@ -326,7 +440,7 @@ def _training_precision(s: Settings) -> Optional[torch.dtype]:
 
 def train_step(s: Settings) -> Dict:
     """Training steps fed by DALI + PixMix vs synthetic batches already on the device."""
-    require("nvidia.dali", "DALI")
+    require("nvidia.dali", "DALI", s.on_cuda)
     from dali_pixmix.models import build_model
 
     device = _device(s)
@@ -355,7 +469,7 @@ def train_step(s: Settings) -> Dict:
 
 def eval_infer(s: Settings) -> Dict:
     """Evaluation images/s (DALI decode + resize + crop, model) vs the model alone."""
-    require("nvidia.dali", "DALI")
+    require("nvidia.dali", "DALI", s.on_cuda)
     from dali_pixmix.check.functional import save_test_checkpoint
     from dali_pixmix.distributed import DistInfo
     from dali_pixmix.evaluation.runner import Evaluator
@@ -386,7 +500,7 @@ def imagenet_p_video(s: Settings) -> Dict:
 
     device = _device(s)
     if s.on_cuda:
-        require("nvidia.dali", "DALI")
+        require("nvidia.dali", "DALI", s.on_cuda)
     entries = list_videos(fixtures.video_folder(s), imagenet_wnids()[:s.classes])
     model = build_model(s.arch, 1000).to(device).eval()
     if s.on_cuda:

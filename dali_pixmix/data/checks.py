@@ -116,13 +116,15 @@ def header_errors(files: Sequence[str | Path], progress: bool = False,
     reading wait on storage, which on a network file system is most of the time."""
     from tqdm import tqdm
 
+    from dali_pixmix.progress import to_terminal
+
     files = list(files)
     size = max(1, min(4096, -(-len(files) // max(1, threads))))
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     problems = []
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
             tqdm(total=len(files), desc="image headers", unit="img", leave=False,
-                 disable=not progress) as bar:
+                 disable=not to_terminal(progress)) as bar:
         for chunk, reasons in zip(chunks, pool.map(_header_reasons, chunks)):
             problems += [(Path(f), r) for f, r in zip(chunk, reasons) if r is not None]
             bar.update(len(chunk))

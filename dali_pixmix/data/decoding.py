@@ -23,17 +23,27 @@ TRAIN_DECODER_PADDING = dict(device_memory_padding=64 << 20, host_memory_padding
 # every decoder and shape probe of the package passes this, so training, evaluation and the
 # mixing bank see the stored pixel grid, never a rotated one.
 ADJUST_ORIENTATION = False
+# Share of the JPEGs nvJPEG's hardware decoder takes on GPUs that have one (A100, H100, H200;
+# ignored elsewhere): NVIDIA's ResNet-50 example sets 0.99, DALI's default is 0.65 (the rest
+# goes to the CUDA decoder, whose Huffman stage runs on the CPU threads). `data.hw_decoder_load`.
+HW_DECODER_LOAD = 0.99
 
 
-def decoder_args(gpu: bool, padding: Optional[dict] = None) -> dict:
+def decoder_args(gpu: bool, padding: Optional[dict] = None, *, roi: bool = False,
+                 hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
     """Keyword arguments of every image decoder of the package (`fn.decoders.image*`).
 
-    On the GPU: nvJPEG (`mixed`) with libjpeg-turbo's "fancy" chroma upsampling, so decoded
-    pixels match the CPU decoder's (without it, colour edges differ by ~30 grey levels), and
-    the given preallocation `padding` (default: DALI's). On the CPU: the CPU decoder. Both
-    ignore EXIF orientation tags (`ADJUST_ORIENTATION`).
+    On the GPU: nvJPEG (`mixed`) with the given preallocation `padding` (default: DALI's) and
+    `hw_decoder_load`. libjpeg-turbo's "fancy" chroma upsampling only for FULL-image decodes
+    (`roi=False`: evaluation, the mixing bank, the self-check), so their pixels match the CPU
+    decoder's (without it colour edges differ by ~30 grey levels). A region-of-interest decode
+    (`roi=True`: training's `image_random_crop`) goes without: nvImageCodec's nvJPEG decoders
+    refuse ROI + fancy upsampling with nvJPEG < 13.2 and hand the image to libjpeg-turbo on the
+    CPU threads, so training would silently never decode on the GPU; a training crop needs no
+    libjpeg-identical chroma. On the CPU: the CPU decoder (always fancy). Both ignore EXIF
+    orientation tags (`ADJUST_ORIENTATION`).
     """
     if not gpu:
         return dict(device="cpu", adjust_orientation=ADJUST_ORIENTATION)
-    return dict(device="mixed", jpeg_fancy_upsampling=True,
+    return dict(device="mixed", jpeg_fancy_upsampling=not roi, hw_decoder_load=hw_decoder_load,
                 adjust_orientation=ADJUST_ORIENTATION, **(padding or {}))

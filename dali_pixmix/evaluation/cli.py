@@ -1,8 +1,8 @@
 """Shared command-line plumbing of the eval/*.py scripts (thin entry points).
 
 Common flags: --checkpoint, --arch, --out, --batch-size (GLOBAL, as in the training config),
---resize/--crop (256/224), --num-threads, --device, --calibration-bin-size, --name (the row of
-table9.md), --no-header-check.
+--resize/--crop (the checkpoint's data.val_resize/val_crop, else 256/224), --num-threads,
+--device, --calibration-bin-size, --name (the row of table9.md), --no-header-check.
 Flags that are also training config keys carry the same name (`--num-threads` = data.num_threads,
 `--calibration-bin-size` = eval.calibration_bin_size). Under torchrun every rank runs the same
 command and evaluates its shard; rank 0 writes `<out>/results/<task>.json|csv`,
@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
+from dali_pixmix.cli_help import DefaultsHelpFormatter
 from dali_pixmix.evaluation.report import Row, read_rows, summary_value, write_report, write_rows
-from dali_pixmix.evaluation.runner import Evaluator
+
+if TYPE_CHECKING:  # imported where used: `--help` answers before torch and DALI are loaded
+    from dali_pixmix.evaluation.runner import Evaluator
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="dali-pixmix checkpoint or torchvision state_dict (.pt/.pth)")
     p.add_argument("--arch", default=None,
@@ -30,8 +33,11 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256,
                    help="GLOBAL batch: images per forward pass summed over all ranks (divided by "
                         "the world size, which must divide it), as in the training config")
-    p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
-    p.add_argument("--crop", type=int, default=224, help="centre crop size")
+    p.add_argument("--resize", type=int, default=None,
+                   help="shorter side before the centre crop (default: the checkpoint's "
+                        "data.val_resize, else 256)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="centre crop size (default: the checkpoint's data.val_crop, else 224)")
     p.add_argument("--num-threads", type=int, default=2,
                    help="DALI CPU threads per rank (the training config's data.num_threads)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
@@ -54,17 +60,22 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
-    if min(args.batch_size, args.resize, args.crop, args.num_threads) < 1:
+    """The evaluator of --checkpoint; --resize/--crop not given are the checkpoint's."""
+    from dali_pixmix.evaluation.runner import Evaluator
+
+    given = (args.batch_size, args.resize, args.crop, args.num_threads)
+    if min(v for v in given if v is not None) < 1:
         raise ValueError(f"--batch-size, --resize, --crop and --num-threads must be positive, "
                          f"got {args.batch_size}, {args.resize}, {args.crop}, {args.num_threads}")
-    if args.crop > args.resize:
-        raise ValueError(f"--crop {args.crop} is larger than --resize {args.resize}: the centre "
+    ev = Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
+                                   device=args.device, batch_size=args.batch_size,
+                                   resize=args.resize, crop=args.crop,
+                                   num_threads=args.num_threads,
+                                   check_headers=not args.no_header_check)
+    if ev.crop > ev.resize:
+        raise ValueError(f"--crop {ev.crop} is larger than --resize {ev.resize}: the centre "
                          "crop must fit in the resized picture")
-    return Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
-                                     device=args.device, batch_size=args.batch_size,
-                                     resize=args.resize, crop=args.crop,
-                                     num_threads=args.num_threads,
-                                     check_headers=not args.no_header_check)
+    return ev
 
 
 def clean_error_from(out: str | Path) -> Optional[float]:
@@ -118,5 +129,6 @@ def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
     finally:
-        from dali_pixmix.distributed import cleanup
-        cleanup()
+        distributed = sys.modules.get("dali_pixmix.distributed")
+        if distributed is not None:  # (never imported, e.g. by --help: no process group)
+            distributed.cleanup()

@@ -16,6 +16,7 @@ from dali_pixmix.evaluation.report import (
     TABLE9_COLUMNS,
     TABLE9_CONVENTIONS,
     Row,
+    anomaly_note,
     bar_charts,
     evaluated_counts,
     evaluated_on,
@@ -88,6 +89,7 @@ def comparison_markdown(models: Sequence[Evaluated]) -> str:
     lines = table9_lines([(m.name, m.rows) for m in models])
     notes = [TABLE9_CONVENTIONS + " '-': not evaluated."]
     notes += [line for m in models if (line := partial_note(m.rows, m.name))]
+    notes += [line for m in models if (line := anomaly_note(m.rows, m.name))]
     notes += comparability_notes(models)
     notes += [line for m in models if (line := evaluated_on(m.rows, m.name, None))]
     notes += [f"{m.name}: {m.folder}; protocols: " +

@@ -9,21 +9,23 @@ DATA_ROOT_NAMES; a configured root under the task's name then runs it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List
 
 from dali_pixmix.data.images import subfolders
-from dali_pixmix.evaluation import datasets
-from dali_pixmix.evaluation.report import Row
-from dali_pixmix.evaluation.runner import Evaluator
-from dali_pixmix.evaluation.tasks import (
+from dali_pixmix.evaluation import (  # the tasks load torch and DALI at their first call
+    datasets,
     run_clean,
     run_imagenet_c,
     run_imagenet_cbar,
     run_imagenet_r,
     run_ood,
 )
+from dali_pixmix.evaluation.report import Row
 
-TaskFn = Callable[[Evaluator, dict], List[Row]]
+if TYPE_CHECKING:
+    from dali_pixmix.evaluation.runner import Evaluator
+
+TaskFn = Callable[["Evaluator", dict], List[Row]]
 
 
 def _clean(ev: Evaluator, cfg: dict) -> List[Row]:

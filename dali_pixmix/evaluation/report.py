@@ -196,6 +196,7 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model",
     lines = table9_lines([(name, rows)])
     notes = [TABLE9_CONVENTIONS]
     notes.append(partial_note(rows, name))
+    notes.append(anomaly_note(rows, name))
     notes.append(evaluated_on(rows, name, num_classes))
     protocols = sorted({r.protocol for r in rows})
     notes.append("Protocols: " + ", ".join(protocols) if protocols else "")
@@ -222,19 +223,62 @@ def evaluated_counts(rows: Sequence[Row]) -> Dict[str, int]:
 
 
 def evaluated_on(rows: Sequence[Row], name: str, num_classes: Optional[int]) -> str:
-    """'<name>: 30 ImageNet val images, ..., a 10-class model; the paper's rows use ...'."""
-    counts = evaluated_counts(rows)
-    if not counts and num_classes is None:
+    """'<name>: 30 ImageNet val images, ..., a 10-class model; the paper's rows use ...'.
+    Comparable to the paper's rows only with its full sets and its anomaly sets."""
+    counts, sets = evaluated_counts(rows), anomaly_sets(rows)
+    if not counts and num_classes is None and not sets:
         return ""
     parts = [f"{n:,} {_SET_NAMES[task]}" for task, n in counts.items()]
     if num_classes is not None:
         parts.append(f"a {num_classes:,}-class model")
-    full = all(n == FULL_COUNTS[t] for t, n in counts.items()) and num_classes in (
-        None, FULL_CLASSES)
-    verdict = ("the published sets, as the paper's rows" if full else
-               "the paper's rows use the full sets (50,000 val images per set or C cell, "
-               "30,000 ImageNet-R images, 1,000 classes): not comparable")
+    if sets:
+        parts.append(f"{len(sets)} anomaly set(s)")
+    reasons = []
+    if not (all(n == FULL_COUNTS[t] for t, n in counts.items())
+            and num_classes in (None, FULL_CLASSES)):
+        reasons.append("the paper's rows use the full sets (50,000 val images per set or C "
+                       "cell, 30,000 ImageNet-R images, 1,000 classes)")
+    if sets and not are_paper_anomaly_sets(sets):
+        reasons.append("its AUROC/AUPR average over other anomaly sets than the paper's")
+    verdict = ("; ".join(reasons) + ": not comparable" if reasons else
+               "the published sets, as the paper's rows")
     return f"{name} was evaluated on " + ", ".join(parts) + f"; {verdict}."
+
+
+# The anomaly sets behind the paper's AUROC/AUPR (a mean over them), and the names under which
+# they may be given (`--ood NAME=PATH`; the generated three are named by the suite).
+PAPER_ANOMALY_SETS = ("gaussian", "rademacher", "blobs", "textures", "svhn", "lsun", "places69")
+ANOMALY_SET_ALIASES = {"dtd": "textures", "places": "places69", "places365": "places69"}
+
+
+def anomaly_sets(rows: Sequence[Row]) -> List[str]:
+    """The anomaly sets behind the AUROC/AUPR mean (the MSP rows), in row order."""
+    return list(dict.fromkeys(r.dataset for r in rows if r.task == "ood" and r.metric == "auroc"
+                              and r.variant == "msp" and r.dataset != "mean"))
+
+
+def paper_set_names(names: Sequence[str]) -> List[str]:
+    """`names` as the paper names its anomaly sets (case and aliases resolved)."""
+    return [ANOMALY_SET_ALIASES.get(n.lower(), n.lower()) for n in names]
+
+
+def are_paper_anomaly_sets(names: Sequence[str]) -> bool:
+    """Exactly the paper's seven sets (a mean over fewer or more is another number)."""
+    return sorted(paper_set_names(names)) == sorted(PAPER_ANOMALY_SETS)
+
+
+def anomaly_note(rows: Sequence[Row], name: str) -> str:
+    """'<name>: AUROC/AUPR are the mean over gaussian, rademacher, blobs; the paper's ...' or ''."""
+    sets = anomaly_sets(rows)
+    if not sets:
+        return ""
+    note = f"{name}: AUROC/AUPR are the mean over {len(sets)} anomaly sets ({', '.join(sets)})"
+    if are_paper_anomaly_sets(sets):
+        return note + ", the paper's sets."
+    missing = [s for s in PAPER_ANOMALY_SETS if s not in paper_set_names(sets)]
+    return (note + "; the paper's are Gaussian, Rademacher, Blobs, Textures, SVHN, LSUN and "
+            f"Places69 (missing here: {', '.join(missing) or 'none'}): not comparable to its "
+            "AUROC/AUPR.")
 
 
 CE_SHORT_NAMES = (
@@ -284,22 +328,23 @@ def _caption(fig, rows: Sequence[Row]) -> None:
 
 
 def calibration_severity_figure(rows: Sequence[Row]):
-    """Mean RMS calibration error per severity on ImageNet-C (the 15 test corruptions, as
-    Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows."""
+    """Mean RMS calibration error per severity on ImageNet-C (its test corruptions evaluated,
+    as Table 9's "RMS C"; the extras are left out) and ImageNet-C-bar; None without such rows.
+    The legend counts the corruptions behind each curve."""
     from dali_pixmix.metrics.corruption import TEST_CORRUPTIONS
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     plotted = []
-    for task, label in (("imagenet_c", "ImageNet-C (15 corruptions)"),
-                        ("imagenet_cbar", "ImageNet-C-bar")):
+    for task, name in (("imagenet_c", "ImageNet-C"), ("imagenet_cbar", "ImageNet-C-bar")):
         cells = [r for r in rows if r.task == task and r.metric == "rms" and r.severity
                  and (task != "imagenet_c" or r.variant in TEST_CORRUPTIONS)]
         if not cells:
             continue
         sev = sorted({r.severity for r in cells})
+        count = len({r.variant for r in cells})  # the corruptions evaluated, not the full set's
         ax.plot(sev, [np.mean([r.value for r in cells if r.severity == s]) for s in sev],
-                marker="o", label=label)
+                marker="o", label=f"{name} ({count} corruption{'s' * (count != 1)})")
         plotted += cells
     if not plotted:
         plt.close(fig)

@@ -23,10 +23,11 @@ crash of DALI.
 """
 from __future__ import annotations
 
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -93,6 +94,36 @@ def batch_tensors(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, torch.stack(scores, dim=1)], dim=1)
 
 
+class InFlight:
+    """Batches kept referenced until the device work queued after them has completed.
+
+    DALI 2.4 hands batches to torch as zero-copy DLPack views whose deleter returns the buffer to
+    DALI's pool without waiting for torch's stream: a batch released while its forward pass is
+    still queued could be overwritten by the next one DALI produces. `hold` records an event
+    after the batch's work and keeps the batch; the oldest of more than `depth` held batches is
+    released once its event has completed (the GPU then still has `depth` batches queued). On
+    the CPU there are no events: work is done when the call returns.
+    """
+
+    def __init__(self, device: torch.device, depth: int = 2):
+        self.cuda, self.depth = device.type == "cuda", depth
+        self._held = deque()  # (event or None, tensors), oldest first
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, *tensors: torch.Tensor) -> None:
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self._held.append((event, tensors))
+        while len(self._held) > self.depth:
+            event, _ = self._held.popleft()
+            if event is not None:
+                event.synchronize()
+
+
 def to_predictions(table: torch.Tensor, labels: torch.Tensor) -> Predictions:
     """Predictions from stacked `batch_tensors` rows and their labels."""
     table = table.cpu().numpy()
@@ -130,6 +161,22 @@ def checked_normalisation(normalisation) -> Tuple[Tuple[float, ...], Tuple[float
         raise ValueError(f"normalisation must be (3 channel means, 3 positive stds) on [0, 1] "
                          f"pixels, got {normalisation!r}")
     return mean, std
+
+
+def recorded_size(ckpt: dict, resize: Optional[int] = None,
+                  crop: Optional[int] = None) -> Tuple[Dict[str, int], str]:
+    """({"resize", "crop"}, where the ones not given came from) to evaluate `ckpt` with: given
+    values win, else the checkpoint's data.val_resize / data.val_crop (what its own validation
+    used), else 256 / 224 (the ImageNet convention, e.g. for a torchvision state dict)."""
+    data = (ckpt.get("config") or {}).get("data") or {}
+    sizes, sources = {}, []
+    for name, given, key, default in (("resize", resize, "val_resize", 256),
+                                      ("crop", crop, "val_crop", 224)):
+        sizes[name] = given or data.get(key) or default
+        if not given:
+            sources.append(f"{name} {sizes[name]} (" + (f"the checkpoint's data.{key}"
+                                                        if data.get(key) else "the default") + ")")
+    return sizes, ", ".join(sources)
 
 
 class Evaluator:
@@ -178,18 +225,26 @@ class Evaluator:
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
                         device: str = "auto", dist: Optional[DistInfo] = None,
                         **settings) -> "Evaluator":
-        """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict)."""
-        from dali_pixmix.models import load_classifier
+        """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict); a
+        `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`)."""
+        from dali_pixmix.checkpoint import read_checkpoint
+        from dali_pixmix.models import classifier_from_checkpoint
 
         dist = dist or init_distributed(device)
-        model, classes = load_classifier(checkpoint, arch, dist.device)
+        ckpt = read_checkpoint(checkpoint)
+        model, classes = classifier_from_checkpoint(ckpt, checkpoint, arch, dist.device)
+        sizes, chosen = recorded_size(ckpt, settings.get("resize"), settings.get("crop"))
+        settings.update(sizes)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         path = Path(checkpoint).resolve()
         stat = path.stat()
-        return cls(model, classes, out=out, model_key=(str(path), stat.st_size,
-                                                       stat.st_mtime_ns, arch),
-                   dist=dist, **settings)
+        ev = cls(model, classes, out=out, model_key=(str(path), stat.st_size,
+                                                     stat.st_mtime_ns, arch),
+                 dist=dist, **settings)
+        if chosen:  # a wrong size costs accuracy silently (--resize/--crop say otherwise)
+            ev.log(f"evaluating with {chosen}")
+        return ev
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
@@ -301,13 +356,16 @@ class Evaluator:
     @torch.inference_mode()
     def _run_batches(self, loader, mask, desc) -> Predictions:
         tables, labels_seen = [], []
+        in_flight = InFlight(self.dist.device)  # DALI's batches outlive their forward pass
         for images, labels in tqdm(loader, desc=desc, leave=False, disable=not self.progress,
                                    unit="batch"):
             tables.append(self._forward(images, labels, mask))
             labels_seen.append(labels)
+            in_flight.hold(images, labels)
         if not tables:  # a rank with an empty shard
             return to_predictions(torch.zeros(0, TABLE_COLUMNS),
                                   torch.zeros(0, dtype=torch.long))
+        # (the copy to the host waits for every queued batch before `in_flight` lets go)
         return to_predictions(torch.cat(tables), torch.cat(labels_seen))
 
     def predict_generated(self, make_images: Callable[[np.ndarray], np.ndarray], count: int, *,
@@ -346,6 +404,17 @@ class Evaluator:
         training's validation of the weights it is training (CIFAR)."""
         labels = np.array(labels, dtype=np.int64).reshape(-1)
         return self._infer_indexed(lambda idx: images[idx[0]:idx[-1] + 1], labels, desc)
+
+    def predict_with(self, compute: Callable[[], Predictions], labels, *, task: str, cell: str,
+                     key) -> Predictions:
+        """The predictions `compute()` makes for a pass the runner does not make itself (e.g.
+        on PGD adversaries; every rank calls it, each computing its share, gathered in order),
+        checked against `labels` (every image once, in order) and cached as the cell
+        `task`/`cell` under the weights and `key` (what else they depend on)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        fp = cache.fingerprint(self.model_key, "custom", key)
+        return self._cached(self.cache_path(task, cell), fp,
+                            lambda: self._check_exact(compute(), labels, cell))
 
     def _infer_indexed(self, make_images, labels: np.ndarray, desc: str) -> Predictions:
         """Predictions for the pictures `make_images(indices)` of every index of `labels`

@@ -196,27 +196,36 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
     rows = []
     for name, paths in ev.progress_over(list(files.items()), desc="ood"):
         preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name)
-        rows += _ood_rows(inside, preds, name)
+        rows += ood_rows(inside, preds, name)
     count = synthetic_count or max(1, len(inside) // 5)  # reference: 1/5 of the test count
     for kind in ev.progress_over(SYNTHETIC_SETS if synthetic else (), desc="synthetic ood"):
         make = partial(synthetic_batch, kind, size=ev.crop, seed=seed)
         preds = ev.predict_generated(make, count, task="ood", cell=kind,
                                      key=("synthetic", kind, ev.crop, seed))
-        rows += _ood_rows(inside, preds, kind)
-    for score in ood.SCORES:
-        for metric in ("auroc", "aupr", "fpr95"):
-            values = [r.value for r in rows if r.variant == score and r.metric == metric]
-            rows.append(row("ood", "mean", metric, float(np.mean(values)),
-                            sum(r.n for r in rows if r.variant == score and r.metric == metric),
-                            ood.OOD_PROTOCOL, variant=score))
-    return rows
+        rows += ood_rows(inside, preds, kind)
+    return rows + ood_mean_rows(rows)
 
 
-def _ood_rows(inside: Predictions, outside: Predictions, name: str) -> List[Row]:
+def ood_rows(inside: Predictions, outside: Predictions, name: str, task: str = "ood",
+             protocol: str = ood.OOD_PROTOCOL) -> List[Row]:
+    """AUROC, AUPR and FPR95 (percent) of one anomaly set `name` against the in-distribution
+    predictions, for every score (MSP, MaxLogit, Energy)."""
     rows = []
     for score in ood.SCORES:
         metrics = ood.ood_metrics(getattr(inside, score), getattr(outside, score))
-        rows += [row("ood", name, m, 100 * v, len(outside),
-                     ood.OOD_PROTOCOL, variant=score)
+        rows += [row(task, name, m, 100 * v, len(outside), protocol, variant=score)
                  for m, v in metrics.items()]
     return rows
+
+
+def ood_mean_rows(rows: Sequence[Row], task: str = "ood",
+                  protocol: str = ood.OOD_PROTOCOL) -> List[Row]:
+    """Dataset "mean": each score's AUROC, AUPR and FPR95 averaged over the sets of `rows`."""
+    means = []
+    for score in ood.SCORES:
+        for metric in ("auroc", "aupr", "fpr95"):
+            hits = [r for r in rows if r.variant == score and r.metric == metric]
+            if hits:
+                means.append(row(task, "mean", metric, float(np.mean([r.value for r in hits])),
+                                 sum(r.n for r in hits), protocol, variant=score))
+    return means

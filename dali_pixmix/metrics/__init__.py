@@ -3,10 +3,7 @@ ImageNet-P prediction consistency (mFR/mT5D, `metrics.perturbation`), PGD advers
 (`metrics.adversarial`) and the CIFAR tables' conventions (`metrics.cifar`).
 
 All functions are pure, take numpy arrays or torch tensors, and return fractions unless their
-docstring says percent.
+docstring says percent. Import the modules themselves (`from dali_pixmix.metrics import ood`):
+the package imports none of them, so the light ones (corruption's tables) do not load torch and
+scikit-learn (ood) with them.
 """
-from dali_pixmix.metrics import (  # noqa: F401,E402
-    calibration,  # noqa: F401
-    corruption,
-    ood,
-)

@@ -220,6 +220,8 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from tqdm import tqdm
 
+    from dali_pixmix.progress import to_terminal
+
     device_id = (device.index or 0) if device.type == "cuda" else None
     batch_size = max(1, min(batch_size, len(files)))
     pipe = _bank_pipeline(files=files, size=size, batch_size=batch_size,
@@ -230,7 +232,8 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
     try:
         batches = DALIGenericIterator(pipe, ["images"], reader_name="Reader",
                                       last_batch_policy=LastBatchPolicy.PARTIAL)
-        with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False) as bar:
+        with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False,
+                  disable=not to_terminal()) as bar:
             for batch in batches:
                 images = batch[0]["images"]
                 out[done:done + len(images)] = images.to(device)
@@ -246,21 +249,25 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
 
 
 def _bank_pipeline(*, files, size, batch_size, num_threads, device_id):
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import pipeline_def
+
+    return pipeline_def(_bank_graph, batch_size=batch_size, num_threads=num_threads,
+                        device_id=device_id, prefetch_queue_depth=2)(
+        files=files, size=size, gpu=device_id is not None)
+
+
+def _bank_graph(*, files, size, gpu):
+    """Whole pictures decoded (with the CPU decoder's chroma on the GPU: `decoder_args`),
+    shorter side to `size`, centre crop."""
+    from nvidia.dali import fn, types
 
     from dali_pixmix.data.decoding import decoder_args
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                  prefetch_queue_depth=2)
-    def bank_pipeline():
-        encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
-                                     random_shuffle=False)
-        images = fn.decoders.image(encoded, **decoder_args(device_id is not None),
-                                   output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=size, antialias=True)
-        return fn.crop(images, crop=(size, size))
-
-    return bank_pipeline()
+    encoded, _ = fn.readers.file(files=files, name="Reader", pad_last_batch=True,
+                                 random_shuffle=False)
+    images = fn.decoders.image(encoded, **decoder_args(gpu), output_type=types.RGB)
+    images = fn.resize(images, resize_shorter=size, antialias=True)
+    return fn.crop(images, crop=(size, size))
 
 
 # --------------------------------------------------------------------- several sources

@@ -23,7 +23,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from dali_pixmix.data.cifar import CIFAR_MEAN, CIFAR_STD
-from dali_pixmix.data.decoding import ADJUST_ORIENTATION, TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.decoding import (
+    ADJUST_ORIENTATION,
+    HW_DECODER_LOAD,
+    TRAIN_DECODER_PADDING,
+    decoder_args,
+)
 from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD, check_layout, dali_dtype
 from dali_pixmix.seeds import derive_seed
 
@@ -44,6 +49,18 @@ CIFAR_PADDING = 4
 
 
 # --------------------------------------------------------------------------- graph pieces
+def random_crop_decoder_args(gpu: bool, hw_decoder_load: float = HW_DECODER_LOAD) -> dict:
+    """Keyword arguments of the training decoder, `fn.decoders.image_random_crop`: an ROI
+    decode (`decoder_args(roi=True)`) with the training preallocation, RGB output and
+    torchvision's RandomResizedCrop ranges."""
+    from nvidia.dali import types
+
+    return dict(decoder_args(gpu, TRAIN_DECODER_PADDING, roi=True,
+                             hw_decoder_load=hw_decoder_load),
+                output_type=types.RGB, random_aspect_ratio=list(RRC_ASPECT),
+                random_area=list(RRC_AREA), num_attempts=100)
+
+
 def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffle):
     """fn.readers.file named "Reader", padded so every rank runs the same number of batches."""
     from nvidia.dali import fn
@@ -86,13 +103,15 @@ def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5,
 
 
 # (DALI refuses **kwargs in a graph-defining function: the arguments are spelled out)
-def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout):
+def _train_graph(*, reader_args, crop, gpu, stage, auto_augment, dtype, layout,
+                 hw_decoder_load=HW_DECODER_LOAD):
     encoded, labels = _reader(**reader_args)
     return _augment(encoded, labels, crop=crop, gpu=gpu, stage=stage, auto_augment=auto_augment,
-                    dtype=dtype, layout=layout)
+                    dtype=dtype, layout=layout, hw_decoder_load=hw_decoder_load)
 
 
-def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout):
+def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout,
+                  hw_decoder_load=HW_DECODER_LOAD):
     """The training graph fed by `source`, an external source returning each batch's file
     paths (uint8 arrays of the encoded path) and labels; DALI reads the files itself."""
     from nvidia.dali import fn, types
@@ -100,16 +119,17 @@ def _stream_graph(*, source, crop, gpu, stage, auto_augment, dtype, layout):
     paths, labels = fn.external_source(source=source, num_outputs=2, batch=True,
                                        batch_info=True, dtype=[types.UINT8, types.INT32])
     return _augment(fn.io.file.read(paths), labels, crop=crop, gpu=gpu, stage=stage,
-                    auto_augment=auto_augment, dtype=dtype, layout=layout)
+                    auto_augment=auto_augment, dtype=dtype, layout=layout,
+                    hw_decoder_load=hw_decoder_load)
 
 
-def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout):
+def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout,
+             hw_decoder_load=HW_DECODER_LOAD):
     """decode + random-resized-crop -> resize -> flip -> [method] -> normalise (training)."""
-    from nvidia.dali import fn, types
+    from nvidia.dali import fn
 
-    images = fn.decoders.image_random_crop(
-        encoded, **decoder_args(gpu, TRAIN_DECODER_PADDING), output_type=types.RGB,
-        random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
+    images = fn.decoders.image_random_crop(encoded,
+                                           **random_crop_decoder_args(gpu, hw_decoder_load))
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
     images = _per_image_method(images, crop=crop, gpu=gpu, stage=stage,
@@ -290,7 +310,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
                    seed: int = 0, num_threads: int = 2, stage: Optional[BatchStage] = None,
                    auto_augment: bool = False, dtype: str = "float32", layout: str = "CHW",
                    random_shuffle: bool = True, files: Optional[Sequence[str]] = None,
-                   labels: Optional[Sequence[int]] = None):
+                   labels: Optional[Sequence[int]] = None,
+                   hw_decoder_load: float = HW_DECODER_LOAD):
     """Built training pipeline: read -> random-resized-crop -> flip -> [method] -> normalise.
 
     The per-image method is `stage` (a `pipelines.stage.BatchStage`: PixMix, AugMix, Cutout) or,
@@ -299,7 +320,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     included) and a stage reseeded from (stage seed, seed, shard_id), so ranks draw different
     augmentations. `random_shuffle` uses the reader's global per-epoch reshuffle
     (`shuffle_after_epoch`). Training runs use `stream_train_pipeline` (the same graph fed with
-    the run's own data order).
+    the run's own data order). On a GPU the crop is decoded by nvJPEG as a region of interest
+    (`random_crop_decoder_args`), `hw_decoder_load` of it by the hardware decoder.
     """
     stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
                             shard_id=shard_id, dtype=dtype, layout=layout)
@@ -308,7 +330,8 @@ def train_pipeline(*, file_root=None, file_list=None, batch_size: int, crop: int
     return _build(_train_graph, batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   reader_args=reader_args, crop=crop, gpu=device_id is not None, stage=stage,
-                  auto_augment=auto_augment, dtype=dtype, layout=layout)
+                  auto_augment=auto_augment, dtype=dtype, layout=layout,
+                  hw_decoder_load=hw_decoder_load)
 
 
 def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
@@ -316,7 +339,8 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                           num_threads: int = 2, stage: Optional[BatchStage] = None,
                           auto_augment: bool = False, dtype: str = "float32",
                           layout: str = "CHW", start: int = 0,
-                          checkpoint: Optional[bytes] = None):
+                          checkpoint: Optional[bytes] = None,
+                          hw_decoder_load: float = HW_DECODER_LOAD):
     """Built training pipeline over the batches of `source` (a `pipelines.loaders.TrainStream`):
     read -> random-resized-crop -> flip -> [method] -> normalise, as `train_pipeline`.
 
@@ -332,7 +356,7 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   checkpointing=True, checkpoint=checkpoint, source=source, crop=crop,
                   gpu=device_id is not None, stage=stage, auto_augment=auto_augment,
-                  dtype=dtype, layout=layout)
+                  dtype=dtype, layout=layout, hw_decoder_load=hw_decoder_load)
 
 
 def array_train_pipeline(source, *, batch_size: int, size: int = 32, crop: int = 32,

@@ -47,6 +47,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from dali_pixmix.data.checks import PipelineError, common_folder, dali_reason, decode_failure
+from dali_pixmix.data.decoding import HW_DECODER_LOAD
 from dali_pixmix.data.file_lists import read_file_list
 from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.distributed import DistInfo
@@ -373,7 +374,8 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
                       samples: Optional[Sequence[Tuple[str, int]]] = None, crop: int = 224,
                       stage: Optional[BatchStage] = None, auto_augment: bool = False,
                       num_threads: int = 2, dtype: str = "float32", channels_last: bool = False,
-                      dali_state: Optional[bytes] = None) -> TrainLoader:
+                      dali_state: Optional[bytes] = None,
+                      hw_decoder_load: float = HW_DECODER_LOAD) -> TrainLoader:
     """This rank's training loader, positioned at batch `step` of `epoch` (built once per run).
 
     `samples` are `(path relative to root, label)` pairs (default: `list_samples(root)`); the
@@ -381,12 +383,14 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
     `auto_augment`). DALI's random ops are seeded with `seed + rank` and the stage as in
     `graphs.train_pipeline`; `dali_state` (a `TrainLoader.state()` saved at this position by
     the same rank and pipeline) restores the random ops' state, else they start afresh. Raises
-    `LoaderStateError` when DALI refuses `dali_state`.
+    `LoaderStateError` when DALI refuses `dali_state`. `hw_decoder_load` is the share of the
+    JPEGs nvJPEG's hardware decoder takes on GPUs that have one (`data.hw_decoder_load`).
     """
     samples = list_samples(root) if samples is None else samples
     stream = TrainStream(root, samples, seed=seed, batch_size=batch_size, shard_id=dist.rank,
                          num_shards=dist.world_size, epoch=epoch, step=step)
-    return open_train_loader(stream, stream_train_pipeline, dist=dist, crop=crop, stage=stage,
+    build = partial(stream_train_pipeline, hw_decoder_load=hw_decoder_load)
+    return open_train_loader(stream, build, dist=dist, crop=crop, stage=stage,
                              auto_augment=auto_augment, num_threads=num_threads, dtype=dtype,
                              channels_last=channels_last, dali_state=dali_state)
 

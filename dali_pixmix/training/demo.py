@@ -9,6 +9,7 @@ from dali_pixmix.training.state import Run
 
 from ..config import Config
 from ..distributed import DistInfo, barrier
+from ..progress import to_terminal
 
 
 def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
@@ -26,9 +27,10 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
         make_synthetic_imagenet(root / "imagenet", num_classes=demo.num_classes,
                                 train_per_class=demo.train_per_class,
                                 val_per_class=demo.val_per_class, seed=0, min_size=demo.min_size,
-                                max_size=demo.max_size)
+                                max_size=demo.max_size, progress=to_terminal())
         if len(list(fractal_dir.glob("fractal_*.png"))) < demo.fractals:
-            make_fractals(fractal_dir, n=demo.fractals, size=max(cfg.pixmix.bank_size, 64), seed=0)
+            make_fractals(fractal_dir, n=demo.fractals, size=max(cfg.pixmix.bank_size, 64), seed=0,
+                          progress=to_terminal())
     barrier()
     cfg.data.train = cfg.data.train or str(root / "imagenet" / "train")
     cfg.data.val = cfg.data.val or str(root / "imagenet" / "val")

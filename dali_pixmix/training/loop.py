@@ -47,6 +47,8 @@ from dali_pixmix.training.methods import mix_batch
 from dali_pixmix.training.records import StepRecord, StepRecords
 from dali_pixmix.training.resume import starting_state
 from dali_pixmix.training.setup import (
+    amp_mode,
+    announce_device,
     check_inputs,
     open_logs,
     open_train_loader,
@@ -94,10 +96,12 @@ def timer_says_save(run: Run) -> bool:
         time.monotonic() - run.last_save > 60 * run.cfg.train.checkpoint_minutes)
 
 
-def record_step(run: Run, loss: torch.Tensor, labels: torch.Tensor, stop: StopFlag) -> None:
-    """Leave the step's loss and this rank's flags on the device for a one-step-late read."""
+def record_step(run: Run, loss: torch.Tensor, labels: torch.Tensor, stop: StopFlag,
+                batch: tuple = ()) -> None:
+    """Leave the step's loss and this rank's flags on the device for a one-step-late read;
+    the step's `batch` (every tensor it reads) stays alive until then (`training.records`)."""
     run.records.push(loss, labels, stop=stop.requested, save=timer_says_save(run),
-                     where=(run.step, run.epoch, run.epoch_step))
+                     where=(run.step, run.epoch, run.epoch_step), batch=batch)
 
 
 def read_records(run: Run, keep: int) -> None:
@@ -141,10 +145,11 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
     tick = time.perf_counter()
     for images, labels in loader.rest_of_epoch(run.epoch):
         got = time.perf_counter()
-        loss = train_step(run, *mix_batch(run, images, labels))
+        inputs, targets = mix_batch(run, images, labels)
+        loss = train_step(run, inputs, targets)
         run.step += 1
         run.epoch_step += 1
-        record_step(run, loss, labels, stop)
+        record_step(run, loss, labels, stop, batch=(images, labels, inputs, targets))
         read_records(run, keep=1)
         done = time.perf_counter()
         for meter in (run.interval_meter, run.epoch_meter):
@@ -312,7 +317,7 @@ def train_epochs(run: Run, stop: StopFlag) -> bool:
              f"classes: {run.dist.world_size} rank(s) x batch "
              f"{cfg.train.batch_size // run.dist.world_size}, {run.steps_per_epoch} "
              f"steps/epoch, augment.method={cfg.augment.method}, amp "
-             f"{run.amp_dtype}, device {run.dist.device}")
+             f"{amp_mode(cfg, run.amp_dtype)}, device {run.dist.device}")
     if reached_max_steps(run):  # a rerun with the same limit trains nothing more
         log(run, f"train.max_steps={cfg.train.max_steps} already reached: stopped at step "
                  f"{run.step}")
@@ -365,16 +370,18 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
 
 
 def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
-          resume_changed: bool = False) -> Dict[str, Any]:
+          resume_changed: bool = False, stop: Optional[StopFlag] = None) -> Dict[str, Any]:
     """Run (or continue) training in this process; returns {"status", "step", ["val"]}.
 
     `resume` is auto|none|PATH; `previous` (refuse|archive|overwrite) is what a new run does
     with an earlier run in train.output_dir; `resume_changed` accepts a checkpoint whose recipe
-    differs from `cfg` (see `training.resume`).
+    differs from `cfg` (see `training.resume`). `stop` (default: a new one) is the flag the
+    signals set; a caller that goes on after training (`training.compare`) reads it.
     """
-    stop = StopFlag()
+    stop = stop or StopFlag()
     stop.install()
     dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
+    announce_device(cfg, dist)
     try:
         prepare_demo_data(cfg, dist)
         classes, samples = check_inputs(cfg)

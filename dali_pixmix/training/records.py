@@ -14,6 +14,14 @@ copy). Reads of the buffers go through numpy views, after the event: no torch ca
 tensor on the host in the step path (tests check this by inspection on CPU, and with
 `torch.cuda.set_sync_debug_mode("error")` on GPU).
 
+Each slot also holds the step's batch (the DALI images and labels, and the mixed images and
+soft targets made from them) until the slot is read: DALI 2.4's dynamic executor hands batches
+to torch as zero-copy DLPack views whose deleter returns the buffer to DALI's pool with no
+ordering against torch's stream, and the host queues step s+1 before step s has run, so a batch
+dropped with its loop variable could be overwritten by DALI's next batch while its step still
+reads it (conv1 keeps its input for the backward pass). Popping a slot waits for its event
+first, so a batch is released only after its step has completed on the device.
+
 Records are read in step order, so the first non-finite one names the step where the loss
 first became non-finite. Every rank reads the same summed flags at the same step, so all ranks
 take the same decisions at the same step. On CPU the copies are plain copies and there are no
@@ -58,6 +66,7 @@ class StepRecords:
         self._labels = [torch.zeros(batch_size, dtype=torch.int64, pin_memory=cuda)
                         for _ in range(SLOTS)] if keep_labels else None
         self._events = [torch.cuda.Event() for _ in range(SLOTS)] if cuda else None
+        self._batches: List[tuple] = [() for _ in range(SLOTS)]  # kept until the slot is read
         # the host side reads and writes the buffers through these numpy views (no torch call)
         self._values_np = [t.numpy() for t in self._values]
         self._flags_np = [t.numpy() for t in self._flags]
@@ -69,8 +78,9 @@ class StepRecords:
         return len(self._pending)
 
     def push(self, loss: torch.Tensor, labels: torch.Tensor, *, stop: bool, save: bool,
-             where: Tuple[int, int, int]) -> None:
-        """Record a step (`where` = (step, epoch, epoch_step)) without waiting for it."""
+             where: Tuple[int, int, int], batch: tuple = ()) -> None:
+        """Record a step (`where` = (step, epoch, epoch_step)) without waiting for it;
+        `batch` (the tensors the step reads) stays referenced until its record is popped."""
         if len(self._pending) == SLOTS:
             raise RuntimeError("read the oldest step record before recording another")
         slot = self._count % SLOTS
@@ -85,6 +95,7 @@ class StepRecords:
             self._labels[slot].copy_(labels, non_blocking=True)
         if self._events is not None:
             self._events[slot].record()
+        self._batches[slot] = tuple(batch)
         self._pending.append((slot, where))
 
     def pop(self) -> StepRecord:
@@ -92,6 +103,7 @@ class StepRecords:
         slot, (step, epoch, epoch_step) = self._pending.popleft()
         if self._events is not None:
             self._events[slot].synchronize()  # its step is done; the next one is queued
+        self._batches[slot] = ()  # only now may DALI reuse the batch's buffers
         loss, bad, stop, save = self._values_np[slot].tolist()
         labels = None if self._labels_np is None else self._labels_np[slot].tolist()
         return StepRecord(step, epoch, epoch_step, loss, bad > 0, stop > 0, save > 0, labels)

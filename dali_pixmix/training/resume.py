@@ -8,7 +8,9 @@ tells the other ranks, so every rank raises the same error or loads the same che
   an earlier run is refused unless `previous` is "archive" or "overwrite" (`training.outputs`).
 - A checkpoint whose recipe (any key outside `RESUMABLE`) differs from the config is refused
   unless `resume_changed`; the differences are printed either way, and with `resume_changed`
-  the previous config.yaml is kept as `config_before_step<step>.yaml`.
+  the previous config.yaml is kept as `config_before_step<step>.yaml`. A change of what the
+  run is (`IDENTITY`: method, model, generated data; or other classes) is always refused, and
+  the error suggests another train.output_dir first.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from dali_pixmix.training import outputs
 # and how verbosely the run goes, and what it validates how often. Every other key is the recipe.
 RESUMABLE = frozenset({
     "data.train", "data.val", "data.root", "data.num_threads", "data.check_headers",
+    "data.hw_decoder_load",
     "pixmix.mixing_set", "pixmix.bank_cache", "pixmix.bank_on_host", "pixmix.strategy",
     "pixmix.cuda_graph",
     "model.pretrained", "model.compile", "model.channels_last",
@@ -31,6 +34,13 @@ RESUMABLE = frozenset({
     "train.max_steps", "train.deterministic", "train.debug_log", "train.tensorboard",
     "eval.batch_size", "eval.every_epochs", "dist.device", "dist.timeout_minutes", "demo.root",
 })
+# Keys that say what a run IS (its method, model and generated data): changing one makes
+# another run, never a resumable change, even with --resume-changed (a PixMix checkpoint
+# continued as CutMix would be a PixMix model labelled CutMix). The training classes are
+# checked too (`check_compatible`).
+IDENTITY = ("data.dataset", "augment.method", "model.arch", "demo.num_classes",
+            "demo.train_per_class", "demo.val_per_class", "demo.fractals", "demo.min_size",
+            "demo.max_size")
 Change = Tuple[str, Any, Any]  # (dotted key, checkpoint's value, config's value)
 
 
@@ -67,6 +77,11 @@ def check_recipe(state: Dict, cfg: Config, resume_changed: bool) -> List[Change]
     changes (accepted)."""
     recipe, other = config_changes(state.get("config") or {}, cfg.to_dict())
     where = f"checkpoint {state.get('path')} (step {state.get('step')})"
+    identity = [c for c in recipe if c[0] in IDENTITY]
+    if identity:
+        instead = another_run(cfg, folder_suffix(identity[0]))
+        raise ValueError(f"{where} is another run: {format_changes(identity)} changes what the "
+                         f"run is, which no resume can ({instead})")
     if recipe and not resume_changed:
         raise ValueError(f"the config differs from the recipe of {where}: "
                          f"{format_changes(recipe)}; resume with the same settings, pass "
@@ -81,15 +96,30 @@ def check_recipe(state: Dict, cfg: Config, resume_changed: bool) -> List[Change]
     return recipe
 
 
+def another_run(cfg: Config, suffix: str) -> str:
+    """What to do instead of resuming another run: a folder of its own first."""
+    out = Path(cfg.train.output_dir)
+    return (f"train it in a folder of its own, e.g. --set train.output_dir="
+            f"{out.parent / (out.name + '_' + suffix)}; or resume with the checkpoint's "
+            f"settings; or replace the run in {out} with --resume none --archive")
+
+
+def folder_suffix(change: Change) -> str:
+    """'cutmix' for a new augment.method, the architecture for a new model.arch, else 'new'."""
+    key, _, value = change
+    return str(value) if key in ("data.dataset", "augment.method", "model.arch") else "new"
+
+
 def check_compatible(state: Dict, cfg: Config, classes: Optional[Sequence[str]]) -> None:
     """The checkpoint's classes (when `classes` is given) and architecture must be the run's."""
     if classes is not None and list(state["classes"]) != list(classes):
         raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
-                         f"classes but the training data has {len(classes)} (or other names); "
-                         "resume with the same dataset or start a new run (--resume none)")
+                         f"classes but the training data has {len(classes)} (or other names): "
+                         f"another run ({another_run(cfg, 'new')})")
     if state.get("arch", cfg.model.arch) != cfg.model.arch:
         raise ValueError(f"checkpoint {state.get('path')} holds a {state['arch']} but "
-                         f"model.arch is {cfg.model.arch}")
+                         f"model.arch is {cfg.model.arch}: another run "
+                         f"({another_run(cfg, cfg.model.arch)})")
 
 
 def is_folders_newest(path: str | Path, out_dir: Path) -> bool:

@@ -1,6 +1,7 @@
 """Building a training run: input checks, model, optimizer, mixing bank, loaders, resume."""
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -17,6 +18,10 @@ from ..config import Config, per_rank_batch, save_config
 from ..distributed import DistInfo, barrier
 from ..models import build_model, load_pretrained_backbone
 
+# `train.deterministic` on GPUs: cuBLAS's deterministic workspace setting (8 buffers of 4 MiB
+# per stream), which torch's deterministic mode asks for (docs/training.md, "Determinism").
+DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"
+
 
 def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
     """Clear errors for missing data before any model or pipeline is built; returns the
@@ -24,35 +29,61 @@ def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
     CIFAR: the train split in memory, `training.cifar.read_train_split`)."""
     from dali_pixmix.data.images import check_val_classes, class_samples
 
+    check_paths(cfg)
+    check_tensorboard(cfg)
     if is_cifar(cfg):
-        classes, samples = read_train_split(cfg)
-        check_method_inputs(cfg)
-        return classes, samples
-    if not cfg.data.train:
-        raise ValueError("config key 'data.train' is empty: set it to the training folder")
+        return read_train_split(cfg)
     classes, samples = class_samples(cfg.data.train)
-    if not cfg.data.val:
-        raise ValueError("config key 'data.val' is empty: set it to the validation folder")
     check_val_classes(cfg.data.val, classes)
-    check_method_inputs(cfg)
     return classes, samples
 
 
-def check_method_inputs(cfg: Config) -> None:
-    """The mixing set (methods that draw from it) and the pretrained weights exist."""
+def check_paths(cfg: Config) -> None:
+    """Every configured input path at once: one error naming each missing one (a start-up
+    that stops at the first would need a rerun per path)."""
+    folders = ([("data.root", cfg.data.root, f"{cfg.data.dataset} data")] if is_cifar(cfg) else
+               [("data.train", cfg.data.train, "training"),
+                ("data.val", cfg.data.val, "validation")])
+    problems = [p for p in (folder_problem(*folder) for folder in folders) if p]
     if method(cfg.augment.method).needs_mixing_set:
         from dali_pixmix.mixing.bank import split_sources
 
-        sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else [""]
-        missing = [s for s in sources if not s or not Path(s).exists()]
-        if missing:
-            raise FileNotFoundError(f"mixing set '{missing[0]}' does not exist: set "
-                                    "pixmix.mixing_set to a folder, file list or .npy bank, or "
-                                    "several comma-separated folders/file lists (or choose an "
-                                    f"augment.method other than {cfg.augment.method})")
+        sources = split_sources(cfg.pixmix.mixing_set) if cfg.pixmix.mixing_set else []
+        if not sources:
+            problems.append("pixmix.mixing_set is empty: set it to a folder, file list or .npy "
+                            "bank, or several comma-separated folders/file lists (or choose an "
+                            f"augment.method other than {cfg.augment.method})")
+        problems += [f"pixmix.mixing_set: mixing set '{s}' does not exist" for s in sources
+                     if not s or not Path(s).exists()]
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights '{cfg.model.pretrained}' not found: set "
-                                "model.pretrained to a local torchvision checkpoint or null")
+        problems.append(f"model.pretrained: weights '{cfg.model.pretrained}' not found (a local "
+                        "torchvision checkpoint, or null to train from scratch)")
+    if problems:
+        raise FileNotFoundError(f"{len(problems)} configured path(s) missing: "
+                                + "; ".join(problems) + " (set them in the recipe or with "
+                                "--set KEY=PATH)")
+
+
+def check_tensorboard(cfg: Config) -> None:
+    """train.tensorboard (off by default) asks for a package that is optional: without it,
+    an error on every rank at start-up, never a run that silently writes no scalars."""
+    if not cfg.train.tensorboard:
+        return
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError("config key 'train.tensorboard' is true but tensorboard is not "
+                         "installed: pip install -e '.[tensorboard]', or set "
+                         "train.tensorboard=false") from None
+
+
+def folder_problem(key: str, path: str, what: str) -> Optional[str]:
+    """What is wrong with the folder config key `key` (None: it is a folder)."""
+    if not path:
+        return f"{key} is empty: set it to the {what} folder"
+    if not Path(path).exists():
+        return f"{key}: {what} folder {path} does not exist"
+    return None if Path(path).is_dir() else f"{key}: {path} is not a folder"
 
 
 def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
@@ -61,6 +92,29 @@ def resolve_amp(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def amp_mode(cfg: Config, dtype: Optional[torch.dtype]) -> str:
+    """'bf16', 'fp16' or 'off', plus '(train.amp=auto)' when auto chose it: for the log."""
+    name = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return name + (" (train.amp=auto)" if cfg.train.amp == "auto" else "")
+
+
+def announce_device(cfg: Config, dist: DistInfo) -> None:
+    """Rank 0: a visible warning when dist.device=auto found no usable GPU (a GPU recipe then
+    trains on the CPU, orders of magnitude slower), and one per part of the CUDA stack that the
+    driver cannot run (`cuda_stack.problems`, with the command that fixes it)."""
+    from dali_pixmix import cuda_stack
+
+    if not dist.is_main:
+        return
+    if dist.device.type == "cpu" and cfg.dist.device == "auto":
+        log(dist, f"warning: dist.device=auto found no usable GPU ({cuda_stack.why_no_gpu()}): "
+                  "training on the CPU. Set dist.device=cpu to choose the CPU, or "
+                  "dist.device=cuda to stop instead")
+    elif dist.device.type == "cuda":
+        for line in cuda_stack.problems(**cuda_stack.this_machine()):
+            log(dist, f"warning: {line}")
 
 
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
@@ -143,7 +197,8 @@ def open_train_loader(run: Run):
 
     cfg = run.cfg
     make = (cifar_loader(run) if is_cifar(cfg) else
-            partial(make_train_loader, root=cfg.data.train, samples=run.samples))
+            partial(make_train_loader, root=cfg.data.train, samples=run.samples,
+                    hw_decoder_load=cfg.data.hw_decoder_load))
     if cfg.pixmix.cuda_graph and run.dist.device.type != "cuda" and \
             method(cfg.augment.method).per_image == "pixmix":
         log(run, "note: pixmix.cuda_graph applies on GPUs only; this run on "
@@ -256,6 +311,8 @@ def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) ->
     per_rank_batch(cfg.train.batch_size, dist.world_size)
     per_rank_batch(cfg.eval.batch_size, dist.world_size, "eval.batch_size")
     if cfg.train.deterministic:
+        if dist.device.type == "cuda":  # cuBLAS reads it when it makes its first handle
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -275,16 +332,14 @@ def setup_run(cfg: Config, dist: DistInfo, classes: List[str], samples: List) ->
 
 
 def open_logs(run: Run) -> None:
-    """config.yaml (rank 0), TensorBoard when importable, the optional debug log per rank."""
+    """config.yaml (rank 0), TensorBoard with train.tensorboard (`check_tensorboard` made
+    sure it is installed), the optional debug log per rank."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     if run.dist.is_main:
         save_config(run.cfg, run.out_dir / "config.yaml")
         if run.cfg.train.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
-            except ImportError:
-                run.writer = None
+            from torch.utils.tensorboard import SummaryWriter
+            run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
     if run.cfg.train.debug_log:
         run.debug_file = open(run.out_dir / f"debug_rank{run.dist.rank}.jsonl", "a",
                               encoding="utf-8")

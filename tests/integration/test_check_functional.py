@@ -30,6 +30,46 @@ def test_every_jpeg_flavour_decodes_like_pil(settings):
         assert decoded.shape == expected.shape and np.array_equal(decoded, expected), path.name
 
 
+def test_the_roi_probe_decodes_regions_and_fails_a_cpu_fallback(settings):
+    """The training-decoder probe through nvImageCodec, run here with its CPU backend (what
+    the GPU node excludes): every flavour's centre region decodes at half size. With only a
+    GPU backend here, nothing decodes: exactly what a GPU node sees when nvJPEG hands ROI
+    decodes to the CPU, and a baseline flavour among them fails the check, naming it."""
+    files = fixtures.jpeg_variants(settings)
+    decoded = functional.roi_decodes(files, fancy=False, backends=("CPU_ONLY",), device_id=None)
+    assert sorted(decoded) == sorted(f.stem for f in files) and all(decoded.values())
+    line = functional.gpu_roi_verdict(decoded, ["cmyk_203x301"])
+    assert f"{len(files)} of {len(files)} decoded on the GPU" in line
+    assert "the GPU refuses 1 of" in line
+    refused = functional.roi_decodes(files, fancy=False, backends=("GPU_ONLY",), device_id=None)
+    assert not any(refused.values())
+    with pytest.raises(Failed, match="would be decoded on the CPU threads, not by nvJPEG: "
+                                     "baseline_420_203x301, baseline_420_256x256"):
+        functional.gpu_roi_verdict(refused, [])
+    only_cmyk = {stem: not stem.startswith("cmyk") for stem in decoded}
+    assert "CPU only: cmyk_203x301" in functional.gpu_roi_verdict(only_cmyk, [])  # reported
+
+
+def test_the_lifetime_probe_compares_kept_and_cloned_batches():
+    """The batch-lifetime probe's step loop on the CPU (the GPU node runs it on the training
+    loader's zero-copy batches): the same gradients either way, one per step."""
+    from dali_pixmix.check.compute import conv1_gradients
+
+    def run(keep):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                    torch.nn.Flatten(), torch.nn.Linear(4, 5))
+        gen = torch.Generator().manual_seed(1)
+        batches = [(torch.rand(2, 3, 8, 8, generator=gen), torch.tensor([0, 3]))
+                   for _ in range(3)]
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return conv1_gradients(model, optimizer, iter(batches), 3, keep, CPU)
+
+    kept, cloned = run(True), run(False)
+    assert len(kept) == 3 and all(torch.equal(a, b) for a, b in zip(kept, cloned))
+    assert not torch.equal(kept[0], kept[2])  # the steps did train
+
+
 def test_op_and_pixmix_comparisons_run_and_report(settings):
     images, mixing = map(torch.from_numpy, fixtures.picture_pool(32, 8, 8, seed=1))
     assert "ops on cpu = CPU" in functional.ops_agree(images, CPU)

@@ -2,10 +2,14 @@
 by the evaluation suite, one table / CSV / chart; and the generated corruptions."""
 import csv
 import importlib.util
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from child_env import child_env
 from PIL import Image
 
 from dali_pixmix.evaluation import datasets
@@ -35,6 +39,8 @@ def test_compare_writes_one_table_of_every_method(tmp_path, capsys):
     assert tool().main(argv) == 0
     table = (out / "comparison.md").read_text()
     assert "DEMO DATA, not ImageNet" in table and "| Baseline |" in table and "| CutMix |" in table
+    assert table.index("SCALE: ") < table.index("| method |")  # the caveat comes first
+    assert capsys.readouterr().out.startswith("DEMO DATA, not ImageNet")  # before any training
     with (out / "comparison.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["method"] for r in rows] == ["baseline", "cutmix"]
@@ -49,6 +55,31 @@ def test_compare_writes_one_table_of_every_method(tmp_path, capsys):
     capsys.readouterr()
     assert tool().main(argv) == 0  # finished methods are not trained again
     assert "training resnet18" not in capsys.readouterr().out
+
+
+def test_sigterm_while_evaluating_stops_keeps_what_is_done_and_resumes(tmp_path):
+    """`timeout` sends SIGTERM: the comparison stops at once with one error line and a
+    non-zero status, keeps the trained run, and the same command resumes without training."""
+    out = tmp_path / "cmp"
+    sets = [a for item in TOY + [f"demo.root={tmp_path / 'demo'}"] for a in ("--set", item)]
+    argv = ["--methods", "baseline", "--out", str(out), *sets]
+    proc = subprocess.Popen([sys.executable, "-u", str(REPO / "tools" / "compare_methods.py"),
+                             *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+    for line in proc.stdout:
+        if line.startswith("== baseline: evaluating"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    lines = [x for x in err.replace("\r", "\n").splitlines() if x.strip()]
+    assert lines[-1].startswith("error: stopped by SIGTERM: the methods trained and evaluated")
+    assert "Traceback" not in err and sum(x.startswith("error:") for x in lines) == 1
+    assert (out / "baseline" / "final.pt").is_file() and not (out / "comparison.md").exists()
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "compare_methods.py"), *argv],
+                          capture_output=True, text=True, env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "training resnet18" not in done.stdout and (out / "comparison.md").is_file()
 
 
 def test_generated_corruptions_follow_their_definitions():

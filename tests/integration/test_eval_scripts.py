@@ -110,6 +110,25 @@ def test_clean_rows_labels_and_report(data, tmp_path):
     assert (out / "plots" / "reliability_clean.png").stat().st_size > 1000
 
 
+def test_evaluation_defaults_to_the_size_the_checkpoint_records(data, tmp_path, capsys):
+    """A checkpoint trained and validated at 36/32 is evaluated at 36/32 unless a flag says
+    otherwise (the ImageNet 256/224 would silently cost accuracy); the rows name the sizes."""
+    ckpt = torch.load(data / "m.pt", weights_only=True)
+    ckpt["config"] = {"data": {"val_resize": 36, "val_crop": 32}}
+    torch.save(ckpt, tmp_path / "recorded.pt")
+    base = ["--checkpoint", str(tmp_path / "recorded.pt"), "--val", str(data / "val"), *SMALL]
+    assert script("clean").main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert {r["protocol"] for r in rows_of(tmp_path / "a", "clean")} == {"resize36-crop32"}
+    assert ("evaluating with resize 36 (the checkpoint's data.val_resize), crop 32 (the "
+            "checkpoint's data.val_crop)") in capsys.readouterr().out
+    assert script("clean").main([*base, "--out", str(tmp_path / "b"), "--crop", "28"]) == 0
+    assert {r["protocol"] for r in rows_of(tmp_path / "b", "clean")} == {"resize36-crop28"}
+    said = capsys.readouterr().out  # only the size no flag gave
+    assert "evaluating with resize 36 (the checkpoint's data.val_resize)\n" in said
+    with pytest.raises(ValueError, match="--crop 40 is larger than --resize 36"):
+        script("clean").main([*base, "--out", str(tmp_path / "c"), "--crop", "40"])
+
+
 def test_truncated_cache_is_recomputed_with_a_warning(data, tmp_path, caplog):
     out = tmp_path / "out"
     argv = clean_argv(data, out)
@@ -261,6 +280,19 @@ def test_data_root_discovery(data, tmp_path):
                    "ood": {"textures": str(tmp_path / "ood" / "textures")}}
     assert configured_tasks(cfg) == ["clean", "imagenet_r", "ood"]
     assert configured_tasks({"imagenet_c": "x", "synthetic_ood": True}) == ["imagenet_c"]
+
+
+def test_a_data_root_without_known_folders_says_so(tmp_path):
+    """--data-root was passed: the error names what it looked for, not "pass --data-root"."""
+    (tmp_path / "root" / "ImageNet_val").mkdir(parents=True)
+    argv = ["--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out"),
+            "--data-root", str(tmp_path / "root")]
+    with pytest.raises(ValueError) as err:
+        script("run_all").main(argv)
+    assert str(err.value).startswith(f"--data-root {tmp_path / 'root'} holds none of the "
+                                     "dataset folders looked for (imagenet/val or val, "
+                                     "imagenet-c or ImageNet-C, ")
+    assert "ood/<name>" in str(err.value)
 
 
 def test_torchvision_state_dict_labels_follow_sorted_wnids(tmp_path):

@@ -156,8 +156,8 @@ def test_resume_with_other_classes_is_an_error(tiny_imagenet, tiny_mixing_dir, t
     assert not (tmp_path / "out" / "archive").exists()  # refused before any file moved
 
 
-def run_cli(*args, timeout=120):
-    env = child_env()
+def run_cli(*args, timeout=120, **env_vars):
+    env = {**child_env(), **env_vars}
     return subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -174,15 +174,34 @@ def test_cli_config_errors_are_one_line_and_exit_2(tmp_path, tiny_imagenet):
                      "--set", "train.epochs=many")
     assert result.returncode == 2 and "key 'train.epochs': expected int" in result.stderr
     result = run_cli("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"),
-                     "--set", f"train.output_dir={tmp_path / 'o'}")
+                     "--set", f"train.output_dir={tmp_path / 'o'}", "--set", "dist.device=cpu")
     assert result.returncode == 2
-    assert "error: dataset folder /path/to/imagenet/train does not exist" in result.stderr
+    assert result.stderr.strip() == (
+        "error: 4 configured path(s) missing: data.train: training folder "
+        "/path/to/imagenet/train does not exist; data.val: validation folder "
+        "/path/to/imagenet/val does not exist; pixmix.mixing_set: mixing set "
+        "'/path/to/fractals_and_fvis' does not exist; model.pretrained: weights "
+        "'/path/to/resnet50-0676ba61.pth' not found (a local torchvision checkpoint, or null to "
+        "train from scratch) (set them in the recipe or with --set KEY=PATH)")
     result = run_cli("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"),
-                     "--set", f"data.train={tiny_imagenet / 'train'}",
+                     "--set", "dist.device=cpu", "--set", f"data.train={tiny_imagenet / 'train'}",
                      "--set", f"data.val={tiny_imagenet / 'val'}",
                      "--set", f"pixmix.mixing_set={tmp_path / 'nothing'}")
     assert result.returncode == 2 and "mixing set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_gpu_recipe_without_a_usable_gpu_stops_with_why_and_how_to_force_the_cpu(tmp_path):
+    """The ImageNet recipes ask for dist.device=cuda: no silent CPU run (CUDA_VISIBLE_DEVICES
+    hides every GPU, so this holds on GPU machines too)."""
+    result = run_cli("--config", str(REPO / "configs" / "imagenet_baseline.yaml"),
+                     "--set", f"train.output_dir={tmp_path / 'o'}", CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: device cuda was asked for but torch sees no GPU: ")
+    assert "CUDA_VISIBLE_DEVICES is ''" in result.stderr  # why
+    assert "--set dist.device=cpu" in result.stderr  # how to run on the CPU anyway
+    assert not (tmp_path / "o").exists()
 
 
 def test_demo_generates_data_trains_and_prints_the_table(tmp_path, capsys):
@@ -198,5 +217,9 @@ def test_demo_generates_data_trains_and_prints_the_table(tmp_path, capsys):
     assert result["status"] == "finished" and result["val"]["n"] == 12
     assert len(list((tmp_path / "demo" / "imagenet" / "train").iterdir())) == 3
     assert len(list((tmp_path / "demo" / "fractals").glob("*.png"))) == 4
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
+    assert "\r" not in captured.err + table  # no progress-bar fragments in a log file
     assert "| top-1 accuracy (%) |" in table and "| anomaly detection AUROC, msp (%) |" in table
+    amp = "bf16" if torch.cuda.is_available() else "off"  # the first line: what auto chose
+    assert f"amp {amp} (train.amp=auto), device" in table and "amp None" not in table

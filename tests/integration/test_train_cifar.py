@@ -124,7 +124,7 @@ def test_cifar_errors_are_one_line(cifar_root, tiny_mixing_dir, tmp_path, capsys
     line = error("--config", str(REPO / "configs" / "imagenet_pixmix.yaml"))
     assert "run it with train_imagenet.py" in line
     line = error("--config", recipe, "--set", "dist.device=cpu", "--set", "data.root=")
-    assert "config key 'data.root' is empty" in line
+    assert "data.root is empty: set it to the cifar10 data folder" in line
     line = error("--config", recipe, "--set", "data.crop=28")
     assert "'data.crop' must be 32" in line
     line = error("--config", recipe, "--set", f"data.train={cifar_root}")

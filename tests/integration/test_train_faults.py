@@ -4,6 +4,7 @@ Runs are tiny (resnet18 at 32 px, PixMix off, 3 steps per epoch): they check wha
 fault and what the user is told, not accuracy.
 """
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,27 @@ def test_changed_recipe_is_refused_unless_asked_and_printed(tiny_imagenet, stopp
     assert "train.log_every 1 -> 2, train.max_steps 1 -> 2" in note
     assert (out / "config_before_step1.yaml").read_text() == saved
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("change, key, folder", [
+    ("augment.method=cutmix", r"augment\.method 'baseline' -> 'cutmix'", "run_cutmix"),
+    ("model.arch=resnet34", r"model\.arch", "run_resnet34")])
+def test_another_method_or_model_is_another_run_even_with_resume_changed(
+        tiny_imagenet, stopped_run, tmp_path, change, key, folder):
+    """What a run IS never changes on resume: --resume-changed would continue the baseline
+    weights under the new method's name. The first way out named is another folder."""
+    out = copy_run(stopped_run, tmp_path / "run")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+    changed = config(tiny_imagenet / "train", tiny_imagenet / "val", out, "train.epochs=1",
+                     change)
+    for resume_changed in (False, True):
+        with pytest.raises(ValueError) as err:
+            train(changed, resume="auto", resume_changed=resume_changed)
+        assert re.search(key, str(err.value)), err.value
+        assert (f"(train it in a folder of its own, e.g. --set train.output_dir="
+                f"{tmp_path / folder}; or resume with the checkpoint's settings; or replace "
+                f"the run in {out} with --resume none --archive)") in str(err.value)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
 
 
 def test_lost_epoch_checkpoint_is_retrained_without_a_duplicate_metrics_line(tiny_imagenet,

@@ -8,6 +8,7 @@ device). The one-step-late read of the step records goes through numpy views of 
 buffers, outside torch. Runs are tiny (resnet18 at 32 px, PixMix on, 3 steps per epoch).
 """
 import json
+import weakref
 
 import pytest
 import torch
@@ -109,10 +110,10 @@ def test_a_signal_is_read_one_step_late_and_saved_after_the_next_step(tiny_image
     record while step 5 runs; the run saves at step 5 once step 5's record is read, and stops."""
     real_record = loop.record_step
 
-    def record(run, loss, labels, stop):
+    def record(run, loss, labels, stop, **batch):
         if run.step == 4:
             stop.requested, stop.signal_name = True, "SIGTERM"
-        real_record(run, loss, labels, stop)
+        real_record(run, loss, labels, stop, **batch)
 
     monkeypatch.setattr(loop, "record_step", record)
     out = tmp_path / "out"
@@ -132,10 +133,10 @@ def test_a_signal_at_an_epochs_last_step_validates_that_epoch_on_resume(tiny_ima
     real_record, real_evaluate = loop.record_step, loop.evaluate
     signal_at, validated = {2}, []
 
-    def record(run, loss, labels, stop):
+    def record(run, loss, labels, stop, **batch):
         if run.step in signal_at:  # read one step late: the stop lands on step 3 / step 6
             stop.requested, stop.signal_name = True, "SIGUSR1"
-        real_record(run, loss, labels, stop)
+        real_record(run, loss, labels, stop, **batch)
 
     def evaluate(run):
         validated.append((run.epoch, run.step))
@@ -184,3 +185,24 @@ def test_a_cuda_graph_asked_for_on_the_cpu_is_noted_and_the_run_goes_on(tiny_ima
                       "train.max_steps=1", "pixmix.cuda_graph=true", "pixmix.strategy=dense")
     assert loop.train(cfg, resume="none") == {"status": "stopped", "step": 1}
     assert "note: pixmix.cuda_graph applies on GPUs only" in capsys.readouterr().out
+
+
+def test_a_batch_outlives_the_step_that_reads_it(tiny_imagenet, tiny_mixing_dir, tmp_path,
+                                                 monkeypatch):
+    """DALI's batches are zero-copy views that go back to DALI's pool when torch drops them,
+    with no ordering against the device. The host queues step s+1 before step s has run, so
+    batch s must still be referenced while step s+1 is queued (it is, in step s's record),
+    and let go once step s's record was read (so DALI can reuse the memory)."""
+    real_step, batches, seen = loop.train_step, [], []
+
+    def step(run, images, labels):
+        seen.append([ref() is not None for ref in batches])
+        batches.append(weakref.ref(images))
+        return real_step(run, images, labels)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    cfg = tiny_config(tiny_imagenet, tiny_mixing_dir, tmp_path / "out", "train.epochs=1")
+    assert loop.train(cfg, resume="none")["status"] == "finished"
+    assert len(seen) == 3
+    assert seen[1][0] and seen[2][1]  # the previous step's batch: still referenced
+    assert not seen[2][0]  # the one before: released once its record was read

@@ -114,3 +114,31 @@ def test_validation_reuses_one_loader_per_file_list(tiny_imagenet):
     assert len(ev._loaders) == 2
     ev.release_loaders()
     assert ev._loaders == {}
+
+
+def test_evaluation_batches_outlive_their_forward_pass(tiny_imagenet):
+    """DALI's zero-copy batches go back to DALI's pool when torch drops them, with no ordering
+    against the device: the runner keeps the last two batches (each until its forward pass has
+    completed on a GPU; on the CPU that is when the call returns) and lets older ones go."""
+    import weakref
+
+    import torch
+
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.evaluation.runner import Evaluator
+
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(3, 6))
+    ev = Evaluator(model, list("abcdef"), batch_size=4, resize=36, crop=32, dist=DistInfo(),
+                   progress=False)
+    batches, seen, forward = [], [], ev._forward
+
+    def watched(images, labels, mask):
+        seen.append([ref() is not None for ref in batches])
+        batches.append(weakref.ref(images))
+        return forward(images, labels, mask)
+
+    ev._forward = watched
+    files = sorted((tiny_imagenet / "val").rglob("*.JPEG"))[:16]
+    assert len(ev.infer(files, [0] * 16)) == 16
+    assert seen == [[], [True], [True, True], [False, True, True]]

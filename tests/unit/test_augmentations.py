@@ -1,11 +1,15 @@
 """The batched PixMix ops against PIL, one image at a time, on natural-looking pictures."""
+import contextlib
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageOps, ImageStat
 from scenes import scene
+from torch.overrides import TorchFunctionMode
 
 from dali_pixmix.augment import ops as A
+from dali_pixmix.augment.pixmix._dense_ops import row_histograms
 from dali_pixmix.augment.pixmix.dense import apply_ops
 
 pytestmark = pytest.mark.unit
@@ -158,3 +162,57 @@ def test_every_op_takes_an_empty_batch(strategy):
     for op in A.ALL_OPS:
         out = APPLY[strategy](x, op, None if op in ("autocontrast", "equalize") else [])
         assert out.shape == x.shape and out.dtype == torch.uint8, op
+
+
+class ReciprocalDivision(TorchFunctionMode):
+    """CUDA's rule for a tensor divided by a Python number (a multiply by the reciprocal),
+    applied on the CPU, where torch divides exactly."""
+
+    DIVISIONS = (torch.Tensor.__truediv__, torch.Tensor.div, torch.div, torch.true_divide)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in self.DIVISIONS and len(args) == 2 and isinstance(args[1], (int, float))
+                and kwargs.get("rounding_mode") is None):
+            return args[0] * (1.0 / args[1])
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("h, w, total", [(7, 14, 147), (14, 23, 1127), (22, 17, 5797),
+                                         (2, 1, 1), (4, 4, 24)])
+def test_mean_grey_rounds_exact_ties_as_pil_whatever_the_division(h, w, total):
+    """ImageEnhance.Contrast's grey level is int(mean + 0.5); these sums give means of exactly
+    x.5, which a float mean computed as sum * (1 / HW) (CUDA's division) rounds down."""
+    values = np.zeros(h * w, np.uint8)
+    values[:total // 255] = 255
+    values[total // 255] = total % 255
+    grey = Image.fromarray(values.reshape(h, w))
+    expected = int(ImageStat.Stat(grey).mean[0] + 0.5)
+    assert (2 * total) % (h * w) == 0 and (2 * total // (h * w)) % 2 == 1  # a .5 tie
+    luma = torch.from_numpy(values.astype(np.float32)).view(1, h, w, 1)
+    for rule in (contextlib.nullcontext(), ReciprocalDivision()):
+        with rule:
+            assert A.mean_grey(luma).item() == expected
+    rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
+    out = A.contrast(torch.from_numpy(rgb[None]), 0.3)[0].numpy()
+    assert np.array_equal(out, np.asarray(ImageEnhance.Contrast(Image.fromarray(rgb))
+                                          .enhance(0.3)))
+
+
+def test_dense_histograms_are_exact_int32_counts():
+    """The dense strategy counts values in int32 (a count is at most H * W); the counts equal
+    numpy's, a flat channel's count being the whole image."""
+    rng = np.random.default_rng(5)
+    images = np.stack([scene(rng, 23, 31) for _ in range(3)])
+    images[1, ..., 2] = 9  # every pixel of a channel in one bin
+    x = torch.from_numpy(images)
+    index = (x.int() + torch.arange(3, dtype=torch.int32) * 256
+             + torch.arange(3, dtype=torch.int32).view(3, 1, 1, 1) * 768).view(-1)
+    hist = row_histograms(index, 3)
+    assert hist.dtype == torch.int32 and hist.shape == (3, 3, 256)
+    for i in range(3):
+        for c in range(3):
+            expected = np.bincount(images[i, ..., c].ravel(), minlength=256)
+            assert np.array_equal(hist[i, c].numpy(), expected)
+    assert int(hist[1, 2, 9]) == 23 * 31
+

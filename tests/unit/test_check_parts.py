@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from dali_pixmix import cuda_stack
 from dali_pixmix.check import environment, harness, report
 from dali_pixmix.check.throughput import Goal
 
@@ -95,7 +96,9 @@ BASE = {"python": "3.12.3", "torch": "2.14.1+cu130", "torch_cuda": "13.0", "cudn
         "bf16_supported": True, "driver": "580.65.06", "driver_cuda": "13.0", "dali": "2.4.0",
         "dali_wheels": ["nvidia-dali-cuda120"], "pyav": "18.1.0", "pyav_libx264": True,
         "gpus": [{"index": 0, "name": "NVIDIA H200", "memory_gib": 139.8,
-                  "capability": "9.0"}], "cpu_cores": 16, "cuda_visible_devices": None}
+                  "capability": "9.0"}], "cpu_cores": 16, "cuda_visible_devices": None,
+        "nvimgcodec": "0.9.0.20", "nvimgcodec_path": "/site/nvidia/nvimgcodec/libnvimgcodec.so.0",
+        "nvjpeg": "12.4.0", "nvjpeg_path": "/site/nvidia/nvjpeg/lib/libnvjpeg.so.12"}
 
 
 def texts(env, level):
@@ -110,30 +113,67 @@ def test_a_good_node_has_no_warnings_and_says_the_cuda_majors_differ_harmlessly(
 
 def test_driver_too_old_for_torch_is_a_warning():
     (warning,) = texts({"driver": "550.54", "driver_cuda": "12.4"}, "warning")
-    assert "torch 2.14.1+cu130 is built for CUDA 13.0" in warning
-    assert "supports CUDA up to 12.4" in warning
+    assert "torch 2.14.1+cu130 (CUDA 13.0), nvidia-dali-cuda120 (CUDA 12)" in warning
+    assert "driver 550.54 (CUDA up to 12.4)" in warning
+    assert cuda_stack.TORCH_CUDA12_COMMAND in warning  # the README's fix
+    no_gpu = texts({"driver": "550.54", "driver_cuda": "12.4", "cuda_available": False},
+                   "warning")
+    assert no_gpu == [warning]  # said once, not again as "torch sees no GPU"
 
 
 def test_driver_too_old_for_dali_is_a_warning():
     warnings = texts({"driver": "470.1", "driver_cuda": "11.4", "torch_cuda": "11.8"},
                      "warning")
-    assert any("nvidia-dali-cuda120 needs a CUDA 12 driver" in w for w in warnings)
+    assert any(w.startswith("DALI's GPU operators cannot run") and
+               "nvidia-dali-cuda120 (CUDA 12)" in w and "update the driver" in w
+               for w in warnings)
     assert not any(w.startswith("torch") for w in warnings)  # same major: minor compatibility
 
 
 def test_two_dali_wheels_and_missing_packages():
     env = {"dali_wheels": ["nvidia-dali-cuda120", "nvidia-dali-cuda130"]}
     assert any("2 DALI wheels" in w for w in texts(env, "warning"))
-    notes = texts({"dali": None, "dali_error": "ImportError: x", "pyav": None}, "note")
-    assert any(n.startswith("DALI not importable") for n in notes)
-    assert any(n.startswith("PyAV not importable") for n in notes)
+    missing = {"dali": None, "dali_error": "ImportError: x", "pyav": None}
+    assert any(w.startswith("DALI not importable (ImportError: x)")  # on this CUDA node
+               for w in texts(missing, "warning"))
+    assert any(n.startswith("PyAV not importable") for n in texts(missing, "note"))
+
+
+def test_a_cuda_node_without_gpu_decoding_libraries_is_warned_a_cpu_one_noted():
+    gone = {"dali": None, "dali_error": "ImportError: libcudart.so.12: cannot open shared "
+            "object file", "nvjpeg": None, "nvjpeg_path": None,
+            "nvjpeg_error": "OSError: libnvjpeg.so.12: cannot open shared object file"}
+    facts = {**BASE, "nvimgcodec_path": "/x/libnvimgcodec.so.0", **gone}
+    assert environment.missing_decoding(facts, cuda=False) == [
+        "DALI not importable (ImportError: libcudart.so.12: cannot open shared object file)"]
+    assert len(environment.missing_decoding(facts, cuda=True)) == 2  # nvJPEG matters there
+    (warning,) = texts({"nvimgcodec_path": "/x/libnvimgcodec.so.0", **gone}, "warning")
+    assert "libcudart.so.12" in warning and "libnvjpeg.so.12" in warning
+    assert warning.endswith("the DALI checks fail")
+    notes = texts({"nvimgcodec_path": "/x", **gone, "cuda_available": False, "gpus": [],
+                   "driver_cuda": None}, "note")
+    assert any(n.startswith("DALI not importable") and "skipped" in n for n in notes)
+
+
+def test_the_decoding_libraries_are_found_as_dali_finds_them(tmp_path):
+    """This machine's wheels: DALI's folder, nvImageCodec beside it, nvJPEG with its version
+    read from the library itself; a library that is nowhere gives the loader's error."""
+    facts = environment.decoding_libraries()
+    assert facts["dali"] and facts["dali_path"].endswith("dali")
+    assert facts["nvimgcodec_path"].endswith(".so.0") and facts["nvimgcodec"]
+    assert os.path.isfile(facts["nvjpeg_path"]) and facts["nvjpeg"].startswith("12.")
+    assert "decoding: DALI " in report.decoding_line(facts)
+    lib, path, error = environment.load_library(("libnot_a_library.so.7",), [str(tmp_path)])
+    assert lib is None and path is None and "libnot_a_library.so.7" in error
+    assert report.decoding_line({"nvjpeg_error": error}).endswith(
+        f"nvJPEG not loaded ({error})")
 
 
 def test_driver_without_gpu_in_torch_is_explained():
     env = {"cuda_available": False, "gpus": [], "cuda_visible_devices": ""}
     (warning,) = texts(env, "warning")
     assert "torch sees no GPU" in warning and "CUDA_VISIBLE_DEVICES is ''" in warning
-    assert "torch is a CPU-only build" in texts({**env, "torch_cuda": None}, "warning")[0]
+    assert "is a CPU-only build" in texts({**env, "torch_cuda": None}, "warning")[0]
 
 
 def test_wheel_names_and_cudnn_numbers():
@@ -239,7 +279,7 @@ def test_every_source_is_warmed_up_before_anything_is_timed(tmp_path, monkeypatc
     names = iter(["without", "with"])
     monkeypatch.setattr(throughput, "_pipeline_batches", lambda s, device, bank=None:
                         source(next(names)))
-    monkeypatch.setattr(throughput, "require", lambda module, what: None)
+    monkeypatch.setattr(throughput, "require", lambda module, what, cuda=False: None)
     monkeypatch.setattr(fixtures, "mixing_bank", lambda s, device: None)
     monkeypatch.setattr(throughput.time, "sleep", lambda seconds: None)
     s = for_machine(False, True, tmp_path)

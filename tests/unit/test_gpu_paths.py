@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from dali_pixmix.config import Config
-from dali_pixmix.data.decoding import TRAIN_DECODER_PADDING, decoder_args
+from dali_pixmix.data.decoding import HW_DECODER_LOAD, TRAIN_DECODER_PADDING, decoder_args
 from dali_pixmix.data.normalise import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,6 +17,8 @@ from dali_pixmix.data.normalise import (
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.evaluation import video
 from dali_pixmix.mixing import fvis
+from dali_pixmix.pipelines import graphs
+from dali_pixmix.pipelines.graphs import random_crop_decoder_args
 from dali_pixmix.training.setup import build_training_model
 
 pytestmark = pytest.mark.unit
@@ -28,11 +30,68 @@ def test_gpu_decoder_arguments_exist_in_dali(schema):
     from nvidia.dali import backend
 
     spec = backend.GetSchema(schema)
-    for gpu_args in (decoder_args(True), decoder_args(True, TRAIN_DECODER_PADDING)):
-        assert gpu_args["device"] == "mixed" and gpu_args["jpeg_fancy_upsampling"] is True
+    crop = [random_crop_decoder_args(True)] if schema == "decoders__ImageRandomCrop" else []
+    for gpu_args in [decoder_args(True), decoder_args(True, TRAIN_DECODER_PADDING, roi=True),
+                     *crop]:
+        assert gpu_args["device"] == "mixed" and gpu_args["hw_decoder_load"] == 0.99
         for name in set(gpu_args) - {"device"}:
             assert spec.HasArgument(name), f"{schema} has no argument {name}"
     assert decoder_args(False) == {"device": "cpu", "adjust_orientation": False}
+
+
+def decoder_specs(graph, **graph_args) -> dict:
+    """{decoder op: {argument: value as DALI prints it}} of `graph` traced with its GPU
+    arguments. The pipeline is serialised, never built (building a `mixed` op needs a GPU),
+    which traces the graph with every argument the decoders would get on a GPU node."""
+    from nvidia.dali import pipeline_def
+
+    pipe = pipeline_def(graph, batch_size=2, num_threads=1, device_id=None)(**graph_args)
+    pipe.serialize()
+    specs = {}
+    for op in pipe._ops:
+        lines = str(op.spec).splitlines()
+        if "decoders__" not in lines[0]:
+            continue
+        arguments = lines[lines.index("  Arguments:") + 1:]
+        specs[lines[0].split("decoders__")[1].rstrip(":")] = dict(
+            line.strip().split(": ", 1) for line in arguments if ": " in line)
+    return specs
+
+
+def test_each_graph_gives_its_gpu_decoder_the_right_arguments(tmp_path):
+    """Training decodes a region of interest on the GPU without fancy upsampling (nvJPEG < 13.2
+    refuses the two together and DALI would decode on the CPU) and with the configured
+    hw_decoder_load; evaluation and the mixing bank decode whole pictures with it (CPU parity).
+    """
+    from dali_pixmix.mixing import bank
+
+    files = [str(tmp_path / "a.jpg")]
+    common = dict(crop=32, gpu=True, stage=None, auto_augment=False, dtype="float32",
+                  layout="CHW")
+    reader = dict(file_root=None, file_list=None, files=files, labels=[0], shard_id=0,
+                  num_shards=1, shuffle=True)
+    training = [decoder_specs(graphs._train_graph, reader_args=reader, hw_decoder_load=0.7,
+                              **common),
+                decoder_specs(graphs._stream_graph, source=lambda info: None,
+                              hw_decoder_load=0.7, **common)]
+    for specs in training:
+        assert list(specs) == ["ImageRandomCrop"]
+        args = specs["ImageRandomCrop"]
+        assert (args["device"], args["jpeg_fancy_upsampling"]) == ("mixed", "False")
+        assert float(args["hw_decoder_load"]) == 0.7
+        assert int(args["device_memory_padding"]) == TRAIN_DECODER_PADDING[
+            "device_memory_padding"]
+    full = [decoder_specs(graphs._eval_graph, reader_args={**reader, "shuffle": False},
+                          resize=36, crop=32, no_resize=False, gpu=True, dtype="float32",
+                          layout="CHW"),
+            decoder_specs(bank._bank_graph, files=files, size=32, gpu=True)]
+    for specs in full:
+        args = specs["Image"]
+        assert (args["device"], args["jpeg_fancy_upsampling"]) == ("mixed", "True")
+        assert float(args["hw_decoder_load"]) == HW_DECODER_LOAD
+    cpu = decoder_specs(graphs._train_graph, reader_args=reader, **{**common, "gpu": False})
+    assert cpu["ImageRandomCrop"]["device"] == "cpu"
+    assert "jpeg_fancy_upsampling" not in cpu["ImageRandomCrop"]  # the CPU decoder's default
 
 
 def test_training_padding_fits_eight_ranks():

@@ -24,7 +24,8 @@ PACKAGE = "dali_pixmix"
 # placed; a package's own __init__ sits on top of its children.
 LAYERS: Dict[str, List[set]] = {
     "dali_pixmix": [
-        {"classes", "seeds", "precision", "distributed", "oserrors", "provenance", "checkpoint"},
+        {"classes", "seeds", "precision", "distributed", "oserrors", "provenance", "checkpoint",
+         "cli_help", "cuda_stack", "progress"},
         {"metrics"},
         {"augment"},
         {"config"},      # validates method names against augment.methods

@@ -109,7 +109,7 @@ def test_fpr95_takes_the_lowest_threshold_of_a_recall_plateau_and_rows_say_so():
     anomaly, 6 in-dist. The outlier-exposure convention takes the plateau's lowest threshold:
     FPR 4/10; "the first threshold reaching 95% recall" would give 1/10."""
     from dali_pixmix.evaluation.runner import Predictions
-    from dali_pixmix.evaluation.tasks import _ood_rows
+    from dali_pixmix.evaluation.tasks import ood_rows
 
     outs = np.r_[np.arange(100.0, 82.0, -1), 82.0, 78.0]  # 18 + the 19th + the 20th
     ins = np.r_[82.5, 81.0, 80.0, 79.0, np.arange(10.0, 4.0, -1)]
@@ -122,7 +122,7 @@ def test_fpr95_takes_the_lowest_threshold_of_a_recall_plateau_and_rows_say_so():
                            confidence=-scores, msp=scores, maxlogit=scores, energy=scores,
                            nll=np.zeros(n, np.float32))
 
-    rows = _ood_rows(predictions(ins), predictions(outs), "plateau")
+    rows = ood_rows(predictions(ins), predictions(outs), "plateau")
     fpr95 = [r for r in rows if r.metric == "fpr95" and r.variant == "msp"]
     assert fpr95[0].value == pytest.approx(40.0)
     assert all(r.protocol.endswith(";fpr95@recall-closest-to-0.95,"

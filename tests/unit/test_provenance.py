@@ -1,6 +1,8 @@
 """The software record: git revision and library versions, computed once per process."""
+import fnmatch
 import platform
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,3 +47,34 @@ def test_revision_is_unknown_outside_our_own_checkout(tmp_path, monkeypatch):
     # ... or with no git at all
     monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))
     assert prov.git_revision() == "unknown"
+
+
+def test_an_image_without_git_reads_the_revision_baked_in_at_build_time(tmp_path, monkeypatch):
+    """docker/Dockerfile writes GIT_REVISION into the package (.git is not in the image)."""
+    installed = tmp_path / "site" / "dali_pixmix"
+    (installed / "assets").mkdir(parents=True)
+    monkeypatch.setattr(prov, "PACKAGE_DIR", installed)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert prov.git_revision() == "unknown"  # no file: nothing baked in
+    (installed / prov.BAKED_REVISION).write_text("0123abcd" * 5 + "+dirty\n")
+    assert prov.git_revision() == "0123abcd" * 5 + "+dirty"
+    (installed / prov.BAKED_REVISION).write_text("unknown\n")  # built without the argument
+    assert prov.git_revision() == "unknown"
+
+
+def test_the_dockerfile_bakes_the_revision_where_provenance_reads_it():
+    """The build argument reaches the file provenance reads, inside the installed package
+    (setup.py's package data), and the image's label; git never tracks the file."""
+    root = Path(prov.__file__).resolve().parents[1]
+    docker = (root / "docker" / "Dockerfile").read_text()
+    target = f"dali_pixmix/{prov.BAKED_REVISION.as_posix()}"
+    assert "ARG GIT_REVISION=unknown" in docker
+    assert 'LABEL org.opencontainers.image.revision="${GIT_REVISION}"' in docker
+    write = docker.index(f'echo "${{GIT_REVISION}}" > {target}')
+    assert write < docker.index("pip install --no-deps .")  # packaged with the install
+    assert fnmatch.fnmatch(prov.BAKED_REVISION.as_posix(), "assets/*.txt")
+    assert '"assets/*.txt"' in (root / "setup.py").read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", target], cwd=root)
+    if ignored.returncode == 128:
+        pytest.skip("not running from a git checkout")
+    assert ignored.returncode == 0, f"{target} must be git-ignored (generated)"

@@ -144,6 +144,20 @@ def test_calibration_curve_averages_the_15_corruptions_as_table9():
     (line,) = fig.axes[0].lines
     np.testing.assert_allclose(line.get_ydata(), [11, 12, 13, 14, 15])
     assert any(PROTO in t.get_text() and "50 images" in t.get_text() for t in fig.texts)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "ImageNet-C (15 corruptions)"]
+
+
+def test_the_calibration_legend_counts_the_corruptions_evaluated():
+    """A 5-corruption run (the demo's generated set) is not labelled with the full 15."""
+    five = ("gaussian_noise", "defocus_blur", "contrast", "pixelate", "jpeg_compression")
+    rows = [report.row("imagenet_c", "imagenet_c", "rms", 10.0, 50, PROTO, variant=c,
+                       severity=s) for c in five for s in range(1, 6)]
+    rows += [report.row("imagenet_cbar", "imagenet_cbar", "rms", 9.0, 50, PROTO, variant="blue",
+                        severity=s) for s in range(1, 6)]
+    fig = report.calibration_severity_figure(rows)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "ImageNet-C (5 corruptions)", "ImageNet-C-bar (1 corruption)"]
 
 
 def test_legends_leave_the_bars_visible_and_plots_name_the_protocol():
@@ -168,5 +182,28 @@ def test_table9_says_what_this_model_was_evaluated_on():
     assert ("demo was evaluated on 200 ImageNet val images, 50 images per ImageNet-C cell, "
             "a 10-class model; the paper's rows use the full sets") in md
     assert "not comparable" in md
-    full = report.table9_markdown(sample_rows(), num_classes=1000)
+    paper_sets = [report.row("ood", name, "auroc", 80.0, 100, "msp", variant="msp")
+                  for name in ("Gaussian", "rademacher", "blobs", "svhn", "lsun", "places")]
+    full = report.table9_markdown(sample_rows() + paper_sets, num_classes=1000)
     assert "50,000 ImageNet val images" in full and "not comparable" not in full
+    assert ("this model: AUROC/AUPR are the mean over 7 anomaly sets (textures, Gaussian, "
+            "rademacher, blobs, svhn, lsun, places), the paper's sets.") in full
+
+
+def test_table9_names_the_anomaly_sets_and_only_the_papers_are_comparable():
+    """The generated three alone (eval/ood.py without --ood) give another mean than the
+    paper's seven sets, however full the other sets are."""
+    rows = [r for r in sample_rows() if r.task != "ood"]
+    rows += [report.row("ood", name, "auroc", 99.0, 10000, "msp", variant="msp")
+             for name in ("gaussian", "rademacher", "blobs")]
+    rows += [report.row("ood", "mean", "auroc", 99.0, 30000, "msp", variant="msp")]
+    md = report.table9_markdown(rows, num_classes=1000)
+    notes = md.split("\n\n", 1)[1]  # under the table
+    assert ("this model: AUROC/AUPR are the mean over 3 anomaly sets (gaussian, rademacher, "
+            "blobs); the paper's are Gaussian, Rademacher, Blobs, Textures, SVHN, LSUN and "
+            "Places69 (missing here: textures, svhn, lsun, places69): not comparable") in notes
+    assert ("3 anomaly set(s); its AUROC/AUPR average over other anomaly sets than the "
+            "paper's: not comparable.") in notes
+    extra = rows + [report.row("ood", name, "auroc", 90.0, 100, "msp", variant="msp")
+                    for name in ("dtd", "svhn", "lsun", "places69", "inaturalist")]
+    assert "not comparable" in report.table9_markdown(extra, num_classes=1000)  # one too many

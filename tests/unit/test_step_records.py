@@ -1,4 +1,7 @@
-"""Step records: the loss and flags of a step reach the host one step late, in step order."""
+"""Step records: the loss and flags of a step reach the host one step late, in step order, and
+a step's batch is released only when its record is read."""
+import weakref
+
 import pytest
 import torch
 
@@ -35,3 +38,20 @@ def test_a_buffer_is_reused_only_after_its_record_was_read():
         record = records.pop()
         assert (record.step, record.loss, record.labels) == (step - 1, step - 1.0, None)
     assert records.pop().loss == 5.0
+
+
+def test_a_steps_batch_stays_referenced_until_its_record_is_read():
+    """DALI's zero-copy batches go back to DALI's pool when torch drops them, with no ordering
+    against the step still queued on the device: the record slot keeps them until popped."""
+    records = StepRecords(torch.device("cpu"), batch_size=2)
+    batches = [(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)) for _ in range(2)]
+    alive = [weakref.ref(images) for images, _ in batches]
+    for step, (images, labels) in enumerate(batches, 1):
+        records.push(torch.tensor(1.0), labels, stop=False, save=False, where=(step, 0, step),
+                     batch=(images, labels))
+    del batches, images, labels
+    assert alive[0]() is not None and alive[1]() is not None  # only the slots hold them
+    records.pop()
+    assert alive[0]() is None and alive[1]() is not None
+    records.pop()
+    assert alive[1]() is None

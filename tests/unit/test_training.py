@@ -5,10 +5,16 @@ import torch
 from sklearn.metrics import top_k_accuracy_score
 
 from dali_pixmix.config import load_config
+from dali_pixmix.distributed import DistInfo
 from dali_pixmix.evaluation.runner import batch_predictions
 from dali_pixmix.pipelines.loaders import epoch_order, train_steps_per_epoch
 from dali_pixmix.training.loop import validation_metrics
-from dali_pixmix.training.setup import resolve_amp
+from dali_pixmix.training.setup import (
+    amp_mode,
+    announce_device,
+    check_tensorboard,
+    resolve_amp,
+)
 from dali_pixmix.training.state import weights_digest
 
 pytestmark = pytest.mark.unit
@@ -56,6 +62,37 @@ def test_amp_defaults_off_on_cpu():
     assert resolve_amp(load_config(None), cpu) is None
     assert resolve_amp(load_config(None, ["train.amp=bf16"]), cpu) is torch.bfloat16
     assert resolve_amp(load_config(None, ["train.amp=fp16"]), cpu) is torch.float16
+
+
+def test_the_log_names_the_amp_mode_auto_chose():
+    auto = load_config(None)
+    assert amp_mode(auto, None) == "off (train.amp=auto)"
+    assert amp_mode(auto, torch.bfloat16) == "bf16 (train.amp=auto)"
+    assert amp_mode(load_config(None, ["train.amp=fp16"]), torch.float16) == "fp16"
+
+
+def test_auto_falling_back_to_the_cpu_is_a_visible_warning(capsys):
+    cpu = DistInfo(device=torch.device("cpu"))
+    announce_device(load_config(None), cpu)  # dist.device defaults to auto
+    out = capsys.readouterr().out
+    assert out.startswith("warning: dist.device=auto found no usable GPU (")
+    assert "training on the CPU" in out and out.count("\n") == 1
+    announce_device(load_config(None, ["dist.device=cpu"]), cpu)  # asked for: no warning
+    assert capsys.readouterr().out == ""
+
+
+def test_tensorboard_is_opt_in_and_asking_for_it_without_the_package_is_an_error():
+    assert load_config(None).train.tensorboard is False
+    check_tensorboard(load_config(None))  # off: nothing to check
+    asked = load_config(None, ["train.tensorboard=true"])
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"'train.tensorboard' is true but tensorboard is "
+                                             r"not installed: pip install"):
+            check_tensorboard(asked)
+    else:
+        check_tensorboard(asked)
 
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():

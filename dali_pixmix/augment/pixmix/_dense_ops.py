@@ -8,7 +8,7 @@ sources from the image rows of the uint8 table and writes its results to its own
   conventions (pixel centres, bilinear, edge replication inside the canvas, black outside,
   truncation), from images padded by edge replication and packed as 4-byte pixels;
 * lut (autocontrast, equalize, posterize, solarize, brightness): a 3 x 256 table per row, built
-  from the row's histograms (one ``index_add_``) and parameter, applied with one gather;
+  from the row's int32 histograms (one ``index_add_``) and parameter, applied with one gather;
 * grey (color, contrast): a blend with the greyscale image or its rounded mean;
 * sharp (sharpness): a blend with the SMOOTH-filtered interior.
 
@@ -116,10 +116,17 @@ def _lut(images: torch.Tensor, p: dict, out: torch.Tensor) -> None:
     m = code.shape[0]
     src = take_rows(images, p["lut_sample"])
     index = _table_index(src)
-    ones = torch.ones((), dtype=torch.int64, device=src.device).expand(index.numel())
-    hist = torch.zeros(m * 768, dtype=torch.int64, device=src.device).index_add_(0, index, ones)
-    tables = _lut_tables(hist.view(m, 3, 256), code, param)
+    tables = _lut_tables(row_histograms(index, m), code, param)
     torch.index_select(tables.view(-1), 0, index, out=out.view(-1))
+
+
+def row_histograms(index: torch.Tensor, rows: int) -> torch.Tensor:
+    """int32 ``[rows, 3, 256]``: how often each ``_table_index`` value occurs. A count is at most
+    H * W (< 2**31), so 32-bit counters are exact; on CUDA ``index_add_`` then uses native 32-bit
+    atomics, half the memory traffic of int64 ones (~25M adds per batch of 256 at 224 px)."""
+    ones = torch.ones((), dtype=torch.int32, device=index.device).expand(index.numel())
+    hist = torch.zeros(rows * 768, dtype=torch.int32, device=index.device)
+    return hist.index_add_(0, index, ones).view(rows, 3, 256)
 
 
 def _table_index(src: torch.Tensor) -> torch.Tensor:

@@ -180,3 +180,27 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, params: torch.Tensor,
     table = image_table(images, None, shape)  # augmentations read only the images
     augment_all(table, unpack(device_buffer(values, shape, images.device), shape), shape)
     return take_rows(table, to_device(rows, images.device))
+
+
+# ----------------------------------------------------------------------------- traffic
+
+def sequence_traffic(images, mixing_pics, plan, ops, graph_capacities: bool = False,
+                     output=None) -> tuple:
+    """(kernels, estimated bytes) of the device sequence ``run`` for ``plan``, recorded by
+    ``op_log.OpLog`` on this thread: sized exactly for the plan, or with the CUDA graph's
+    ``capacities`` (its padded identity rows are work too). Bytes over images/s of a timed
+    run is the bandwidth it needs."""
+    from dali_pixmix.augment.op_log import OpLog
+
+    n, h, w, _ = images.shape
+    need = needs(plan, ops)
+    rows = need
+    if graph_capacities:  # (a plan that does not fit them runs eagerly: take the larger)
+        caps = capacities(n, plan.multiply.shape[0], ops)
+        rows = tuple(tuple(map(max, a, b)) for a, b in zip(need, caps))
+    shape = Shape(n, h, w, *rows)
+    table = image_table(images, mixing_pics, shape)
+    buf = device_buffer(plan_arrays(plan, ops, shape, output), shape, images.device)
+    with OpLog() as log:
+        run(table, buf, shape, output)
+    return len(log.kernels()), log.traffic()
