@@ -10,7 +10,8 @@ What differs from ImageNet training, and only that:
 - validation: the test split, predicted from memory by the evaluation runner
   (`Evaluator.infer_arrays`) with CIFAR's normalisation;
 - the demo: generated CIFAR data (train/test in both formats and the C, C-bar and P stand-ins,
-  `evaluation.synthetic_cifar`) and a fractal mixing set, made once.
+  `evaluation.synthetic_cifar`) and a fractal mixing set, made once; at its end the CIFAR
+  safety suite (`evaluation.cifar`) on the final weights, PGD included.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from dali_pixmix.data.cifar import CIFAR_MEAN, CIFAR_STD, CifarSplit, read_cifar
 
 from ..config import Config
 from ..distributed import DistInfo, barrier
+from .state import log
 
-# The CIFAR tables' in-distribution OOD sets are generated at the pictures' size.
-CIFAR_SIZE = 32
+# The demo attacks at most this many test pictures with PGD (evenly spaced; labelled as a
+# subset when the test split is larger): 20 steps per picture are slow on a CPU.
+DEMO_PGD_PICTURES = 200
 
 
 def is_cifar(cfg: Config) -> bool:
@@ -93,31 +96,23 @@ def prepare_cifar_demo(cfg: Config, dist: DistInfo) -> None:
 
 
 def cifar_demo_rows(run, final_path: Path) -> List[tuple]:
-    """Demo only: anomaly detection of the final weights, CIFAR test pictures vs generated
-    Gaussian, Rademacher and Blobs noise at 32 px (as many as a fifth of the test set, the
-    reference's count), through the evaluation runner; (name, value) rows of the mean AUROC per
-    score."""
-    from dali_pixmix.evaluation.runner import Evaluator
-    from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS, synthetic_batch
-    from dali_pixmix.metrics.ood import SCORES
+    """Demo only: the CIFAR safety suite (`evaluation.cifar`) on the final weights, with the
+    C / C-bar / P sets found under data.root (the demo's generated stand-ins), PGD on at most
+    `DEMO_PGD_PICTURES` test pictures and the generated anomaly sets; logs its Table 7/8
+    layout (the files go to <train.output_dir>/eval/) and returns (name, value) rows of the mean
+    anomaly-detection AUROC per score for the results table."""
+    from dali_pixmix.evaluation.cifar import CifarSuite, discover_sets, evaluate_cifar_checkpoint
+    from dali_pixmix.evaluation.pgd import PgdSettings
 
     cfg = run.cfg
-    ev = Evaluator.from_checkpoint(final_path, out=run.out_dir / "eval", arch=cfg.model.arch,
-                                   dist=run.dist, batch_size=cfg.eval.batch_size,
-                                   num_threads=cfg.data.num_threads, progress=False,
-                                   normalisation=(CIFAR_MEAN, CIFAR_STD))
-    inside = ev.predict_arrays(run.val_images, run.val_labels, task="clean", cell="test")
-    count = max(1, len(inside) // 5)
-    outside = [ev.predict_generated(partial(synthetic_batch, kind, size=CIFAR_SIZE), count,
-                                    task="ood", cell=kind, key=("synthetic", kind, CIFAR_SIZE))
-               for kind in SYNTHETIC_SETS]
-    return [(f"anomaly detection AUROC, {score} (%)", f"{mean_auroc(inside, outside, score):.1f}")
-            for score in SCORES]
-
-
-def mean_auroc(inside, outside, score: str) -> float:
-    """Mean AUROC (%) of `score` over the anomaly sets `outside` against `inside`."""
-    from dali_pixmix.metrics.ood import ood_metrics
-
-    values = [ood_metrics(getattr(inside, score), getattr(o, score))["auroc"] for o in outside]
-    return 100 * sum(values) / len(values)
+    found = discover_sets(cfg.data.root, cfg.data.dataset)
+    suite = CifarSuite(root=cfg.data.root, c=found.get("c"), cbar=found.get("cbar"),
+                       p=found.get("p"), pgd=PgdSettings(count=DEMO_PGD_PICTURES),
+                       bin_size=cfg.eval.calibration_bin_size)
+    result = evaluate_cifar_checkpoint(
+        final_path, run.out_dir / "eval", suite, name=f"{cfg.model.arch}, {cfg.augment.method}",
+        arch=cfg.model.arch, dist=run.dist, batch_size=cfg.eval.batch_size,
+        num_threads=cfg.data.num_threads, progress=False)
+    log(run, result.markdown)
+    return [(f"anomaly detection AUROC, {r.variant} (%)", f"{r.value:.1f}") for r in result.rows
+            if r.task == "cifar_ood" and r.dataset == "mean" and r.metric == "auroc"]

@@ -92,13 +92,18 @@ def demo_args(out, *extra):
 def test_demo_generates_its_data_and_either_format_trains_to_the_same_weights(tmp_path,
                                                                             capsys):
     """The demo generates CIFAR-10 (both formats, C / C-bar / P stand-ins) and fractals once,
-    trains and prints its table; data.root naming the binary version of the same data trains to
-    bit-identical weights (both formats read to the same arrays)."""
+    trains, evaluates the CIFAR suite (PGD included) and prints its tables; data.root naming
+    the binary version of the same data trains to bit-identical weights (both formats read to
+    the same arrays)."""
     demo = tmp_path / "demo"
     code, out = run_cifar_main(capsys, *demo_args(tmp_path / "a", f"demo.root={demo}"))
     assert code == 0, out.err
     assert "| top-1 accuracy (%) |" in out.out
     assert "| anomaly detection AUROC, msp (%) |" in out.out
+    # the CIFAR suite on the final weights: Table 8's layout, C / C-bar / P stand-ins and PGD
+    assert "Table 8 layout" in out.out and "| wrn10_1, pixmix |" in out.out
+    for task in ("cifar_clean", "cifar_c", "cifar_cbar", "cifar_p", "pgd", "cifar_ood"):
+        assert (tmp_path / "a" / "eval" / "results" / f"{task}.json").is_file(), task
     for folder in ("cifar-10-batches-py", "cifar-10-batches-bin", "CIFAR-10-C",
                    "CIFAR-10-C-Bar", "CIFAR-10-P"):
         assert (demo / folder).is_dir(), folder
