@@ -34,6 +34,22 @@ def read_debug(path):
     return [r for r in rows if "labels" in r], rows[-1]["final_weights_sha256"]
 
 
+def check_lockstep_on_disjoint_shards(out):
+    """Two ranks' debug logs of 2 epochs x 4 steps over IMAGES one-picture classes: the same
+    steps, identical final weights, disjoint shards covering the set every epoch; rank 0's
+    steps."""
+    steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
+    steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
+    assert digest0 == digest1  # DDP kept the replicas identical
+    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
+    for epoch in (0, 1):
+        seen0 = [lab for r in steps0 if r["epoch"] == epoch for lab in r["labels"]]
+        seen1 = [lab for r in steps1 if r["epoch"] == epoch for lab in r["labels"]]
+        assert len(seen0) == len(seen1) == IMAGES // 2
+        assert sorted(seen0 + seen1) == list(range(IMAGES))  # disjoint shards covering the set
+    return steps0
+
+
 def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir):
     data = make_synthetic_imagenet(tmp_path / "data", num_classes=IMAGES, train_per_class=1,
                                    val_per_class=1, min_size=40, max_size=64, progress=False)
@@ -57,15 +73,8 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
+    steps0 = check_lockstep_on_disjoint_shards(out)
     steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
-    assert digest0 == digest1  # DDP kept the replicas identical
-    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
-    for epoch in (0, 1):
-        seen0 = [lab for r in steps0 if r["epoch"] == epoch for lab in r["labels"]]
-        seen1 = [lab for r in steps1 if r["epoch"] == epoch for lab in r["labels"]]
-        assert len(seen0) == len(seen1) == 8
-        assert sorted(seen0 + seen1) == list(range(IMAGES))  # disjoint shards covering the set
     first_epoch = [r["labels"] for r in steps0 if r["epoch"] == 0]
     assert first_epoch != [r["labels"] for r in steps0 if r["epoch"] == 1]  # reshuffled
 
@@ -124,14 +133,6 @@ def test_two_ranks_train_cifar_on_disjoint_shards_and_end_identical(tmp_path, ti
     result = subprocess.run(cmd, capture_output=True, text=True,
                             env=child_env(OMP_NUM_THREADS="1"), timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
-    steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
-    assert digest0 == digest1  # DDP kept the replicas identical
-    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
-    for epoch in (0, 1):
-        seen = [[lab for r in steps if r["epoch"] == epoch for lab in r["labels"]]
-                for steps in (steps0, steps1)]
-        assert len(seen[0]) == len(seen[1]) == IMAGES // 2
-        assert sorted(seen[0] + seen[1]) == list(range(IMAGES))  # disjoint, covering the set
+    check_lockstep_on_disjoint_shards(out)
     final = torch.load(out / "final.pt", weights_only=True)
     assert final["val"]["n"] == 2 * IMAGES  # every test picture counted exactly once
