@@ -9,8 +9,9 @@ Examples:
       --set data.root=/datasets/cifar --set pixmix.mixing_set=/datasets/fractals_and_fvis
 data.root holds cifar-10-batches-py/ or cifar-10-batches-bin/ (CIFAR-100: cifar-100-python/ or
 cifar-100-binary/), as torchvision and the official archives extract them.
-Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, train.max_steps) with a
-checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad configuration or input.
+Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, a first Ctrl-C,
+train.max_steps) with a checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad
+configuration or input; 130 a second Ctrl-C (stopped without saving).
 """
 import sys
 

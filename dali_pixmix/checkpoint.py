@@ -30,7 +30,9 @@ saved) reads on from the same step with fresh crop/flip draws. Everything is rea
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import random
 import re
 import warnings
@@ -40,7 +42,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from dali_pixmix.oserrors import names_file
+from dali_pixmix.oserrors import names_file, os_error_behind
 
 _NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
 _TMP_NAME = re.compile(r"^\.(ckpt_e\d+_s\d+\.pt|final\.pt)\.tmp\d+$")  # see atomic_save
@@ -57,7 +59,10 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with names_file(path), open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as err:  # torch turns a failed write (full disk) into its own
+                raise (os_error_behind(err) or err) from None  # error: the OSError, named
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -138,16 +143,52 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
                          "another file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated or foreign file
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); "
-                         "it may be truncated: delete it or pass another file") from err
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or malicious file
+        raise ValueError(f"{path} is not a loadable checkpoint: {load_failure(err)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        return {"model": obj["state_dict"]}
+        # {"arch", "state_dict", "epoch", "best_acc1", "optimizer"}: the reference code's files
+        arch = obj.get("arch")
+        return {"model": obj["state_dict"], **({"arch": arch} if isinstance(arch, str) else {})}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"model": obj}
     raise ValueError(f"{path} is neither a dali-pixmix checkpoint nor a torchvision state_dict")
+
+
+def load_failure(err: BaseException) -> str:
+    """Why torch.load could not read a file, in a few words on one line. Safe loading
+    (`weights_only`) refuses any object that is not a tensor, number, string or container:
+    that is said as such, never with torch's advice to load the file unsafely."""
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"unsupported GLOBAL ([\w.]+)", str(err), re.IGNORECASE)
+        held = f"an object ({found.group(1)[:80]})" if found else "something"
+        return (f"it holds {held} other than tensors, numbers, strings and containers, or is "
+                "not a checkpoint at all (objects are never unpickled here); pass a "
+                "dali-pixmix or torchvision checkpoint")
+    first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:120]
+    reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return f"{reason}; it may be truncated: delete it or pass another file"
+
+
+WEIGHTS_DIGEST = "weights_sha256"  # recorded in final.pt: what identifies its weights
+
+
+def state_digest(state: Dict[str, torch.Tensor]) -> str:
+    """sha256 over the names and raw bytes of a state_dict's tensors, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def checkpoint_identity(ckpt: Dict[str, Any]) -> str:
+    """What identifies a read checkpoint's weights, whatever its file's name, time or other
+    contents: the digest recorded when it was saved, else `state_digest` of its tensors."""
+    recorded = ckpt.get(WEIGHTS_DIGEST)
+    return recorded if isinstance(recorded, str) else state_digest(ckpt["model"])
 
 
 def load_checkpoint(path: str | Path) -> Dict[str, Any]:

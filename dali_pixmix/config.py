@@ -402,6 +402,7 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'train.max_steps' must be positive, got "
                          f"{cfg.train.max_steps}")
     validate_augment(cfg)
+    validate_ranges(cfg)
     validate_dataset(cfg)
 
 
@@ -414,7 +415,8 @@ def validate_augment(cfg: Config) -> None:
               ("augment.augmix_width", aug.augmix_width >= 1, ">= 1"),
               ("augment.augmix_depth", aug.augmix_depth == -1 or aug.augmix_depth >= 1,
                "-1 (uniform on 1..3) or >= 1"),
-              ("augment.augmix_severity", aug.augmix_severity >= 1, ">= 1"),
+              ("augment.augmix_severity", 1 <= aug.augmix_severity <= MAX_SEVERITY,
+               f"in 1..{MAX_SEVERITY} (the ops' level scale)"),
               ("augment.augmix_alpha", aug.augmix_alpha > 0, "> 0")]
     for key, ok, rule in checks:
         if not ok:
@@ -445,6 +447,45 @@ def validate_dataset(cfg: Config) -> None:
         raise ValueError(f"config key 'data.crop' must be {CIFAR_CROP} for data.dataset="
                          f"{data.dataset} (RandomCrop({CIFAR_CROP}, padding=4) of the 32 px "
                          f"pictures), got {data.crop}")
+
+
+MAX_SEVERITY = 10  # the ops' level scale (the reference's PARAMETER_MAX): higher breaks some ops
+MAX_SEED = 2**31 - 1  # DALI reads a negative seed as "random"; numpy refuses negative keys
+
+
+def validate_ranges(cfg: Config) -> None:
+    """Ranges of the numeric keys that `validate` and `validate_augment` leave: every value
+    that would otherwise fail later (in the first batch, after an epoch) or silently mean
+    something else, named by its key."""
+    pix, opt, train, demo = cfg.pixmix, cfg.optim, cfg.train, cfg.demo
+    checks = [("pixmix.beta", pix.beta > 0, "> 0 (mixing weights ~ Beta(beta, 1))"),
+              ("pixmix.severity", 1 <= pix.severity <= MAX_SEVERITY,
+               f"in 1..{MAX_SEVERITY} (the ops' level scale)"),
+              ("optim.momentum", 0 <= opt.momentum < 1, "in [0, 1)"),
+              ("optim.weight_decay", opt.weight_decay >= 0, ">= 0"),
+              ("optim.warmup_epochs", 0 <= opt.warmup_epochs <= train.epochs,
+               f"in [0, train.epochs={train.epochs}]"),
+              ("train.seed", 0 <= train.seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
+              ("train.checkpoint_minutes", train.checkpoint_minutes >= 0,
+               ">= 0 (0: a checkpoint at every step)"),
+              ("eval.calibration_bin_size", cfg.eval.calibration_bin_size >= 1,
+               ">= 1 (images per adaptive bin)"),
+              ("dist.timeout_minutes", cfg.dist.timeout_minutes > 0, "> 0"),
+              ("demo.num_classes", demo.num_classes >= 1, ">= 1"),
+              ("demo.train_per_class", demo.train_per_class >= 1, ">= 1"),
+              ("demo.val_per_class", demo.val_per_class >= 1, ">= 1"),
+              ("demo.fractals", demo.fractals >= 1, ">= 1"),
+              ("demo.min_size", demo.min_size >= 8, ">= 8 (px)"),
+              ("demo.max_size", demo.max_size >= demo.min_size,
+               f">= demo.min_size={demo.min_size}")]
+    for key, ok, rule in checks:
+        if not ok:
+            section, name = key.split(".")
+            raise ValueError(f"config key '{key}' must be {rule}, got "
+                             f"{getattr(getattr(cfg, section), name)}")
+    if opt.nesterov and opt.momentum == 0:
+        raise ValueError("config key 'optim.momentum' must be > 0 with optim.nesterov=true "
+                         "(Nesterov momentum needs a momentum); set it or optim.nesterov=false")
 
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:

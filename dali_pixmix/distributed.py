@@ -52,6 +52,18 @@ def read_env() -> tuple:
     return rank, local_rank, world_size
 
 
+def is_main_process() -> bool:
+    """Rank 0 (or a plain single process), from the launcher's environment: for code that
+    holds no `DistInfo` (entry points, progress bars of shared helpers)."""
+    return read_env()[0] == 0
+
+
+def print_main(*args, **kwargs) -> None:
+    """`print` on rank 0 only: one line per job, not one per rank."""
+    if is_main_process():
+        print(*args, **kwargs)
+
+
 def pick_device(local_rank: int, want: str = "auto") -> torch.device:
     """CUDA when it exists (one GPU per local rank), else CPU. `want` is auto|cuda|cpu; cuda
     without a usable GPU is an error that says why torch sees none."""

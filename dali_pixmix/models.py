@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torchvision
 
-from dali_pixmix.checkpoint import read_checkpoint
+from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
 from dali_pixmix.classes import imagenet_wnids
 from dali_pixmix.wide_resnet import parse_wide_resnet, wide_resnet
 
@@ -75,13 +75,53 @@ def classifier_from_checkpoint(ckpt: Dict, path: str | Path, arch: Optional[str]
     model = build_model(arch, num_classes)
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        saved = f"a {ckpt['arch']}" if ckpt.get("arch") else "another architecture"
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ValueError(f"{path} does not fit a {arch} (it holds {saved}; first mismatch: "
-                         f"{first}); pass the matching --arch, or none to use the "
-                         "checkpoint's own") from None
+    except RuntimeError:
+        raise ValueError(arch_mismatch(path, ckpt, state, arch, model)) from None
     return model.to(device).eval(), classes
+
+
+def arch_mismatch(path, ckpt: Dict, state: Dict[str, torch.Tensor], arch: str,
+                  model: torch.nn.Module) -> str:
+    """One short line for weights that do not fit `arch`: the architecture the checkpoint
+    records or, failing that, the one its tensors match (never the list of every key)."""
+    held = ckpt.get("arch") if ckpt.get("arch") != arch else None
+    held = held or guess_arch(state, classifier_head_size(state), first=arch)
+    if held and held != arch:
+        fix = ("or leave --arch out to use the checkpoint's own" if ckpt.get("arch") else
+               "(the file does not record its architecture)")
+        return f"{path} holds a {held}, not a {arch}: pass --arch {held} {fix}"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    parts = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
+             (("missing", missing), ("unexpected", extra), ("of another shape", shapes)) if names]
+    return (f"{path} does not fit a {arch} (tensors {', '.join(parts)}) nor any other "
+            "torchvision classifier: a damaged or foreign checkpoint; pass another file")
+
+
+def guess_arch(state: Dict[str, torch.Tensor], num_classes: int,
+               first: Optional[str] = None) -> Optional[str]:
+    """The torchvision classifier whose parameters and buffers have exactly the names and
+    shapes of `state` (None if none has). Models are built on the meta device (no memory, no
+    initialisation); those of `first`'s family (its name's leading letters) are tried first."""
+    import re
+    import warnings
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    names = torchvision.models.list_models(module=torchvision.models)
+    family = re.match(r"[a-z]*", first or "").group(0)
+    for name in sorted(names, key=lambda n: not (family and n.startswith(family))):
+        try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                candidate = torchvision.models.get_model(name, weights=None,
+                                                         num_classes=num_classes)
+        except Exception:  # noqa: BLE001 - a few models cannot be built on meta (regnet)
+            continue
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None
 
 
 def load_fvis_model(checkpoint, arch: Optional[str] = None,
@@ -92,10 +132,17 @@ def load_fvis_model(checkpoint, arch: Optional[str] = None,
     checkpoint's own, else resnet50. A state_dict that does not fit the architecture is a
     one-line error naming the file (`classifier_from_checkpoint`).
     """
+    return load_fvis_checkpoint(checkpoint, arch, device)[:2]
+
+
+def load_fvis_checkpoint(checkpoint, arch: Optional[str] = None,
+                         device="cpu") -> Tuple[torch.nn.Module, str, str]:
+    """`load_fvis_model` plus the identity of the checkpoint's weights
+    (`checkpoint.checkpoint_identity`), from one read of the file."""
     ckpt = read_checkpoint(checkpoint)
     arch = checkpoint_arch(ckpt, arch)
     model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
-    return model.requires_grad_(False), arch
+    return model.requires_grad_(False), arch, checkpoint_identity(ckpt)
 
 
 def load_pretrained_backbone(model: torch.nn.Module, path: str | Path) -> List[str]:

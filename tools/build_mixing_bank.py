@@ -2,8 +2,11 @@
 """Build a PixMix mixing bank: folders of pictures (any depth) and/or file lists -> one `.npy`.
 
 The bank is uint8 [N, S, S, 3] (shorter side resized to S, centre crop S); training opens it as a
-memory map instead of decoding the mixing set again. Several sources are concatenated in the
-order given (each folder in sorted path order); a file reached twice is kept once.
+memory map instead of decoding the mixing set again. `<out>.json` records what it was built from
+(sources, each picture's size and time, S): given as `pixmix.bank_cache` with the same mixing set,
+training reuses the bank while that record holds and rebuilds it otherwise. Several sources are
+concatenated in the order given (each folder in sorted path order); a file reached twice is kept
+once.
 
 Examples:
     python tools/build_mixing_bank.py data/fractals_and_fvis --out banks/fractals_256.npy
@@ -21,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
-from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
+from dali_pixmix.mixing.bank import MixingBank, bank_record, write_record  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +54,8 @@ def build(args: argparse.Namespace) -> MixingBank:
 
 def main(argv=None) -> int:
     """Bad input: one error line and exit status 2; a DALI or file-system failure: 1."""
-    return run_cli(build_and_save, argv)
+    return run_cli(build_and_save, argv, interrupted="interrupted (Ctrl-C): no bank was "
+                   "written (it is written whole at the end); run the command again")
 
 
 def build_and_save(argv=None) -> int:
@@ -64,6 +68,8 @@ def build_and_save(argv=None) -> int:
                          f"{args.size}, {args.batch_size}, {args.num_threads}")
     bank = build(args)
     out = bank.save(args.out)
+    # what it was built from: as pixmix.bank_cache, training reuses it while that still holds
+    write_record(out, bank_record(args.sources, args.size, args.root))
     megabytes = out.stat().st_size / 2**20
     print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
           f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")

@@ -7,8 +7,9 @@
 
 Prints the environment (with warnings for known-bad driver/CUDA/DALI combinations), then
 pass/fail/skip for each functional check and images/s for each throughput measurement beside
-its baseline and goal. Exit status 1 if a functional check fails. Without a GPU the CPU
-subset runs. See docs/troubleshooting.md for what a failure means.
+its baseline and goal. Exit status 1 if a functional check fails, 3 if none failed but some
+did not run or finish within the time budget (--budget). Without a GPU the CPU subset runs. See
+docs/troubleshooting.md for what a failure means.
 """
 import sys
 from pathlib import Path

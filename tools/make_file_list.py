@@ -54,7 +54,8 @@ def main(argv=None):
             return 2
     try:
         summary = make_file_list(args.folder, args.out, root=args.root, labels=args.labels,
-                                 verify=args.verify, progress=not args.no_progress)
+                                 verify=args.verify, progress=not args.no_progress,
+                                 root_name="--root")
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, no usage text
         return 2

@@ -3,8 +3,10 @@
 
 One picture per (layer, channel), `<layer>_<channel:04d>.png`, maximising the channel's mean
 activation (Fourier + decorrelated-colour parameterisation, transformation robustness, Adam).
-Existing pictures are skipped, so an interrupted run resumes. `fvis_summary.json` next to the
-pictures compares each picture's target activation with noise and fractal pictures.
+Existing pictures are skipped, so an interrupted run resumes: `fvis_run.json` records the
+checkpoint's weights, the architecture and the settings, and an --out made otherwise is refused
+(naming the difference) instead of being credited to this checkpoint. `fvis_summary.json` next
+to the pictures compares each picture's target activation with noise and fractal pictures.
 
 Example (the paper's kind of set from torchvision's ResNet-50 weights, docs/data.md):
     python tools/make_fvis.py --checkpoint weights/resnet50-0676ba61.pth \
@@ -25,7 +27,7 @@ from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.mixing import fvis  # noqa: E402
 from dali_pixmix.mixing.preview import write_contact_sheet  # noqa: E402
-from dali_pixmix.models import load_fvis_model  # noqa: E402
+from dali_pixmix.models import load_fvis_checkpoint  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -78,15 +80,17 @@ def run(args) -> dict:
     device = pick_device(0, args.device)
     settings = fvis.FVisSettings(size=args.size, steps=args.steps, batch=args.batch, lr=args.lr,
                                  seed=args.seed)
-    model, arch = load_fvis_model(args.checkpoint, args.arch, device)
+    model, arch, weights = load_fvis_checkpoint(args.checkpoint, args.arch, device)
     layers = [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:
         raise ValueError("--layers is empty; name at least one layer, e.g. layer1")
+    fvis.resolve_layers(model, layers)  # an unknown layer is refused before --out is claimed
+    fvis.claim_out_dir(args.out, fvis.run_record(args.checkpoint, weights, arch, settings))
     warn_affine(model, layers, device)
     jobs = fvis.make_fvis(model, layers, args.out, args.channels, settings, device,
                           progress=not args.no_progress)
     summary = fvis.measure_quality(model, jobs, args.out, args.size, device, seed=args.seed)
-    fvis.write_summary(summary, args.out, settings, args.checkpoint, arch)
+    fvis.write_summary(summary, args.out, settings, args.checkpoint, arch, weights)
     if args.contact_sheet:
         write_contact_sheet([Path(args.out) / fvis.picture_name(*job) for job in jobs],
                             args.contact_sheet)
@@ -99,7 +103,8 @@ def fmt(value) -> str:
 
 def main(argv=None) -> int:
     """Bad input: one error line and exit status 2; a file-system failure: 1."""
-    return run_cli(render, argv)
+    return run_cli(render, argv, interrupted="interrupted (Ctrl-C): the pictures already "
+                   "written are kept; the same command goes on from them")
 
 
 def render(argv=None) -> int:

@@ -3,7 +3,8 @@
 Runs the environment report, the functional checks and the throughput measurements, each in
 its own child process with a time limit, prints progress lines as it goes and a table at the
 end, and writes `check_gpu.json` / `check_gpu.md` with `--out`. Exit status 1 when a functional
-check fails, 2 on bad arguments, 0 otherwise.
+check fails, 2 on bad arguments, 3 when no check failed but some did not run (or finish) for
+lack of time (a check not run is not a pass), 0 otherwise.
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
         return {"name": name, "status": "skip", "detail": "not selected (--only)"}
     left = deadline - time.monotonic()
     if left < MIN_SLOT_S:
-        result = {"name": name, "status": "skip",
+        result = {"name": name, "status": "skip", "out_of_time": True,
                   "detail": f"not run: the time budget ({s.budget_s:.0f} s) is spent"}
         progress(f"{position} {name}: skip ({result['detail']})")
         return result
@@ -137,8 +138,9 @@ def run_item(name: str, func: Callable, s: Settings, args, deadline: float,
     result = {"name": name, **run_isolated(call_check, {"func": func, "s": s}, timeout=limit,
                                            log_path=logs / f"{name}.log", verbose=args.verbose)}
     if result.pop("timed_out", False) and limit < s.limit(name):
-        result.update(status="skip", detail=f"not finished: the time budget ({s.budget_s:.0f} s)"
-                                            " ran out; raise --budget")
+        result.update(status="skip", out_of_time=True,
+                      detail=f"not finished: the time budget ({s.budget_s:.0f} s) ran out; "
+                             "raise --budget")
     progress(f"{position} {name}: {result['status']} ({result['seconds']:.1f} s) "
              f"{result.get('detail', '')}")
     return result
@@ -154,7 +156,8 @@ def throughput_row(result: Dict) -> Dict:
     """A throughput result with every schema field (None where nothing was measured)."""
     return {"name": result["name"], "status": result["status"],
             **{k: result.get(k) for k in THROUGHPUT_FIELDS},
-            "detail": result.get("detail", ""), "seconds": result.get("seconds")}
+            "detail": result.get("detail", ""), "seconds": result.get("seconds"),
+            **({"out_of_time": True} if result.get("out_of_time") else {})}
 
 
 def _settings_json(s: Settings) -> Dict:
@@ -211,4 +214,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         progress(f"logs of the failed checks kept in {logs}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if report.failed else 0
+    return 1 if report.failed else (3 if report.out_of_time else 0)

@@ -29,6 +29,11 @@ class Report:
         """Names of the functional checks that failed (they set the exit status)."""
         return [c["name"] for c in self.checks if c["status"] == "fail"]
 
+    @property
+    def out_of_time(self) -> List[str]:
+        """Names of the checks and measurements the time budget left unrun or unfinished."""
+        return [c["name"] for c in self.checks + self.throughput if c.get("out_of_time")]
+
     def as_json(self) -> Dict:
         return {"environment": self.environment, "advice": self.advice, "checks": self.checks,
                 "throughput": self.throughput, "settings": self.settings, "run": self.run}
@@ -134,6 +139,9 @@ def summary(report: Report) -> str:
         line += f"; throughput goals met: {sum(t['met'] for t in judged)} of {len(judged)}"
     if report.failed:
         line += f". FAILED: {', '.join(report.failed)}"
+    if report.out_of_time:
+        line += (f". INCOMPLETE: {len(report.out_of_time)} not run or not finished for lack of "
+                 f"time ({', '.join(report.out_of_time)}); raise --budget")
     return line
 
 

@@ -216,6 +216,8 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
     An `UnreadableImageError` naming the file (from DALI's message, else found among
     `suspects`), or, when no file is at fault, a `PipelineError` with DALI's reason.
     """
+    if "KeyboardInterrupt" in str(err):  # Ctrl-C inside a python callback DALI called
+        return KeyboardInterrupt()
     named = dali_named_file(err)
     if named is not None:
         if root is not None and not named.exists() and (Path(root) / named).exists():

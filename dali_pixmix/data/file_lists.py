@@ -94,7 +94,7 @@ def _labelled_files(folder: Path, labels: str) -> Tuple[List[Path], Optional[Lis
 
 
 def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool = False,
-                   progress: bool = True) -> Dict:
+                   progress: bool = True, root_name: str = "root=") -> Dict:
     """List the images of ``folder`` into the DALI file list ``out``; returns a summary dict.
 
     labels='folder': class k = k-th sub-folder in lexicographic order, with the images at any
@@ -103,7 +103,8 @@ def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool 
     e.g. for OOD or mixing sets. Paths are written relative to ``root``
     (default: the folder of ``out``, DALI's convention); ``folder`` must lie inside it. With
     ``verify`` every file is decoded and broken ones are left out and reported by name in
-    ``summary['broken']`` (relative paths), never dropped silently.
+    ``summary['broken']`` (relative paths), never dropped silently. `root_name` is how errors
+    name the root setting (a command-line tool passes its flag, e.g. "--root").
     """
     folder, out = Path(folder), Path(out)
     base = Path(root) if root is not None else out.parent
@@ -113,9 +114,12 @@ def make_file_list(folder, out, root=None, labels: str = "folder", verify: bool 
     try:
         rels = [os.path.relpath(f, base) for f in files]
     except ValueError:  # different drives on Windows
-        raise ValueError(f"{folder} cannot be expressed relative to {base}; pass root=") from None
+        raise ValueError(f"{folder} cannot be expressed relative to {base}; pass "
+                         f"{root_name.rstrip('=')}") from None
     if any(Path(r).parts[0] == ".." for r in rels):
-        raise ValueError(f"{folder} is not inside {base}; pass root= a folder that contains it")
+        default = "" if root is not None else " (the list's folder, the default root)"
+        raise ValueError(f"{folder} is not inside {base}{default}; pass {root_name.rstrip('=')} "
+                         "a folder that contains it")
     broken = set(find_broken_images(files, progress)) if verify else set()
     entries = [(r, t) for f, r, t in zip(files, rels, targets) if f not in broken]
     if not entries:

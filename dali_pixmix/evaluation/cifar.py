@@ -139,10 +139,16 @@ def checkpoint_dataset(checkpoint: str | Path, dataset: Optional[str] = None) ->
 def cifar_evaluator(checkpoint: str | Path, out: str | Path, *, dataset: Optional[str] = None,
                     arch: Optional[str] = None, **settings) -> Tuple[Evaluator, str]:
     """(evaluator of the checkpoint with CIFAR's normalisation, its dataset); `settings` go to
-    `Evaluator` (batch_size, device, dist, num_threads, progress, ...)."""
+    `Evaluator` (batch_size, device, dist, num_threads, progress, ...). Checked before any
+    inference: a writable `out` whose results, if any, are this checkpoint's."""
+    from dali_pixmix.evaluation.report import check_one_model, read_results
+    from dali_pixmix.oserrors import check_writable
+
     dataset = checkpoint_dataset(checkpoint, dataset)
+    check_writable(out, "--out")
     ev = Evaluator.from_checkpoint(checkpoint, out, arch=arch,
                                    normalisation=(CIFAR_MEAN, CIFAR_STD), **settings)
+    check_one_model(read_results(out), out, ev.weights, ev.checkpoint)
     return ev, dataset
 
 
@@ -340,7 +346,7 @@ def _finish(ev: Evaluator, dataset: str, task: str, rows: Sequence[Row], name: s
 
     if not ev.dist.is_main or ev.out is None:
         return
-    paths = write_rows(list(rows), ev.out / "results", task)
+    paths = write_rows(list(rows), ev.out / "results", task, ev.model_fields())
     table = write_cifar_report(ev.out, dataset, name, num_classes=len(ev.classes))
     print(f"{task}: {summary_line(rows)} -> {paths[0]}, {table}", flush=True)
 

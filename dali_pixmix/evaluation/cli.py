@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from dali_pixmix.cli_help import DefaultsHelpFormatter
-from dali_pixmix.evaluation.report import Row, read_rows, summary_value, write_report, write_rows
+from dali_pixmix.evaluation.report import (
+    Row,
+    check_one_model,
+    read_results,
+    read_rows,
+    summary_value,
+    write_report,
+    write_rows,
+)
 
 if TYPE_CHECKING:  # imported where used: `--help` answers before torch and DALI are loaded
     from dali_pixmix.evaluation.runner import Evaluator
@@ -60,13 +68,18 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
-    """The evaluator of --checkpoint; --resize/--crop not given are the checkpoint's."""
+    """The evaluator of the command's checkpoint (--resize/--crop not given are the
+    checkpoint's), after the checks that need no inference: the flags, a writable --out (not a
+    surprise after hours of it) and --out's results being this checkpoint's
+    (`report.check_one_model`)."""
     from dali_pixmix.evaluation.runner import Evaluator
+    from dali_pixmix.oserrors import check_writable
 
     given = (args.batch_size, args.resize, args.crop, args.num_threads)
     if min(v for v in given if v is not None) < 1:
         raise ValueError(f"--batch-size, --resize, --crop and --num-threads must be positive, "
                          f"got {args.batch_size}, {args.resize}, {args.crop}, {args.num_threads}")
+    check_writable(args.out, "--out")
     ev = Evaluator.from_checkpoint(args.checkpoint, args.out, arch=args.arch,
                                    device=args.device, batch_size=args.batch_size,
                                    resize=args.resize, crop=args.crop,
@@ -75,6 +88,8 @@ def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
     if ev.crop > ev.resize:
         raise ValueError(f"--crop {ev.crop} is larger than --resize {ev.resize}: the centre "
                          "crop must fit in the resized picture")
+    # before any inference: this folder's results must be this checkpoint's
+    check_one_model(read_results(args.out), args.out, ev.weights, ev.checkpoint)
     return ev
 
 
@@ -90,7 +105,7 @@ def finish(ev: Evaluator, task: str, rows: Sequence[Row], name: str,
     """Rank 0: write the task's rows, refresh the report, print a one-line summary."""
     if not ev.dist.is_main:
         return
-    paths = write_rows(list(rows), ev.out / "results", task)
+    paths = write_rows(list(rows), ev.out / "results", task, ev.model_fields())
     table = write_report(ev.out, name, num_classes=len(ev.classes))
     shown = [f"{r.dataset}/{r.variant or '-'} {r.metric}={r.value:.2f}" for r in rows
              if r.metric in headline and r.severity is None and r.dataset != "" and
@@ -105,20 +120,31 @@ def parse_named_paths(items: Sequence[str]) -> dict:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--ood expects NAME=PATH, got '{item}'")
+        if name in sets:
+            raise ValueError(f"--ood names two sets '{name}' ({sets[name]} and {path}); give "
+                             "each set its own name")
         sets[name] = path
     return sets
 
 
+INTERRUPTED = ("interrupted (Ctrl-C): the cells already evaluated stay cached in the --out "
+               "folder; the same command goes on from them")
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None,
-            failures: tuple = ()) -> int:
+            failures: tuple = (), interrupted: str = INTERRUPTED) -> int:
     """Call `main`; bad input becomes one `error: ...` line and exit status 2; a failing file
     system (full disk, unwritable --out), a DALI failure no file explains or one of the
-    caller's `failures` (e.g. a training run that stopped), one line and exit status 1."""
+    caller's `failures` (e.g. a training run that stopped), one line and exit status 1; Ctrl-C
+    the line `interrupted` (what was kept) and exit status 130."""
     from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.oserrors import os_error_line
 
     try:
         return main(argv)
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

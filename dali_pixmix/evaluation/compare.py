@@ -18,6 +18,7 @@ from dali_pixmix.evaluation.report import (
     Row,
     anomaly_note,
     bar_charts,
+    check_one_model,
     evaluated_counts,
     evaluated_on,
     partial_note,
@@ -58,6 +59,7 @@ def load_evaluated(folder: str | Path, name: Optional[str] = None) -> Evaluated:
     if not rows:
         raise FileNotFoundError(f"{folder}: no results/*.json in it; evaluate the model first "
                                 f"(python eval/run_all.py --checkpoint CKPT --out {folder} ...)")
+    check_one_model(rows, folder)  # a row of the table is one model
     return Evaluated(name or default_name(folder), folder, rows, table9_numbers(rows))
 
 
@@ -121,6 +123,10 @@ def compare_evaluations(folders: Sequence[str | Path], names: Optional[Sequence[
     paths (no chart when no column holds a value)."""
     if names is not None and len(names) != len(folders):
         raise ValueError(f"--names gives {len(names)} name(s) for {len(folders)} folder(s)")
+    if list((Path(out) / "results").glob("*.json")):
+        raise ValueError(f"--out {out} holds an evaluation (results/*.json), whose table9.md the "
+                         "comparison would overwrite: pass another --out, e.g. "
+                         f"{Path(out).parent / 'comparison'}")
     models = [load_evaluated(f, None if names is None else names[i])
               for i, f in enumerate(folders)]
     check_names(models)

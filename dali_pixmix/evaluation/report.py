@@ -13,6 +13,9 @@ A row is `(task, dataset, variant, severity, metric, value, n, protocol, softwar
   protocol  the preprocessing / convention that produced it (e.g. "pixmix:resize256-crop224")
   software  the code and library versions that wrote it (`provenance.software_string`),
             stamped by `write_rows`; "" in files written before it existed
+  checkpoint, weights  the evaluated checkpoint file and its weights' identity (the first 16
+            hex digits of `checkpoint.checkpoint_identity`), stamped by `write_rows`;
+            one output folder holds the rows of ONE model's weights (`check_one_model`)
 Plots use matplotlib's Agg backend and are written as PNG.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from dali_pixmix.oserrors import names_file
 
 FIELDS = ("task", "dataset", "variant", "severity", "metric", "value", "n", "protocol",
-          "software")
+          "software", "checkpoint", "weights")
 
 TABLE9_COLUMNS = ("clean err", "C mCE", "C-bar err", "R err", "P mFR", "P mT5D", "RMS clean",
                   "RMS C", "RMS C-bar", "RMS R", "AUROC", "AUPR")
@@ -60,6 +63,8 @@ class Row:
     n: int
     protocol: str
     software: str = ""
+    checkpoint: str = ""
+    weights: str = ""
 
 
 def row(task: str, dataset: str, metric: str, value: float, n: int, protocol: str,
@@ -69,14 +74,17 @@ def row(task: str, dataset: str, metric: str, value: float, n: int, protocol: st
                float(value), int(n), protocol)
 
 
-def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str) -> List[Path]:
+def write_rows(rows: Sequence[Row], out_dir: str | Path, stem: str,
+               model: Optional[Dict[str, str]] = None) -> List[Path]:
     """Write `<stem>.json` (a list of row objects) and `<stem>.csv`; returns both paths.
 
-    Rows without a `software` entry are stamped with this process's `software_string()`.
+    Rows without a `software` entry are stamped with this process's `software_string()`, rows
+    without `weights` with `model` ({"checkpoint", "weights"}, `Evaluator.model_fields`).
     """
     from dali_pixmix.provenance import software_string
 
     rows = [r if r.software else replace(r, software=software_string()) for r in rows]
+    rows = [r if r.weights or not model else replace(r, **model) for r in rows]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
@@ -101,6 +109,25 @@ def read_rows(path: str | Path) -> List[Row]:
                        if f.name in item or f.default is MISSING}) for item in data]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a list of result rows with fields {FIELDS}: {err}")
+
+
+def check_one_model(rows: Sequence[Row], where: str | Path,
+                    weights: Optional[str] = None, checkpoint: str = "") -> None:
+    """Refuse rows of several models' weights in one place (a table would mix them), and,
+    with `weights`, rows of any other model than that one: one line naming them."""
+    held = {r.weights: r.checkpoint for r in rows}
+    if weights is not None and any(w != weights for w in held):
+        other = next(w for w in held if w != weights)
+        made = (f"of {held[other]} (weights {other})" if other else
+                "that do not record their checkpoint (written by an older version)")
+        raise ValueError(f"--out {where} holds the results {made}; the results of "
+                         f"{checkpoint or 'this checkpoint'} (weights {weights}) would mix with "
+                         "them in one table: pass another --out, or delete "
+                         f"{Path(where) / 'results'} to replace them")
+    if len(held) > 1:
+        listed = ", ".join(f"{c or 'unrecorded'} (weights {w or '?'})" for w, c in held.items())
+        raise ValueError(f"{where} holds the results of {len(held)} checkpoints ({listed}), "
+                         "which one table would mix: keep one model's results per folder")
 
 
 def summary_value(rows: Iterable[Row], task: str, metric: str) -> Optional[Row]:
@@ -476,6 +503,7 @@ def write_report(out_dir: str | Path, name: str = "this model",
     """
     out_dir = Path(out_dir)
     rows = read_results(out_dir)
+    check_one_model(rows, out_dir)
     table = out_dir / "table9.md"
     with names_file(table):
         table.write_text(table9_markdown(rows, name, num_classes))

@@ -184,7 +184,7 @@ class Evaluator:
 
     `model` is used as given (training passes the module it trains; its train/eval mode is
     restored after each pass). `batch_size` is GLOBAL and must divide by the world size. `out`
-    and `model_key` (what identifies the weights, e.g. checkpoint path, size and mtime) enable
+    and `model_key` (what identifies the weights: `from_checkpoint` uses their content) enable
     the prediction cache of `predict`; `infer` never caches. `check_headers=False` skips the
     header check of each new file list (a file DALI cannot parse may then crash it).
     `keep_loaders=True` keeps each file list's DALI loader for the next `infer` of the same
@@ -220,6 +220,7 @@ class Evaluator:
         # on the device once: a host-to-device copy per batch would block the host every time
         self._mean, self._std = (torch.tensor(v, dtype=torch.float32, device=self.dist.device)
                                  .view(1, 3, 1, 1) for v in self.normalisation)
+        self.checkpoint, self.weights = "", ""  # set by `from_checkpoint` (the rows' model)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
@@ -227,8 +228,8 @@ class Evaluator:
                         **settings) -> "Evaluator":
         """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict); a
         `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`)."""
-        from dali_pixmix.checkpoint import read_checkpoint
-        from dali_pixmix.models import classifier_from_checkpoint
+        from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
+        from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
 
         dist = dist or init_distributed(device)
         ckpt = read_checkpoint(checkpoint)
@@ -237,14 +238,20 @@ class Evaluator:
         settings.update(sizes)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        path = Path(checkpoint).resolve()
-        stat = path.stat()
-        ev = cls(model, classes, out=out, model_key=(str(path), stat.st_size,
-                                                     stat.st_mtime_ns, arch),
+        # The weights' content, not the file's time: a rewritten final.pt with the same
+        # weights keeps every cache (and a copy elsewhere finds them).
+        weights = checkpoint_identity(ckpt)
+        ev = cls(model, classes, out=out, model_key=(weights, checkpoint_arch(ckpt, arch)),
                  dist=dist, **settings)
+        ev.checkpoint, ev.weights = str(checkpoint), weights[:16]
         if chosen:  # a wrong size costs accuracy silently (--resize/--crop say otherwise)
             ev.log(f"evaluating with {chosen}")
         return ev
+
+    def model_fields(self) -> dict:
+        """{"checkpoint", "weights"} of the evaluated checkpoint, for its result rows ({} for
+        a model given as such, e.g. training's validation)."""
+        return {"checkpoint": self.checkpoint, "weights": self.weights} if self.weights else {}
 
     def log(self, message: str) -> None:
         if self.dist.is_main:

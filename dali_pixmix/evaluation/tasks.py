@@ -189,10 +189,10 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
     if synthetic and set(ood_sets) & set(SYNTHETIC_SETS):
         raise ValueError(f"OOD set names {sorted(set(ood_sets) & set(SYNTHETIC_SETS))} clash with "
                          "the generated synthetic sets; rename them")
-    inside = clean_predictions(ev, in_root)
-    files = {name: datasets.image_set(path) for name, path in ood_sets.items()}
-    if not files and not synthetic:
+    files = {name: datasets.image_set(path) for name, path in ood_sets.items()}  # before any
+    if not files and not synthetic:  # inference: a bad set fails in seconds
         raise ValueError("no OOD sets: pass --ood NAME=PATH or keep the synthetic sets")
+    inside = clean_predictions(ev, in_root)
     rows = []
     for name, paths in ev.progress_over(list(files.items()), desc="ood"):
         preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name)

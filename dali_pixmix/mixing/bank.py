@@ -11,12 +11,17 @@ are gathered on the host and copied without blocking) or plain CPU.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from dali_pixmix.oserrors import names_file
 
 PathLike = Union[str, Path]
 BANK_SUFFIX = ".npy"
@@ -117,14 +122,24 @@ class MixingBank:
         return cls(images, source=str(npy_path))
 
     def save(self, npy_path: PathLike) -> Path:
-        """Write the bank as a plain `.npy` (uint8 [N, S, S, 3]); returns the path."""
+        """Write the bank as a plain `.npy` (uint8 [N, S, S, 3]) through a temporary file that
+        a failure (a full disk: an OSError naming the file) removes; returns the path."""
         npy_path = Path(npy_path)
         if npy_path.suffix != BANK_SUFFIX:
             raise ValueError(f"mixing bank path {npy_path} must end with {BANK_SUFFIX}")
         npy_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = npy_path.with_name(npy_path.name + ".partial.npy")
-        np.save(tmp, self.images.cpu().numpy(), allow_pickle=False)
-        tmp.replace(npy_path)  # never leave a truncated bank behind
+        array = np.ascontiguousarray(self.images.cpu().numpy())
+        try:
+            # Python's own writes: a full disk is ENOSPC naming the file (numpy's tofile says
+            # only "N requested and M written")
+            with names_file(tmp), open(tmp, "wb") as handle:
+                np.lib.format.write_array_header_1_0(
+                    handle, np.lib.format.header_data_from_array_1_0(array))
+                handle.write(memoryview(array).cast("B"))
+            tmp.replace(npy_path)  # never leave a truncated bank behind
+        finally:
+            tmp.unlink(missing_ok=True)
         return npy_path
 
     # ----------------------------------------------------------------- sampling
@@ -220,6 +235,7 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from tqdm import tqdm
 
+    from dali_pixmix.distributed import is_main_process
     from dali_pixmix.progress import to_terminal
 
     device_id = (device.index or 0) if device.type == "cuda" else None
@@ -233,7 +249,7 @@ def decode_square_pictures(files: List[str], size: int, device: torch.device,
         batches = DALIGenericIterator(pipe, ["images"], reader_name="Reader",
                                       last_batch_policy=LastBatchPolicy.PARTIAL)
         with tqdm(total=len(files), desc="mixing bank", unit="img", leave=False,
-                  disable=not to_terminal()) as bar:
+                  disable=not (to_terminal() and is_main_process())) as bar:  # one per job
             for batch in batches:
                 images = batch[0]["images"]
                 out[done:done + len(images)] = images.to(device)
@@ -312,23 +328,84 @@ def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None) -
 
 
 # --------------------------------------------------------------------- cache helper
+RECORD_SUFFIX = ".json"  # `<cache>.npy.json`: what the cached bank was built from
+PREPARATION = "shorter side to S, centre crop S x S (DALI, antialiased)"
+
+
+def bank_record(sources: Sequence[PathLike], size: int,
+                root: Optional[PathLike] = None) -> dict:
+    """What a bank built from `sources` at `size` px holds: the resolved sources, every
+    picture's path, byte size and modification time (as one sha256), their count, the picture
+    size and how pictures are prepared. Training's crops and seeds are drawn from the bank
+    later, so they are not part of it."""
+    files = mixing_files(sources, root)
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{os.path.realpath(file)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"sources": [os.path.realpath(s) for s in sources], "pictures": len(files),
+            "listing_sha256": digest.hexdigest(), "size": size, "preparation": PREPARATION}
+
+
+def record_path(cache: PathLike) -> Path:
+    return Path(str(cache) + RECORD_SUFFIX)
+
+
+def write_record(cache: PathLike, record: dict) -> Path:
+    """The record next to a bank written from it (`bank_record`)."""
+    path = record_path(cache)
+    with names_file(path):
+        path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def stale_because(cache: PathLike, record: dict) -> Optional[str]:
+    """Why the bank cached at `cache` is not the bank of `record` (None when it is)."""
+    try:
+        held = json.loads(record_path(cache).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "it does not record what it was built from"
+    if not isinstance(held, dict):
+        return "its record is unreadable"
+    if held.get("sources") != record["sources"]:
+        return f"it was built from {', '.join(held.get('sources') or ['?'])}"
+    if held.get("size") != record["size"]:
+        return f"it holds {held.get('size')} px pictures, {record['size']} px are asked for"
+    if held.get("listing_sha256") != record["listing_sha256"]:
+        return (f"the mixing set's files changed ({held.get('pictures')} pictures then, "
+                f"{record['pictures']} now, or other sizes or times)")
+    if held != record:
+        return "it was prepared differently"
+    return None
+
+
 def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size: int = 256,
                        device="cpu", pin_memory: bool = False, num_threads: int = 2
                        ) -> MixingBank:
     """A bank from a folder, a file list or a saved `.npy`, or from several folders/file lists
     (comma-separated, see `split_sources`); built once and cached at `cache`.
 
-    A cached bank whose picture size differs from `size` is an error (delete it to rebuild),
-    never silently reused.
+    The cache is used only when its record (`<cache>.json`, `bank_record`) says it was built
+    from the same sources, files and picture size; otherwise it is rebuilt, with a note
+    saying why. A saved `.npy` given as the source is used as it is (its picture size must be
+    `size`).
     """
     sources = split_sources(source)
     if len(sources) == 1 and Path(sources[0]).suffix == BANK_SUFFIX:
         return _checked_size(MixingBank.load(sources[0], device, pin_memory), size)
-    if cache is not None and Path(cache).is_file():
-        return _checked_size(MixingBank.load(cache, device, pin_memory), size)
+    if cache is None:
+        return MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads)
+    record = bank_record(sources, size)
+    if Path(cache).is_file():
+        why = stale_because(cache, record)
+        if why is None:
+            return _checked_size(MixingBank.load(cache, device, pin_memory), size)
+        print(f"note: rebuilding the mixing bank cache {cache}: {why}", file=sys.stderr,
+              flush=True)
     bank = MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads)
-    if cache is not None:
-        bank.save(cache)
+    record_path(cache).unlink(missing_ok=True)  # no record ever describes another bank
+    bank.save(cache)
+    write_record(cache, record)
     return bank
 
 

@@ -63,6 +63,61 @@ def picture_name(layer: str, channel: int) -> str:
     return f"{layer}_{channel:04d}.png"
 
 
+# --------------------------------------------------------------------- what made a folder
+RECORD_NAME = "fvis_run.json"
+
+
+def run_record(checkpoint, weights: str, arch: str, settings: FVisSettings) -> Dict:
+    """What the pictures of an output folder depend on: the weights (and, for messages, the
+    checkpoint file), the architecture and the optimisation settings. Not `batch` (a picture
+    does not depend on the others in its batch) nor the layers and channels (they choose
+    which pictures there are)."""
+    kept = {k: v for k, v in asdict(settings).items() if k != "batch"}
+    return {"checkpoint": str(checkpoint), "weights": weights, "arch": arch,
+            "settings": json.loads(json.dumps(kept))}
+
+
+def record_changes(held: Dict, record: Dict) -> List[str]:
+    """'<what> <then> -> <now>' for every difference that changes the pictures."""
+    changes = []
+    if held.get("weights") != record["weights"]:
+        changes.append(f"checkpoint {held.get('checkpoint')} (weights "
+                       f"{str(held.get('weights'))[:16]}) -> {record['checkpoint']} (weights "
+                       f"{record['weights'][:16]})")
+    if held.get("arch") != record["arch"]:
+        changes.append(f"arch {held.get('arch')} -> {record['arch']}")
+    then = held.get("settings") if isinstance(held.get("settings"), dict) else {}
+    changes += [f"{key} {then.get(key)} -> {value}" for key, value in record["settings"].items()
+                if then.get(key) != value]
+    return changes
+
+
+def claim_out_dir(out_dir, record: Dict) -> None:
+    """Resume in `out_dir` only pictures made by the same weights and settings: refuse a
+    folder whose record differs, or whose pictures record nothing, naming the difference;
+    then write this run's record (before any picture)."""
+    out_dir = Path(out_dir)
+    path = out_dir / RECORD_NAME
+    fix = "use another --out, or delete its pictures to start over"
+    if path.is_file():
+        try:
+            held = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            held = {}
+        changes = record_changes(held if isinstance(held, dict) else {}, record)
+        if changes:
+            raise ValueError(f"--out {out_dir} holds pictures made otherwise ("
+                             f"{'; '.join(changes)}), which a resume would keep as this run's: "
+                             f"{fix}")
+    elif out_dir.is_dir() and any(out_dir.glob("*.png")):
+        raise ValueError(f"--out {out_dir} holds pictures that do not record the checkpoint and "
+                         f"settings that made them (no {RECORD_NAME}): {fix}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------- model and layers
 def resolve_layers(model: torch.nn.Module, names: Sequence[str]) -> Dict[str, torch.nn.Module]:
     """{name: module} for module names of the model; an unknown name lists the valid ones."""
@@ -432,11 +487,12 @@ def summarise(records: List[Dict], layers: Sequence[str], baseline_count: int) -
 
 
 def write_summary(summary: Dict, out_dir, settings: FVisSettings, checkpoint: str,
-                  arch: str) -> Path:
-    """`fvis_summary.json` next to the pictures (settings, checkpoint, per-picture numbers)."""
+                  arch: str, weights: str = "") -> Path:
+    """`fvis_summary.json` next to the pictures (settings, checkpoint and its weights'
+    identity, per-picture numbers)."""
     path = Path(out_dir) / SUMMARY_NAME
-    payload = {"checkpoint": str(checkpoint), "arch": arch, "settings": asdict(settings),
-               **summary}
+    payload = {"checkpoint": str(checkpoint), "weights": weights, "arch": arch,
+               "settings": asdict(settings), **summary}
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -34,7 +34,8 @@ and iterating again continues the unfinished epoch (DALI's position is not rewou
 In evaluation mode ranks may run one batch more or fewer than each other: per-batch collectives
 must not be used; gather the results after the loop.
 A file DALI cannot read stops the iteration with `data.checks.UnreadableImageError` naming it
-(found from DALI's message, or among the files of the failing batches), never a raw DALI error.
+(found from DALI's message, or among the files of the failing batches), never a raw DALI error;
+an error raised by the training stage (`BatchStage`) inside DALI is raised as itself.
 """
 from __future__ import annotations
 
@@ -353,6 +354,9 @@ class TrainLoader:
         return self._iterator.checkpoints()[0]
 
     def _failure(self, err: RuntimeError) -> Exception:
+        failure = BatchStage.take_failure(err)
+        if failure is not None:  # the per-image method failed, not a file: its own error
+            return failure
         if isinstance(self.stream, ArrayStream):  # no file to blame
             return PipelineError(f"the training pipeline failed: {dali_reason(err)}")
         batches = range(self.position, self.position + self.SUSPECT_BATCHES)

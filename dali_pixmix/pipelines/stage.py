@@ -92,11 +92,28 @@ class BatchStage:
         raise NotImplementedError
 
     def __call__(self, samples):
-        first = torch.from_dlpack(samples[0])
-        with dali_stream(first.device):
-            batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
-            out = self.apply(batch)  # contiguous
-            return [torch.utils.dlpack.to_dlpack(t) for t in out.unbind(0)]
+        try:
+            first = torch.from_dlpack(samples[0])
+            with dali_stream(first.device):
+                batch = torch.stack([first] + [torch.from_dlpack(s) for s in samples[1:]])
+                out = self.apply(batch)  # contiguous
+                return [torch.utils.dlpack.to_dlpack(t) for t in out.unbind(0)]
+        except Exception as err:
+            BatchStage.failure = err  # DALI re-raises it as a pipeline error: `take_failure`
+            raise
+
+    failure: Optional[BaseException] = None  # the last error a stage raised inside DALI
+
+    @staticmethod
+    def take_failure(dali_error: BaseException) -> Optional[BaseException]:
+        """The error a stage raised inside a DALI pipeline when `dali_error` (DALI's own) is
+        the report of it, so a loader raises the method's own error instead of searching the
+        images; None for any other DALI failure. The record is forgotten either way (DALI may
+        have run later batches, or another pipeline, since it was made)."""
+        failure, BatchStage.failure = BatchStage.failure, None
+        if failure is None or f"{type(failure).__name__}: {failure}" not in str(dali_error):
+            return None
+        return failure
 
 
 class PixMixStage(BatchStage):

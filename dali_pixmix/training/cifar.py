@@ -95,24 +95,24 @@ def prepare_cifar_demo(cfg: Config, dist: DistInfo) -> None:
     cfg.pixmix.mixing_set = cfg.pixmix.mixing_set or str(fractal_dir)
 
 
-def cifar_demo_rows(run, final_path: Path) -> List[tuple]:
+def cifar_demo_rows(cfg: Config, dist: DistInfo, final_path: Path) -> List[tuple]:
     """Demo only: the CIFAR safety suite (`evaluation.cifar`) on the final weights, with the
     C / C-bar / P sets found under data.root (the demo's generated stand-ins), PGD on at most
     `DEMO_PGD_PICTURES` test pictures and the generated anomaly sets; logs its Table 7/8
-    layout (the files go to <train.output_dir>/eval/) and returns (name, value) rows of the mean
-    anomaly-detection AUROC per score for the results table."""
+    layout (the files, and the prediction cache a rerun reads, go to
+    <train.output_dir>/eval/) and returns (name, value) rows of the mean anomaly-detection
+    AUROC per score for the results table."""
     from dali_pixmix.evaluation.cifar import CifarSuite, discover_sets, evaluate_cifar_checkpoint
     from dali_pixmix.evaluation.pgd import PgdSettings
 
-    cfg = run.cfg
     found = discover_sets(cfg.data.root, cfg.data.dataset)
     suite = CifarSuite(root=cfg.data.root, c=found.get("c"), cbar=found.get("cbar"),
                        p=found.get("p"), pgd=PgdSettings(count=DEMO_PGD_PICTURES),
                        bin_size=cfg.eval.calibration_bin_size)
     result = evaluate_cifar_checkpoint(
-        final_path, run.out_dir / "eval", suite, name=f"{cfg.model.arch}, {cfg.augment.method}",
-        arch=cfg.model.arch, dist=run.dist, batch_size=cfg.eval.batch_size,
-        num_threads=cfg.data.num_threads, progress=False)
-    log(run, result.markdown)
+        final_path, Path(cfg.train.output_dir) / "eval", suite,
+        name=f"{cfg.model.arch}, {cfg.augment.method}", arch=cfg.model.arch, dist=dist,
+        batch_size=cfg.eval.batch_size, num_threads=cfg.data.num_threads, progress=False)
+    log(dist, result.markdown)
     return [(f"anomaly detection AUROC, {r.variant} (%)", f"{r.value:.1f}") for r in result.rows
             if r.task == "cifar_ood" and r.dataset == "mean" and r.metric == "auroc"]

@@ -1,9 +1,10 @@
 """The command line of the training scripts (train_imagenet.py, train_cifar.py): one trainer,
 one set of flags and exit codes; each script names the datasets it trains.
 
-Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, train.max_steps) with a
-checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad configuration or input
-(an image that cannot be decoded included: fix it, then rerun; requeueing would fail again).
+Exit codes: 0 finished or stopped cleanly (SIGTERM/SIGUSR1 preemption, a first Ctrl-C,
+train.max_steps) with a checkpoint; 1 training failed (e.g. non-finite loss, a full disk); 2 bad
+configuration or input (an image that cannot be decoded included: fix it, then rerun;
+requeueing would fail again); 130 a second Ctrl-C (stopped without saving).
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def main(doc: str, script: str, argv: Optional[Sequence[str]] = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     from dali_pixmix.data.checks import PipelineError
+    from dali_pixmix.distributed import print_main
     from dali_pixmix.oserrors import os_error_line
     from dali_pixmix.training.loop import (  # heavy imports after the config check
         TrainingError,
@@ -94,5 +96,11 @@ def main(doc: str, script: str, argv: Optional[Sequence[str]] = None) -> int:
     except OSError as err:  # e.g. the disk filled up while writing a checkpoint
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 1
-    print(f"{result['status']} at step {result['step']}; outputs in {cfg.train.output_dir}")
+    except KeyboardInterrupt:  # a second Ctrl-C (the first saves a checkpoint and stops)
+        print(f"error: interrupted (Ctrl-C) without saving; the checkpoints in "
+              f"{cfg.train.output_dir} are kept: `--resume auto` continues from the newest",
+              file=sys.stderr)
+        return 130
+    print_main(f"{result['status']} at step {result['step']}; outputs in "
+               f"{cfg.train.output_dir}")
     return 0

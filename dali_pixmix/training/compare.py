@@ -109,7 +109,7 @@ def evaluate_method(cfg: Config, final: Path, corruptions: Path) -> List[Row]:
             "imagenet_c": run_imagenet_c(ev, str(corruptions), "pixmix", None, bins),
             "ood": run_ood(ev, cfg.data.val, {}, synthetic=True, seed=cfg.train.seed)}
     for task, task_rows in rows.items():
-        write_rows(task_rows, out / "results", task)
+        write_rows(task_rows, out / "results", task, ev.model_fields())
     write_report(out, METHODS[cfg.augment.method].title)
     return [r for task_rows in rows.values() for r in task_rows]
 

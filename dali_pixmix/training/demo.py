@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from dali_pixmix.training.cifar import cifar_demo_rows, is_cifar, prepare_cifar_demo
-from dali_pixmix.training.state import Run
 
 from ..config import Config
 from ..distributed import DistInfo, barrier
@@ -37,18 +36,19 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
     cfg.pixmix.mixing_set = cfg.pixmix.mixing_set or str(fractal_dir)
 
 
-def demo_anomaly_rows(run: Run, final_path: Path) -> List[tuple]:
+def demo_anomaly_rows(cfg: Config, dist: DistInfo, final_path: Path) -> List[tuple]:
     """Demo only: anomaly detection with the evaluation suite, validation images vs generated
-    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score (CIFAR:
-    `training.cifar.cifar_demo_rows`)."""
+    Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score (from the
+    prediction cache in `<train.output_dir>/eval` when these weights made it). CIFAR:
+    `training.cifar.cifar_demo_rows`, the CIFAR safety suite."""
     from dali_pixmix.evaluation.runner import Evaluator
     from dali_pixmix.evaluation.tasks import run_ood
 
-    if is_cifar(run.cfg):
-        return cifar_demo_rows(run, final_path)
-    cfg = run.cfg
-    ev = Evaluator.from_checkpoint(final_path, out=run.out_dir / "eval", arch=cfg.model.arch,
-                                   dist=run.dist, batch_size=cfg.eval.batch_size,
+    if is_cifar(cfg):
+        return cifar_demo_rows(cfg, dist, final_path)
+    ev = Evaluator.from_checkpoint(final_path, out=Path(cfg.train.output_dir) / "eval",
+                                   arch=cfg.model.arch, dist=dist,
+                                   batch_size=cfg.eval.batch_size,
                                    resize=cfg.data.val_resize, crop=cfg.data.val_crop,
                                    num_threads=cfg.data.num_threads, progress=False)
     rows = run_ood(ev, cfg.data.val, {}, synthetic=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from dali_pixmix import checkpoint as ckpt_io
 from dali_pixmix.config import Config
 from dali_pixmix.data.checks import UnreadableImageError
-from dali_pixmix.distributed import barrier, cleanup, init_distributed
+from dali_pixmix.distributed import DistInfo, barrier, cleanup, init_distributed
 from dali_pixmix.precision import autocast
 from dali_pixmix.provenance import provenance
 from dali_pixmix.training import outputs
@@ -110,11 +111,13 @@ def read_records(run: Run, keep: int) -> None:
     while len(run.records) > keep:
         record = run.records.pop()
         if record.nonfinite:
+            kept = (f"the last good checkpoint in {run.out_dir} is kept"
+                    if ckpt_io.list_checkpoints(run.out_dir) else
+                    "no checkpoint had been saved yet")
             raise TrainingError(
                 f"non-finite loss ({record.loss}) at step {record.step} (epoch "
-                f"{record.epoch + 1}, batch {record.epoch_step}); stopped without saving, the "
-                f"last good checkpoint in {run.out_dir} is kept. Lower optim.lr or check the "
-                "data/pretrained weights")
+                f"{record.epoch + 1}, batch {record.epoch_step}); stopped without saving, "
+                f"{kept}. Lower optim.lr or check the data/pretrained weights")
         run.halt = run.halt or record.stop
         run.save_due = run.save_due or record.save
         for meter in (run.interval_meter, run.epoch_meter):
@@ -297,13 +300,15 @@ def reached_max_steps(run: Run) -> bool:
 
 
 def save_final(run: Run, val: Optional[Dict]) -> Path:
-    """`final.pt`: weights (torchvision keys), classes, arch, config, last validation."""
+    """`final.pt`: weights (torchvision keys), classes, arch, config, last validation, and
+    the weights' digest (what the evaluation caches key on: `checkpoint.checkpoint_identity`)."""
     path = run.out_dir / "final.pt"
     if run.dist.is_main:
         ckpt_io.atomic_save({"model": run.raw_model.state_dict(), "classes": list(run.classes),
                              "arch": run.cfg.model.arch, "config": run.cfg.to_dict(),
                              "epoch": run.epoch, "step": run.step, "epoch_step": 0,
                              "val": json.loads(json.dumps(val)),
+                             ckpt_io.WEIGHTS_DIGEST: weights_digest(run.raw_model),
                              "provenance": provenance()}, path)
     barrier()
     return path
@@ -364,9 +369,30 @@ def fit(run: Run, stop: StopFlag) -> Dict[str, Any]:
     val = next((h["val"] for h in reversed(run.history) if "val" in h), None) or evaluate(run)
     run.evaluator.release_loaders()
     final_path = save_final(run, val)
-    extra = demo_anomaly_rows(run, final_path) if cfg.demo.enabled else []
+    extra = demo_anomaly_rows(cfg, run.dist, final_path) if cfg.demo.enabled else []
     log(run, results_table(val, cfg, extra))
     return {"status": "finished", "step": run.step, "val": val}
+
+
+def finished_run(cfg: Config, dist: DistInfo, state: Optional[Dict[str, Any]]) -> Optional[Dict]:
+    """The result of a run that has nothing left to do: its newest checkpoint is the last
+    epoch's end and final.pt (written after that epoch's validation) is of the same step.
+    Reported from final.pt, writing nothing (a requeued finished job costs nothing, and
+    final.pt keeps its time); None otherwise."""
+    if state is None or state["epoch"] < cfg.train.epochs:
+        return None
+    final_path = Path(cfg.train.output_dir) / "final.pt"
+    try:
+        final = ckpt_io.read_checkpoint(final_path)
+    except (FileNotFoundError, ValueError):
+        return None  # written again by `fit`
+    if final.get("step") != state["step"] or not isinstance(final.get("val"), dict):
+        return None
+    log(dist, f"the run in {cfg.train.output_dir} finished at step {state['step']}: nothing to "
+              "train or write; its results (final.pt):")
+    extra = demo_anomaly_rows(cfg, dist, final_path) if cfg.demo.enabled else []
+    log(dist, results_table(final["val"], cfg, extra))
+    return {"status": "finished", "step": state["step"], "val": final["val"]}
 
 
 def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
@@ -376,27 +402,40 @@ def train(cfg: Config, resume: str = "auto", previous: str = "refuse",
     `resume` is auto|none|PATH; `previous` (refuse|archive|overwrite) is what a new run does
     with an earlier run in train.output_dir; `resume_changed` accepts a checkpoint whose recipe
     differs from `cfg` (see `training.resume`). `stop` (default: a new one) is the flag the
-    signals set; a caller that goes on after training (`training.compare`) reads it.
+    signals set; a caller that goes on after training (`training.compare`) reads it. Rank 0
+    holds the output folder's lock (`outputs.folder_lock`) until it returns; a finished run is
+    reported, not redone.
     """
     stop = stop or StopFlag()
     stop.install()
-    dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
-    announce_device(cfg, dist)
     try:
-        prepare_demo_data(cfg, dist)
-        classes, samples = check_inputs(cfg)
-        state = starting_state(cfg, dist, classes, resume, previous, resume_changed)
-        run = setup_run(cfg, dist, classes, samples)
-        start(run, state)
-        open_logs(run)  # config.yaml is rewritten only for an accepted start
-        result = fit(run, stop)
-        if run.debug_file is not None:
-            sync_buffers(run)
-            run.debug_file.write(json.dumps({"final_weights_sha256": weights_digest(run.raw_model),
-                                             "step": run.step}) + "\n")
-            run.debug_file.close()
-        if run.writer is not None:
-            run.writer.close()
-        return result
+        dist = init_distributed(cfg.dist.device, cfg.dist.timeout_minutes)
+        announce_device(cfg, dist)
+        with ExitStack() as held:
+            return train_locked(cfg, dist, stop, held, resume, previous, resume_changed)
     finally:
+        stop.uninstall()
         cleanup()
+
+
+def train_locked(cfg: Config, dist: DistInfo, stop: StopFlag, held: ExitStack, resume: str,
+                 previous: str, resume_changed: bool) -> Dict[str, Any]:
+    """`train` once the signals are caught: rank 0 takes the folder's lock into `held`."""
+    prepare_demo_data(cfg, dist)
+    classes, samples = check_inputs(cfg)
+    state = starting_state(cfg, dist, classes, resume, previous, resume_changed, held)
+    done = finished_run(cfg, dist, state)
+    if done is not None:
+        return done
+    run = setup_run(cfg, dist, classes, samples)
+    start(run, state)
+    open_logs(run)  # config.yaml is rewritten only for an accepted start
+    result = fit(run, stop)
+    if run.debug_file is not None:
+        sync_buffers(run)
+        run.debug_file.write(json.dumps({"final_weights_sha256": weights_digest(run.raw_model),
+                                         "step": run.step}) + "\n")
+        run.debug_file.close()
+    if run.writer is not None:
+        run.writer.close()
+    return result

@@ -9,14 +9,17 @@ higher, and checkpoint rotation could delete the new run's.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
-import tempfile
+import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from dali_pixmix import oserrors
 from dali_pixmix.checkpoint import list_checkpoints
 from dali_pixmix.oserrors import names_file
 
@@ -31,14 +34,37 @@ RUN_PATTERNS = ("ckpt_e*_s*.pt", "debug_rank*.jsonl", "config_before_step*.yaml"
 
 def check_writable(out_dir: str | Path) -> None:
     """Create `out_dir` and write a probe file in it; ValueError naming it when that fails."""
-    out_dir = Path(out_dir)
+    oserrors.check_writable(out_dir, "train.output_dir")
+
+
+LOCK = ".train.lock"  # held by the run training in the folder (`folder_lock`)
+
+
+@contextmanager
+def folder_lock(out_dir: str | Path):
+    """Hold `<out_dir>/.train.lock` for as long as a run trains there; a second run is
+    refused (ValueError naming the holder). An flock is released by the OS when its process
+    ends, however it ends (kill -9, a node failure), so a lock is never stale."""
+    path = Path(out_dir) / LOCK
+    with names_file(path):
+        handle = open(path, "a+", encoding="utf-8")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_probe_"):
-            pass
-    except OSError as err:
-        raise ValueError(f"train.output_dir {out_dir} is not writable ({err.strerror or err}); "
-                         "set train.output_dir to a folder you can write to") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"train.output_dir {out_dir} is in use by another training run "
+                             f"({holder}); wait for it to end or stop it, or set another "
+                             "train.output_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # releases the lock
 
 
 def metrics_lines(out_dir: str | Path) -> List[Dict]:

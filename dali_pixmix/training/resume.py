@@ -14,6 +14,7 @@ tells the other ranks, so every rank raises the same error or loads the same che
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -147,9 +148,13 @@ def claim_folder(out_dir: Path, previous: str, continuing: bool) -> None:
 
 def choose_start(cfg: Config, resume: str, previous: str = "refuse",
                  resume_changed: bool = False,
-                 classes: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
+                 classes: Optional[Sequence[str]] = None,
+                 held: Optional[ExitStack] = None) -> Optional[Dict[str, Any]]:
     """Rank 0's decision: the checkpoint state to start from (with "path"), or None. A
-    checkpoint must hold the training `classes` (None: not checked) and `model.arch`."""
+    checkpoint must hold the training `classes` (None: not checked) and `model.arch`. With
+    `held`, the output folder's lock (`outputs.folder_lock`) is taken into it first: a second
+    run in the folder is refused before it touches anything (e.g. the first one's partial
+    checkpoint files)."""
     if previous not in outputs.PREVIOUS_RUN:
         raise ValueError(f"previous must be one of {outputs.PREVIOUS_RUN}, got {previous!r}")
     if previous != "refuse" and resume == "auto":
@@ -157,6 +162,8 @@ def choose_start(cfg: Config, resume: str, previous: str = "refuse",
                          "(or a checkpoint path), never with --resume auto, which continues")
     out_dir = Path(cfg.train.output_dir)
     outputs.check_writable(out_dir)
+    if held is not None:
+        held.enter_context(outputs.folder_lock(out_dir))
     state = ckpt_io.resolve_resume(resume, out_dir)
     continuing = state is not None and (resume == "auto" or is_folders_newest(resume, out_dir))
     recipe = []
@@ -174,14 +181,14 @@ def choose_start(cfg: Config, resume: str, previous: str = "refuse",
 
 
 def starting_state(cfg: Config, dist: DistInfo, classes: Sequence[str], resume: str,
-                   previous: str = "refuse",
-                   resume_changed: bool = False) -> Optional[Dict[str, Any]]:
-    """`choose_start` on rank 0 for the training `classes`; the other ranks raise its error
-    or load its checkpoint."""
+                   previous: str = "refuse", resume_changed: bool = False,
+                   held: Optional[ExitStack] = None) -> Optional[Dict[str, Any]]:
+    """`choose_start` on rank 0 for the training `classes` (taking the folder's lock into
+    `held`); the other ranks raise its error or load its checkpoint."""
     state, decision = None, ("start", None)
     if dist.is_main:
         try:
-            state = choose_start(cfg, resume, previous, resume_changed, classes)
+            state = choose_start(cfg, resume, previous, resume_changed, classes, held)
             decision = ("start", state.get("path") if state else None)
         except (ValueError, FileNotFoundError) as err:
             decision = (type(err).__name__, str(err))

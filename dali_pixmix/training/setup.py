@@ -175,7 +175,7 @@ def build_bank(cfg: Config, dist: DistInfo):
     from dali_pixmix.mixing.bank import load_or_build_bank
 
     cache = cfg.pixmix.bank_cache
-    if cache and not Path(cache).is_file():  # rank 0 builds the cache, the others load it
+    if cache:  # rank 0 builds (or rebuilds, when stale) the cache, the others load it
         if dist.is_main:
             load_or_build_bank(cfg.pixmix.mixing_set, cache, size=cfg.pixmix.bank_size,
                                device="cpu", num_threads=cfg.data.num_threads)

@@ -5,8 +5,8 @@ Checkpoint files themselves (atomic writes, rotation, lookup) are `dali_pixmix.c
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from dali_pixmix.provenance import provenance
 from dali_pixmix.training.schedule import CosineSchedule
 
 from ..config import Config
-from ..distributed import DistInfo, all_gather_objects, barrier
+from ..distributed import DistInfo, all_gather_objects, barrier, print_main
 
 
 @dataclass
@@ -91,17 +91,33 @@ class Run:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (SLURM preemption): checkpoint at the next step boundary."""
+    """Set by SIGTERM/SIGUSR1 (SLURM preemption) or a first Ctrl-C (SIGINT): checkpoint at the
+    next step boundary. A second Ctrl-C stops at once (KeyboardInterrupt) without saving.
+    `uninstall` gives the signals their previous handlers back."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
         self.signal_name = None
+        self._previous = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def _handle(self, signum, _frame) -> None:
+        if signum == signal.SIGINT:
+            if self.requested:
+                raise KeyboardInterrupt
+            print_main("interrupted (Ctrl-C): the run saves a checkpoint at the next step and "
+                       "stops; press Ctrl-C again to stop at once without saving",
+                       file=sys.stderr, flush=True)
         self.requested, self.signal_name = True, signal.Signals(signum).name
 
 
@@ -175,13 +191,9 @@ def restore(run: Run, state: Dict[str, Any]) -> None:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (for cross-rank and resume comparisons)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
+    """sha256 over every parameter and buffer (for cross-rank and resume comparisons; the
+    `checkpoint.WEIGHTS_DIGEST` of final.pt)."""
+    return ckpt_io.state_digest(model.state_dict())
 
 
 def sync_buffers(run: Run) -> None:

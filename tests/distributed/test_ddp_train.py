@@ -29,6 +29,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rank_output(logs: Path, rank: int, stream: str) -> str:
+    """What local rank `rank` wrote to `stream` in a torchrun job run with --tee 3 --log-dir
+    `logs` (`<logs>/<job>/attempt_0/<rank>/<stream>.log`)."""
+    found = list(logs.glob(f"*/attempt_*/{rank}/{stream}.log"))
+    assert len(found) == 1, found
+    return found[0].read_text()
+
+
 def read_debug(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [r for r in rows if "labels" in r], rows[-1]["final_weights_sha256"]
@@ -60,18 +68,27 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
             "train.batch_size=4", "eval.batch_size=6", "train.epochs=2", "train.log_every=1",
             "train.debug_log=true", "train.tensorboard=false", f"train.output_dir={out}",
             "eval.calibration_bin_size=4", "dist.device=cpu", "train.checkpoint_minutes=0"]
-    def command(*extra):
+    def command(*extra, logs=None):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               f"--master_port={free_port()}", str(REPO / "train_imagenet.py"),
-               "--config", str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
+               f"--master_port={free_port()}"]
+        if logs is not None:  # each rank's output also in its own files
+            cmd += ["--tee", "3", "--log-dir", str(logs)]
+        cmd += [str(REPO / "train_imagenet.py"), "--config", str(REPO / "configs" / "demo.yaml"),
+                "--set", "demo.enabled=false"]
         for item in sets + list(extra):
             cmd += ["--set", item]
         return cmd
 
     cmd = command()
     env = child_env(OMP_NUM_THREADS="1")
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    result = subprocess.run(command(logs=tmp_path / "logs"), capture_output=True, text=True,
+                            env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # one job prints one progress bar and one last line: rank 0's (each rank built its bank)
+    assert "mixing bank" in rank_output(tmp_path / "logs", 0, "stderr")
+    assert "mixing bank" not in rank_output(tmp_path / "logs", 1, "stderr")
+    assert "finished at step 8" in rank_output(tmp_path / "logs", 0, "stdout")
+    assert "finished at step" not in rank_output(tmp_path / "logs", 1, "stdout")
 
     steps0 = check_lockstep_on_disjoint_shards(out)
     steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
@@ -96,10 +113,18 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
                              timeout=240)
     assert refused.returncode != 0
     assert refused.stderr.count("error: train.output_dir") == 2, refused.stderr[-3000:]
-    resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    # the same command on the finished run reports it: nothing is validated or written again
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    resumed = subprocess.run(command(logs=tmp_path / "again"), capture_output=True, text=True,
+                             env=env, timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from {out / 'ckpt_e0002_s000000008.pt'}" in resumed.stdout
-    assert "finished at step 8" in resumed.stdout
+    printed = rank_output(tmp_path / "again", 0, "stdout")
+    assert f"the run in {out} finished at step 8: nothing to train" in printed
+    assert "finished at step 8; outputs in" in printed and "resumed from" not in printed
+    assert "finished at step" not in rank_output(tmp_path / "again", 1, "stdout")
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()
+            if p.is_file() and p.name != ".train.lock"} == {
+        p: t for p, t in stamps.items() if p.name != ".train.lock"}
 
     # stopped mid-epoch at step 3, then resumed: every rank restores its own DALI state (crop
     # and flip draws) and reads on from its step, so the weights equal the uninterrupted run's

@@ -135,7 +135,8 @@ def test_eval_argument_errors_are_one_line(tiny_imagenet, checkpoint, tmp_path, 
             str(tmp_path / "out"), "--num-threads", "1", "--device", "cpu"]
     assert cli.run_cli(clean.main, base + ["--arch", "resnet50"]) == 2
     line = error_line(capsys.readouterr().err)
-    assert f"{checkpoint} does not fit a resnet50 (it holds a resnet18" in line
+    assert line == (f"error: {checkpoint} holds a resnet18, not a resnet50: pass --arch "
+                    "resnet18 or leave --arch out to use the checkpoint's own")
     assert cli.run_cli(clean.main, base + ["--resize", "32", "--crop", "36"]) == 2
     assert "--crop 36 is larger than --resize 32" in error_line(capsys.readouterr().err)
 
@@ -185,3 +186,27 @@ def test_build_mixing_bank_unwritable_out_is_one_line_naming_it(tmp_path, capsys
                       "--size", "32", "--device", "cpu", "--num-threads", "1"]) == 1
     line = error_line(capsys.readouterr().err)
     assert line.startswith("error: file system error") and str(tmp_path / "taken") in line
+
+
+def test_ctrl_c_in_an_eval_script_or_tool_is_one_line_saying_what_is_kept(capsys):
+    """Ctrl-C (a real SIGINT, Python's own handler) during an eval script or a tool: one line
+    saying what was kept, exit status 130, no KeyboardInterrupt traceback."""
+    import os
+    import signal
+    import time
+
+    from dali_pixmix.evaluation import cli
+
+    def interrupted(_argv):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the signal arrives first
+        return 0
+
+    try:
+        code = cli.run_cli(interrupted, [])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped run_cli")
+    assert code == 130
+    assert error_line(capsys.readouterr().err) == (
+        "error: interrupted (Ctrl-C): the cells already evaluated stay cached in the --out "
+        "folder; the same command goes on from them")

@@ -23,12 +23,12 @@ pytestmark = pytest.mark.integration
 TASKS = ("cifar_clean", "cifar_c", "cifar_cbar", "cifar_p", "pgd", "cifar_ood")
 
 
-def cifar_checkpoint(path, dataset="cifar10", classes=10, config=True):
+def cifar_checkpoint(path, dataset="cifar10", classes=10, config=True, seed=0):
     """A training checkpoint (the checkpoint module's writer) of a WRN-10-1 whose saved config
-    says `dataset`."""
+    says `dataset`, its weights drawn from `seed`."""
     cfg = Config()
     cfg.data.dataset, cfg.model.arch = dataset, "wrn10_1"
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     state = {"model": build_model("wrn10_1", classes).state_dict(), "arch": "wrn10_1",
              "classes": synthetic_class_names(classes), "epoch": 0, "step": 0}
     if config:
@@ -91,6 +91,12 @@ def test_the_whole_suite_from_the_generated_data(suite, tmp_path, capsys):
     assert run(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in caches} == caches
     assert (tmp_path / "table8.md").read_text() == table
+    assert {r["weights"] for r in rows} == {pgd[0]["weights"]} != {""}  # rows name the model
+
+    # another checkpoint's results never join these: refused before any inference
+    other = cifar_checkpoint(tmp_path.parent / f"{tmp_path.name}_other.pt", seed=1)
+    assert run(["--checkpoint", other, *argv[2:]]) == 2
+    assert f"--out {tmp_path} holds the results of" in error_line(capsys)
 
 
 def test_bad_inputs_are_one_error_line(suite, tmp_path, capsys):

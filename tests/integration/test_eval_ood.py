@@ -124,3 +124,31 @@ def test_synthetic_count_below_one_is_one_error_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --synthetic-count must be at least 1")
     assert not (tmp_path / "out" / "results").exists()
+
+
+def test_ood_inputs_and_out_are_checked_before_any_inference(tmp_path, capsys):
+    """An empty --ood folder, no anomaly set at all, one name given twice (which silently
+    dropped a set) and an unwritable --out: one error line each, before the in-distribution
+    inference (nothing cached)."""
+    for i, w in enumerate(WNIDS):
+        write_png(tmp_path / "val" / w / "0.png", np.full((32, 32, 3), 60 * i, np.uint8))
+        write_png(tmp_path / "a" / f"{i}.png", np.full((32, 32, 3), 9 * i, np.uint8))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a folder\n")
+    torch.save({"model": build_model("resnet18", 4).state_dict(), "arch": "resnet18",
+                "classes": WNIDS}, tmp_path / "m.pt")
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(tmp_path / "m.pt"), "--val", str(tmp_path / "val"),
+            "--batch-size", "4", "--num-threads", "1", "--device", "cpu"]
+    cases = [(["--out", str(out), "--ood", f"empty={tmp_path / 'empty'}"], str(tmp_path / "empty")),
+             (["--out", str(out), "--no-synthetic"], "no OOD sets: pass --ood NAME=PATH"),
+             (["--out", str(out), "--ood", f"fr={tmp_path / 'a'}", f"fr={tmp_path / 'val'}"],
+              f"--ood names two sets 'fr' ({tmp_path / 'a'} and {tmp_path / 'val'}); give each "
+              "set its own name"),
+             (["--out", str(tmp_path / "a_file" / "out")],
+              f"--out {tmp_path / 'a_file' / 'out'} is not writable")]
+    for extra, named in cases:
+        assert cli.run_cli(ood_script().main, argv + extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and named in err[0], (extra, err)
+        assert not (out / "cache").exists(), extra  # no inference ran

@@ -307,3 +307,43 @@ def test_torchvision_state_dict_labels_follow_sorted_wnids(tmp_path):
     assert script("clean").main(argv) == 0
     cache = np.load(out / "cache" / "clean" / "val.npz")
     np.testing.assert_array_equal(cache["labels"], [10, 500, 999])
+
+
+def test_results_belong_to_one_checkpoint_and_caches_follow_its_weights(data, tmp_path,
+                                                                         capsys, caplog):
+    """Rows name the checkpoint and its weights. The same weights saved again (a rerun
+    training rewriting final.pt, a copy) keep every cache; another model's evaluation into
+    the folder is refused before any inference, and what is there stays as it was."""
+    from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
+
+    out = tmp_path / "out"
+    assert cli.run_cli(script("clean").main, clean_argv(data, out)) == 0
+    weights = checkpoint_identity(read_checkpoint(data / "m.pt"))[:16]
+    rows = rows_of(out, "clean")
+    assert {(r["checkpoint"], r["weights"]) for r in rows} == {(str(data / "m.pt"), weights)}
+    cache = out / "cache" / "clean" / "val.npz"
+    stamp = cache.stat().st_mtime_ns
+    same = tmp_path / "final.pt"  # the same weights in a new file (other time, other keys)
+    saved = torch.load(data / "m.pt", weights_only=True)
+    torch.save({**saved, "step": 7}, same)
+    argv = clean_argv(data, out)
+    argv[1] = str(same)
+    with caplog.at_level(logging.WARNING):
+        assert cli.run_cli(script("clean").main, argv) == 0
+    assert "another checkpoint" not in caplog.text and cache.stat().st_mtime_ns == stamp
+    assert {r["checkpoint"] for r in rows_of(out, "clean")} == {str(same)}
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save({**saved, "model": build_model("resnet18", 6).state_dict()}, other)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    argv[1] = str(other)
+    assert cli.run_cli(script("ood").main, argv[:-len(SMALL)] + SMALL) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: --out {out} holds the results of {same} (weights {weights}); the "
+                      f"results of {other} (weights "
+                      f"{checkpoint_identity(read_checkpoint(other))[:16]}) would mix with them "
+                      f"in one table: pass another --out, or delete {out / 'results'} to "
+                      "replace them"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -211,3 +211,19 @@ def test_scan_survives_symlink_cycle_and_recurses_into_class_folders(tmp_path):
     summary = make_file_list(tmp_path, tmp_path / "list.txt", progress=False)
     assert (tmp_path / "list.txt").read_text() == "a/sub/y.png 0\na/x.png 0\nb/z.png 1\n"
     assert summary["classes"] == ["a", "b"]
+
+
+def test_a_folder_outside_the_lists_folder_names_the_flag(tiny_imagenet, tmp_path, capsys):
+    """The tool's flag is --root (the library's argument root= is no flag of the tool)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_file_list_tool",
+                                                  REPO / "tools" / "make_file_list.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "lists" / "val.txt"
+    assert tool.main([str(tiny_imagenet / "val"), str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tiny_imagenet / 'val'} is not inside {out.parent} (the list's folder, the "
+        "default root); pass --root a folder that contains it"]
+    assert not out.exists()

@@ -160,3 +160,34 @@ def test_default_layers_are_rectified_and_give_no_flat_picture_warning(tool, che
     assert "warning: " not in capsys.readouterr().err
     assert sorted(p.name for p in out.glob("*.png")) == ["layer1_0000.png", "layer2_0000.png",
                                                           "relu_0000.png"]
+
+
+def test_resume_only_with_the_same_checkpoint_and_settings(tool, checkpoint, tmp_path, capsys):
+    """An --out made with another checkpoint or other settings is refused with the difference
+    (before, its pictures were kept and credited to the new checkpoint in fvis_summary.json);
+    the same weights in another file, or another --batch, resume."""
+    out = tmp_path / "fvis"
+    args = ["--checkpoint", str(checkpoint), *FAST, "--out", str(out)]
+    assert tool.main(args) == 0
+    pictures = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save({"model": torchvision.models.resnet18(num_classes=10).state_dict(),
+                "arch": "resnet18", "classes": list(imagenet_wnids())[:10]}, other)
+    capsys.readouterr()
+    assert tool.main(["--checkpoint", str(other), *FAST, "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: --out {out} holds pictures made otherwise (checkpoint "
+                           f"{checkpoint} (weights ")
+    assert f") -> {other} (weights " in line and "use another --out" in line
+    assert tool.main(args + ["--steps", "3", "--lr", "0.1"]) == 2
+    assert "(steps 2 -> 3; lr 0.05 -> 0.1)" in one_error_line(capsys)
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    assert tool.main(["--checkpoint", str(copy), *FAST, "--batch", "1", "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == pictures  # resumed: kept
+    summary = json.loads((out / fvis.SUMMARY_NAME).read_text())
+    assert summary["checkpoint"] == str(copy) and len(summary["weights"]) == 64
+    (out / fvis.RECORD_NAME).unlink()  # pictures that record nothing (an older version's)
+    assert tool.main(args) == 2
+    assert "do not record the checkpoint and settings that made them" in one_error_line(capsys)

@@ -1,10 +1,11 @@
 """Loaders: exact sharded evaluation, lockstep training epochs from one pipeline per run and
 its exact resume, CHW/HWC, clear input errors."""
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from broken_images import random_bytes
+from broken_images import cut_after_header, random_bytes
 
 from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.distributed import DistInfo
@@ -189,3 +190,28 @@ def test_input_errors_name_the_problem(tmp_path, tiny_imagenet):
                          dist=dist)
     with pytest.raises(ValueError, match="2 files but 1 labels"):
         make_eval_loader(files=[first, first], labels=[0], batch_size=1, dist=dist)
+
+
+def test_an_error_inside_the_training_stage_surfaces_as_itself(tiny_imagenet, tmp_path):
+    """The method's own exception (here PixMix's check of beta), raised inside DALI's python
+    stage, reaches the caller as itself: before, it came out as "DALI failed while reading 18
+    training images" after every image had been decoded again one at a time."""
+    bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8))
+    stage = PixMixStage(bank, beta=-1.0, crop=CROP)  # what pixmix.beta=-1 used to reach
+    with pytest.raises(ValueError, match=r"^beta must be > 0, got -1.0$"):
+        loader = make_train_loader(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1),
+                                   seed=0, crop=CROP, num_threads=1, stage=stage)
+        next(iter(loader))
+    # a later failure of another pipeline is its own, never a stage error recorded before it
+    # (DALI may run a failing stage on batches it prefetched after the one reported)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        stage([torch.zeros(CROP, CROP, 3, dtype=torch.uint8)] * 2)  # leaves its record
+    bad = tmp_path / "train"
+    shutil.copytree(tiny_imagenet / "train", bad)
+    victim = sorted(next(bad.iterdir()).iterdir())[0]
+    cut_after_header(victim)
+    fine = PixMixStage(bank, crop=CROP)
+    with pytest.raises(UnreadableImageError, match=str(victim)):
+        for _ in make_train_loader(root=bad, batch_size=6, dist=rank(0, 1), seed=0, crop=CROP,
+                                   num_threads=1, stage=fine):
+            pass

@@ -1,5 +1,6 @@
 """MixingBank: DALI decoding against PIL, one-gather crops, .npy cache, clear errors."""
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,17 +126,61 @@ def test_save_and_load_round_trip_is_memory_mapped(tmp_path, folder_bank):
     assert mapped_file_of(copied.data_ptr()) != str(path.resolve())
 
 
-def test_load_or_build_bank_builds_once_then_reads_the_cache(tmp_path):
+def test_load_or_build_bank_builds_once_then_reads_the_cache(tmp_path, capsys):
     write_pictures(tmp_path / "mix" / "a", [(40, 50), (50, 40)])
     cache = tmp_path / "cache" / "bank.npy"
     built = load_or_build_bank(tmp_path / "mix", cache=cache, size=32)
     assert cache.is_file() and len(built) == 2
-    for p in (tmp_path / "mix" / "a").iterdir():
-        p.unlink()  # the cached bank must not need the source any more
+    stamp = cache.stat().st_mtime_ns
     cached = load_or_build_bank(tmp_path / "mix", cache=cache, size=32)
-    assert torch.equal(cached.images, built.images)
+    assert torch.equal(cached.images, built.images) and cache.stat().st_mtime_ns == stamp
+    assert "note:" not in capsys.readouterr().err  # reused without a note
+    for p in (tmp_path / "mix" / "a").iterdir():
+        p.unlink()  # a saved bank given as the source needs no pictures any more
+    assert torch.equal(load_or_build_bank(cache, size=32).images, built.images)
     with pytest.raises(ValueError, match="stores 32 px pictures but 48"):
-        load_or_build_bank(tmp_path / "mix", cache=cache, size=48)
+        load_or_build_bank(cache, size=48)
+
+
+def test_a_cache_built_from_other_pictures_is_rebuilt_with_a_note(tmp_path, capsys):
+    """The cache records what it was built from: another mixing set (the paper's Table 4),
+    changed files or another picture size rebuild it, saying why; before, only the picture
+    size was checked and a run silently trained on the old set's pictures."""
+    write_pictures(tmp_path / "fractals", [(40, 50), (50, 40)])
+    write_pictures(tmp_path / "fvis", [(48, 48), (60, 40), (40, 40)])
+    cache = tmp_path / "bank.npy"
+    first = load_or_build_bank(tmp_path / "fractals", cache=cache, size=32)
+    changes = [(tmp_path / "fvis", 32, f"it was built from {tmp_path / 'fractals'}"),
+               (tmp_path / "fvis", 24, "it holds 32 px pictures, 24 px are asked for")]
+    for source, size, why in changes:
+        bank = load_or_build_bank(source, cache=cache, size=size)
+        assert bank.images.shape == (3, size, size, 3)
+        assert MixingBank.load(cache).images.shape == (3, size, size, 3)
+        notes = re.findall(r"note: [^\n]*", capsys.readouterr().err)
+        assert notes == [f"note: rebuilding the mixing bank cache {cache}: {why}"]
+    write_pictures(tmp_path / "fvis" / "more", [(44, 44)])  # the set's files change
+    bank = load_or_build_bank(tmp_path / "fvis", cache=cache, size=24)
+    assert torch.equal(bank.images, MixingBank.from_folder(tmp_path / "fvis", size=24).images)
+    assert "the mixing set's files changed (3 pictures then, 4 now" in capsys.readouterr().err
+    (tmp_path / "bank.npy.json").unlink()  # a cache written before records existed
+    load_or_build_bank(tmp_path / "fvis", cache=cache, size=24)
+    assert "it does not record what it was built from" in capsys.readouterr().err
+    assert len(first) == 2 and len(load_or_build_bank(cache, size=24)) == 4
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_while_writing_the_bank_names_the_file_and_leaves_nothing(tmp_path):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    import errno
+
+    write_pictures(tmp_path / "mix", [(40, 50), (50, 40)])
+    cache = tmp_path / "bank.npy"
+    partial = tmp_path / "bank.npy.partial.npy"
+    partial.symlink_to("/dev/full")
+    with pytest.raises(OSError) as caught:
+        load_or_build_bank(tmp_path / "mix", cache=cache, size=32)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(partial)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mix"]  # no bank, no partial file
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

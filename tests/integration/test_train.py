@@ -115,9 +115,12 @@ def test_non_finite_loss_stops_with_the_step(tiny_imagenet, tiny_mixing_dir, tmp
     torch.save(poisoned, tmp_path / "nan.pth")
     cfg = load_config(None, tiny_overrides(tiny_imagenet, tiny_mixing_dir, tmp_path / "out",
                                            f"model.pretrained={tmp_path / 'nan.pth'}"))
-    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 1 "):
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 1 ") as caught:
         train(cfg, resume="none")
     assert list_checkpoints(tmp_path / "out") == []
+    # no checkpoint exists to be "kept"
+    assert "no checkpoint had been saved yet" in str(caught.value)
+    assert "last good checkpoint" not in str(caught.value)
 
 
 def test_resnet50_checkpoint_loads_into_torchvision(tiny_imagenet, tiny_mixing_dir, tmp_path):
@@ -223,3 +226,93 @@ def test_demo_generates_data_trains_and_prints_the_table(tmp_path, capsys):
     assert "| top-1 accuracy (%) |" in table and "| anomaly detection AUROC, msp (%) |" in table
     amp = "bf16" if torch.cuda.is_available() else "off"  # the first line: what auto chose
     assert f"amp {amp} (train.amp=auto), device" in table and "amp None" not in table
+    # the same command again: the finished run is reported, nothing is validated, trained or
+    # written again (final.pt and the evaluation caches keep their bytes and times; only the
+    # folder's lock file names its new holder)
+    out = tmp_path / "out"
+
+    def files():
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*")
+                if p.is_file() and p.name != ".train.lock"}
+
+    before = files()
+    again = train(cfg, resume="auto")
+    assert again == {"status": "finished", "step": result["step"], "val": result["val"]}
+    assert files() == before
+    printed = capsys.readouterr().out
+    assert f"the run in {out} finished at step {result['step']}: nothing to train" in printed
+    assert "validation:" not in printed and "resumed from" not in printed
+    assert table.split("| top-1")[1] == printed.split("| top-1")[1]  # the same results table
+
+
+def interrupt_once_training(out_dir, times):
+    """A thread that sends this process `times` Ctrl-Cs (SIGINT) once the run in `out_dir`
+    has written its config.yaml (its training steps are about to run); a second one only
+    after the run has handled the first (two signals in a row can reach Python as one)."""
+    import os
+    import threading
+    import time
+
+    def fire():
+        deadline = time.monotonic() + 120
+        while not (out_dir / "config.yaml").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+        if times == 2:
+            handler = signal.getsignal(signal.SIGINT)  # the run's StopFlag
+            while not getattr(getattr(handler, "__self__", None), "requested", True):
+                time.sleep(0.002)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_saves_a_checkpoint_and_a_second_one_stops_at_once(tiny_imagenet, tiny_mixing_dir,
+                                                                   tmp_path, capsys):
+    """A first Ctrl-C saves a checkpoint at the next step and stops (exit 0, as SIGTERM); a
+    second one stops at once with one line saying what is kept (exit 130), no traceback."""
+    from entry_points import load_script
+
+    main = load_script("train_imagenet.py").main
+    late = []  # a Ctrl-C reaching the test after a run ended is recorded here, not raised
+    previous = signal.signal(signal.SIGINT, lambda *args: late.append(args))
+    try:
+        for times in (1, 2):
+            ctrl_c_runs(main, tiny_imagenet, tiny_mixing_dir, tmp_path / f"run{times}", times,
+                        capsys)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not late
+
+
+def ctrl_c_runs(main, tiny_imagenet, tiny_mixing_dir, out, times, capsys):
+    """`train_imagenet.py` interrupted by `times` Ctrl-Cs: what it printed and kept."""
+    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--set", "demo.enabled=false"]
+    for item in tiny_overrides(tiny_imagenet, tiny_mixing_dir, out, "train.epochs=50",
+                               "train.batch_size=8", "augment.method=baseline"):
+        args += ["--set", item]
+    ours = signal.getsignal(signal.SIGINT)
+    thread = interrupt_once_training(out, times)
+    try:
+        code = main(args)
+    except KeyboardInterrupt:  # would abort the test session otherwise
+        pytest.fail("Ctrl-C escaped train_imagenet.main")
+    thread.join()
+    printed = capsys.readouterr()
+    assert signal.getsignal(signal.SIGINT) is ours  # the run gave the handlers back
+    assert "Traceback" not in printed.err
+    if times == 1:
+        assert code == 0, printed.err
+        assert ("interrupted (Ctrl-C): the run saves a checkpoint at the next step"
+                in printed.err)
+        saved = list_checkpoints(out)
+        assert saved and f"saved checkpoint {saved[-1]} (SIGINT)" in printed.out
+        assert "stopped at step" in printed.out
+    else:
+        assert code == 130, printed.err
+        errors = [line for line in printed.err.splitlines() if line.startswith("error: ")]
+        assert errors == [f"error: interrupted (Ctrl-C) without saving; the checkpoints in "
+                          f"{out} are kept: `--resume auto` continues from the newest"]

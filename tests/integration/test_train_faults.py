@@ -207,3 +207,40 @@ def test_image_without_a_header_stops_the_run_at_start_with_its_name(tiny_imagen
     assert caught.value.files == [junk]
     assert f"python tools/make_file_list.py {train_dir} --verify" in str(caught.value)
     assert list_checkpoints(tmp_path / "run") == []
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused_and_leaves_its_files_alone(tiny_imagenet,
+                                                                              tmp_path):
+    """Two runs started in one folder: the second is refused (one line naming the holder)
+    before it touches anything, e.g. the first run's checkpoint being written; the lock dies
+    with its process (kill -9 leaves no stale lock)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from child_env import child_env
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom dali_pixmix.training.outputs import "
+         f"folder_lock\nwith folder_lock({str(out)!r}):\n    print('held', flush=True)\n"
+         "    time.sleep(600)"], stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert holder.stdout.readline() == "held\n"
+        writing = out / f".ckpt_e0000_s000000002.pt.tmp{holder.pid}"  # its save in progress
+        writing.write_bytes(b"half a checkpoint")
+        cfg = config(tiny_imagenet / "train", tiny_imagenet / "val", out, "train.epochs=1",
+                     "train.max_steps=1")
+        with pytest.raises(ValueError) as caught:
+            train(cfg, resume="auto")
+        assert str(caught.value).startswith(
+            f"train.output_dir {out} is in use by another training run (pid {holder.pid} on ")
+        assert "set another train.output_dir" in str(caught.value)
+        assert writing.read_bytes() == b"half a checkpoint" and not list_checkpoints(out)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert train(cfg, resume="auto") == {"status": "stopped", "step": 1}  # no stale lock
+    assert not writing.exists()  # now a killed save's leftover: removed

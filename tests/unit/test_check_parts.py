@@ -232,6 +232,24 @@ def test_a_check_cut_short_by_the_budget_is_skipped_not_failed(tmp_path, monkeyp
     assert late["status"] == "skip" and "is spent" in late["detail"]
 
 
+def test_checks_the_budget_left_unrun_are_no_pass(tmp_path, capsys):
+    """--budget 1 leaves every check unrun: that is said loudly and the exit status is 3, not
+    "0 fail" and 0."""
+    import json
+
+    from dali_pixmix.check import cli
+
+    assert cli.main(["--budget", "1", "--out", str(tmp_path / "report")]) == 3
+    summary = capsys.readouterr().out.strip().splitlines()[-2]
+    names = [name for name, _ in cli.FUNCTIONAL + cli.THROUGHPUT]
+    functional = len(cli.FUNCTIONAL)
+    assert summary.startswith(f"{functional} functional checks: 0 pass, 0 fail, {functional} skip")
+    assert summary.endswith(f". INCOMPLETE: {len(names)} not run or not finished for lack of "
+                            f"time ({', '.join(names)}); raise --budget")
+    written = json.loads((tmp_path / "report" / "check_gpu.json").read_text())
+    assert all(c["out_of_time"] for c in written["checks"] + written["throughput"])
+
+
 def test_an_unusable_out_folder_is_one_error_line_before_any_check(tmp_path, capsys):
     from dali_pixmix.check import cli
 

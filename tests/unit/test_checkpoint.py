@@ -123,3 +123,121 @@ def test_a_checkpoint_from_before_augment_method_keeps_its_recipe():
     saved["pixmix"]["enabled"] = False  # a baseline run written before augment.method
     recipe, _ = config_changes(saved, Config().to_dict())  # default method: pixmix
     assert recipe == [("augment.method", "baseline", "pixmix")]
+
+
+def test_a_write_that_fails_inside_torch_save_is_the_os_error_naming_the_file(tmp_path):
+    """torch.save turns a failed write (a full disk; here the file-size limit, which fails the
+    same way mid-file) into its own RuntimeError raised while handling the OSError: the
+    caller gets the OSError naming the checkpoint, the partial file is removed and the
+    previous checkpoint is intact."""
+    import errno
+    import resource
+    import signal
+
+    from dali_pixmix.oserrors import os_error_line
+
+    path = tmp_path / "final.pt"
+    atomic_save({"model": {"w": torch.ones(4)}}, path)
+    before = path.read_bytes()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails (EFBIG)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, limits[1]))
+    try:
+        with pytest.raises(OSError) as caught:
+            atomic_save({"model": {"w": torch.zeros(300_000)}}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(path)
+    line = os_error_line(caught.value)
+    assert line.startswith(f"file system error: {path} (File too large)") and "\n" not in line
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["final.pt"]
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_in_one_line_never_suggesting_unsafe_loading(
+        tmp_path):
+    import os
+    import pickle
+
+    from dali_pixmix.checkpoint import read_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo unsafe",))
+
+    torch.save({"model": Payload()}, tmp_path / "malicious.pt")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with open(tmp_path / "pickled.pt", "wb") as handle:
+        pickle.dump({"model": Payload()}, handle)
+    for name, held in (("malicious", "an object (posix.system)"), ("random", "something"),
+                       ("pickled", "something")):
+        with pytest.raises(ValueError) as caught:
+            read_checkpoint(tmp_path / f"{name}.pt")
+        text = str(caught.value)
+        assert text.startswith(f"{tmp_path / name}.pt is not a loadable checkpoint: it holds "
+                               f"{held} other than tensors"), text
+        assert "\n" not in text and "weights_only" not in text and "succeed" not in text
+
+
+def test_weights_identity_follows_the_content_not_the_file(tmp_path):
+    """The same weights saved twice (another mtime, another container, other extra keys) have
+    one identity; other weights another. final.pt records it when saved."""
+    import time
+
+    from dali_pixmix.checkpoint import (
+        WEIGHTS_DIGEST,
+        checkpoint_identity,
+        read_checkpoint,
+        state_digest,
+    )
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    atomic_save({"model": model.state_dict(), "step": 1}, tmp_path / "a.pt")
+    time.sleep(0.01)
+    torch.save({"state_dict": model.state_dict(), "epoch": 9}, tmp_path / "b.pth")
+    first, second = (checkpoint_identity(read_checkpoint(tmp_path / n)) for n in ("a.pt", "b.pth"))
+    assert first == second == state_digest(model.state_dict())
+    with torch.no_grad():
+        model.bias += 1
+    assert state_digest(model.state_dict()) != first
+    recorded = {"model": model.state_dict(), WEIGHTS_DIGEST: "sha-recorded"}
+    assert checkpoint_identity(recorded) == "sha-recorded"
+
+
+def test_the_reference_codes_released_checkpoints_are_read_with_their_arch(tmp_path):
+    """The PixMix authors' ImageNet files: {'epoch', 'arch', 'state_dict' of a DataParallel
+    model ('module.' keys), 'best_acc1', 'optimizer'}; 1000 classes, no class list."""
+    from dali_pixmix.classes import imagenet_wnids
+    from dali_pixmix.models import load_classifier
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    net(torch.zeros(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    wrapped = torch.nn.DataParallel(net)
+    path = tmp_path / "model.pth.tar"
+    torch.save({"epoch": 90, "arch": "resnet18", "state_dict": wrapped.state_dict(),
+                "best_acc1": torch.tensor(71.2), "optimizer": optimizer.state_dict()}, path)
+    model, classes = load_classifier(path)  # no --arch: the file's own
+    assert isinstance(model, torchvision.models.ResNet) and len(model.layer1) == 2
+    assert classes == list(imagenet_wnids())
+    assert torch.equal(model.fc.weight, net.fc.weight)
+    with pytest.raises(ValueError) as caught:
+        load_classifier(path, arch="resnet50")
+    assert str(caught.value) == (f"{path} holds a resnet18, not a resnet50: pass --arch resnet18 "
+                                 "or leave --arch out to use the checkpoint's own")
+
+
+def test_a_wrong_arch_on_a_bare_state_dict_names_the_architecture_it_matches(tmp_path):
+    """A torchvision state_dict records no architecture: the error names the one whose
+    tensors it matches, in one short line (before: every missing key, ~9 KB)."""
+    from dali_pixmix.models import load_classifier
+
+    path = tmp_path / "weights.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ValueError) as caught:
+        load_classifier(path)  # the default, resnet50
+    assert str(caught.value) == (f"{path} holds a resnet18, not a resnet50: pass --arch "
+                                 "resnet18 (the file does not record its architecture)")

@@ -204,6 +204,45 @@ def test_augment_values_are_checked(override, pattern):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override, pattern", [
+    ("pixmix.beta=0", r"'pixmix.beta' must be > 0 .*got 0.0"),
+    ("pixmix.beta=-1", r"'pixmix.beta' must be > 0"),
+    ("pixmix.severity=-1", r"'pixmix.severity' must be in 1..10 .*got -1"),
+    ("pixmix.severity=0", r"'pixmix.severity' must be in 1..10"),
+    ("pixmix.severity=11", r"'pixmix.severity' must be in 1..10"),
+    ("augment.augmix_severity=11", r"'augment.augmix_severity' must be in 1..10"),
+    ("optim.momentum=-5", r"'optim.momentum' must be in \[0, 1\), got -5.0"),
+    ("optim.momentum=1", r"'optim.momentum' must be in \[0, 1\)"),
+    ("optim.momentum=0", r"'optim.momentum' must be > 0 with optim.nesterov=true"),
+    ("optim.weight_decay=-1e-4", r"'optim.weight_decay' must be >= 0"),
+    ("optim.warmup_epochs=-1", r"'optim.warmup_epochs' must be in \[0, train.epochs=90\]"),
+    ("optim.warmup_epochs=91", r"'optim.warmup_epochs' must be in \[0, train.epochs=90\]"),
+    ("train.seed=-1", r"'train.seed' must be in 0..2147483647, got -1"),
+    ("train.checkpoint_minutes=-1", r"'train.checkpoint_minutes' must be >= 0"),
+    ("dist.timeout_minutes=0", r"'dist.timeout_minutes' must be > 0"),
+    ("eval.calibration_bin_size=0", r"'eval.calibration_bin_size' must be >= 1"),
+    ("demo.min_size=4", r"'demo.min_size' must be >= 8"),
+    ("demo.max_size=32", r"'demo.max_size' must be >= demo.min_size=64"),
+    ("demo.val_per_class=0", r"'demo.val_per_class' must be >= 1"),
+])
+def test_every_numeric_key_is_range_checked_at_load(override, pattern):
+    """Out-of-range values are refused when the config is loaded, naming the key (before,
+    pixmix.beta=0 failed in the first batch as a DALI decode failure, and
+    eval.calibration_bin_size=0 only after a whole epoch)."""
+    with pytest.raises(ValueError, match=pattern):
+        load_config(None, [override])
+
+
+def test_print_config_refuses_an_out_of_range_key(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), "--config",
+                           str(REPO / "configs" / "demo.yaml"), "--set", "pixmix.beta=0",
+                           "--print-config"], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: config key 'pixmix.beta' must be > 0 (mixing weights ~ Beta(beta, 1)), got 0.0"]
+
+
 def test_print_config_shows_the_resolved_recipe_and_trains_nothing(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "train_imagenet.py"), "--config",
                            str(REPO / "configs" / "imagenet_pixmix.yaml"), "--set",

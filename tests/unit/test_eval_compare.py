@@ -72,14 +72,29 @@ def test_default_names_skip_the_conventional_eval_folder(tmp_path):
     ("empty", r"^error: .*/empty: no results/\*\.json in it; evaluate the model first"),
     ("names", r"^error: --names gives 1 name\(s\) for 2 folder\(s\)$"),
     ("twice", r"^error: two models are named same; tell them apart with --names$"),
+    ("into_an_evaluation", r"^error: --out .*/good holds an evaluation \(results/\*\.json\), "
+                           r"whose table9\.md the comparison would overwrite: pass another "
+                           r"--out, e.g\. .*/comparison$"),
+    ("mixed", r"^error: .*/mixed holds the results of 2 checkpoints \(a\.pt \(weights aaaa\), "
+              r"b\.pt \(weights bbbb\)\), which one table would mix"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, capsys, case, pattern):
     good = evaluated(tmp_path / "good", 23.0, 5.0, full_mce)
+    (good / "table9.md").write_text("the evaluation's own table\n")
     (tmp_path / "empty").mkdir()
+    mixed = tmp_path / "mixed"  # rows of two checkpoints' weights (files copied together)
+    write_rows([row("clean", "imagenet_val", "top1_error", 23.0, 500, CROP)], mixed / "results",
+               "clean", {"checkpoint": "a.pt", "weights": "aaaa"})
+    write_rows([row("imagenet_r", "imagenet_r", "top1_error", 60.0, 300, CROP)],
+               mixed / "results", "imagenet_r", {"checkpoint": "b.pt", "weights": "bbbb"})
     args = {"missing": [good, tmp_path / "nowhere"], "empty": [good, tmp_path / "empty"],
             "names": [good, good, "--names", "one"],
-            "twice": [good, good, "--names", "same", "same"]}[case]
-    argv = [*map(str, args), "--out", str(tmp_path / "cmp")]
+            "twice": [good, good, "--names", "same", "same"],
+            "into_an_evaluation": [good, good, "--names", "a", "b"],
+            "mixed": [good, mixed]}[case]
+    out = good if case == "into_an_evaluation" else tmp_path / "cmp"
+    argv = [*map(str, args), "--out", str(out)]
     assert cli.run_cli(load_script("eval/compare.py").main, argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and re.match(pattern, lines[0]), lines
+    assert (good / "table9.md").read_text() == "the evaluation's own table\n"

@@ -114,5 +114,5 @@ def test_checkpoint_round_trip_by_arch_name(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     assert classes == list("abcd") and not loaded.training
     assert torch.equal(loaded(x), model(x))
-    with pytest.raises(ValueError, match="does not fit a wrn16_4"):
+    with pytest.raises(ValueError, match="holds a wrn16_2, not a wrn16_4: pass --arch wrn16_2"):
         load_classifier(path, arch="wrn16_4")
