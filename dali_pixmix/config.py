@@ -165,6 +165,7 @@ class Config:
 PROVENANCE_SECTION = "provenance"  # written by save_config, skipped when loading
 
 _CHOICES = {
+    ("data", "dataset"): ("imagenet", "cifar10", "cifar100"),
     ("data", "dtype"): ("float32", "float16"),
     ("augment", "method"): METHOD_NAMES,
     ("pixmix", "strategy"): ("auto", "grouped", "dense"),
@@ -402,6 +403,7 @@ def validate(cfg: Config) -> None:
                          f"{cfg.train.max_steps}")
     validate_augment(cfg)
     validate_ranges(cfg)
+    validate_dataset(cfg)
 
 
 def validate_augment(cfg: Config) -> None:
@@ -420,6 +422,31 @@ def validate_augment(cfg: Config) -> None:
         if not ok:
             value = getattr(aug, key.split(".")[1])
             raise ValueError(f"config key '{key}' must be {rule}, got {value}")
+
+
+# CIFAR pictures are 32 x 32; the reference trains on RandomCrop(32, padding=4) of them.
+CIFAR_CROP = 32
+
+
+def validate_dataset(cfg: Config) -> None:
+    """The keys that name the data must fit `data.dataset`: ImageNet reads the folders
+    data.train and data.val, CIFAR reads data.root (its train and test splits) at 32 px."""
+    data = cfg.data
+    if data.dataset == "imagenet":
+        if data.root:
+            raise ValueError(f"config key 'data.root'={data.root!r} is read for CIFAR only; set "
+                             "data.dataset to cifar10 or cifar100, or (ImageNet) leave data.root "
+                             "empty and set data.train and data.val")
+        return
+    given = [key for key in ("train", "val") if getattr(data, key)]
+    if given:
+        raise ValueError(f"config key 'data.{given[0]}' is an ImageNet folder, but data.dataset="
+                         f"{data.dataset} reads its train and test splits from data.root; leave "
+                         f"data.train and data.val empty")
+    if data.crop != CIFAR_CROP:
+        raise ValueError(f"config key 'data.crop' must be {CIFAR_CROP} for data.dataset="
+                         f"{data.dataset} (RandomCrop({CIFAR_CROP}, padding=4) of the 32 px "
+                         f"pictures), got {data.crop}")
 
 
 MAX_SEVERITY = 10  # the ops' level scale (the reference's PARAMETER_MAX): higher breaks some ops

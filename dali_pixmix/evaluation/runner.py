@@ -406,6 +406,12 @@ class Evaluator:
         return self._cached(self.cache_path(task, cell), fp, lambda: self._infer_indexed(
             lambda idx: images[idx[0]:idx[-1] + 1], labels, desc or cell))
 
+    def infer_arrays(self, images: np.ndarray, labels, *, desc: str = "eval") -> Predictions:
+        """`predict_arrays` without the cache (all ranks take part), as `infer` is for files:
+        training's validation of the weights it is training (CIFAR)."""
+        labels = np.array(labels, dtype=np.int64).reshape(-1)
+        return self._infer_indexed(lambda idx: images[idx[0]:idx[-1] + 1], labels, desc)
+
     def predict_with(self, compute: Callable[[], Predictions], labels, *, task: str, cell: str,
                      key) -> Predictions:
         """The predictions `compute()` makes for a pass the runner does not make itself (e.g.

@@ -12,6 +12,9 @@ ImageNet mean/std as float32 or float16, layout CHW or HWC (HWC feeds channels_l
 labels int32 `[B, 1]`. The training graph after the reader (`_augment`) is shared by the
 reader-fed `train_pipeline` (tools, checks, benchmarks) and `stream_train_pipeline`, which a
 training run builds once and feeds with its own data order through an external source.
+CIFAR training (`array_train_pipeline`) is fed the pictures themselves from memory and runs the
+reference's CIFAR recipe instead (random crop with zero padding + flip, the same per-image
+methods, CIFAR's mean = std = 0.5).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from dali_pixmix.data.cifar import CIFAR_MEAN, CIFAR_STD
 from dali_pixmix.data.decoding import (
     ADJUST_ORIENTATION,
     HW_DECODER_LOAD,
@@ -37,6 +41,11 @@ RRC_AREA = (0.08, 1.0)
 # AutoAugment's ImageNet policy translates by up to 150/331 of the image (the AutoAugment paper:
 # 150 px on 331 px pictures; torchvision's relative setting), whatever the crop size.
 AUTOAUGMENT_MAX_TRANSLATE = 150.0 / 331.0
+# AutoAugment's CIFAR policy (found on reduced CIFAR-10) translates by up to 10 px of a 32 px
+# picture, as the AutoAugment authors' CIFAR code does.
+CIFAR_AUTOAUGMENT_MAX_TRANSLATE = 10.0 / 32.0
+# The reference's CIFAR training crop: RandomCrop(32, padding=4), zero padding.
+CIFAR_PADDING = 4
 
 
 # --------------------------------------------------------------------------- graph pieces
@@ -81,14 +90,16 @@ def _reader(*, file_root, file_list, files, labels, shard_id, num_shards, shuffl
                            pad_last_batch=True, **order)
 
 
-def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5):
-    """Crop + ImageNet mean/std normalisation; `scale` is 255 for uint8 input, 1 for [0,1]."""
+def _normalize(images, *, crop, dtype, layout, scale, pos_x=0.5, pos_y=0.5,
+               mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Crop + mean/std normalisation (`mean`, `std` on [0, 1] pixels; default ImageNet's);
+    `scale` is 255 for uint8 input, 1 for [0,1]."""
     from nvidia.dali import fn
 
     return fn.crop_mirror_normalize(
         images, crop=(crop, crop), crop_pos_x=pos_x, crop_pos_y=pos_y, dtype=dali_dtype(dtype),
-        output_layout=check_layout(layout), mean=[m * scale for m in IMAGENET_MEAN],
-        std=[s * scale for s in IMAGENET_STD])
+        output_layout=check_layout(layout), mean=[m * scale for m in mean],
+        std=[s * scale for s in std])
 
 
 # (DALI refuses **kwargs in a graph-defining function: the arguments are spelled out)
@@ -126,10 +137,12 @@ def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout,
     return images, (labels.gpu() if gpu else labels)
 
 
-def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout):
+def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout,
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD, policy=None):
     """uint8 crops -> the method's normalised training images: a batch-level torch stage
-    (which emits the final layout and dtype itself), or DALI's AutoAugment (ImageNet policy,
-    needs a pipeline with conditionals), then normalisation, or normalisation alone."""
+    (which emits the final layout and dtype itself), or DALI's AutoAugment (`policy`, default
+    ImageNet's; needs a pipeline with conditionals), then normalisation with `mean` and `std`,
+    or normalisation alone."""
     from nvidia.dali import fn
 
     if stage is not None:
@@ -137,8 +150,9 @@ def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout):
             images, function=stage, batch_processing=True, synchronize_stream=False,
             num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
     if auto_augment:
-        images = auto_augment_images(images, crop)
-    return _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+        images = auto_augment_images(images, crop, policy)
+    return _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0, mean=mean,
+                      std=std)
 
 
 def auto_augment_images(images, crop: int, policy=None):
@@ -151,9 +165,51 @@ def auto_augment_images(images, crop: int, policy=None):
     if policy is None:
         policy = aa.get_image_net_policy(use_shape=True,
                                          max_translate_rel=AUTOAUGMENT_MAX_TRANSLATE)
-    with _hidden_warnings("fn.experimental.equalize"):
+    with _hidden_warnings("nvidia.dali.fn.experimental."):  # equalize; CIFAR's: filter
         return aa.apply_auto_augment(policy, images, shape=(crop, crop), fill_value=128,
                                      interp_type=None)
+
+
+def cifar_auto_augment_policy():
+    """DALI's AutoAugment policy for CIFAR (found on reduced CIFAR-10), translations relative
+    to the crop (up to `CIFAR_AUTOAUGMENT_MAX_TRANSLATE` of it: 10 px at 32 px)."""
+    from nvidia.dali.auto_aug import auto_augment as aa
+
+    return aa.get_reduced_cifar10_policy(use_shape=True,
+                                         max_translate_rel=CIFAR_AUTOAUGMENT_MAX_TRANSLATE)
+
+
+def _array_graph(*, source, size, crop, padding, gpu, stage, auto_augment, dtype, layout, mean,
+                 std):
+    """The CIFAR training graph over pictures fed by `source`, an external source returning
+    each batch's uint8 [B, size, size, 3] pictures and labels: random crop with zero padding,
+    flip, [method], normalise."""
+    from nvidia.dali import fn, types
+
+    images, labels = fn.external_source(source=source, num_outputs=2, batch=True,
+                                        batch_info=True, dtype=[types.UINT8, types.INT32],
+                                        layout=["HWC", ""])
+    images = padded_random_crop(images.gpu() if gpu else images, size, crop, padding)
+    images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+    policy = cifar_auto_augment_policy() if auto_augment else None
+    images = _per_image_method(images, crop=crop, gpu=gpu, stage=stage,
+                               auto_augment=auto_augment, dtype=dtype, layout=layout, mean=mean,
+                               std=std, policy=policy)
+    return images, (labels.gpu() if gpu else labels)
+
+
+def padded_random_crop(images, size: int, crop: int, padding: int):
+    """torchvision's `RandomCrop(crop, padding)` of `size` x `size` pictures: a `crop` window
+    at a uniform offset of the picture zero-padded by `padding` on every side (the window's
+    top-left corner at row, column in [-padding, size + padding - crop] of the picture)."""
+    from nvidia.dali import fn, types
+
+    if not 1 <= crop <= size + 2 * padding or padding < 0:
+        raise ValueError(f"a {crop} px crop does not fit {size} px pictures padded by {padding}")
+    start = fn.random.uniform(values=list(range(-padding, size + padding - crop + 1)),
+                              shape=[2], dtype=types.INT32)  # (row, column)
+    return fn.slice(images, start=start, shape=[crop, crop], axes=[0, 1],
+                    out_of_bounds_policy="pad", fill_values=0)
 
 
 def _torchvision_sizes(encoded, resize, crop, no_resize):
@@ -202,7 +258,8 @@ def _eval_graph(*, reader_args, resize, crop, no_resize, gpu, dtype, layout):
 @contextmanager
 def _hidden_warnings(text: str):
     """Do not show warnings whose message contains `text`. DALI 2.4's AutoAugment uses its own
-    deprecated `fn.experimental.equalize` and shows that warning under a filter of its own
+    deprecated `fn.experimental.equalize` (and `.filter` for sharpness, in the CIFAR policy)
+    and shows that warning under a filter of its own
     (`simplefilter("default")` inside the call), so only the display can be intercepted."""
     shown = warnings.showwarning
 
@@ -230,9 +287,11 @@ def _build(graph, *, batch_size, num_threads, device_id, seed, conditionals=Fals
     return pipe
 
 
-def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout, start=0):
+def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout, start=0,
+                    normalisation=None):
     """The shard's own stage, reseeded from (stage seed, seed, shard_id), whose first batch is
-    batch `start` of the stream (a stage seeds its draws per batch from that index)."""
+    batch `start` of the stream (a stage seeds its draws per batch from that index),
+    normalising with `normalisation` = (mean, std) (None: the stage's default, ImageNet's)."""
     if stage is None:
         return None
     if auto_augment:
@@ -240,8 +299,9 @@ def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout,
     if stage.crop != crop:
         raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
                          f"pipeline crop {crop}")
+    mean_std = {} if normalisation is None else dict(zip(("mean", "std"), normalisation))
     return stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
-                              check_layout(layout), start)
+                              check_layout(layout), start, **mean_std)
 
 
 # --------------------------------------------------------------------------- public builders
@@ -297,6 +357,34 @@ def stream_train_pipeline(source, *, batch_size: int, crop: int = 224,
                   checkpointing=True, checkpoint=checkpoint, source=source, crop=crop,
                   gpu=device_id is not None, stage=stage, auto_augment=auto_augment,
                   dtype=dtype, layout=layout, hw_decoder_load=hw_decoder_load)
+
+
+def array_train_pipeline(source, *, batch_size: int, size: int = 32, crop: int = 32,
+                         padding: int = CIFAR_PADDING, device_id: Optional[int] = None,
+                         shard_id: int = 0, seed: int = 0, num_threads: int = 2,
+                         stage: Optional[BatchStage] = None, auto_augment: bool = False,
+                         dtype: str = "float32", layout: str = "CHW", start: int = 0,
+                         checkpoint: Optional[bytes] = None, mean: Sequence[float] = CIFAR_MEAN,
+                         std: Sequence[float] = CIFAR_STD):
+    """Built training pipeline over in-memory pictures (CIFAR), the reference's CIFAR recipe:
+    random crop of `crop` px with `padding` px of zero padding -> flip -> [method] -> normalise
+    with `mean` and `std` (default CIFAR's 0.5, 0.5).
+
+    `source` (a `pipelines.loaders.ArrayStream`) returns each batch's uint8
+    [B, size, size, 3] pictures and labels; on a GPU (`device_id`) they are copied to it first
+    and every operator, the stage included, runs there. The per-image method is `stage` or, with
+    `auto_augment`, DALI's AutoAugment with its CIFAR policy (`cifar_auto_augment_policy`).
+    Seeds, `start` and `checkpoint` as in `stream_train_pipeline`.
+    """
+    stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
+                            shard_id=shard_id, dtype=dtype, layout=layout, start=start,
+                            normalisation=(mean, std))
+    return _build(_array_graph, batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
+                  checkpointing=True, checkpoint=checkpoint, source=source, size=size, crop=crop,
+                  padding=padding, gpu=device_id is not None, stage=stage,
+                  auto_augment=auto_augment, dtype=dtype, layout=layout, mean=tuple(mean),
+                  std=tuple(std))
 
 
 def eval_pipeline(*, file_root=None, file_list=None, files=None, labels=None, batch_size: int,

@@ -24,6 +24,9 @@ AutoAugment) carries the random ops' state into a training checkpoint. Why this 
 Evaluation loaders are exact: every picture is seen once across ranks, the padding DALI adds to
 keep ranks in step is removed, and `num_samples` is this rank's exact share. Class-folder roots
 are listed by `data.images` (the package's one discovery rule), never by DALI's own scan.
+CIFAR training reads its pictures from memory through the same loader: `make_array_train_loader`
+feeds `TrainLoader` from an `ArrayStream` (the same data order and sharding, the pictures
+themselves instead of their paths) into `graphs.array_train_pipeline`.
 
 Images are float32/float16 `[B, 3, H, W]` on the rank's device (channels_last memory format when
 asked), labels int64 `[B]`. Iterating a loader again starts the next epoch; leaving a loop early
@@ -38,17 +41,22 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dali_pixmix.data.checks import common_folder, dali_reason, decode_failure
+from dali_pixmix.data.checks import PipelineError, common_folder, dali_reason, decode_failure
 from dali_pixmix.data.decoding import HW_DECODER_LOAD
 from dali_pixmix.data.file_lists import read_file_list
 from dali_pixmix.data.images import class_folders, list_samples
 from dali_pixmix.distributed import DistInfo
-from dali_pixmix.pipelines.graphs import eval_pipeline, stream_train_pipeline
+from dali_pixmix.pipelines.graphs import (
+    array_train_pipeline,
+    eval_pipeline,
+    stream_train_pipeline,
+)
 from dali_pixmix.pipelines.stage import BatchStage
 
 
@@ -206,19 +214,25 @@ class TrainStream:
     def __init__(self, root, samples: Sequence[Tuple[str, int]], *, seed: int,
                  batch_size: int, shard_id: int = 0, num_shards: int = 1, epoch: int = 0,
                  step: int = 0):
-        self.root, self.samples, self.seed = str(root), samples, seed
-        self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
-        self.steps_per_epoch = train_steps_per_epoch(len(samples), num_shards, batch_size)
-        self.next_batch = epoch * self.steps_per_epoch + step
-        self._shards = {}  # epoch -> this rank's part of the epoch's order (the last two kept)
+        self.root, self.samples = str(root), samples
+        self._order([label for _, label in samples], seed=seed, batch_size=batch_size,
+                    shard_id=shard_id, num_shards=num_shards, epoch=epoch, step=step)
         # made once: a batch then costs a gather and one string join per picture
         self._prefix = os.path.join(self.root, "")
-        self._labels = np.asarray([label for _, label in samples], dtype=np.int32).reshape(-1, 1)
+
+    def _order(self, labels, *, seed, batch_size, shard_id, num_shards, epoch, step) -> None:
+        """The data order's settings, and the labels as int32 [N, 1] (what DALI is fed)."""
+        self.seed, self.num_samples = seed, len(labels)
+        self.batch_size, self.shard_id, self.num_shards = batch_size, shard_id, num_shards
+        self.steps_per_epoch = train_steps_per_epoch(self.num_samples, num_shards, batch_size)
+        self.next_batch = epoch * self.steps_per_epoch + step
+        self._shards = {}  # epoch -> this rank's part of the epoch's order (the last two kept)
+        self._labels = np.asarray(labels, dtype=np.int32).reshape(-1, 1)
 
     def shard(self, epoch: int) -> np.ndarray:
         """Sample indices of this rank's shard of `epoch`, in reading order."""
         if epoch not in self._shards:
-            n, r, w = len(self.samples), self.shard_id, self.num_shards
+            n, r, w = self.num_samples, self.shard_id, self.num_shards
             self._shards = {e: v for e, v in self._shards.items() if e >= epoch - 1}
             self._shards[epoch] = epoch_order(n, self.seed, epoch)[n * r // w:n * (r + 1) // w]
         return self._shards[epoch]
@@ -241,6 +255,39 @@ class TrainStream:
         paths = [np.frombuffer(os.fsencode(self._path(i)), dtype=np.uint8)
                  for i in indices.tolist()]
         return paths, self._labels[indices]
+
+
+class ArrayStream(TrainStream):
+    """A `TrainStream` over pictures held in memory (CIFAR): the same data order and shards,
+    and batch n is the pictures themselves, `images[batch(n)]` (uint8 [B, H, W, 3]), with
+    their labels; nothing is read from files (`files(n)` is empty)."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], *, seed: int,
+                 batch_size: int, shard_id: int = 0, num_shards: int = 1, epoch: int = 0,
+                 step: int = 0):
+        images = np.ascontiguousarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 \
+                or images.shape[1] != images.shape[2]:
+            raise ValueError(f"in-memory training pictures must be uint8 [N, S, S, 3], got "
+                             f"{images.dtype} {images.shape}")
+        if len(labels) != len(images):
+            raise ValueError(f"got {len(images)} training pictures but {len(labels)} labels")
+        self.root, self.images = "", images
+        self._order(labels, seed=seed, batch_size=batch_size, shard_id=shard_id,
+                    num_shards=num_shards, epoch=epoch, step=step)
+
+    @property
+    def size(self) -> int:
+        """Side of the square pictures."""
+        return int(self.images.shape[1])
+
+    def files(self, n: int) -> List[str]:
+        return []
+
+    def __call__(self, _batch_info):
+        indices = self.batch(self.next_batch)
+        self.next_batch += 1
+        return self.images[indices], self._labels[indices]
 
 
 class LoaderStateError(RuntimeError):
@@ -267,7 +314,7 @@ class TrainLoader:
 
         self.stream, self.pipe, self.channels_last = stream, pipe, channels_last
         self.batch_size, self.position = stream.batch_size, stream.next_batch
-        self.dataset_size = len(stream.samples)
+        self.dataset_size = stream.num_samples
         try:  # the iterator runs the first batches already
             self._iterator = DALIGenericIterator(pipe, ["images", "labels"])
         except RuntimeError as err:
@@ -310,6 +357,8 @@ class TrainLoader:
         failure = BatchStage.take_failure(err)
         if failure is not None:  # the per-image method failed, not a file: its own error
             return failure
+        if isinstance(self.stream, ArrayStream):  # no file to blame
+            return PipelineError(f"the training pipeline failed: {dali_reason(err)}")
         batches = range(self.position, self.position + self.SUSPECT_BATCHES)
         suspects = dict.fromkeys(f for n in batches for f in self.stream.files(n))  # an epoch
         return decode_failure(err, list(suspects), "training image",  # may end among them
@@ -344,15 +393,48 @@ def make_train_loader(*, root: str | Path, batch_size: int, dist: DistInfo, epoc
     samples = list_samples(root) if samples is None else samples
     stream = TrainStream(root, samples, seed=seed, batch_size=batch_size, shard_id=dist.rank,
                          num_shards=dist.world_size, epoch=epoch, step=step)
+    build = partial(stream_train_pipeline, hw_decoder_load=hw_decoder_load)
+    return open_train_loader(stream, build, dist=dist, crop=crop, stage=stage,
+                             auto_augment=auto_augment, num_threads=num_threads, dtype=dtype,
+                             channels_last=channels_last, dali_state=dali_state)
+
+
+def make_array_train_loader(images: np.ndarray, labels: Sequence[int], *, batch_size: int,
+                            dist: DistInfo, epoch: int = 0, step: int = 0, seed: int = 0,
+                            crop: int = 32, stage: Optional[BatchStage] = None,
+                            auto_augment: bool = False, num_threads: int = 2,
+                            dtype: str = "float32", channels_last: bool = False,
+                            dali_state: Optional[bytes] = None, **recipe) -> TrainLoader:
+    """This rank's training loader over in-memory pictures (CIFAR: uint8 [N, 32, 32, 3] and
+    their labels), positioned at batch `step` of `epoch`, built once per run like
+    `make_train_loader` (the same data order, seeds, `dali_state` and errors), running
+    `graphs.array_train_pipeline`: `RandomCrop(crop, padding=4)` with zero padding, flip, the
+    per-image method, CIFAR's normalisation. `recipe` passes `padding`, `mean` and `std` on.
+    """
+    stream = ArrayStream(images, labels, seed=seed, batch_size=batch_size, shard_id=dist.rank,
+                         num_shards=dist.world_size, epoch=epoch, step=step)
+    build = partial(array_train_pipeline, size=stream.size, **recipe)
+    return open_train_loader(stream, build, dist=dist, crop=crop, stage=stage,
+                             auto_augment=auto_augment, num_threads=num_threads, dtype=dtype,
+                             channels_last=channels_last, dali_state=dali_state)
+
+
+def open_train_loader(stream: TrainStream, build, *, dist: DistInfo, crop: int, stage,
+                      auto_augment: bool, num_threads: int, dtype: str, channels_last: bool,
+                      dali_state: Optional[bytes]) -> TrainLoader:
+    """A `TrainLoader` of `stream` over the pipeline `build(stream, ...)` makes (a training
+    pipeline builder of `graphs`), started at the stream's next batch, restoring `dali_state`
+    (`LoaderStateError` when DALI refuses it)."""
     if stream.steps_per_epoch == 0:
-        raise ValueError(f"the training set has {len(samples)} images: too few for "
-                         f"{dist.world_size} rank(s) x batch {batch_size}; lower the batch size")
+        raise ValueError(f"the training set has {stream.num_samples} images: too few for "
+                         f"{dist.world_size} rank(s) x batch {stream.batch_size}; lower the "
+                         "batch size")
     try:
-        pipe = stream_train_pipeline(
-            stream, batch_size=batch_size, crop=crop, device_id=dist.dali_device_id,
-            shard_id=dist.rank, seed=seed, num_threads=num_threads, stage=stage,
-            auto_augment=auto_augment, dtype=dtype, layout="HWC" if channels_last else "CHW",
-            start=stream.next_batch, checkpoint=dali_state, hw_decoder_load=hw_decoder_load)
+        pipe = build(stream, batch_size=stream.batch_size, crop=crop,
+                     device_id=dist.dali_device_id, shard_id=dist.rank, seed=stream.seed,
+                     num_threads=num_threads, stage=stage, auto_augment=auto_augment,
+                     dtype=dtype, layout="HWC" if channels_last else "CHW",
+                     start=stream.next_batch, checkpoint=dali_state)
     except RuntimeError as err:
         if dali_state is None:
             raise

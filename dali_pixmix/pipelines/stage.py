@@ -48,14 +48,16 @@ class BatchStage:
         stage.seed, stage.batch_index, stage._generators = int(seed), int(start), {}
         return stage
 
-    def for_pipeline(self, seed: int, dtype: str, layout: str, start: int = 0) -> "BatchStage":
-        """`reseeded(seed, start)`, emitting ImageNet-normalised samples in `dtype` and
-        `layout`; `start` is the stream index of the pipeline's first batch."""
+    def for_pipeline(self, seed: int, dtype: str, layout: str, start: int = 0,
+                     mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> "BatchStage":
+        """`reseeded(seed, start)`, emitting samples normalised with `mean` and `std` (on [0, 1]
+        pixels; default ImageNet's) in `dtype` and `layout`; `start` is the stream index of the
+        pipeline's first batch."""
         from dali_pixmix.augment.pixmix import Normalized
 
         dali_dtype(dtype)  # validates
         stage = self.reseeded(seed, start)
-        stage.output = Normalized(IMAGENET_MEAN, IMAGENET_STD, check_layout(layout),
+        stage.output = Normalized(tuple(mean), tuple(std), check_layout(layout),
                                   getattr(torch, dtype))
         return stage
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from dali_pixmix.training.cifar import cifar_demo_rows, is_cifar, prepare_cifar_demo
+
 from ..config import Config
 from ..distributed import DistInfo, barrier
 from ..progress import to_terminal
@@ -13,6 +15,8 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
     """Generate the demo dataset and fractals once (rank 0) and point the config at them."""
     if not cfg.demo.enabled:
         return
+    if is_cifar(cfg):
+        return prepare_cifar_demo(cfg, dist)
     from dali_pixmix.data.synthetic import make_synthetic_imagenet
     from dali_pixmix.mixing.fractals import make_fractals
 
@@ -35,10 +39,13 @@ def prepare_demo_data(cfg: Config, dist: DistInfo) -> None:
 def demo_anomaly_rows(cfg: Config, dist: DistInfo, final_path: Path) -> List[tuple]:
     """Demo only: anomaly detection with the evaluation suite, validation images vs generated
     Gaussian/Rademacher/Blobs noise; (name, value) rows of the mean AUROC per score (from the
-    prediction cache in `<train.output_dir>/eval` when these weights made it)."""
+    prediction cache in `<train.output_dir>/eval` when these weights made it). CIFAR:
+    `training.cifar.cifar_demo_rows`, the CIFAR safety suite."""
     from dali_pixmix.evaluation.runner import Evaluator
     from dali_pixmix.evaluation.tasks import run_ood
 
+    if is_cifar(cfg):
+        return cifar_demo_rows(cfg, dist, final_path)
     ev = Evaluator.from_checkpoint(final_path, out=Path(cfg.train.output_dir) / "eval",
                                    arch=cfg.model.arch, dist=dist,
                                    batch_size=cfg.eval.batch_size,

@@ -191,8 +191,11 @@ def evaluate(run: Run) -> Dict[str, Any]:
     """Top-1/top-5/loss/RMS/ECE on the validation set through the evaluation runner: exact
     across ranks (each image once), the same numbers eval/clean.py reports for these weights."""
     sync_buffers(run)
-    preds = run.evaluator.infer(run.val_files, run.val_labels, desc="validation",
-                                what="validation image")
+    if run.val_images is not None:  # CIFAR's test split, in memory
+        preds = run.evaluator.infer_arrays(run.val_images, run.val_labels, desc="validation")
+    else:
+        preds = run.evaluator.infer(run.val_files, run.val_labels, desc="validation",
+                                    what="validation image")
     return validation_metrics(preds, run.cfg.eval.calibration_bin_size, len(run.classes))
 
 

@@ -26,7 +26,8 @@ from dali_pixmix.training import outputs
 # Keys that may differ between a checkpoint and the run resuming it: where things are, how fast
 # and how verbosely the run goes, and what it validates how often. Every other key is the recipe.
 RESUMABLE = frozenset({
-    "data.train", "data.val", "data.num_threads", "data.check_headers", "data.hw_decoder_load",
+    "data.train", "data.val", "data.root", "data.num_threads", "data.check_headers",
+    "data.hw_decoder_load",
     "pixmix.mixing_set", "pixmix.bank_cache", "pixmix.bank_on_host", "pixmix.strategy",
     "pixmix.cuda_graph",
     "model.pretrained", "model.compile", "model.channels_last",
@@ -38,8 +39,9 @@ RESUMABLE = frozenset({
 # another run, never a resumable change, even with --resume-changed (a PixMix checkpoint
 # continued as CutMix would be a PixMix model labelled CutMix). The training classes are
 # checked too (`check_compatible`).
-IDENTITY = ("augment.method", "model.arch", "demo.num_classes", "demo.train_per_class",
-            "demo.val_per_class", "demo.fractals", "demo.min_size", "demo.max_size")
+IDENTITY = ("data.dataset", "augment.method", "model.arch", "demo.num_classes",
+            "demo.train_per_class", "demo.val_per_class", "demo.fractals", "demo.min_size",
+            "demo.max_size")
 Change = Tuple[str, Any, Any]  # (dotted key, checkpoint's value, config's value)
 
 
@@ -106,15 +108,15 @@ def another_run(cfg: Config, suffix: str) -> str:
 def folder_suffix(change: Change) -> str:
     """'cutmix' for a new augment.method, the architecture for a new model.arch, else 'new'."""
     key, _, value = change
-    return str(value) if key in ("augment.method", "model.arch") else "new"
+    return str(value) if key in ("data.dataset", "augment.method", "model.arch") else "new"
 
 
 def check_compatible(state: Dict, cfg: Config, classes: Optional[Sequence[str]]) -> None:
     """The checkpoint's classes (when `classes` is given) and architecture must be the run's."""
     if classes is not None and list(state["classes"]) != list(classes):
         raise ValueError(f"checkpoint {state.get('path')} was trained on {len(state['classes'])} "
-                         f"classes but data.train has {len(classes)} (or other names): another "
-                         f"run ({another_run(cfg, 'new')})")
+                         f"classes but the training data has {len(classes)} (or other names): "
+                         f"another run ({another_run(cfg, 'new')})")
     if state.get("arch", cfg.model.arch) != cfg.model.arch:
         raise ValueError(f"checkpoint {state.get('path')} holds a {state['arch']} but "
                          f"model.arch is {cfg.model.arch}: another run "

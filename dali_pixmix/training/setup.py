@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from dali_pixmix.training.cifar import build_cifar_validation, is_cifar, read_train_split
+from dali_pixmix.training.cifar import loader_factory as cifar_loader
 from dali_pixmix.training.schedule import CosineSchedule
 from dali_pixmix.training.state import Run, log, restore
 
@@ -22,11 +25,14 @@ DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"
 
 def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
     """Clear errors for missing data before any model or pipeline is built; returns the
-    training classes and samples (`data.images.class_samples`: the one listing of data.train)."""
+    training classes and samples (`data.images.class_samples`: the one listing of data.train;
+    CIFAR: the train split in memory, `training.cifar.read_train_split`)."""
     from dali_pixmix.data.images import check_val_classes, class_samples
 
     check_paths(cfg)
     check_tensorboard(cfg)
+    if is_cifar(cfg):
+        return read_train_split(cfg)
     classes, samples = class_samples(cfg.data.train)
     check_val_classes(cfg.data.val, classes)
     return classes, samples
@@ -35,8 +41,10 @@ def check_inputs(cfg: Config) -> Tuple[List[str], List[Tuple[str, int]]]:
 def check_paths(cfg: Config) -> None:
     """Every configured input path at once: one error naming each missing one (a start-up
     that stops at the first would need a rerun per path)."""
-    problems = [p for p in (folder_problem("data.train", cfg.data.train, "training"),
-                            folder_problem("data.val", cfg.data.val, "validation")) if p]
+    folders = ([("data.root", cfg.data.root, f"{cfg.data.dataset} data")] if is_cifar(cfg) else
+               [("data.train", cfg.data.train, "training"),
+                ("data.val", cfg.data.val, "validation")])
+    problems = [p for p in (folder_problem(*folder) for folder in folders) if p]
     if method(cfg.augment.method).needs_mixing_set:
         from dali_pixmix.mixing.bank import split_sources
 
@@ -188,29 +196,30 @@ def open_train_loader(run: Run):
     from dali_pixmix.training.methods import train_stage, uses_auto_augment
 
     cfg = run.cfg
+    make = (cifar_loader(run) if is_cifar(cfg) else
+            partial(make_train_loader, root=cfg.data.train, samples=run.samples,
+                    hw_decoder_load=cfg.data.hw_decoder_load))
     if cfg.pixmix.cuda_graph and run.dist.device.type != "cuda" and \
             method(cfg.augment.method).per_image == "pixmix":
         log(run, "note: pixmix.cuda_graph applies on GPUs only; this run on "
                  f"{run.dist.device.type} runs PixMix without it")
-    args = dict(root=cfg.data.train, samples=run.samples, epoch=run.epoch, step=run.epoch_step,
-                seed=cfg.train.seed, batch_size=per_rank_batch(cfg.train.batch_size,
-                                                               run.dist.world_size),
+    args = dict(epoch=run.epoch, step=run.epoch_step, seed=cfg.train.seed,
+                batch_size=per_rank_batch(cfg.train.batch_size, run.dist.world_size),
                 dist=run.dist, crop=cfg.data.crop, stage=train_stage(cfg, run.bank),
                 auto_augment=uses_auto_augment(cfg), num_threads=cfg.data.num_threads,
-                dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device),
-                hw_decoder_load=cfg.data.hw_decoder_load)
+                dtype=cfg.data.dtype, channels_last=use_channels_last(cfg, run.dist.device))
     state, why_not = saved_dali_state(run)
     run.saved_loader = None
     if state is not None:
         try:
-            return make_train_loader(**args, dali_state=state)
+            return make(**args, dali_state=state)
         except LoaderStateError as err:
             why_not = f"DALI refused it: {err}"
     if why_not:
         log(run, f"note: the data order continues exactly, but the crop/flip draws differ "
                  f"from an uninterrupted run: the checkpoint's loader state is not used "
                  f"({why_not})")
-    return make_train_loader(**args)
+    return make(**args)
 
 
 def saved_dali_state(run: Run):
@@ -243,6 +252,8 @@ def build_validation(run: Run) -> None:
     from dali_pixmix.evaluation.datasets import class_tree
     from dali_pixmix.evaluation.runner import Evaluator
 
+    if is_cifar(run.cfg):
+        return build_cifar_validation(run)
     cfg = run.cfg
     images = class_tree(cfg.data.val, name="validation")
     run.val_files, run.val_labels = list(images.files), images.labels(run.classes).tolist()
@@ -259,6 +270,8 @@ def check_training_images(cfg: Config, dist: DistInfo, samples: List) -> None:
     with data.check_headers, every header (a file DALI cannot parse would crash it)."""
     from dali_pixmix.data.checks import screen_images
 
+    if is_cifar(cfg):
+        return  # pictures in memory, read and checked with the split: nothing to decode
     root = Path(cfg.data.train)
     unlistable = next((rel for rel, _ in samples
                        if "\n" in rel or "\r" in rel or rel != rel.strip()), None)
@@ -341,8 +354,9 @@ def start(run: Run, state: Optional[Dict]) -> None:
     batch = per_rank_batch(cfg.train.batch_size, run.dist.world_size)
     run.steps_per_epoch = train_steps_per_epoch(len(run.samples), run.dist.world_size, batch)
     if run.steps_per_epoch == 0:
-        raise ValueError(f"{cfg.data.train} has {len(run.samples)} images: fewer than one global "
-                         f"batch of {cfg.train.batch_size}; lower train.batch_size")
+        raise ValueError(f"{cfg.data.train or cfg.data.root} has {len(run.samples)} images: "
+                         f"fewer than one global batch of {cfg.train.batch_size}; lower "
+                         "train.batch_size")
     warmup = round(cfg.optim.warmup_epochs * run.steps_per_epoch)
     run.scheduler = CosineSchedule(run.optimizer, cfg.optim.lr, cfg.optim.min_lr,
                                    cfg.train.epochs * run.steps_per_epoch, warmup)

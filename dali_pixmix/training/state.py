@@ -68,6 +68,7 @@ class Run:
     evaluator: Any = None         # evaluation.runner.Evaluator over raw_model (validation)
     val_files: List[str] = field(default_factory=list)
     val_labels: List[int] = field(default_factory=list)
+    val_images: Any = None        # CIFAR: the test split's uint8 [N, 32, 32, 3] (val_files unused)
     epoch: int = 0
     step: int = 0
     epoch_step: int = 0

@@ -1,5 +1,5 @@
 """Two CPU ranks under torchrun (gloo): disjoint shards, identical weights, exact validation,
-a mid-epoch resume that restores every rank's loader.
+a mid-epoch resume that restores every rank's loader; CIFAR training (the in-memory split) too.
 
 Every training picture is its own class, so the labels a rank logs identify its samples.
 """
@@ -15,6 +15,7 @@ import torchvision
 from child_env import child_env
 
 from dali_pixmix.data.synthetic import make_synthetic_imagenet
+from dali_pixmix.evaluation.synthetic_cifar import make_synthetic_cifar
 
 pytestmark = pytest.mark.distributed
 
@@ -39,6 +40,22 @@ def rank_output(logs: Path, rank: int, stream: str) -> str:
 def read_debug(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [r for r in rows if "labels" in r], rows[-1]["final_weights_sha256"]
+
+
+def check_lockstep_on_disjoint_shards(out):
+    """Two ranks' debug logs of 2 epochs x 4 steps over IMAGES one-picture classes: the same
+    steps, identical final weights, disjoint shards covering the set every epoch; rank 0's
+    steps."""
+    steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
+    steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
+    assert digest0 == digest1  # DDP kept the replicas identical
+    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
+    for epoch in (0, 1):
+        seen0 = [lab for r in steps0 if r["epoch"] == epoch for lab in r["labels"]]
+        seen1 = [lab for r in steps1 if r["epoch"] == epoch for lab in r["labels"]]
+        assert len(seen0) == len(seen1) == IMAGES // 2
+        assert sorted(seen0 + seen1) == list(range(IMAGES))  # disjoint shards covering the set
+    return steps0
 
 
 def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir):
@@ -73,15 +90,8 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     assert "finished at step 8" in rank_output(tmp_path / "logs", 0, "stdout")
     assert "finished at step" not in rank_output(tmp_path / "logs", 1, "stdout")
 
-    steps0, digest0 = read_debug(out / "debug_rank0.jsonl")
+    steps0 = check_lockstep_on_disjoint_shards(out)
     steps1, digest1 = read_debug(out / "debug_rank1.jsonl")
-    assert digest0 == digest1  # DDP kept the replicas identical
-    assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == list(range(1, 9))
-    for epoch in (0, 1):
-        seen0 = [lab for r in steps0 if r["epoch"] == epoch for lab in r["labels"]]
-        seen1 = [lab for r in steps1 if r["epoch"] == epoch for lab in r["labels"]]
-        assert len(seen0) == len(seen1) == 8
-        assert sorted(seen0 + seen1) == list(range(IMAGES))  # disjoint shards covering the set
     first_epoch = [r["labels"] for r in steps0 if r["epoch"] == 0]
     assert first_epoch != [r["labels"] for r in steps0 if r["epoch"] == 1]  # reshuffled
 
@@ -128,3 +138,26 @@ def test_two_ranks_see_disjoint_data_and_end_identical(tmp_path, tiny_mixing_dir
     steps, digest = read_debug(split / "debug_rank1.jsonl")
     assert [r["labels"] for r in steps] == [r["labels"] for r in steps1]  # same data order
     assert digest == digest1
+
+
+def test_two_ranks_train_cifar_on_disjoint_shards_and_end_identical(tmp_path, tiny_mixing_dir):
+    """train_cifar.py: the in-memory train split sharded disjointly, identical replicas, the
+    test split validated exactly once across ranks (one picture per class)."""
+    root = make_synthetic_cifar(tmp_path / "cifar", "cifar10", ["binary"], IMAGES, 1, 2,
+                                progress=False)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={free_port()}", str(REPO / "train_cifar.py"),
+           "--config", str(REPO / "configs" / "cifar10_pixmix.yaml")]
+    for item in (f"data.root={root}", f"pixmix.mixing_set={tiny_mixing_dir}",
+                 "data.num_threads=1", "model.arch=wrn10_1", "train.batch_size=4",
+                 "eval.batch_size=6", "eval.calibration_bin_size=4", "train.epochs=2",
+                 "train.log_every=1", "train.debug_log=true", "train.tensorboard=false",
+                 f"train.output_dir={out}", "dist.device=cpu"):
+        cmd += ["--set", item]
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env=child_env(OMP_NUM_THREADS="1"), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    check_lockstep_on_disjoint_shards(out)
+    final = torch.load(out / "final.pt", weights_only=True)
+    assert final["val"]["n"] == 2 * IMAGES  # every test picture counted exactly once

@@ -60,7 +60,8 @@ def _names_our_script(span: str) -> bool:
     code's `imagenet.py`)."""
     if re.match(r"(python3?|torchrun)\s", span):
         return True
-    return bool(re.search(r"(^|\s)((eval|tools|benchmarks)/\S+|train_imagenet)\.py\b", span))
+    return bool(re.search(r"(^|\s)((eval|tools|benchmarks)/\S+|train_imagenet|train_cifar)\.py\b",
+                          span))
 
 
 def sbatch_commands(text: str):
@@ -239,7 +240,7 @@ def problems_in(line: str, where: str, root: Path = ROOT):
                 key = arg.split("=", 1)[0]
                 if "=" not in arg or key not in config_keys():
                     out.append(f"{where}: `--set {arg}` is not a config key")
-        if script == "train_imagenet.py" and root == ROOT and not out:
+        if script in ("train_imagenet.py", "train_cifar.py") and root == ROOT and not out:
             out += config_problems(args, where)
         if "torchrun" in before:
             for flag in flags_in(before[before.index("torchrun") + 1:]):
@@ -354,7 +355,8 @@ def section_flag_mentions(text: str):
     found = []
     for section in re.split(r"^#+ ", text, flags=re.M)[1:]:
         heading, _, body = section.partition("\n")
-        scripts = re.findall(r"`((?:eval|tools|benchmarks)/\w+\.py|train_imagenet\.py)`", heading)
+        scripts = re.findall(r"`((?:eval|tools|benchmarks)/\w+\.py|train_(?:imagenet|cifar)\.py)`",
+                             heading)
         if len(scripts) != 1:
             continue
         body = re.sub(r"```.*?```", "", body, flags=re.S)
