@@ -38,7 +38,7 @@ from dali_pixmix.augment.methods import METHOD_NAMES, method
 @dataclass
 class DataConfig:
     dataset: str = "imagenet"     # imagenet | cifar10 | cifar100 (CIFAR reads data.root)
-    root: str = ""                # CIFAR: folder holding cifar-10-batches-py/ (or -bin/, cifar-100-*)
+    root: str = ""                # CIFAR: holds cifar-10-batches-py/ (or -bin/, cifar-100-*)
     train: str = ""               # training folder (one sub-folder per class, named by wnid)
     val: str = ""                 # validation folder, same class folders as data.train
     crop: int = 224               # random-resized-crop size for training
