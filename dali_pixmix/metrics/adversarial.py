@@ -50,6 +50,9 @@ class PixelSpaceModel(nn.Module):
         self.model = model
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # the wrapper's mode is the model's: `pgd_linf` restores the mode it found, which must
+        # not put an evaluated model into training mode (batch statistics, running means)
+        self.train(getattr(model, "training", self.training))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean.to(pixels.dtype), self.std.to(pixels.dtype)

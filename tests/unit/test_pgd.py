@@ -133,3 +133,21 @@ def test_protocol_names_the_setting():
     assert pgd_protocol() == ("pgd-linf:eps=2/255,steps=20,step=0.5/255,ball=clean,summed-ce,"
                               "random-start")
     assert "ball=reference" in pgd_protocol(ball="reference")
+
+
+def test_a_fresh_wrapper_leaves_an_evaluated_model_in_eval_mode():
+    """The attack restores the mode it found: on a new PixelSpaceModel around a model in eval
+    mode that must be eval (a wrapper starting in train mode would switch BatchNorm to batch
+    statistics for the next forward, and overwrite its running means)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model(torch.rand(2, 3, 8, 8))
+    model.eval()
+    running = model[1].running_mean.clone()
+    wrapped = PixelSpaceModel(model, (0.5,) * 3, (0.5,) * 3)
+    pgd_linf(wrapped, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]), steps=2,
+             generator=torch.Generator().manual_seed(0))
+    assert not model.training and not wrapped.training
+    model(torch.rand(4, 3, 8, 8))
+    assert torch.equal(model[1].running_mean, running)
