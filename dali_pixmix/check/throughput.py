@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
@@ -93,6 +94,79 @@ def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
             next(batches_of_source)
     sync(device)
     time.sleep(settle)
+
+
+DALI_DRAIN = 3  # batches a DALI loader holds ready: its prefetch queue (2) + the one in flight
+
+
+def dataloader_drain(workers: int, prefetch_factor: int = 2) -> int:
+    """Batches a torch DataLoader holds ready: `prefetch_factor` per worker, + 1."""
+    return prefetch_factor * max(1, workers) + 1
+
+
+def interleaved_medians(sources: Dict[str, Tuple[Iterator, int]], rounds: int, count: int,
+                        device: torch.device, settle: float,
+                        progress: bool = True) -> Dict[str, float]:
+    """Median images/s of every source over `rounds` interleaved rounds (A, B, A, B, ...).
+
+    `sources` maps a name to (endless batches, untimed batches to drain before each timed
+    window: `DALI_DRAIN`, `dataloader_drain`). Every source is warmed up first (`warm_up`),
+    then each round times `count` images of each source in turn (`timed_rate`), so slow drifts
+    of the machine's load hit every source alike."""
+    from tqdm import tqdm
+
+    warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, settle)
+    rates = {name: [] for name in sources}
+    for _ in tqdm(range(rounds), desc="rounds", unit="round", disable=not progress):
+        for name, (batches, drain) in sources.items():
+            rates[name].append(timed_rate(batches, count, drain, device, settle))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Path]:
+    """(training class-folder root, mixing-set folder) for the data-path benchmarks, generated
+    once into `cache_dir`: `images` synthetic JPEGs of 300-400 px in 8 classes, and `mixing`
+    256 px fractals in one class folder (so torchvision's ImageFolder reads it too)."""
+    from dali_pixmix.data.synthetic import make_synthetic_imagenet
+    from dali_pixmix.mixing.fractals import make_fractals
+
+    cache, classes = Path(cache_dir), 8
+    root = make_synthetic_imagenet(cache / f"imagenet_{images}", num_classes=classes,
+                                   train_per_class=max(1, images // classes), val_per_class=0,
+                                   seed=0, min_size=300, max_size=400, progress=True)
+    folder = cache / f"fractals_{mixing}"
+    if len(list((folder / "fractals").glob("*.png"))) < mixing:
+        make_fractals(folder / "fractals", n=mixing, size=256, seed=0, progress=True)
+    return root / "train", folder
+
+
+def method_batches(root, name: str, *, batch_size: int, device: torch.device, bank,
+                   classes: int, num_threads: int, crop: int = 224) -> Iterator:
+    """Endless batches of augmentation method `name`'s training data path, as training runs
+    it: the run's DALI loader with the method's stage (or AutoAugment), then its label mixing
+    (mixup, cutmix) on the loader's device; normalised float32 [B, 3, crop, crop]."""
+    from dali_pixmix.augment.label_mixing import mix_batch
+    from dali_pixmix.config import Config
+    from dali_pixmix.data.loaders import make_train_loader
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.training.methods import (
+        batch_generator,
+        label_mixing,
+        train_stage,
+        uses_auto_augment,
+    )
+
+    cfg = Config()
+    cfg.augment.method, cfg.data.crop = name, crop
+    loader = make_train_loader(root=root, batch_size=batch_size, dist=DistInfo(device=device),
+                               crop=crop, stage=train_stage(cfg, bank),
+                               auto_augment=uses_auto_augment(cfg), num_threads=num_threads)
+    mixing = label_mixing(cfg)
+    for step, (images, labels) in enumerate(endless(loader)):
+        if mixing is not None:
+            images, labels = mix_batch(images, labels, *mixing, classes,
+                                       batch_generator(0, 0, 0, step))
+        yield images, labels
 
 
 def make_step(model, optimizer, amp_dtype: Optional[torch.dtype], device: torch.device):
@@ -301,13 +375,10 @@ def pipeline_pixmix(s: Settings) -> Dict:
     device = _device(s)
     sources = {"without": _pipeline_batches(s, device),
                "with": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
-    warm_up(sources, 3, device, settle=0.5)
-    rates = {name: [] for name in sources}
-    for _ in range(s.rounds):  # interleaved: a, b, a, b, ...
-        for name, batches in sources.items():
-            rates[name].append(timed_rate(batches, s.pipeline_batches * s.batch, 3, device,
-                                          settle=0.5))
-    rate, base = (statistics.median(rates[k]) for k in ("with", "without"))
+    rates = interleaved_medians({name: (batches, DALI_DRAIN) for name, batches in sources.items()},
+                                s.rounds, s.pipeline_batches * s.batch, device, settle=0.5,
+                                progress=False)
+    rate, base = rates["with"], rates["without"]
     return measurement(s, rate, base, "same pipeline without PixMix",
                        Goal(min_rate=5_000, min_ratio=0.9),
                        f"batch {s.batch} x {s.crop} px, {s.threads} DALI threads, median of "
