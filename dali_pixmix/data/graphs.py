@@ -149,24 +149,32 @@ def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout):
         random_aspect_ratio=list(RRC_ASPECT), random_area=list(RRC_AREA), num_attempts=100)
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-    images = _per_image_method(images, crop=crop, gpu=gpu, stage=stage,
+    images = _per_image_method(images, labels, crop=crop, gpu=gpu, stage=stage,
                                auto_augment=auto_augment, dtype=dtype, layout=layout)
     return images, (labels.gpu() if gpu else labels)
 
 
-def _per_image_method(images, *, crop, gpu, stage, auto_augment, dtype, layout):
+def _per_image_method(images, labels, *, crop, gpu, stage, auto_augment, dtype, layout):
     """uint8 crops -> the method's normalised training images: a batch-level torch stage
     (which emits the final layout and dtype itself), or DALI's AutoAugment (ImageNet policy,
-    needs a pipeline with conditionals), then normalisation, or normalisation alone."""
+    needs a pipeline with conditionals), then normalisation, or normalisation alone, or
+    normalisation then DALI's erase of the regions a stage draws per batch (Cutout: the
+    stage, called with the batch's labels, returns them; DALI does the pixel work)."""
     from nvidia.dali import fn
 
-    if stage is not None:
+    if stage is not None and stage.runs_in_torch:
         return fn.dl_tensor_python_function(
             images, function=stage, batch_processing=True, synchronize_stream=False,
             num_outputs=1, output_layouts=layout, device="gpu" if gpu else "cpu")
     if auto_augment:
         images = auto_augment_images(images, crop)
-    return _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+    images = _normalize(images, crop=crop, dtype=dtype, layout=layout, scale=255.0)
+    if stage is not None:
+        anchors, shapes = fn.python_function(labels, function=stage.regions,
+                                             batch_processing=True, num_outputs=2)
+        images = fn.erase(images, anchor=anchors, shape=shapes, axis_names="HW",
+                          fill_value=0.0)
+    return images
 
 
 def auto_augment_images(images, crop: int, policy=None):

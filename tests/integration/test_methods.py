@@ -66,6 +66,30 @@ def test_stage_output_is_its_function_on_the_plain_crops(tiny_imagenet, stage):
     assert np.abs(got - normalised(crops.numpy() / 255)).max() > 0.1  # the stage did something
 
 
+@pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "float16")])
+def test_cutout_is_the_plain_pipeline_output_with_each_square_zeroed(tiny_imagenet, layout,
+                                                                     dtype):
+    """Outside its squares a Cutout batch is bit for bit the baseline pipeline's (the same
+    normalisation as every other method), inside them exactly 0; the squares are the ones
+    `cutout_boxes` draws from the stage's generator for each batch index, batch after batch."""
+    stage = CutoutStage(20, seed=5, crop=CROP)
+    stage_seed = int(np.random.SeedSequence([stage.seed, 7, 0]).generate_state(1)[0])
+    common = dict(file_root=tiny_imagenet / "train", batch_size=8, crop=CROP, seed=7,
+                  layout=layout, dtype=dtype)
+    plain_pipe, cut_pipe = train_pipeline(**common), train_pipeline(**common, stage=stage)
+    draws = stage.reseeded(stage_seed)
+    for index in range(2):
+        plain, cut = (np.array(p.run()[0].as_tensor()) for p in (plain_pipe, cut_pipe))
+        hwc = (lambda x: x.transpose(0, 2, 3, 1)) if layout == "CHW" else (lambda x: x)
+        plain, cut = hwc(plain), hwc(cut)
+        boxes = cutout_boxes(8, CROP, CROP, 20, draws.host_generator(index)).tolist()
+        for image, original, (y0, y1, x0, x1) in zip(cut, plain, boxes):
+            inside = np.zeros((CROP, CROP), dtype=bool)
+            inside[y0:y1, x0:x1] = True
+            assert (image[inside] == 0).all() and inside.sum() >= 10 * 10
+            np.testing.assert_array_equal(image[~inside], original[~inside])
+
+
 def test_stages_refuse_bad_settings():
     with pytest.raises(ValueError, match="needs a mixing bank"):
         PixMixStage(None, crop=CROP)
