@@ -122,7 +122,7 @@ def torchvision_transform(name: str, cfg: Config):
     steps = [v2.RandomResizedCrop(CROP, antialias=True), v2.RandomHorizontalFlip()]
     if name == "autoaugment":
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET,
-                                    interpolation=v2.InterpolationMode.BILINEAR, fill=128))
+                                    interpolation=v2.InterpolationMode.NEAREST, fill=128))
     if name == "augmix":
         steps.append(v2.AugMix(severity=2, mixture_width=cfg.augment.augmix_width,
                                chain_depth=cfg.augment.augmix_depth,

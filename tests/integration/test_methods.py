@@ -212,6 +212,34 @@ def test_auto_augment_draws_sub_policies_with_the_policy_probabilities():
     assert chi2_ok(counts, expected)
 
 
+def test_auto_augment_geometric_ops_sample_the_nearest_pixel():
+    """Rotate, shear and translate as the reference AutoAugment (TensorFlow's policy_v0) and
+    torchvision's default: every output pixel is an input pixel or the fill (128), never a
+    blend of neighbours (DALI's bilinear default would make new grey levels at every edge)."""
+    from nvidia.dali import pipeline_def, types
+    from nvidia.dali.auto_aug import augmentations as ops
+    from nvidia.dali.auto_aug.core import Policy
+
+    size = 32
+    checker = ((np.indices((size, size)).sum(0) // 3) % 2 * 255).astype(np.uint8)
+    picture = np.repeat(checker[:, :, None], 3, axis=2)
+    steps = [(ops.rotate, 10), (ops.shear_x, 10), (ops.shear_y, 6), (ops.translate_x, 3),
+             (ops.translate_y, 5)]
+    policy = Policy("geometric", 11, [[(op, 1.0, magnitude)] for op, magnitude in steps])
+
+    @pipeline_def(enable_conditionals=True, batch_size=40, num_threads=1, device_id=None,
+                  seed=3)
+    def geometric():
+        return auto_augment_images(types.Constant(picture), size, policy)
+
+    pipe = geometric()
+    pipe.build()
+    out = np.array(pipe.run()[0].as_tensor())
+    assert set(np.unique(out)) <= {0, 128, 255}
+    moved = (out != picture).reshape(len(out), -1).mean(axis=1)
+    assert (moved > 0.05).all()  # every image was transformed
+
+
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     return tmp_path_factory.mktemp("demo_methods")
