@@ -62,18 +62,22 @@ DIFFERENCES = {
     "cutout": "torchvision's RandomErasing(p=1, value 0 after normalisation) with the same "
               "112 px square always lies inside the image; ours (DeVries & Taylor) centres the "
               "square uniformly over the pixels and clips it at the border",
-    "mixup": "same draws (lambda ~ Beta(0.2, 0.2), the batch mixed with its reverse, soft "
-             "labels); torchvision's v2.MixUp runs in the DataLoader workers (collate "
-             "function, torchvision's recipe), ours on the loader's device in the main process",
-    "cutmix": "same draws (lambda ~ Beta(1, 1), one box per batch, soft labels by area); "
-              "torchvision's v2.CutMix runs in the collate function, ours in the main process",
-    "autoaugment": "the same ImageNet policy (25 sub-policies), bilinear, fill 128 on both "
-                   "sides; each library's own ops and magnitude scales (ours: DALI's "
-                   "auto_aug, translations relative to the crop; torchvision: v2.AutoAugment)",
+    "mixup": "the same law (lambda ~ Beta(0.2, 0.2), soft labels); torchvision's v2.MixUp "
+             "pairs each image with its neighbour in the batch (a roll by one) and runs in the "
+             "DataLoader workers (collate function, torchvision's recipe); ours pairs it with a "
+             "random permutation, on the loader's device in the main process",
+    "cutmix": "the same law (lambda ~ Beta(1, 1), one box per batch, soft labels by area); "
+              "torchvision's v2.CutMix pairs neighbours (roll by one) in the collate function, "
+              "ours a random permutation in the main process",
+    "autoaugment": "different sub-policies: ours is the TensorFlow release's ImageNet policy "
+                   "(policy_v0, which DALI ships: 0.33 rotate / shear / translate steps per "
+                   "image), torchvision's AutoAugmentPolicy.IMAGENET the paper appendix's "
+                   "(0.17 such steps per image, more posterize and equalize); both sample the "
+                   "nearest pixel with fill 128; each library's own ops and magnitude scales",
     "augmix": "same structure (width 3, depth 1-3, alpha 1, the 13 ops, bilinear); severity: "
-              "ours 1 (levels U(0.1, 1) on the reference's 0-10 scale), torchvision 2 (its "
-              "magnitude bin 0 or 1 of 10, the closest it offers); torchvision samples op "
-              "magnitudes from its own bins",
+              "ours 1 (levels U(0.1, 1) of 10 on the reference's scale), torchvision 2 (bin 0 "
+              "or 1 of its 10 magnitude bins over [0, max], the closest it offers); "
+              "torchvision runs the ops in torch on one image at a time",
     "pixmix": "the reference's PixMixDataset itself (k=4, beta=4, severity 1, all ops, per "
               "image in PIL) reading one mixing picture file per sample (Resize 256 + "
               "RandomCrop 224); ours draws the same pictures from an in-memory bank (256 px) "
@@ -185,7 +189,7 @@ def load_reference(folder, mixing: Path, workdir: Path):
         return None, f"{script} not found (--pixmix-reference: a checkout of andyzoujm/pixmix)"
     argv, sys.argv = sys.argv, [str(script), "--mixing-set", str(mixing), "--num-classes",
                                 "1000", "--all-ops", "--save", str(workdir / "reference_save")]
-    sys.path.insert(0, str(script.parent))
+    sys.path.insert(0, str(script.parent))  # its own modules: pixmix_utils, calibration_tools
     try:
         spec = importlib.util.spec_from_file_location("pixmix_reference_imagenet", script)
         module = importlib.util.module_from_spec(spec)
@@ -196,6 +200,7 @@ def load_reference(folder, mixing: Path, workdir: Path):
         return None, f"importing {script} failed: {type(err).__name__}: {err}"
     finally:
         sys.argv = argv
+        sys.path.remove(str(script.parent))
 
 
 def reference_dataset(reference, train_root: Path, mixing: Path):
