@@ -263,17 +263,15 @@ def table(results: dict, skipped: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    names = chosen(args)
-    train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing)
+def run_methods(args, names, train_root: Path, mixing: Path) -> tuple:
+    """({method: figures}, {method: why skipped}), one line printed per method."""
     bank = None
-    if any(n.startswith("pixmix") for n in names):
+    if any(n in PIXMIX_ROWS for n in names):
         bank = MixingBank.from_folder(mixing, size=256, device="cpu")
     results, skipped = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        reference, why = (None, None)
-        if any(n in PIXMIX_ROWS for n in names):
+        reference, why = None, None
+        if bank is not None:
             reference, why = load_reference(args.pixmix_reference, mixing, Path(tmp))
         for name in names:
             if name in PIXMIX_ROWS and reference is None:
@@ -283,9 +281,14 @@ def main(argv=None) -> int:
             r = results[name] = compare(name, args, train_root, mixing, bank, reference)
             print(f"method={name} ours={r['ours']:.1f} torchvision={r['torchvision']:.1f} "
                   f"ratio={r['ratio']:.2f}", flush=True)
+    return results, skipped
+
+
+def report(args, results: dict, skipped: dict, load: tuple) -> None:
     print(f"\nbatch {args.batch_size} x {CROP} px, normalised float32; {args.workers} DALI "
           f"threads vs {args.workers} DataLoader workers on {os.cpu_count()} cores; median of "
-          f"{args.rounds} interleaved rounds of {args.measure} images\n")
+          f"{args.rounds} interleaved rounds of {args.measure} images; load average "
+          f"{load[0]:.1f} before, {load[1]:.1f} after\n")
     print(table(results, skipped))
     print("\nDifferences between the sides:")
     for name in list(results) + list(skipped):
@@ -293,8 +296,16 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(dict(
             results=results, skipped=skipped, batch_size=args.batch_size, rounds=args.rounds,
-            workers=args.workers, images_per_round=args.measure, cores=os.cpu_count()),
-            indent=2))
+            workers=args.workers, images_per_round=args.measure, cores=os.cpu_count(),
+            load_average=load), indent=2))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()[0]  # other jobs on the machine skew the figures: say so
+    train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing)
+    results, skipped = run_methods(args, chosen(args), train_root, mixing)
+    report(args, results, skipped, (load_before, os.getloadavg()[0]))
     return 0
 
 
