@@ -104,7 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds of pause before each timed window (background refills end)")
     p.add_argument("--images", type=int, default=512, help="generated training JPEGs")
-    p.add_argument("--mixing", type=int, default=32, help="generated fractal mixing pictures")
+    p.add_argument("--mixing", type=int, default=32,
+                   help="generated fractal mixing pictures (for the PixMix rows)")
     p.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "dali_pixmix_bench"))
     p.add_argument("--pixmix-reference", default=None, metavar="DIR",
                    help="a checkout of the PixMix reference code (andyzoujm/pixmix: imagenet.py, "
@@ -265,14 +266,13 @@ def table(results: dict, skipped: dict) -> str:
 
 def run_methods(args, names, train_root: Path, mixing: Path) -> tuple:
     """({method: figures}, {method: why skipped}), one line printed per method."""
-    bank = None
-    if any(n in PIXMIX_ROWS for n in names):
-        bank = MixingBank.from_folder(mixing, size=256, device="cpu")
     results, skipped = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        reference, why = None, None
-        if bank is not None:
+        reference, why, bank = None, None, None
+        if any(n in PIXMIX_ROWS for n in names):
             reference, why = load_reference(args.pixmix_reference, mixing, Path(tmp))
+        if reference is not None:
+            bank = MixingBank.from_folder(mixing, size=256, device="cpu")
         for name in names:
             if name in PIXMIX_ROWS and reference is None:
                 skipped[name] = f"the PixMix reference code is absent: {why}"
@@ -303,8 +303,10 @@ def report(args, results: dict, skipped: dict, load: tuple) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     load_before = os.getloadavg()[0]  # other jobs on the machine skew the figures: say so
-    train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing)
-    results, skipped = run_methods(args, chosen(args), train_root, mixing)
+    names = chosen(args)
+    pixmix = args.pixmix_reference is not None and any(n in PIXMIX_ROWS for n in names)
+    train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing * pixmix)
+    results, skipped = run_methods(args, names, train_root, mixing)
     report(args, results, skipped, (load_before, os.getloadavg()[0]))
     return 0
 

@@ -123,10 +123,11 @@ def interleaved_medians(sources: Dict[str, Tuple[Iterator, int]], rounds: int, c
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Path]:
+def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Optional[Path]]:
     """(training class-folder root, mixing-set folder) for the data-path benchmarks, generated
     once into `cache_dir`: `images` synthetic JPEGs of 300-400 px in 8 classes, and `mixing`
-    256 px fractals in one class folder (so torchvision's ImageFolder reads it too)."""
+    256 px fractals in one class folder (so torchvision's ImageFolder reads it too; none and
+    None for `mixing` 0)."""
     from dali_pixmix.data.synthetic import make_synthetic_imagenet
     from dali_pixmix.mixing.fractals import make_fractals
 
@@ -134,6 +135,8 @@ def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Path]:
     root = make_synthetic_imagenet(cache / f"imagenet_{images}", num_classes=classes,
                                    train_per_class=max(1, images // classes), val_per_class=0,
                                    seed=0, min_size=300, max_size=400, progress=True)
+    if mixing == 0:
+        return root / "train", None
     folder = cache / f"fractals_{mixing}"
     if len(list((folder / "fractals").glob("*.png"))) < mixing:
         make_fractals(folder / "fractals", n=mixing, size=256, seed=0, progress=True)
