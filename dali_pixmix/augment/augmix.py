@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
 from dali_pixmix.augment.pixmix import (
@@ -124,8 +124,9 @@ def _execute(images, plan: AugMixPlan, ops, strategy: str, out: torch.Tensor, ou
 
 
 def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, output):
-    """The result of ``plan``; on CPU, contiguous image ranges of about equal work run
-    concurrently by single-threaded host workers (as PixMix's, see ``_host_pool``)."""
+    """The result of ``plan``; on CPU, contiguous image ranges of about equal work
+    (``part_count``) run concurrently by ``workers`` single-threaded host workers (as
+    PixMix's, see ``_host_pool``)."""
     n = images.shape[0]
     out = empty_output(images, output)
     workers = 1 if images.is_cuda else min(workers, n)
@@ -136,12 +137,12 @@ def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, o
     active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
     job_sample = active.nonzero(as_tuple=True)[2]
     bounds = balanced_bounds(job_sample, plan.op[active], torch.zeros((1, n), dtype=torch.long),
-                             ops, workers)
+                             ops, part_count(workers, n))
 
     def part(s, e):
         _execute(images[s:e], plan_part(plan, s, e), ops, strategy, out[s:e], output)
 
-    run_parts(part, bounds)
+    run_parts(part, bounds, workers)
     return out
 
 

@@ -23,9 +23,9 @@ vectorised with no Python loop over samples, give the same result to float32 rou
   and partners alike) goes through one batched call per op on exactly the samples that drew
   it; then the samples are ordered by their sequence of mixing ops so that each round's add /
   multiply runs in place on contiguous runs of exactly the samples that chose it (on CPU a few
-  MB at a time, to stay in cache). On CPU the samples are split into one contiguous range per
-  torch thread, each run by a single-threaded host worker (ranges balanced by the planned
-  work). Least work, but the number of ops, and the index groups, depend on the draws.
+  MB at a time, to stay in cache). On CPU the samples are split into two contiguous ranges per
+  torch thread (balanced by the planned work), which as many single-threaded host workers take
+  in turn. Least work, but the number of ops, and the index groups, depend on the draws.
 * ``dense`` (``dense.py``; the default on CUDA): a FIXED sequence of batch-wide kernels
   whatever the draws, with per-sample parameters and identity work where a sample did not
   draw an op; no device value is ever read on the host, and the sequence can be replayed
@@ -43,7 +43,7 @@ import torch
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 
 MIX_OPS = ("add", "multiply")
@@ -460,22 +460,23 @@ def empty_output(images: torch.Tensor, output: "Normalized | None") -> torch.Ten
 def _execute_parts(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
     """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
-    ``workers`` contiguous sample ranges run concurrently by single-threaded host workers (see
-    ``_host_pool``). Each sample's result depends only on its own choices, so the split does
-    not change the output."""
+    contiguous sample ranges (``part_count``) run concurrently by ``workers`` single-threaded
+    host workers (see ``_host_pool``). Each sample's result depends only on its own choices, so
+    the split does not change the output."""
     out = empty_output(images, output)
     workers = 1 if images.is_cuda else min(workers, images.shape[0])
     if workers <= 1:
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
     jobs = _collect_jobs(plan)
-    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, workers)
+    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops,
+                             part_count(workers, images.shape[0]))
 
     def part(s, e):
         _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    run_parts(part, bounds)
+    run_parts(part, bounds, workers)
     return out
 
 
