@@ -63,9 +63,9 @@ def endless(loader: Iterable) -> Iterator:
 
 
 def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
-               settle: float) -> float:
-    """images/s of the next `count` images, after a pause of `settle` s and `drain` batches
-    taken untimed.
+               settle: float) -> Tuple[float, int]:
+    """(images/s of the next `count` images, images per batch), after a pause of `settle` s
+    and `drain` batches taken untimed.
 
     The pause lets every other configuration finish refilling its (bounded) prefetch queue, so
     no background work shares the cores with the timed one; draining empties the queue this
@@ -80,7 +80,7 @@ def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
         images, _ = next(batches)
         seen += images.shape[0]
     sync(device)
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), int(images.shape[0])
 
 
 def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
@@ -104,6 +104,9 @@ def dataloader_drain(workers: int, prefetch_factor: int = 2) -> int:
     return prefetch_factor * max(1, workers) + 1
 
 
+REFILL_MARGIN = 1.5  # a queue refills alone at about the rate it was timed at; with room
+
+
 def interleaved_medians(sources: Dict[str, Tuple[Iterator, int]], rounds: int, count: int,
                         device: torch.device, settle: float,
                         progress: bool = True) -> Dict[str, float]:
@@ -112,14 +115,22 @@ def interleaved_medians(sources: Dict[str, Tuple[Iterator, int]], rounds: int, c
     `sources` maps a name to (endless batches, untimed batches to drain before each timed
     window: `DALI_DRAIN`, `dataloader_drain`). Every source is warmed up first (`warm_up`),
     then each round times `count` images of each source in turn (`timed_rate`), so slow drifts
-    of the machine's load hit every source alike."""
+    of the machine's load hit every source alike. Before a source is timed, the pause lasts at
+    least `settle` s and as long as the other sources need to refill the queues their last
+    windows emptied (their drain at their timed rate, with `REFILL_MARGIN`): a slow source's
+    refill (a DataLoader holds 2 batches per worker) would otherwise run beside the next
+    source's timed window and count against it."""
     from tqdm import tqdm
 
     warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, settle)
     rates = {name: [] for name in sources}
+    refill = {name: 0.0 for name in sources}  # seconds each source needs to refill its queue
     for _ in tqdm(range(rounds), desc="rounds", unit="round", disable=not progress):
         for name, (batches, drain) in sources.items():
-            rates[name].append(timed_rate(batches, count, drain, device, settle))
+            pause = max([settle] + [t for other, t in refill.items() if other != name])
+            rate, batch = timed_rate(batches, count, drain, device, pause)
+            rates[name].append(rate)
+            refill[name] = REFILL_MARGIN * drain * batch / rate
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
