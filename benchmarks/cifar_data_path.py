@@ -33,13 +33,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.check.throughput import (  # noqa: E402
+    DALI_DRAIN,
+    dataloader_drain,
     endless,
+    interleaved_medians,
     make_step,
     synthetic_batches,
-    timed_rate,
     timed_steps,
-    warm_up,
 )
+from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.data.cifar import CIFAR_MEAN, CIFAR_STD, read_cifar  # noqa: E402
 from dali_pixmix.data.images import scan_images  # noqa: E402
 from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
@@ -56,7 +58,7 @@ BANK_SIZE, CROP, PADDING = 36, 32, 4
 def parse_args(argv=None) -> argparse.Namespace:
     cores = os.cpu_count() or 1
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--data", help="CIFAR-10 root in either format (default: generated)")
     p.add_argument("--images", type=int, default=2000, help="generated training pictures")
     p.add_argument("--mixing", type=int, default=32, help="generated fractal mixing pictures")
@@ -161,16 +163,11 @@ def our_loader(args, images, labels, bank, device, channels_last=False):
 
 def measure_data_paths(args, images, labels, mixing, bank, device) -> dict:
     """Median images/s of (a) and (b) over interleaved rounds after a warm-up."""
-    sources = {"a_dali_pixmix": (endless(our_loader(args, images, labels, bank, device)), 3),
-               # a DataLoader's queue: prefetch_factor (2) x workers, + 1
+    sources = {"a_dali_pixmix": (endless(our_loader(args, images, labels, bank, device)),
+                                 DALI_DRAIN),
                "b_reference": (reference_batches(args, images, labels, mixing),
-                               2 * max(1, args.workers) + 1)}
-    warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, args.settle)
-    rates = {name: [] for name in sources}
-    for _ in tqdm(range(args.rounds), desc="data path rounds", unit="round"):
-        for name, (batches, drain) in sources.items():
-            rates[name].append(timed_rate(batches, args.measure, drain, device, args.settle))
-    return {name: float(np.median(r)) for name, r in rates.items()}
+                               dataloader_drain(args.workers))}
+    return interleaved_medians(sources, args.rounds, args.measure, device, args.settle)
 
 
 def measure_training(args, images, labels, bank, device) -> dict:

@@ -25,28 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.augment.label_mixing import mix_batch  # noqa: E402
 from dali_pixmix.augment.methods import METHOD_NAMES, method  # noqa: E402
-from dali_pixmix.check.throughput import endless, timed_rate, warm_up  # noqa: E402
+from dali_pixmix.check.throughput import (  # noqa: E402
+    DALI_DRAIN,
+    benchmark_data,
+    dataloader_drain,
+    interleaved_medians,
+    method_batches,
+)
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
-from dali_pixmix.config import Config  # noqa: E402
 from dali_pixmix.data.images import class_names, scan_images  # noqa: E402
 from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from dali_pixmix.data.synthetic import make_synthetic_imagenet  # noqa: E402
-from dali_pixmix.distributed import DistInfo, pick_device  # noqa: E402
+from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.mixing.bank import MixingBank  # noqa: E402
-from dali_pixmix.mixing.fractals import make_fractals  # noqa: E402
-from dali_pixmix.pipelines.loaders import make_train_loader  # noqa: E402
-from dali_pixmix.training.methods import (  # noqa: E402
-    batch_generator,
-    label_mixing,
-    train_stage,
-    uses_auto_augment,
-)
 
 CROP = 224
 
@@ -77,39 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def prepare_data(args) -> tuple:
-    """(train root, mixing folder), generated once into the cache folder."""
-    cache = Path(args.cache_dir)
-    classes = 8
-    root = make_synthetic_imagenet(cache / f"imagenet_{args.images}", num_classes=classes,
-                                   train_per_class=max(1, args.images // classes),
-                                   val_per_class=0, seed=0, min_size=300, max_size=400,
-                                   progress=True)
-    mixing = cache / f"mixing_{args.mixing}"
-    if len(list(mixing.glob("*.png"))) < args.mixing:
-        make_fractals(mixing, n=args.mixing, size=256, seed=0, progress=True)
-    return root / "train", mixing
-
-
-def method_config(name: str) -> Config:
-    cfg = Config()
-    cfg.augment.method, cfg.data.crop = name, CROP
-    return cfg
-
-
 def dali_batches(args, train_root, device, bank, name: str, classes: int):
     """Batches of method `name`'s training data path: its pipeline, then its label mixing."""
-    cfg = method_config(name)
-    loader = make_train_loader(root=train_root, batch_size=args.batch_size,
-                               dist=DistInfo(device=device), stage=train_stage(cfg, bank),
-                               auto_augment=uses_auto_augment(cfg),
-                               num_threads=args.num_threads)
-    mixing = label_mixing(cfg)
-    for step, (images, labels) in enumerate(endless(loader)):
-        if mixing is not None:
-            images, labels = mix_batch(images, labels, *mixing, classes,
-                                       batch_generator(0, 0, 0, step))
-        yield images, labels
+    return method_batches(train_root, name, batch_size=args.batch_size, device=device,
+                          bank=bank, classes=classes, num_threads=args.num_threads, crop=CROP)
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -149,12 +114,7 @@ def reference_batches(args, train_root, mixing):
 
 def measure(args, sources, device) -> dict:
     """Median images/s per configuration over interleaved rounds (a, b..., c, a, ...)."""
-    warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, args.settle)
-    rates = {name: [] for name in sources}
-    for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
-        for name, (batches, drain) in sources.items():
-            rates[name].append(timed_rate(batches, args.measure, drain, device, args.settle))
-    return {name: float(np.median(r)) for name, r in rates.items()}
+    return interleaved_medians(sources, args.rounds, args.measure, device, args.settle)
 
 
 def chosen_methods(args) -> list:
@@ -166,16 +126,14 @@ def build_sources(args, train_root, mixing, device, methods) -> dict:
     """{name: (batches, untimed batches to drain)} of (a), each (b) and (c)."""
     bank = MixingBank.from_folder(mixing, size=256, device=device)
     classes = len(class_names(train_root))  # the loaders' own rule (no hidden folders)
-    dali_drain = 3  # DALI's prefetch queue (2) + the batch in flight
     sources = {"a_dali": (dali_batches(args, train_root, device, bank, "baseline", classes),
-                          dali_drain)}
+                          DALI_DRAIN)}
     for name in methods:
         sources[f"b_{name}"] = (dali_batches(args, train_root, device, bank, name, classes),
-                                dali_drain)
+                                DALI_DRAIN)
     if "pixmix" in methods and not args.skip_reference:
-        # DataLoader queue: prefetch_factor (2) x workers, + 1
         sources["c_reference"] = (reference_batches(args, train_root, mixing),
-                                  2 * max(1, args.workers) + 1)
+                                  dataloader_drain(args.workers))
     return sources
 
 
@@ -199,7 +157,7 @@ def report(args, results: dict, methods, device) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = pick_device(0, args.device)
-    train_root, mixing = prepare_data(args)
+    train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing)
     methods = chosen_methods(args)
     results = measure(args, build_sources(args, train_root, mixing, device, methods), device)
     summary = report(args, results, methods, device)

@@ -7,12 +7,22 @@ import torch
 from dali_pixmix.augment._host_pool import host_workers
 
 # Rough CPU cost of each step per 224 px image (ms, one thread); only steers the work split.
-_OP_COST = {"autocontrast": 0.36, "equalize": 0.39, "posterize": 0.01, "rotate": 0.77,
-            "solarize": 0.18, "shear_x": 0.6, "shear_y": 0.81, "translate_x": 0.31,
-            "translate_y": 0.57, "color": 0.26, "contrast": 0.19, "brightness": 0.06,
+# (rotate: a 0-degree quarter of PixMix's rotations is a copy; translations are slice copies)
+_OP_COST = {"autocontrast": 0.36, "equalize": 0.39, "posterize": 0.01, "rotate": 0.61,
+            "solarize": 0.18, "shear_x": 0.6, "shear_y": 0.81, "translate_x": 0.13,
+            "translate_y": 0.11, "color": 0.26, "contrast": 0.19, "brightness": 0.06,
             "sharpness": 0.3}
 _MIX_COST = (0.0, 0.07, 0.33)  # by round code: none, add, multiply
 _SAMPLE_COST = 0.1  # start image, partner gathers, result scatter
+# Ranges per host worker, taken in turn by whichever worker is free: a worker slowed down (by
+# other load on the cores, or a dearer range than estimated) holds the batch up by one small
+# range, not by half the batch.
+PARTS_PER_WORKER = 2
+
+
+def part_count(workers: int, samples: int) -> int:
+    """How many ranges ``samples`` are split into for ``workers`` host workers."""
+    return max(1, min(samples, workers * PARTS_PER_WORKER))
 
 
 def balanced_bounds(job_sample: torch.Tensor, job_op: torch.Tensor, round_codes: torch.Tensor,
@@ -37,8 +47,10 @@ def plan_part(plan, start: int, stop: int):
     return type(plan)(**{name: value[..., start:stop] for name, value in vars(plan).items()})
 
 
-def run_parts(run, bounds: list) -> None:
+def run_parts(run, bounds: list, workers: int | None = None) -> None:
     """``run(start, stop)`` for every range of ``bounds`` (from ``balanced_bounds``),
-    concurrently on as many single-threaded host workers; a worker's error is raised here."""
+    concurrently on ``workers`` single-threaded host workers (default: one per range), each
+    taking the next range when it is free; a worker's error is raised here."""
     parts = len(bounds) - 1
-    list(host_workers(parts).map(lambda i: run(bounds[i], bounds[i + 1]), range(parts)))
+    pool = host_workers(workers or parts)
+    list(pool.map(lambda i: run(bounds[i], bounds[i + 1]), range(parts)))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
 from dali_pixmix.augment.pixmix.api import pick_strategy
@@ -74,14 +74,16 @@ def draw_augmix_plan(n: int, width: int, depth: int, severity: float, alpha: flo
                       m=beta(alpha, alpha, n, generator).cpu().float())
 
 
-def _augment(rows_u8, op, level, negate, ops, strategy: str) -> torch.Tensor:
-    """Row j augmented by ``ops[op[j]]`` at ``level[j]``: grouped or dense op machinery."""
-    _, h, w, _ = rows_u8.shape
+def _augment(chains, rows, op, level, negate, ops, strategy: str) -> torch.Tensor:
+    """``chains[rows[j]]`` augmented by ``ops[op[j]]`` at ``level[j]``: grouped or dense op
+    machinery (grouped gathers each op's rows itself: no copy of all the rows first)."""
+    _, h, w, _ = chains.shape
     if strategy == "dense":
         from dali_pixmix.augment.pixmix.dense import apply_ops
 
+        rows_u8 = take_rows(chains, to_device(rows, chains.device))
         return apply_ops(rows_u8, op, op_param_values(op, level, negate, ops, h, w), ops)
-    return augment_rows(rows_u8, torch.arange(op.numel()), op, level, negate, ops)
+    return augment_rows(chains, rows, op, level, negate, ops)
 
 
 def run_chains(images: torch.Tensor, plan: AugMixPlan, ops, strategy: str) -> torch.Tensor:
@@ -95,9 +97,8 @@ def run_chains(images: torch.Tensor, plan: AugMixPlan, ops, strategy: str) -> to
             break
         op, level, negate = (t[step].reshape(-1)[rows] for t in (plan.op, plan.level,
                                                                    plan.negate))
-        rows_dev = to_device(rows, images.device)
-        out = _augment(take_rows(chains, rows_dev), op, level, negate, ops, strategy)
-        put_rows(chains, rows_dev, out)
+        out = _augment(chains, rows, op, level, negate, ops, strategy)
+        put_rows(chains, to_device(rows, images.device), out)
     return chains
 
 
@@ -107,8 +108,8 @@ def mix_chains(images: torch.Tensor, chains: torch.Tensor, plan: AugMixPlan) -> 
     dev = images.device
     weights = to_device(plan.weights, dev).view(width, n, 1, 1, 1)
     m = to_device(plan.m, dev).view(n, 1, 1, 1)
-    mix = torch.zeros(images.shape, dtype=torch.float32, device=dev)
-    for c in range(width):
+    mix = chains[:n].float().div_(255.0).mul_(weights[0])  # = 0 + that, exactly
+    for c in range(1, width):
         mix.add_(chains[c * n:(c + 1) * n].float().div_(255.0).mul_(weights[c]))
     x = images.float().div_(255.0)
     return x.mul_(1.0 - m).add_(mix.mul_(m))
@@ -121,8 +122,9 @@ def _execute(images, plan: AugMixPlan, ops, strategy: str, out: torch.Tensor, ou
 
 
 def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, output):
-    """The result of ``plan``; on CPU, contiguous image ranges of about equal work run
-    concurrently by single-threaded host workers (as PixMix's, see ``_host_pool``)."""
+    """The result of ``plan``; on CPU, contiguous image ranges of about equal work
+    (``part_count``) run concurrently by ``workers`` single-threaded host workers (as
+    PixMix's, see ``_host_pool``)."""
     n = images.shape[0]
     out = empty_output(images, output)
     workers = 1 if images.is_cuda else min(workers, n)
@@ -133,12 +135,12 @@ def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, o
     active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
     job_sample = active.nonzero(as_tuple=True)[2]
     bounds = balanced_bounds(job_sample, plan.op[active], torch.zeros((1, n), dtype=torch.long),
-                             ops, workers)
+                             ops, part_count(workers, n))
 
     def part(s, e):
         _execute(images[s:e], plan_part(plan, s, e), ops, strategy, out[s:e], output)
 
-    run_parts(part, bounds)
+    run_parts(part, bounds, workers)
     return out
 
 

@@ -3,8 +3,11 @@
 As the reference code: the centre ``(cy, cx)`` is uniform over the pixels, the patch is
 ``[cy - s // 2, cy + s // 2) x [cx - s // 2, cx + s // 2)`` clipped at the border, and it is
 zeroed AFTER normalisation (the reference masks the normalised tensor), so the patch shows the
-mean colour. Boxes are drawn on the host from an explicit generator and copied to the images'
-device without blocking; the mask is built there, so a CUDA batch never waits for the host.
+mean colour. Boxes are drawn on the host from an explicit generator (``cutout_boxes``). The
+training pipeline hands them to DALI's ``fn.erase`` as regions (``erase_regions``), which zeroes
+them in the normalised images on the pipeline's device; ``cutout`` is the same method on a
+torch batch (the boxes copied to the images' device without blocking, so a CUDA batch never
+waits for the host).
 """
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ def cutout_boxes(n: int, height: int, width: int, size: int,
     half = size // 2
     return torch.stack([(cy - half).clamp(0, height), (cy + half).clamp(0, height),
                         (cx - half).clamp(0, width), (cx + half).clamp(0, width)], dim=1)
+
+
+def erase_regions(boxes: torch.Tensor) -> tuple:
+    """DALI ``fn.erase`` arguments of ``cutout_boxes`` output, one float32 array per image:
+    (anchors ``(y0, x0)``, shapes ``(y1 - y0, x1 - x0)``) with ``axis_names="HW"``."""
+    corners = boxes.to(torch.float32).view(-1, 2, 2)  # [(y0, y1), (x0, x1)]
+    anchors = corners[:, :, 0].contiguous().numpy()
+    shapes = (corners[:, :, 1] - corners[:, :, 0]).contiguous().numpy()
+    return list(anchors), list(shapes)
 
 
 def box_mask(boxes: torch.Tensor, height: int, width: int, device) -> torch.Tensor:

@@ -14,7 +14,11 @@ and draw ONE lambda per batch, as the methods' reference code does:
 Images are normalised float ``[B, 3, H, W]`` (any memory format; mixing normalised images
 equals normalising mixed ones, the normalisation being affine). Every draw comes from a HOST
 generator: lambda and the box are Python numbers, the permutation is copied to the device
-without blocking, so a CUDA batch is mixed without any host synchronisation.
+without blocking, so a CUDA batch is mixed without any host synchronisation. On the CPU the
+partners are gathered a few samples at a time (one batch-sized allocation, not two: fresh
+pages cost more than the arithmetic) with one torch thread, as the loader's DALI threads are
+busy beside it (two OpenMP threads spin at every barrier when the cores are taken, which made
+mixing on a 2-core machine cost several times its work).
 
 ``torchvision.transforms.v2.MixUp`` / ``CutMix`` compute the same kinds of mix but draw from
 torch's global generator (no ``generator`` argument: per-rank streams and an exact replay on
@@ -24,6 +28,7 @@ i - 1 (``roll(1)``) instead of a random permutation; hence these few functions.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -33,6 +38,7 @@ from dali_pixmix.augment._rows import to_device
 from dali_pixmix.augment.distributions import beta
 
 KINDS = ("mixup", "cutmix")
+HOST_CHUNK = 8  # samples gathered at a time on the CPU (a few MB: reused heap, no fresh pages)
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,35 @@ def apply_draw(images: torch.Tensor, labels: torch.Tensor, draw: MixDraw,
                num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(mixed images, soft targets) of one batch for ``draw`` (a mixup draw has no box)."""
     perm = to_device(draw.perm, images.device)
-    if draw.box is None:
-        mixed = images.mul(draw.lam).add_(images.index_select(0, perm), alpha=1.0 - draw.lam)
-    else:
-        y0, y1, x0, x1 = draw.box
-        mixed = images.clone()  # keeps the memory format (channels_last stays)
-        mixed[:, :, y0:y1, x0:x1] = images[:, :, y0:y1, x0:x1].index_select(0, perm)
+    n = images.shape[0]
+    step = HOST_CHUNK if images.device.type == "cpu" else n
+    with _one_thread_on_cpu(images.device):
+        if draw.box is None:
+            mixed = images.mul(draw.lam)
+            for i in range(0, n, step):
+                mixed[i:i + step].add_(images.index_select(0, perm[i:i + step]),
+                                       alpha=1.0 - draw.lam)
+        else:
+            y0, y1, x0, x1 = draw.box
+            mixed = images.clone()  # keeps the memory format (channels_last stays)
+            box = images[:, :, y0:y1, x0:x1]
+            for i in range(0, n, step):
+                mixed[i:i + step, :, y0:y1, x0:x1] = box.index_select(0, perm[i:i + step])
     return mixed, soft_targets(labels, perm, draw.lam, num_classes)
+
+
+@contextmanager
+def _one_thread_on_cpu(device: torch.device):
+    """torch's thread count 1 for the block when ``device`` is the CPU, restored after."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def mix_batch(images: torch.Tensor, labels: torch.Tensor, kind: str, alpha: float,

@@ -14,9 +14,12 @@ Conventions shared by every op:
   sampling with edge replication inside the canvas, black outside, truncation to uint8) with
   float64 coordinates and float32 interpolation, so they differ from PIL (by one level) only
   where an interpolated value lands within ~1e-5 of an integer.
-* Shear and translation run as per-row / per-column shifts (rows grouped by integer offset);
+* Shear runs as per-row / per-column shifts (rows grouped by integer offset); translation by
+  whole pixels (PixMix's) as one slice copy per distinct offset, otherwise as shear does;
   rotation uses one cached coordinate map per distinct angle (cached per device, safe on any
-  CUDA stream: ``_constants``). The dense PixMix strategy reuses the table builders
+  CUDA stream: ``_constants``), a multiple of 360 degrees being a copy. The shortcuts give
+  the general path's result bit for bit (whole-pixel bilinear taps have weights 0 and 1).
+  The dense PixMix strategy reuses the table builders
   (``autocontrast_lut``, ``equalize_lut``), the blends, ``mean_grey`` and ``sharpen_interior``,
   and does its own single affine resampling for every geometric op (``_dense_ops``).
 """
@@ -176,15 +179,25 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     m = torch.as_tensor(coeffs, dtype=torch.float64).reshape(n, 6).cpu()
     unique, inverse = torch.unique(m, dim=0, return_inverse=True)
     if unique.shape[0] == 1:
-        plan = _bilinear_plan(tuple(unique[0].tolist()), h, w, x.device)
-        return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
+        return _affine_group(x, tuple(unique[0].tolist()))
     out = torch.empty_like(x)
     for g in range(unique.shape[0]):
         members = to_device((inverse == g).nonzero(as_tuple=True)[0], x.device)
-        plan = _bilinear_plan(tuple(unique[g].tolist()), h, w, x.device)
-        group = take_rows(x, members).view(-1, h * w, 3)
-        put_rows(out, members, _bilinear_apply(group, *plan))
+        put_rows(out, members, _affine_group(take_rows(x, members), tuple(unique[g].tolist())))
     return out
+
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _affine_group(x: torch.Tensor, coeffs: tuple) -> torch.Tensor:
+    """``affine`` of samples sharing ``coeffs``: the identity map reads every pixel centre
+    exactly (a copy), any other goes through the bilinear plan."""
+    n, h, w, _ = x.shape
+    if coeffs == _IDENTITY:
+        return x.clone()
+    plan = _bilinear_plan(coeffs, h, w, x.device)
+    return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
 
 
 @stream_safe_cache(maxsize=8)
@@ -303,14 +316,36 @@ def translate_x(x: torch.Tensor, pixels) -> torch.Tensor:
     """PIL affine (1, 0, t, 0, 1, 0): output pixel x shows input pixel x + t, black outside."""
     _check_images(x)
     n, h, _, _ = x.shape
-    return _shift_along(x, _params64(pixels, n).view(n, 1).expand(n, h), "x")
+    t = _params64(pixels, n)
+    if bool((t == torch.round(t)).all()):
+        return _whole_pixel_shift(x, t.long(), dim=2)
+    return _shift_along(x, t.view(n, 1).expand(n, h), "x")
 
 
 def translate_y(x: torch.Tensor, pixels) -> torch.Tensor:
     """PIL affine (1, 0, 0, 0, 1, t): output pixel y shows input pixel y + t, black outside."""
     _check_images(x)
     n, _, w, _ = x.shape
-    return _shift_along(x, _params64(pixels, n).view(n, 1).expand(n, w), "y")
+    t = _params64(pixels, n)
+    if bool((t == torch.round(t)).all()):
+        return _whole_pixel_shift(x, t.long(), dim=1)
+    return _shift_along(x, t.view(n, 1).expand(n, w), "y")
+
+
+def _whole_pixel_shift(x: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:
+    """Output index i along ``dim`` (1: y, 2: x) shows input index i + shift (per sample,
+    host int64), black outside: one slice copy per distinct shift."""
+    out = torch.zeros_like(x)
+    length = x.shape[dim]
+    for d in torch.unique(shift).tolist():
+        if abs(d) >= length:
+            continue  # shifted out of the canvas: black
+        rows = to_device((shift == d).nonzero(as_tuple=True)[0], x.device)
+        source = x.index_select(0, rows).narrow(dim, max(d, 0), length - abs(d))
+        shifted = torch.zeros_like(x[:rows.numel()])
+        shifted.narrow(dim, max(-d, 0), length - abs(d)).copy_(source)
+        out.index_copy_(0, rows, shifted)
+    return out
 
 
 # ----------------------------------------------------------------------------- enhance ops

@@ -321,6 +321,7 @@ class SyncCheckedStage:
         self.stage, self.report = stage, report
         self.set_mode = set_mode or torch.cuda.set_sync_debug_mode
         self.crop, self.seed = stage.crop, stage.seed
+        self.runs_in_torch = stage.runs_in_torch  # the graph hands it the crops (PixMix)
         stage.apply = self._recording(stage.apply)  # DALI's capsules can be read only once
 
     def _recording(self, apply: Callable) -> Callable:

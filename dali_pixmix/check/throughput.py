@@ -22,6 +22,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
@@ -67,9 +68,9 @@ def endless(loader: Iterable) -> Iterator:
 
 
 def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
-               settle: float) -> float:
-    """images/s of the next `count` images, after a pause of `settle` s and `drain` batches
-    taken untimed.
+               settle: float) -> Tuple[float, int]:
+    """(images/s of the next `count` images, images per batch), after a pause of `settle` s
+    and `drain` batches taken untimed.
 
     The pause lets every other configuration finish refilling its (bounded) prefetch queue, so
     no background work shares the cores with the timed one; draining empties the queue this
@@ -84,7 +85,7 @@ def timed_rate(batches: Iterator, count: int, drain: int, device: torch.device,
         images, _ = next(batches)
         seen += images.shape[0]
     sync(device)
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), int(images.shape[0])
 
 
 def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
@@ -98,6 +99,93 @@ def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
             next(batches_of_source)
     sync(device)
     time.sleep(settle)
+
+
+DALI_DRAIN = 3  # batches a DALI loader holds ready: its prefetch queue (2) + the one in flight
+
+
+def dataloader_drain(workers: int, prefetch_factor: int = 2) -> int:
+    """Batches a torch DataLoader holds ready: `prefetch_factor` per worker, + 1."""
+    return prefetch_factor * max(1, workers) + 1
+
+
+REFILL_MARGIN = 1.5  # a queue refills alone at about the rate it was timed at; with room
+
+
+def interleaved_medians(sources: Dict[str, Tuple[Iterator, int]], rounds: int, count: int,
+                        device: torch.device, settle: float,
+                        progress: bool = True) -> Dict[str, float]:
+    """Median images/s of every source over `rounds` interleaved rounds (A, B, A, B, ...).
+
+    `sources` maps a name to (endless batches, untimed batches to drain before each timed
+    window: `DALI_DRAIN`, `dataloader_drain`). Every source is warmed up first (`warm_up`),
+    then each round times `count` images of each source in turn (`timed_rate`), so slow drifts
+    of the machine's load hit every source alike. Before a source is timed, the pause lasts at
+    least `settle` s and as long as the other sources need to refill the queues their last
+    windows emptied (their drain at their timed rate, with `REFILL_MARGIN`): a slow source's
+    refill (a DataLoader holds 2 batches per worker) would otherwise run beside the next
+    source's timed window and count against it."""
+    from tqdm import tqdm
+
+    warm_up({name: batches for name, (batches, _) in sources.items()}, 3, device, settle)
+    rates = {name: [] for name in sources}
+    refill = {name: 0.0 for name in sources}  # seconds each source needs to refill its queue
+    for _ in tqdm(range(rounds), desc="rounds", unit="round", disable=not progress):
+        for name, (batches, drain) in sources.items():
+            pause = max([settle] + [t for other, t in refill.items() if other != name])
+            rate, batch = timed_rate(batches, count, drain, device, pause)
+            rates[name].append(rate)
+            refill[name] = REFILL_MARGIN * drain * batch / rate
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Optional[Path]]:
+    """(training class-folder root, mixing-set folder) for the data-path benchmarks, generated
+    once into `cache_dir`: `images` synthetic JPEGs of 300-400 px in 8 classes, and `mixing`
+    256 px fractals in one class folder (so torchvision's ImageFolder reads it too; none and
+    None for `mixing` 0)."""
+    from dali_pixmix.data.synthetic import make_synthetic_imagenet
+    from dali_pixmix.mixing.fractals import make_fractals
+
+    cache, classes = Path(cache_dir), 8
+    root = make_synthetic_imagenet(cache / f"imagenet_{images}", num_classes=classes,
+                                   train_per_class=max(1, images // classes), val_per_class=0,
+                                   seed=0, min_size=300, max_size=400, progress=True)
+    if mixing == 0:
+        return root / "train", None
+    folder = cache / f"fractals_{mixing}"
+    if len(list((folder / "fractals").glob("*.png"))) < mixing:
+        make_fractals(folder / "fractals", n=mixing, size=256, seed=0, progress=True)
+    return root / "train", folder
+
+
+def method_batches(root, name: str, *, batch_size: int, device: torch.device, bank,
+                   classes: int, num_threads: int, crop: int = 224) -> Iterator:
+    """Endless batches of augmentation method `name`'s training data path, as training runs
+    it: the run's DALI loader with the method's stage (or AutoAugment), then its label mixing
+    (mixup, cutmix) on the loader's device; normalised float32 [B, 3, crop, crop]."""
+    from dali_pixmix.augment.label_mixing import mix_batch
+    from dali_pixmix.config import Config
+    from dali_pixmix.distributed import DistInfo
+    from dali_pixmix.pipelines.loaders import make_train_loader
+    from dali_pixmix.training.methods import (
+        batch_generator,
+        label_mixing,
+        train_stage,
+        uses_auto_augment,
+    )
+
+    cfg = Config()
+    cfg.augment.method, cfg.data.crop = name, crop
+    loader = make_train_loader(root=root, batch_size=batch_size, dist=DistInfo(device=device),
+                               crop=crop, stage=train_stage(cfg, bank),
+                               auto_augment=uses_auto_augment(cfg), num_threads=num_threads)
+    mixing = label_mixing(cfg)
+    for step, (images, labels) in enumerate(endless(loader)):
+        if mixing is not None:
+            images, labels = mix_batch(images, labels, *mixing, classes,
+                                       batch_generator(0, 0, 0, step))
+        yield images, labels
 
 
 def make_step(model, optimizer, amp_dtype: Optional[torch.dtype], device: torch.device):
@@ -323,15 +411,11 @@ def _pipeline_batches(s: Settings, device: torch.device, bank=None) -> Iterator:
 
 def interleaved_rates(s: Settings, sources: Dict[str, Iterator],
                       device: torch.device) -> Dict[str, float]:
-    """Median images/s of each source over `s.rounds` interleaved rounds (a, b, a, b, ...),
-    every source warmed up first."""
-    warm_up(sources, 3, device, settle=0.5)
-    rates = {name: [] for name in sources}
-    for _ in range(s.rounds):
-        for name, batches in sources.items():
-            rates[name].append(timed_rate(batches, s.pipeline_batches * s.batch, 3, device,
-                                          settle=0.5))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    """Median images/s of each DALI source over `s.rounds` interleaved rounds (a, b, a, b, ...)
+    of `s.pipeline_batches` batches, every source warmed up first (`interleaved_medians`)."""
+    return interleaved_medians({name: (batches, DALI_DRAIN) for name, batches in sources.items()},
+                               s.rounds, s.pipeline_batches * s.batch, device, settle=0.5,
+                               progress=False)
 
 
 def pipeline_pixmix(s: Settings) -> Dict:

@@ -35,6 +35,10 @@ class BatchStage:
     stream; the host never waits for the GPU.
     """
 
+    # False: the stage only draws per-batch regions (`regions`) that DALI's own erase
+    # operator zeroes in the normalised images (Cutout); the pipeline never hands it pixels.
+    runs_in_torch = True
+
     def __init__(self, seed: int = 0, crop: int = 224):
         self.seed, self.crop = int(seed), crop
         self.output = None  # a dali_pixmix.augment.pixmix.Normalized format, or None: [0, 1] HWC
@@ -177,8 +181,12 @@ class AugMixStage(BatchStage):
 
 
 class CutoutStage(BatchStage):
-    """Cutout (`dali_pixmix.augment.cutout.cutout`): one `size` x `size` square per image, zero
-    after normalisation."""
+    """Cutout (`dali_pixmix.augment.cutout`): one `size` x `size` square per image, zero after
+    normalisation. In the pipeline the stage only draws the squares (`regions`) and DALI's
+    `fn.erase` zeroes them, multithreaded on the pipeline's device; `apply` runs the same
+    method in torch (`cutout`) on a batch of crops."""
+
+    runs_in_torch = False
 
     def __init__(self, size: int, seed: int = 0, crop: int = 224):
         super().__init__(seed, crop)
@@ -190,6 +198,16 @@ class CutoutStage(BatchStage):
         from dali_pixmix.augment.cutout import cutout
 
         return cutout(batch, self.size, self.host_generator(index), output=self.output)
+
+    def regions(self, labels) -> tuple:
+        """DALI's python_function, called once per batch with its labels (one array per
+        image): `fn.erase` anchors and shapes of the squares of the stream's next batch
+        (`batch_index`, then advanced), the boxes `cutout` draws for that batch."""
+        from dali_pixmix.augment.cutout import cutout_boxes, erase_regions
+
+        index, self.batch_index = self.batch_index, self.batch_index + 1
+        return erase_regions(cutout_boxes(len(labels), self.crop, self.crop, self.size,
+                                          self.host_generator(index)))
 
 
 class dali_stream:

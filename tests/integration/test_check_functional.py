@@ -93,6 +93,8 @@ def test_checked_stage_runs_inside_the_pipeline_between_mode_switches(settings):
 class Synchronising:
     """A stage that fails the way torch does under set_sync_debug_mode("error")."""
 
+    runs_in_torch = True  # the pipeline hands it the crops, as PixMix
+
     def __init__(self, crop):
         self.crop, self.seed = crop, 0
 

@@ -11,7 +11,7 @@ from dali_pixmix.data.checks import UnreadableImageError
 from dali_pixmix.distributed import DistInfo
 from dali_pixmix.mixing.bank import MixingBank
 from dali_pixmix.pipelines.loaders import LoaderStateError, make_eval_loader, make_train_loader
-from dali_pixmix.pipelines.stage import PixMixStage
+from dali_pixmix.pipelines.stage import CutoutStage, PixMixStage
 
 pytestmark = pytest.mark.integration
 
@@ -105,15 +105,17 @@ def test_one_training_loader_serves_every_epoch_in_the_epochs_order(tiny_imagene
     assert torch.equal(rest, torch.cat([y for _, y in loader(3, step=1)]))
 
 
-@pytest.mark.parametrize("method", ["pixmix", "autoaugment"])
+@pytest.mark.parametrize("method", ["pixmix", "autoaugment", "cutout"])
 def test_training_loader_resumes_from_its_state_exactly(tiny_imagenet, method):
     """A loader made from `state()` at batch k of epoch 1 yields bit-identical batches (crops,
-    flips, and PixMix (a torch stage seeded per batch) or AutoAugment (DALI's random ops under
-    conditionals)) to the loader that went on; without the state only the order is equal."""
+    flips, and PixMix (a torch stage seeded per batch), AutoAugment (DALI's random ops under
+    conditionals) or Cutout (squares drawn per batch, erased by DALI)) to the loader that went
+    on; without the state only the order is equal."""
     gen = torch.Generator().manual_seed(0)
     bank = MixingBank(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8, generator=gen))
-    augment = (dict(stage=PixMixStage(bank, crop=CROP)) if method == "pixmix"
-               else dict(stage=None, auto_augment=True))
+    augment = {"pixmix": dict(stage=PixMixStage(bank, crop=CROP)),
+               "cutout": dict(stage=CutoutStage(16, crop=CROP)),
+               "autoaugment": dict(stage=None, auto_augment=True)}[method]
     common = dict(root=tiny_imagenet / "train", batch_size=6, dist=rank(0, 1), seed=3,
                   crop=CROP, num_threads=1, **augment)
     going = make_train_loader(**common)

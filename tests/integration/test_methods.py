@@ -67,6 +67,30 @@ def test_stage_output_is_its_function_on_the_plain_crops(tiny_imagenet, stage):
     assert np.abs(got - normalised(crops.numpy() / 255)).max() > 0.1  # the stage did something
 
 
+@pytest.mark.parametrize("layout, dtype", [("CHW", "float32"), ("HWC", "float16")])
+def test_cutout_is_the_plain_pipeline_output_with_each_square_zeroed(tiny_imagenet, layout,
+                                                                     dtype):
+    """Outside its squares a Cutout batch is bit for bit the baseline pipeline's (the same
+    normalisation as every other method), inside them exactly 0; the squares are the ones
+    `cutout_boxes` draws from the stage's generator for each batch index, batch after batch."""
+    stage = CutoutStage(20, seed=5, crop=CROP)
+    stage_seed = int(np.random.SeedSequence([stage.seed, 7, 0]).generate_state(1)[0])
+    common = dict(file_root=tiny_imagenet / "train", batch_size=8, crop=CROP, seed=7,
+                  layout=layout, dtype=dtype)
+    plain_pipe, cut_pipe = train_pipeline(**common), train_pipeline(**common, stage=stage)
+    draws = stage.reseeded(stage_seed)
+    for index in range(2):
+        plain, cut = (np.array(p.run()[0].as_tensor()) for p in (plain_pipe, cut_pipe))
+        hwc = (lambda x: x.transpose(0, 2, 3, 1)) if layout == "CHW" else (lambda x: x)
+        plain, cut = hwc(plain), hwc(cut)
+        boxes = cutout_boxes(8, CROP, CROP, 20, draws.host_generator(index)).tolist()
+        for image, original, (y0, y1, x0, x1) in zip(cut, plain, boxes):
+            inside = np.zeros((CROP, CROP), dtype=bool)
+            inside[y0:y1, x0:x1] = True
+            assert (image[inside] == 0).all() and inside.sum() >= 10 * 10
+            np.testing.assert_array_equal(image[~inside], original[~inside])
+
+
 def test_stages_refuse_bad_settings():
     with pytest.raises(ValueError, match="needs a mixing bank"):
         PixMixStage(None, crop=CROP)
@@ -187,6 +211,34 @@ def test_auto_augment_draws_sub_policies_with_the_policy_probabilities():
     counts += [sum(observed.get(v, 0) for v in rare)] * bool(rare)
     expected = [law[v] * n for v in common] + [sum(law[v] for v in rare) * n] * bool(rare)
     assert chi2_ok(counts, expected)
+
+
+def test_auto_augment_geometric_ops_sample_the_nearest_pixel():
+    """Rotate, shear and translate as the reference AutoAugment (TensorFlow's policy_v0) and
+    torchvision's default: every output pixel is an input pixel or the fill (128), never a
+    blend of neighbours (DALI's bilinear default would make new grey levels at every edge)."""
+    from nvidia.dali import pipeline_def, types
+    from nvidia.dali.auto_aug import augmentations as ops
+    from nvidia.dali.auto_aug.core import Policy
+
+    size = 32
+    checker = ((np.indices((size, size)).sum(0) // 3) % 2 * 255).astype(np.uint8)
+    picture = np.repeat(checker[:, :, None], 3, axis=2)
+    steps = [(ops.rotate, 10), (ops.shear_x, 10), (ops.shear_y, 6), (ops.translate_x, 3),
+             (ops.translate_y, 5)]
+    policy = Policy("geometric", 11, [[(op, 1.0, magnitude)] for op, magnitude in steps])
+
+    @pipeline_def(enable_conditionals=True, batch_size=40, num_threads=1, device_id=None,
+                  seed=3)
+    def geometric():
+        return auto_augment_images(types.Constant(picture), size, policy)
+
+    pipe = geometric()
+    pipe.build()
+    out = np.array(pipe.run()[0].as_tensor())
+    assert set(np.unique(out)) <= {0, 128, 255}
+    moved = (out != picture).reshape(len(out), -1).mean(axis=1)
+    assert (moved > 0.05).all()  # every image was transformed
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,24 @@ def test_geometry_conventions_by_hand(strategy):
     assert torch.equal(identity, x)
 
 
+def test_whole_pixel_shortcuts_are_the_general_resampling_bit_for_bit(batch):
+    """Translation by whole pixels (one slice copy per offset) and rotation by multiples of 360
+    degrees (a copy) give what the general per-line / bilinear resampling gives."""
+    x = torch.from_numpy(batch)
+    n, h, w, _ = x.shape
+    for t in ([0, 3, -7, 2], [w, -w - 4, 1, 1], [-1, -1, -1, -1]):
+        shift = torch.tensor(t, dtype=torch.float64)
+        assert torch.equal(A.translate_x(x, shift),
+                           A._shift_along(x, shift.view(n, 1).expand(n, h), "x")), t
+        assert torch.equal(A.translate_y(x, shift),
+                           A._shift_along(x, shift.view(n, 1).expand(n, w), "y")), t
+    turns = A.rotate(x, torch.tensor([0.0, 360.0, -720.0, 90.0]))
+    identity_plan = A._bilinear_plan(A._IDENTITY, h, w, x.device)
+    general = A._bilinear_apply(x.reshape(n, h * w, 3), *identity_plan).view(n, h, w, 3)
+    assert torch.equal(turns[:3], general[:3]) and torch.equal(general, x)
+    assert not torch.equal(turns[3], x[3])
+
+
 def test_ops_keep_input_and_validate_parameters(batch):
     x = torch.from_numpy(batch.copy())
     before = x.clone()

@@ -12,7 +12,14 @@ from scipy import stats as scipy_stats
 from stats import beta_ok, chi2_uniform_ok
 
 from dali_pixmix.augment.distributions import beta, dirichlet
-from dali_pixmix.augment.label_mixing import draw_cutmix, draw_mixup, mix_batch, soft_targets
+from dali_pixmix.augment.label_mixing import (
+    HOST_CHUNK,
+    apply_draw,
+    draw_cutmix,
+    draw_mixup,
+    mix_batch,
+    soft_targets,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -130,6 +137,26 @@ def test_channels_last_batches_keep_their_layout_and_values():
         b, tb = mix_batch(cl, y, kind, 1.0, 3, gen(3))
         assert b.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+def test_cpu_mixing_in_chunks_is_the_whole_batch_computation_bit_for_bit():
+    """The CPU gathers partners HOST_CHUNK samples at a time, single-threaded: the same values,
+    bit for bit, as one whole-batch expression in the same order; torch's thread count is
+    restored."""
+    n = 2 * HOST_CHUNK + 3  # a partial last chunk
+    x = torch.randn(n, 3, 10, 12, generator=gen(4))
+    y = torch.arange(n) % 5
+    threads = torch.get_num_threads()
+    for d in (draw_mixup(n, 0.4, gen(5)), draw_cutmix(n, 10, 12, 1.0, gen(6))):
+        got, _ = apply_draw(x, y, d, 5)
+        if d.box is None:
+            expected = x.mul(d.lam).add_(x[d.perm], alpha=1.0 - d.lam)
+        else:
+            y0, y1, x0, x1 = d.box
+            expected = x.clone()
+            expected[:, :, y0:y1, x0:x1] = x[d.perm][:, :, y0:y1, x0:x1]
+        assert torch.equal(got, expected)
+        assert torch.get_num_threads() == threads
 
 
 def test_bad_arguments():

@@ -122,6 +122,25 @@ def test_host_workers_split_samples_without_changing_the_output(data):
     assert torch.get_num_threads() == threads_before  # the workers' setting does not leak
 
 
+def test_ranges_are_shared_by_fewer_workers_each_run_once():
+    """More sample ranges than host workers (the pool takes them in turn), each run once, by
+    at most the given number of threads."""
+    import threading
+
+    from dali_pixmix.augment._cpu_split import part_count, run_parts
+
+    seen, threads = [], set()
+
+    def run(start, stop):
+        seen.append((start, stop))
+        threads.add(threading.get_ident())
+
+    run_parts(run, [0, 3, 5, 9, 12, 20], workers=2)
+    assert sorted(seen) == [(0, 3), (3, 5), (5, 9), (9, 12), (12, 20)]
+    assert len(threads) <= 2
+    assert part_count(2, 64) == 4 and part_count(3, 2) == 2 and part_count(1, 1) == 1
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_normalized_output_format_equals_normalising_the_unit_output(data, strategy):
     from dali_pixmix.augment.pixmix import Normalized

@@ -4,8 +4,8 @@ Every augmentation of the batch (start images and partners alike) goes through o
 per op on exactly the samples that drew it; then the samples are ordered by their sequence of
 mixing ops so that each round's add / multiply runs in place on contiguous runs of exactly the
 samples that chose it (on CPU a few MB at a time, to stay in cache). On CPU the samples are
-split into one contiguous range per torch thread, each run by a single-threaded host worker
-(ranges balanced by the planned work: ``_cpu_split``). Least work, but the number of ops, and
+split into two contiguous ranges per torch thread (balanced by the planned work: ``_cpu_split``),
+which as many single-threaded host workers take in turn. Least work, but the number of ops, and
 the index groups, depend on the draws.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.pixmix.output import Normalized, empty_output
 from dali_pixmix.augment.pixmix.plan import Jobs, Plan, collect_jobs, op_params
@@ -216,20 +216,21 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor
 def pixmix_grouped(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
     """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
-    ``workers`` contiguous sample ranges run concurrently by single-threaded host workers (see
-    ``_host_pool``). Each sample's result depends only on its own choices, so the split does
-    not change the output."""
+    contiguous sample ranges (``part_count``) run concurrently by ``workers`` single-threaded
+    host workers (see ``_host_pool``). Each sample's result depends only on its own choices, so
+    the split does not change the output."""
     out = empty_output(images, output)
     workers = 1 if images.is_cuda else min(workers, images.shape[0])
     if workers <= 1:
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
     jobs = collect_jobs(plan)
-    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, workers)
+    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops,
+                             part_count(workers, images.shape[0]))
 
     def part(s, e):
         _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    run_parts(part, bounds)
+    run_parts(part, bounds, workers)
     return out
