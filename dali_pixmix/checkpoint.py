@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from dali_pixmix.oserrors import names_file, os_error_behind
+from dali_pixmix.oserrors import error_behind, names_file
 
 _NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
 _TMP_NAME = re.compile(r"^\.(ckpt_e\d+_s\d+\.pt|final\.pt)\.tmp\d+$")  # see atomic_save
@@ -59,10 +59,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with names_file(path), open(tmp, "wb") as handle:
-            try:
-                torch.save(obj, handle)
-            except RuntimeError as err:  # torch turns a failed write (full disk) into its own
-                raise (os_error_behind(err) or err) from None  # error: the OSError, named
+            save_to(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -70,6 +67,16 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save_to(obj: Any, handle) -> None:
+    """torch.save into an open binary file. torch turns a write that fails (a full disk) or is
+    interrupted (a second Ctrl-C) into its own RuntimeError raised while handling the real
+    one; that real one is raised instead, so the disk is named and Ctrl-C stays Ctrl-C."""
+    try:
+        torch.save(obj, handle)
+    except RuntimeError as err:
+        raise (error_behind(err, (KeyboardInterrupt, OSError)) or err) from None
 
 
 def remove_stale_temporaries(out_dir: str | Path) -> List[Path]:

@@ -34,16 +34,22 @@ def names_file(path: str | Path):
         raise
 
 
-def os_error_behind(err: BaseException) -> Optional[OSError]:
-    """The OSError behind `err`: itself, or one it was raised while handling (torch.save reports
-    a failed write as its own RuntimeError raised during the OSError); None if there is none."""
+def error_behind(err: BaseException, kinds) -> Optional[BaseException]:
+    """The first exception of type `kinds` behind `err`: itself, or one it was raised while
+    handling; None if there is none."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
+        if isinstance(err, kinds):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def os_error_behind(err: BaseException) -> Optional[OSError]:
+    """The OSError behind `err`: itself, or one it was raised while handling (torch.save reports
+    a failed write as its own RuntimeError raised during the OSError); None if there is none."""
+    return error_behind(err, OSError)
 
 
 def os_error_line(err: OSError) -> str:

@@ -154,6 +154,26 @@ def test_a_write_that_fails_inside_torch_save_is_the_os_error_naming_the_file(tm
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["final.pt"]
 
 
+def test_a_ctrl_c_in_the_middle_of_torch_save_stays_a_ctrl_c():
+    """A second Ctrl-C landing while torch.save writes makes torch's zip writer fail in its
+    own cleanup ("unexpected pos"), a RuntimeError hiding the KeyboardInterrupt: the save
+    raises the KeyboardInterrupt, so the run stops with its one line (exit 130)."""
+    import io
+
+    from dali_pixmix.checkpoint import save_to
+
+    class InterruptedFile(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 1000:  # Ctrl-C after the first kilobyte
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    with pytest.raises(KeyboardInterrupt):
+        save_to({"model": {"w": torch.zeros(100_000)}}, InterruptedFile())
+    with pytest.raises(RuntimeError):  # what torch.save alone raises: the reason for save_to
+        torch.save({"model": {"w": torch.zeros(100_000)}}, InterruptedFile())
+
+
 def test_a_file_that_is_no_checkpoint_is_refused_in_one_line_never_suggesting_unsafe_loading(
         tmp_path):
     import os
