@@ -17,6 +17,7 @@ import numpy as np
 
 from dali_pixmix.evaluation.report import (
     Row,
+    protocols_note,
     pyplot,
     read_results,
     save_figure,
@@ -180,8 +181,8 @@ def cifar_table_markdown(rows: Sequence[Row], dataset: str, name: str = "this mo
     numbers = table_numbers(rows, dataset)
     notes = [CONVENTIONS, _partial_note(numbers, name), _anomaly_note(rows, name),
              _pgd_note(numbers), _evaluated_on(rows, name, num_classes, dataset)]
-    protocols = sorted({r.protocol for r in rows if r.task in {t for t, _ in SOURCES.values()}})
-    notes.append("Protocols: " + "; ".join(protocols) if protocols else "")
+    tasks = {t for t, _ in SOURCES.values()}
+    notes.append(protocols_note(r.protocol for r in rows if r.task in tasks))
     return (title + "\n\n" + "\n".join(cifar_table_lines(dataset, [(name, rows)])) + "\n\n" +
             "\n".join(n for n in notes if n) + "\n")
 

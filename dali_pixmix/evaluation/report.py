@@ -215,6 +215,12 @@ def table9_lines(models: Sequence[tuple]) -> List[str]:
     return lines
 
 
+def protocols_note(protocols: Iterable[str]) -> str:
+    """'Protocols: a; b; c', each ';'-separated part of the rows' protocols named once."""
+    parts = sorted({part for protocol in protocols for part in protocol.split(";") if part})
+    return "Protocols: " + "; ".join(parts) if parts else ""
+
+
 def table9_markdown(rows: Sequence[Row], name: str = "this model",
                     num_classes: Optional[int] = None) -> str:
     """Markdown table in the form of the paper's Table 9, with its Baseline/AugMix/PixMix rows,
@@ -225,8 +231,7 @@ def table9_markdown(rows: Sequence[Row], name: str = "this model",
     notes.append(partial_note(rows, name))
     notes.append(anomaly_note(rows, name))
     notes.append(evaluated_on(rows, name, num_classes))
-    protocols = sorted({r.protocol for r in rows})
-    notes.append("Protocols: " + ", ".join(protocols) if protocols else "")
+    notes.append(protocols_note(r.protocol for r in rows))
     return "\n".join(lines) + "\n\n" + "\n".join(n for n in notes if n) + "\n"
 
 

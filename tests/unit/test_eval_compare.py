@@ -98,3 +98,13 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, case, pattern):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and re.match(pattern, lines[0]), lines
     assert (good / "table9.md").read_text() == "the evaluation's own table\n"
+
+
+def test_the_protocols_note_names_each_part_once():
+    """Rows share parts of their protocols (the input transform of every CIFAR task): the note
+    lists each ';'-separated part once, so it stays readable."""
+    from dali_pixmix.evaluation.report import protocols_note
+
+    note = protocols_note(["cifar:32px;pgd:eps=2/255", "cifar:32px", "ood-positive;cifar:32px"])
+    assert note == "Protocols: cifar:32px; ood-positive; pgd:eps=2/255"
+    assert protocols_note([]) == ""
