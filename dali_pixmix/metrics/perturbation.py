@@ -94,11 +94,14 @@ def flip_probability(predictions: np.ndarray, noise: bool, difficulty: int = 1) 
 
 
 def pair_top5_distance(reference: np.ndarray, compared: np.ndarray) -> np.ndarray:
-    """Top-5 distance between top-5 lists [..., 5] (classes in rank order) of two frames."""
+    """Top-5 distance between top-5 lists [..., 5] (classes in rank order) of two frames.
+
+    A model with fewer than 5 classes fills the missing slots with -1: they are no class, so
+    they add nothing (every real class is then in both lists and moves by its rank change)."""
     match = reference[..., :, None] == compared[..., None, :]          # [..., 5 ref, 5 new]
     rank_in_new = np.where(match.any(axis=-1), match.argmax(axis=-1), TOP_K)  # 0-based, clipped
-    expected = np.arange(TOP_K)
-    return np.abs(expected - np.minimum(rank_in_new, TOP_K)).sum(axis=-1)
+    moved = np.abs(np.arange(TOP_K) - np.minimum(rank_in_new, TOP_K))
+    return np.where(reference >= 0, moved, 0).sum(axis=-1)
 
 
 def per_video_top5_distance(rankings: np.ndarray, noise: bool, difficulty: int = 1) -> np.ndarray:

@@ -46,6 +46,15 @@ def test_pair_top5_distance_hand_values():
     assert pm.pair_top5_distance(ref, np.array([9, 1, 2, 3, 4])) == 5
 
 
+def test_pair_top5_distance_with_fewer_than_five_classes_counts_only_real_classes():
+    """A 3-class model's lists are padded with -1: unchanged ranks are distance 0, and a swap
+    of the first two classes is 2 (each moves one rank), as over the full 3-class ranking."""
+    ref = np.array([2, 0, 1, -1, -1])
+    assert pm.pair_top5_distance(ref, ref) == 0
+    assert pm.pair_top5_distance(ref, np.array([0, 2, 1, -1, -1])) == 2
+    assert pm.pair_top5_distance(ref, np.array([1, 0, 2, -1, -1])) == 4  # 2 and 1 trade ends
+
+
 def test_top5_distance_noise_vs_temporal():
     a = [1, 2, 3, 4, 5]
     b = [2, 1, 3, 4, 5]          # d(a, b) = 2, d(b, a) = 2
