@@ -49,7 +49,7 @@ def build(args: argparse.Namespace) -> MixingBank:
     return MixingBank.from_sources(args.sources, size=args.size,
                                    device=pick_device(0, args.device),
                                    batch_size=args.batch_size, num_threads=args.num_threads,
-                                   root=args.root)
+                                   root=args.root, root_name="--root")
 
 
 def main(argv=None) -> int:
@@ -69,7 +69,7 @@ def build_and_save(argv=None) -> int:
     bank = build(args)
     out = bank.save(args.out)
     # what it was built from: as pixmix.bank_cache, training reuses it while that still holds
-    write_record(out, bank_record(args.sources, args.size, args.root))
+    write_record(out, bank_record(args.sources, args.size, args.root, "--root"))
     megabytes = out.stat().st_size / 2**20
     print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
           f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")

@@ -58,10 +58,13 @@ def _parse_line(line: str, where: str) -> Tuple[str, int]:
     return rel, label
 
 
-def read_file_list(path, root=None) -> Tuple[List[Path], List[int]]:
+def read_file_list(path, root=None, root_name: Optional[str] = "root=",
+                   ) -> Tuple[List[Path], List[int]]:
     """Read a DALI file list; returns (files, labels) with files resolved against ``root``
     (default: the list's folder). Blank lines are skipped; a bad line or a missing file raises
-    ValueError / FileNotFoundError naming the list and the line number."""
+    ValueError / FileNotFoundError naming the list and the line number. ``root_name``: how the
+    caller's user sets ``root`` (a flag, a keyword), named in the missing-file message; None
+    where they cannot."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file list {path} does not exist; check the path")
@@ -74,13 +77,20 @@ def read_file_list(path, root=None) -> Tuple[List[Path], List[int]]:
         rel, label = _parse_line(line, where)
         file = base / rel
         if not file.is_file():
-            raise FileNotFoundError(f"{where}: {file} does not exist (paths are relative to "
-                                    f"{base}; pass root= if they are relative to another folder)")
+            raise FileNotFoundError(f"{where}: {file} does not exist "
+                                    f"({relative_to(base, root_name)})")
         files.append(file)
         labels.append(label)
     if not files:
         raise ValueError(f"file list {path} has no entries")
     return files, labels
+
+
+def relative_to(base: Path, root_name: Optional[str]) -> str:
+    """Where a file list's paths are looked for, and how to change it."""
+    if root_name is None:
+        return f"paths are relative to {base}, the list's folder; write them relative to it"
+    return f"paths are relative to {base}; set {root_name} if they are relative to another folder"
 
 
 def _labelled_files(folder: Path, labels: str) -> Tuple[List[Path], Optional[List[int]], List[str]]:

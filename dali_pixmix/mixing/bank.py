@@ -97,10 +97,12 @@ class MixingBank:
     @classmethod
     def from_sources(cls, sources: Sequence[PathLike], size: int = 256, device="cpu",
                      pin_memory: bool = False, batch_size: int = 64, num_threads: int = 2,
-                     root: Optional[PathLike] = None) -> "MixingBank":
+                     root: Optional[PathLike] = None,
+                     root_name: Optional[str] = "root=") -> "MixingBank":
         """One bank from several folders and/or file lists (e.g. fractals + feature
-        visualisations); the picture order is `mixing_files(sources, root)`."""
-        files = mixing_files(sources, root)
+        visualisations); the picture order is `mixing_files(sources, root)`. `root_name`: how
+        the user sets `root`, for error messages (None: they cannot)."""
+        files = mixing_files(sources, root, root_name)
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
                               source=",".join(str(s) for s in sources))
 
@@ -298,7 +300,8 @@ def split_sources(spec: Union[PathLike, Sequence[PathLike]]) -> List[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
-def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None) -> List[Path]:
+def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None,
+                 root_name: Optional[str] = "root=") -> List[Path]:
     """Every picture of the sources: sources in the order given, each folder in sorted path
     order (`scan_images`), each file list in its line order; a file that an earlier source
     already holds (same real path) is left out. A missing or empty source is an error naming
@@ -317,7 +320,7 @@ def mixing_files(sources: Sequence[PathLike], root: Optional[PathLike] = None) -
         if source.is_dir():
             found = scan_images(source)  # names the folder when it holds no picture
         elif source.is_file():
-            found, _labels = read_file_list(source, root=root)  # names an empty list
+            found, _labels = read_file_list(source, root, root_name)  # names an empty list
         else:
             raise FileNotFoundError(f"mixing source {source} does not exist; pass a folder of "
                                     "pictures or a file list (or, on its own, a .npy bank)")
@@ -332,13 +335,13 @@ RECORD_SUFFIX = ".json"  # `<cache>.npy.json`: what the cached bank was built fr
 PREPARATION = "shorter side to S, centre crop S x S (DALI, antialiased)"
 
 
-def bank_record(sources: Sequence[PathLike], size: int,
-                root: Optional[PathLike] = None) -> dict:
+def bank_record(sources: Sequence[PathLike], size: int, root: Optional[PathLike] = None,
+                root_name: Optional[str] = "root=") -> dict:
     """What a bank built from `sources` at `size` px holds: the resolved sources, every
     picture's path, byte size and modification time (as one sha256), their count, the picture
     size and how pictures are prepared. Training's crops and seeds are drawn from the bank
     later, so they are not part of it."""
-    files = mixing_files(sources, root)
+    files = mixing_files(sources, root, root_name)
     digest = hashlib.sha256()
     for file in files:
         stat = file.stat()
@@ -394,15 +397,17 @@ def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size:
     if len(sources) == 1 and Path(sources[0]).suffix == BANK_SUFFIX:
         return _checked_size(MixingBank.load(sources[0], device, pin_memory), size)
     if cache is None:
-        return MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads)
-    record = bank_record(sources, size)
+        return MixingBank.from_sources(sources, size, device, pin_memory,
+                                       num_threads=num_threads, root_name=None)
+    record = bank_record(sources, size, root_name=None)
     if Path(cache).is_file():
         why = stale_because(cache, record)
         if why is None:
             return _checked_size(MixingBank.load(cache, device, pin_memory), size)
         print(f"note: rebuilding the mixing bank cache {cache}: {why}", file=sys.stderr,
               flush=True)
-    bank = MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads)
+    bank = MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads,
+                                   root_name=None)  # a config's lists hold paths from their folder
     record_path(cache).unlink(missing_ok=True)  # no record ever describes another bank
     bank.save(cache)
     write_record(cache, record)

@@ -165,7 +165,7 @@ def check_sources(file_root, file_list, files, labels) -> None:
     if files is not None:
         check_files(files, labels)
     elif file_list is not None:
-        read_file_list(file_list, root=file_root)  # names the list line of a missing file
+        read_file_list(file_list, file_root, "file_root=")  # names a missing file's list line
     elif file_root is not None:
         class_folders(file_root)  # names an empty class folder
     else:

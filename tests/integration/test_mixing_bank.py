@@ -289,3 +289,24 @@ def test_training_config_accepts_comma_separated_mixing_sources(tiny_imagenet, t
     missing = f"pixmix.mixing_set={tiny_mixing_dir},{tmp_path / 'nope'}"
     with pytest.raises(FileNotFoundError, match=f"mixing set '{tmp_path / 'nope'}' does not"):
         check_inputs(load_config(None, base + [missing]))
+
+
+def test_a_file_list_naming_a_missing_picture_says_how_each_caller_points_elsewhere(
+        tmp_path, capsys):
+    """The fix in the message is the caller's own: the build tool's --root flag; for a
+    training config (which has no root key) writing the paths from the list's folder."""
+    listed = tmp_path / "lists" / "mixing.txt"
+    listed.parent.mkdir()
+    listed.write_text("gone.png 0\n")
+    spec = importlib.util.spec_from_file_location("build_mixing_bank",
+                                                  REPO / "tools" / "build_mixing_bank.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(listed), "--out", str(tmp_path / "b.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "mixing.txt:1:" in err and "set --root if they are relative to another folder" in err
+    with pytest.raises(FileNotFoundError) as caught:
+        load_or_build_bank(str(listed), tmp_path / "cache.npy", size=32)
+    message = str(caught.value)
+    assert f"paths are relative to {listed.parent}, the list's folder" in message
+    assert "root" not in message.replace(str(tmp_path), "")
