@@ -12,7 +12,7 @@ import torchvision
 
 from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
 from dali_pixmix.classes import imagenet_wnids
-from dali_pixmix.wide_resnet import parse_wide_resnet, wide_resnet
+from dali_pixmix.wide_resnet import parse_wide_resnet, wide_resnet, wide_resnet_name
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:
@@ -102,13 +102,17 @@ def arch_mismatch(path, ckpt: Dict, state: Dict[str, torch.Tensor], arch: str,
 
 def guess_arch(state: Dict[str, torch.Tensor], num_classes: int,
                first: Optional[str] = None) -> Optional[str]:
-    """The torchvision classifier whose parameters and buffers have exactly the names and
-    shapes of `state` (None if none has). Models are built on the meta device (no memory, no
-    initialisation); those of `first`'s family (its name's leading letters) are tried first."""
+    """The Wide ResNet (`wrn<depth>_<width>`) or torchvision classifier whose parameters and
+    buffers have exactly the names and shapes of `state` (None if none has). Models are built
+    on the meta device (no memory, no initialisation); those of `first`'s family (its name's
+    leading letters) are tried first."""
     import re
     import warnings
 
     shapes = {k: tuple(v.shape) for k, v in state.items()}
+    wide = wide_resnet_name(shapes)
+    if wide is not None:
+        return wide
     names = torchvision.models.list_models(module=torchvision.models)
     family = re.match(r"[a-z]*", first or "").group(0)
     for name in sorted(names, key=lambda n: not (family and n.startswith(family))):

@@ -17,7 +17,7 @@ gives one feature vector per image at other sizes.
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +124,18 @@ def wide_resnet(arch: str, num_classes: int, drop_rate: float = DEFAULT_DROPOUT)
                          "wrn40_4 or wrn28_10")
     depth, width = parsed
     return WideResNet(depth, num_classes, width, drop_rate)
+
+
+def wide_resnet_name(shapes: Dict[str, Tuple[int, ...]]) -> Optional[str]:
+    """The `wrn<depth>_<width>` name whose parameters and buffers have exactly the names and
+    `shapes` given (a state_dict's), read from its block count and first block's width; None
+    when they are no Wide ResNet's."""
+    blocks = {key.split(".")[2] for key in shapes if key.startswith("block1.layer.")}
+    first = shapes.get("block1.layer.0.conv1.weight")
+    if not blocks or first is None or first[0] % 16 or "fc.weight" not in shapes:
+        return None
+    name = f"wrn{6 * len(blocks) + 4}_{first[0] // 16}"
+    with torch.device("meta"):
+        candidate = wide_resnet(name, shapes["fc.weight"][0])
+    own = {k: tuple(v.shape) for k, v in candidate.state_dict().items()}
+    return name if own == shapes else None

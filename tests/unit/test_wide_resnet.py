@@ -116,3 +116,22 @@ def test_checkpoint_round_trip_by_arch_name(tmp_path):
     assert torch.equal(loaded(x), model(x))
     with pytest.raises(ValueError, match="holds a wrn16_2, not a wrn16_4: pass --arch wrn16_2"):
         load_classifier(path, arch="wrn16_4")
+
+
+def test_a_wide_resnet_file_without_its_architecture_is_named_from_its_tensors(tmp_path):
+    """A checkpoint that does not record its architecture, loaded as a ResNet: the message
+    names the Wide ResNet whose depth and width the tensors have, not 'a foreign checkpoint'."""
+    from dali_pixmix.models import guess_arch, load_classifier
+
+    for name in ("wrn16_2", "wrn22_1", "wrn40_4"):
+        assert guess_arch(build_model(name, 10).state_dict(), 10) == name
+    assert guess_arch(build_model("resnet18", 10).state_dict(), 10) == "resnet18"
+    state = build_model("wrn16_2", 10).state_dict()
+    del state["block3.layer.1.bn2.running_mean"]  # a damaged file is no Wide ResNet
+    assert guess_arch(state, 10) is None
+    path = tmp_path / "plain.pt"
+    torch.save({"model": build_model("wrn22_1", 10).state_dict(), "classes": list("abcdefghij")},
+               path)
+    with pytest.raises(ValueError, match="holds a wrn22_1, not a resnet18: pass --arch wrn22_1 "
+                                         r"\(the file does not record its architecture\)"):
+        load_classifier(path, arch="resnet18")
