@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))  # run from a source checkout
 
 from dali_pixmix.augment.methods import METHOD_NAMES, TABLE9_METHODS  # noqa: E402
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
@@ -27,8 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=list(TABLE9_METHODS),
                    choices=(*METHOD_NAMES, "all"), metavar="METHOD",
                    help=f"methods to compare, or all: {', '.join(METHOD_NAMES)}")
-    p.add_argument("--recipe", default="configs/demo_compare.yaml",
-                   help="training recipe shared by every method")
+    p.add_argument("--recipe", default=None,
+                   help="training recipe shared by every method (default: this checkout's "
+                        "configs/demo_compare.yaml, from any working folder)")
     p.add_argument("--out", default="runs/compare_methods", help="output folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value for every method, e.g. --set train.epochs=2")
@@ -48,7 +50,8 @@ def compare_all(argv=None) -> int:
 
     methods = list(METHOD_NAMES) if "all" in args.methods else args.methods
     try:
-        paths = compare(args.recipe, args.out, methods, args.overrides)
+        recipe = args.recipe or CHECKOUT / "configs" / "demo_compare.yaml"
+        paths = compare(recipe, args.out, methods, args.overrides)
     except ComparisonStopped as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

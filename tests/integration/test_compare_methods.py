@@ -32,7 +32,8 @@ def tool():
     return module
 
 
-def test_compare_writes_one_table_of_every_method(tmp_path, capsys):
+def test_compare_writes_one_table_of_every_method(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default recipe is the checkout's, from any folder
     out = tmp_path / "cmp"
     sets = [a for item in TOY + [f"demo.root={tmp_path / 'demo'}"] for a in ("--set", item)]
     argv = ["--methods", "baseline", "cutmix", "--out", str(out), *sets]
