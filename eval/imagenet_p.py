@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from dali_pixmix.evaluation.imagenet_p import run_imagenet_p_task  # loads torch and DALI
 
-    ev = cli.evaluator_from_args(args)
+    ev = cli.evaluator_from_args(args, resizes=False)  # frames are fed unresized
     rows = run_imagenet_p_task(ev, args.root, difficulty=args.difficulty,
                                perturbations=args.perturbations, backend=args.backend, amp=args.amp)
     cli.finish(ev, "imagenet_p", rows, args.name, ("mfr", "mt5d"))

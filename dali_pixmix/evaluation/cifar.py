@@ -146,7 +146,7 @@ def cifar_evaluator(checkpoint: str | Path, out: str | Path, *, dataset: Optiona
 
     dataset = checkpoint_dataset(checkpoint, dataset)
     check_writable(out, "--out")
-    ev = Evaluator.from_checkpoint(checkpoint, out, arch=arch,
+    ev = Evaluator.from_checkpoint(checkpoint, out, arch=arch, resizes=False,  # 32 px as is
                                    normalisation=(CIFAR_MEAN, CIFAR_STD), **settings)
     check_one_model(read_results(out), out, ev.weights, ev.checkpoint)
     return ev, dataset

@@ -67,11 +67,11 @@ def add_corruption_args(parser: argparse.ArgumentParser) -> None:
                         help="evaluate only these corruption folders (default: all present)")
 
 
-def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
+def evaluator_from_args(args: argparse.Namespace, resizes: bool = True) -> Evaluator:
     """The evaluator of the command's checkpoint (--resize/--crop not given are the
-    checkpoint's), after the checks that need no inference: the flags, a writable --out (not a
-    surprise after hours of it) and --out's results being this checkpoint's
-    (`report.check_one_model`)."""
+    checkpoint's; `resizes=False` for a task that feeds pictures as they are), after the checks
+    that need no inference: the flags, a writable --out (not a surprise after hours of it) and
+    --out's results being this checkpoint's (`report.check_one_model`)."""
     from dali_pixmix.evaluation.runner import Evaluator
     from dali_pixmix.oserrors import check_writable
 
@@ -84,7 +84,7 @@ def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
                                    device=args.device, batch_size=args.batch_size,
                                    resize=args.resize, crop=args.crop,
                                    num_threads=args.num_threads,
-                                   check_headers=not args.no_header_check)
+                                   check_headers=not args.no_header_check, resizes=resizes)
     if ev.crop > ev.resize:
         raise ValueError(f"--crop {ev.crop} is larger than --resize {ev.resize}: the centre "
                          "crop must fit in the resized picture")

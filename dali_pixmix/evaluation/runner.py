@@ -225,9 +225,10 @@ class Evaluator:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
                         device: str = "auto", dist: Optional[DistInfo] = None,
-                        **settings) -> "Evaluator":
+                        resizes: bool = True, **settings) -> "Evaluator":
         """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict); a
-        `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`)."""
+        `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`), said in one
+        line unless the caller feeds its pictures as they are (`resizes=False`)."""
         from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
         from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
 
@@ -244,7 +245,7 @@ class Evaluator:
         ev = cls(model, classes, out=out, model_key=(weights, checkpoint_arch(ckpt, arch)),
                  dist=dist, **settings)
         ev.checkpoint, ev.weights = str(checkpoint), weights[:16]
-        if chosen:  # a wrong size costs accuracy silently (--resize/--crop say otherwise)
+        if chosen and resizes:  # a wrong size costs accuracy silently: say so
             ev.log(f"evaluating with {chosen}")
         return ev
 

@@ -62,6 +62,7 @@ def test_the_whole_suite_from_the_generated_data(suite, tmp_path, capsys):
             "--pgd-steps", 2, "--name", "tiny"]
     assert run(argv) == 0
     printed = capsys.readouterr().out
+    assert "evaluating with resize" not in printed  # 32 px fed as they are: no size to name
     for task in TASKS:  # C, C-bar and P found under --data-root by their reference names
         assert (tmp_path / "results" / f"{task}.json").is_file(), task
         assert (tmp_path / "results" / f"{task}.csv").is_file(), task

@@ -124,6 +124,7 @@ def test_script_matches_independent_predictions_and_resumes(setup, tmp_path, cap
                       "--batch-size", 64, "--num-threads", 2)
     assert proc.returncode == 0, proc.stderr
     assert "10 perturbations, 20 videos, 2 skipped, 0 from cache" in proc.stdout
+    assert "evaluating with resize" not in proc.stdout  # frames are fed unresized
     rows = rows_by_key(out)
     fps, t5ds = {}, {}
     for p in pm.TEST_PERTURBATIONS:
