@@ -144,9 +144,9 @@ def test_dockerignore_keeps_code_and_drops_data():
 FAKE_SRUN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_LOG/srun.args"
 echo "$*" >> "$FAKE_LOG/srun.calls"
-echo $$ > "$FAKE_LOG/srun.pid"
 trap 'echo USR1 >> "$FAKE_LOG/tasks.signals"; exit "${FAKE_USR1_EXIT:-0}"' USR1
 trap 'echo TERM >> "$FAKE_LOG/tasks.signals"; exit 0' TERM
+echo $$ > "$FAKE_LOG/srun.pid.tmp" && mv "$FAKE_LOG/srun.pid.tmp" "$FAKE_LOG/srun.pid"
 if [[ -n "${FAKE_SRUN_EXIT:-}" ]]; then exit "$FAKE_SRUN_EXIT"; fi
 for _ in $(seq 600); do sleep 0.05; done
 exit 3
