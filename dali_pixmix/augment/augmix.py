@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import torch
 
 from dali_pixmix.augment import ops as A
-from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import (
+    balanced_bounds,
+    default_host_workers,
+    part_count,
+    plan_part,
+    run_parts,
+)
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
 from dali_pixmix.augment.pixmix.api import pick_strategy
@@ -156,7 +162,8 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     images' device. ``strategy``: ``auto`` (dense on CUDA, grouped on CPU), ``grouped`` or
     ``dense``; the same plan gives the same result either way (to a grey level on geometric
     ops, as for PixMix). ``host_workers``: on CPU, images are split among this many
-    single-threaded host threads (default ``torch.get_num_threads()``); no change to the result.
+    single-threaded host threads (default ``torch.get_num_threads()``, 1 for pictures under
+    56 x 56 px); no change to the result.
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"augmix: expected uint8 [B, H, W, 3], got {images.dtype} "
@@ -167,7 +174,7 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     plan_device = generator.device if generator is not None else images.device
     plan = draw_augmix_plan(n, width, depth, severity, alpha, len(ops), generator, plan_device)
     out = _execute_parts(images, plan, ops, pick_strategy(strategy, images, False),
-                         host_workers or torch.get_num_threads(), output)
+                         host_workers or default_host_workers(images), output)
     return (out, trace_of(plan, ops, h, w)) if trace else out
 
 

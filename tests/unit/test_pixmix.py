@@ -141,6 +141,20 @@ def test_ranges_are_shared_by_fewer_workers_each_run_once():
     assert part_count(2, 64) == 4 and part_count(3, 2) == 2 and part_count(1, 1) == 1
 
 
+def test_small_pictures_stay_on_one_host_worker_by_default():
+    """CIFAR-sized pictures are too little work per sample for the host split (it halved the
+    CIFAR data path's images/s on 2 cores): one worker below 56 x 56 px, torch's thread count
+    from there on."""
+    from dali_pixmix.augment._cpu_split import default_host_workers
+
+    def batch(side):
+        return torch.zeros((4, side, side, 3), dtype=torch.uint8)
+
+    assert default_host_workers(batch(32)) == default_host_workers(batch(55)) == 1
+    assert default_host_workers(batch(56)) == default_host_workers(batch(224)) == \
+        torch.get_num_threads()
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_normalized_output_format_equals_normalising_the_unit_output(data, strategy):
     from dali_pixmix.augment.pixmix import Normalized
