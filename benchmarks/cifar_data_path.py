@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds of pause before each timed window (background refills end)")
     p.add_argument("--workers", type=int, default=cores,
-                   help="reference DataLoader workers = our DALI CPU threads")
+                   help="reference DataLoader workers = our DALI CPU threads = our torch threads")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                    help="also time training steps fed by (a) vs synthetic batches (default: "
@@ -194,6 +194,7 @@ def measure_training(args, images, labels, bank, device) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(args.workers)  # our stage's torch threads: the same cores as (b)'s
     device = pick_device(0, args.device)
     images, labels, mixing = prepare_data(args)
     bank = MixingBank.from_folder(mixing, size=BANK_SIZE, device=device)

@@ -21,15 +21,16 @@ PARTS_PER_WORKER = 2
 
 
 # Below this many pixels per picture (e.g. CIFAR's 32 x 32) a sample is too little work to
-# hand to a host worker: the per-range Python and dispatch overhead, contending for the GIL,
-# outweighs the second core (2-core VM, in DALI's python-function thread: at 32 px one worker
-# makes 1.7x the images/s of two, at 48 px 1.1x; from 64 px two workers win).
-HOST_SPLIT_MIN_PIXELS = 56 * 56
+# split a batch among host workers: the per-range Python and dispatch overhead, contending for
+# the GIL, outweighs the second core (2-core VM, from a thread like DALI's python-function
+# thread: one worker makes 2.8x the images/s of two at 32 px, 1.2x at 64 px, the same at 96 px;
+# two workers win from 112 px, 1.6x at 224 px).
+HOST_SPLIT_MIN_PIXELS = 96 * 96
 
 
 def default_host_workers(images: torch.Tensor) -> int:
     """Host workers for a CPU batch when the caller names none: ``torch.get_num_threads()``,
-    or 1 for small pictures (``HOST_SPLIT_MIN_PIXELS``), which then use torch's own threads."""
+    or 1 for small pictures (``HOST_SPLIT_MIN_PIXELS``)."""
     if images.shape[1] * images.shape[2] < HOST_SPLIT_MIN_PIXELS:
         return 1
     return torch.get_num_threads()

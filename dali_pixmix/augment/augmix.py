@@ -133,15 +133,16 @@ def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, o
     PixMix's, see ``_host_pool``)."""
     n = images.shape[0]
     out = empty_output(images, output)
-    workers = 1 if images.is_cuda else min(workers, n)
-    if workers <= 1:
+    if images.is_cuda or n == 0 or workers == 0:  # CUDA: on the caller's thread and stream
         _execute(images, plan, ops, strategy, out, output)
         return out
-    steps = torch.arange(plan.op.shape[0]).view(-1, 1, 1)
-    active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
-    job_sample = active.nonzero(as_tuple=True)[2]
-    bounds = balanced_bounds(job_sample, plan.op[active], torch.zeros((1, n), dtype=torch.long),
-                             ops, part_count(workers, n))
+    workers, bounds = max(1, min(workers, n)), [0, n]
+    if workers > 1:
+        steps = torch.arange(plan.op.shape[0]).view(-1, 1, 1)
+        active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
+        job_sample = active.nonzero(as_tuple=True)[2]
+        bounds = balanced_bounds(job_sample, plan.op[active],
+                                 torch.zeros((1, n), dtype=torch.long), ops, part_count(workers, n))
 
     def part(s, e):
         _execute(images[s:e], plan_part(plan, s, e), ops, strategy, out[s:e], output)
@@ -163,7 +164,7 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     ``dense``; the same plan gives the same result either way (to a grey level on geometric
     ops, as for PixMix). ``host_workers``: on CPU, images are split among this many
     single-threaded host threads (default ``torch.get_num_threads()``, 1 for pictures under
-    56 x 56 px); no change to the result.
+    96 x 96 px; 0: on the caller's thread with torch's own threads); no change to the result.
     """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"augmix: expected uint8 [B, H, W, 3], got {images.dtype} "
@@ -174,7 +175,8 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     plan_device = generator.device if generator is not None else images.device
     plan = draw_augmix_plan(n, width, depth, severity, alpha, len(ops), generator, plan_device)
     out = _execute_parts(images, plan, ops, pick_strategy(strategy, images, False),
-                         host_workers or default_host_workers(images), output)
+                         default_host_workers(images) if host_workers is None else host_workers,
+                         output)
     return (out, trace_of(plan, ops, h, w)) if trace else out
 
 

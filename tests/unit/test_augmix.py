@@ -91,6 +91,7 @@ def test_output_format_strategies_workers_and_determinism():
     assert not torch.equal(first, augmix(x, generator=gen(6)))
     assert torch.equal(first, augmix(x, generator=gen(5), host_workers=1))
     assert torch.equal(first, augmix(x, generator=gen(5), host_workers=5))
+    assert torch.equal(first, augmix(x, generator=gen(5), host_workers=0))
     dense = augmix(x, generator=gen(5), strategy="dense")
     assert (dense - first).abs().max() < 0.1 and (dense != first).float().mean() < 0.01
     fmt = Normalized(MEAN, STD, "CHW", torch.float16)

@@ -82,8 +82,9 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
         chunk_size: samples mixed together (default: whole batch on CUDA, ~4 MB on CPU);
             it does not change the result.
         host_workers: on CPU, samples are split among this many single-threaded host threads
-            (default: ``torch.get_num_threads()``, 1 for pictures under 56 x 56 px); it does
-            not change the result.
+            (default: ``torch.get_num_threads()``, 1 for pictures under 96 x 96 px); 0 runs on
+            the caller's thread with torch's own threads (what a per-thread recorder such as
+            ``op_log.OpLog`` sees). It does not change the result.
         output: return the result normalised, in this layout and dtype (see ``Normalized``)
             instead of float32 ``[B, H, W, 3]`` in [0, 1]; converted chunk by chunk.
         strategy: how the batch is executed (same choices, same result to float32 rounding):
@@ -114,7 +115,8 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     else:
         out = pixmix_grouped(images, mixing_pics, plan, ops,
                              chunk_size or _default_chunk(images),
-                             host_workers or default_host_workers(images), output)
+                             default_host_workers(images) if host_workers is None else host_workers,
+                             output)
     if trace:
         return out, trace_of(plan, ops, h, w)
     return out

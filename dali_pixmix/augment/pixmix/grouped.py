@@ -217,16 +217,21 @@ def pixmix_grouped(images, mixing_pics, plan: Plan, ops, chunk: int, workers: in
                    output: "Normalized | None" = None):
     """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
     contiguous sample ranges (``part_count``) run concurrently by ``workers`` single-threaded
-    host workers (see ``_host_pool``). Each sample's result depends only on its own choices, so
-    the split does not change the output."""
+    host workers (see ``_host_pool``; 0: on the caller's thread, with torch's own threads);
+    with one worker the whole batch runs on it, since
+    torch's intra-op threads, woken from a thread such as DALI's, cost more than they give.
+    Each sample's result depends only on its own choices, so the split does not change the
+    output."""
     out = empty_output(images, output)
-    workers = 1 if images.is_cuda else min(workers, images.shape[0])
-    if workers <= 1:
+    if images.is_cuda or images.shape[0] == 0 or workers == 0:  # CUDA: the caller's stream
         _execute(images, mixing_pics, plan, ops, chunk, out, output)
         return out
-    jobs = collect_jobs(plan)
-    bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops,
-                             part_count(workers, images.shape[0]))
+    workers = max(1, min(workers, images.shape[0]))
+    bounds = [0, images.shape[0]]
+    if workers > 1:
+        jobs = collect_jobs(plan)
+        bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops,
+                                 part_count(workers, images.shape[0]))
 
     def part(s, e):
         _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
