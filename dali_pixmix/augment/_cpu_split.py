@@ -28,9 +28,11 @@ PARTS_PER_WORKER = 2
 HOST_SPLIT_MIN_PIXELS = 96 * 96
 
 
-def default_host_workers(images: torch.Tensor) -> int:
-    """Host workers for a CPU batch when the caller names none: ``torch.get_num_threads()``,
-    or 1 for small pictures (``HOST_SPLIT_MIN_PIXELS``)."""
+def default_host_workers(images: torch.Tensor, requested: int | None = None) -> int:
+    """Host workers for a CPU batch: ``requested``, or when the caller names none
+    ``torch.get_num_threads()``, 1 for small pictures (``HOST_SPLIT_MIN_PIXELS``)."""
+    if requested is not None:
+        return requested
     if images.shape[1] * images.shape[2] < HOST_SPLIT_MIN_PIXELS:
         return 1
     return torch.get_num_threads()
@@ -61,6 +63,20 @@ def plan_part(plan, start: int, stop: int):
     """The choices of samples ``start:stop`` of a plan dataclass whose every field is indexed by
     sample last."""
     return type(plan)(**{name: value[..., start:stop] for name, value in vars(plan).items()})
+
+
+def run_split(run, images: torch.Tensor, workers: int, bounds_for) -> None:
+    """``run(start, stop)`` over every sample of ``images``: on the caller's thread for CUDA
+    batches (the caller's stream), an empty batch or ``workers == 0``; otherwise on
+    ``workers`` single-threaded host workers, one range for one worker, else the ranges
+    ``bounds_for(parts)`` (from ``balanced_bounds``) of ``part_count`` parts. Each sample's
+    result depends only on its own choices, so the split does not change the output."""
+    n = images.shape[0]
+    if images.is_cuda or n == 0 or workers == 0:
+        run(0, n)
+        return
+    workers = min(workers, n)
+    run_parts(run, bounds_for(part_count(workers, n)) if workers > 1 else [0, n], workers)
 
 
 def run_parts(run, bounds: list, workers: int | None = None) -> None:

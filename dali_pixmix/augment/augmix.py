@@ -30,9 +30,8 @@ from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._cpu_split import (
     balanced_bounds,
     default_host_workers,
-    part_count,
     plan_part,
-    run_parts,
+    run_split,
 )
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.distributions import beta, dirichlet
@@ -80,14 +79,15 @@ def draw_augmix_plan(n: int, width: int, depth: int, severity: float, alpha: flo
                       m=beta(alpha, alpha, n, generator).cpu().float())
 
 
-def _augment(chains, rows, op, level, negate, ops, strategy: str) -> torch.Tensor:
+def _augment(chains, rows, rows_dev, op, level, negate, ops, strategy: str) -> torch.Tensor:
     """``chains[rows[j]]`` augmented by ``ops[op[j]]`` at ``level[j]``: grouped or dense op
-    machinery (grouped gathers each op's rows itself: no copy of all the rows first)."""
+    machinery (grouped gathers each op's rows itself: no copy of all the rows first);
+    ``rows_dev``: ``rows`` on the chains' device."""
     _, h, w, _ = chains.shape
     if strategy == "dense":
         from dali_pixmix.augment.pixmix.dense import apply_ops
 
-        rows_u8 = take_rows(chains, to_device(rows, chains.device))
+        rows_u8 = take_rows(chains, rows_dev)
         return apply_ops(rows_u8, op, op_param_values(op, level, negate, ops, h, w), ops)
     return augment_rows(chains, rows, op, level, negate, ops)
 
@@ -103,8 +103,9 @@ def run_chains(images: torch.Tensor, plan: AugMixPlan, ops, strategy: str) -> to
             break
         op, level, negate = (t[step].reshape(-1)[rows] for t in (plan.op, plan.level,
                                                                    plan.negate))
-        out = _augment(chains, rows, op, level, negate, ops, strategy)
-        put_rows(chains, to_device(rows, images.device), out)
+        rows_dev = to_device(rows, images.device)
+        out = _augment(chains, rows, rows_dev, op, level, negate, ops, strategy)
+        put_rows(chains, rows_dev, out)
     return chains
 
 
@@ -131,23 +132,19 @@ def _execute_parts(images, plan: AugMixPlan, ops, strategy: str, workers: int, o
     """The result of ``plan``; on CPU, contiguous image ranges of about equal work
     (``part_count``) run concurrently by ``workers`` single-threaded host workers (as
     PixMix's, see ``_host_pool``)."""
-    n = images.shape[0]
     out = empty_output(images, output)
-    if images.is_cuda or n == 0 or workers == 0:  # CUDA: on the caller's thread and stream
-        _execute(images, plan, ops, strategy, out, output)
-        return out
-    workers, bounds = max(1, min(workers, n)), [0, n]
-    if workers > 1:
-        steps = torch.arange(plan.op.shape[0]).view(-1, 1, 1)
-        active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
-        job_sample = active.nonzero(as_tuple=True)[2]
-        bounds = balanced_bounds(job_sample, plan.op[active],
-                                 torch.zeros((1, n), dtype=torch.long), ops, part_count(workers, n))
 
     def part(s, e):
         _execute(images[s:e], plan_part(plan, s, e), ops, strategy, out[s:e], output)
 
-    run_parts(part, bounds, workers)
+    def bounds(parts):
+        steps = torch.arange(plan.op.shape[0]).view(-1, 1, 1)
+        active = steps < plan.depth.unsqueeze(0)  # [D, W, B]
+        job_sample = active.nonzero(as_tuple=True)[2]
+        no_rounds = torch.zeros((1, images.shape[0]), dtype=torch.long)
+        return balanced_bounds(job_sample, plan.op[active], no_rounds, ops, parts)
+
+    run_split(part, images, workers, bounds)
     return out
 
 
@@ -175,7 +172,7 @@ def augmix(images: torch.Tensor, width: int = 3, depth: int = -1, severity: floa
     plan_device = generator.device if generator is not None else images.device
     plan = draw_augmix_plan(n, width, depth, severity, alpha, len(ops), generator, plan_device)
     out = _execute_parts(images, plan, ops, pick_strategy(strategy, images, False),
-                         default_host_workers(images) if host_workers is None else host_workers,
+                         default_host_workers(images, host_workers),
                          output)
     return (out, trace_of(plan, ops, h, w)) if trace else out
 

@@ -183,19 +183,21 @@ def affine(x: torch.Tensor, coeffs) -> torch.Tensor:
     out = torch.empty_like(x)
     for g in range(unique.shape[0]):
         members = to_device((inverse == g).nonzero(as_tuple=True)[0], x.device)
-        put_rows(out, members, _affine_group(take_rows(x, members), tuple(unique[g].tolist())))
+        group = take_rows(x, members)  # a fresh copy: no second one for the identity
+        put_rows(out, members, _affine_group(group, tuple(unique[g].tolist()), copy=False))
     return out
 
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def _affine_group(x: torch.Tensor, coeffs: tuple) -> torch.Tensor:
+def _affine_group(x: torch.Tensor, coeffs: tuple, copy: bool = True) -> torch.Tensor:
     """``affine`` of samples sharing ``coeffs``: the identity map reads every pixel centre
-    exactly (a copy), any other goes through the bilinear plan."""
+    exactly (a copy; ``x`` itself when ``copy`` is False), any other goes through the
+    bilinear plan."""
     n, h, w, _ = x.shape
     if coeffs == _IDENTITY:
-        return x.clone()
+        return x.clone() if copy else x
     plan = _bilinear_plan(coeffs, h, w, x.device)
     return _bilinear_apply(x.reshape(n, h * w, 3), *plan).view(n, h, w, 3)
 
@@ -341,10 +343,8 @@ def _whole_pixel_shift(x: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.
         if abs(d) >= length:
             continue  # shifted out of the canvas: black
         rows = to_device((shift == d).nonzero(as_tuple=True)[0], x.device)
-        source = x.index_select(0, rows).narrow(dim, max(d, 0), length - abs(d))
-        shifted = torch.zeros_like(x[:rows.numel()])
-        shifted.narrow(dim, max(-d, 0), length - abs(d)).copy_(source)
-        out.index_copy_(0, rows, shifted)
+        source = x.narrow(dim, max(d, 0), length - abs(d)).index_select(0, rows)
+        out.narrow(dim, max(-d, 0), length - abs(d)).index_copy_(0, rows, source)
     return out
 
 

@@ -115,7 +115,7 @@ def pixmix(images: torch.Tensor, mixing_pics: torch.Tensor, k: int = 4, beta: fl
     else:
         out = pixmix_grouped(images, mixing_pics, plan, ops,
                              chunk_size or _default_chunk(images),
-                             default_host_workers(images) if host_workers is None else host_workers,
+                             default_host_workers(images, host_workers),
                              output)
     if trace:
         return out, trace_of(plan, ops, h, w)

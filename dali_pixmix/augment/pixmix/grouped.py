@@ -17,7 +17,7 @@ import torch
 
 from dali_pixmix.augment import ops as A
 from dali_pixmix.augment._constants import stream_safe_cache
-from dali_pixmix.augment._cpu_split import balanced_bounds, part_count, plan_part, run_parts
+from dali_pixmix.augment._cpu_split import balanced_bounds, plan_part, run_split
 from dali_pixmix.augment._rows import put_rows, take_rows, to_device
 from dali_pixmix.augment.pixmix.output import Normalized, empty_output
 from dali_pixmix.augment.pixmix.plan import Jobs, Plan, collect_jobs, op_params
@@ -216,26 +216,19 @@ def _execute(images, mixing_pics, plan: Plan, ops, chunk: int, out: torch.Tensor
 def pixmix_grouped(images, mixing_pics, plan: Plan, ops, chunk: int, workers: int,
                    output: "Normalized | None" = None):
     """Result of ``plan`` (float32 HWC, or in ``output``'s format); on CPU split into
-    contiguous sample ranges (``part_count``) run concurrently by ``workers`` single-threaded
-    host workers (see ``_host_pool``; 0: on the caller's thread, with torch's own threads);
-    with one worker the whole batch runs on it, since
-    torch's intra-op threads, woken from a thread such as DALI's, cost more than they give.
-    Each sample's result depends only on its own choices, so the split does not change the
-    output."""
+    contiguous sample ranges run by ``workers`` single-threaded host workers (``run_split``;
+    0: on the caller's thread, with torch's own threads). With one worker the whole batch
+    runs on it, since torch's intra-op threads, woken from a thread such as DALI's, cost more
+    than they give."""
     out = empty_output(images, output)
-    if images.is_cuda or images.shape[0] == 0 or workers == 0:  # CUDA: the caller's stream
-        _execute(images, mixing_pics, plan, ops, chunk, out, output)
-        return out
-    workers = max(1, min(workers, images.shape[0]))
-    bounds = [0, images.shape[0]]
-    if workers > 1:
-        jobs = collect_jobs(plan)
-        bounds = balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops,
-                                 part_count(workers, images.shape[0]))
 
     def part(s, e):
         _execute(images[s:e], mixing_pics[s:e], plan_part(plan, s, e), ops, chunk, out[s:e],
                  output)
 
-    run_parts(part, bounds, workers)
+    def bounds(parts):
+        jobs = collect_jobs(plan)
+        return balanced_bounds(jobs.sample, jobs.op, _round_codes(plan), ops, parts)
+
+    run_split(part, images, workers, bounds)
     return out
