@@ -116,9 +116,12 @@ def _codec_wheel_version(prefix: str) -> Optional[str]:
     return None
 
 
-def decoding_libraries(cuda_major: int = 12) -> Env:
+def decoding_libraries(cuda_major: Optional[int] = None) -> Env:
     """DALI (version, folder or import error), nvImageCodec and nvJPEG (version, the file a
-    decoder loads, or the loader's error); `cuda_major` is the DALI wheel's CUDA major."""
+    decoder loads, or the loader's error); `cuda_major` is the DALI wheel's CUDA major
+    (default: the installed wheel's, else 12)."""
+    if cuda_major is None:
+        cuda_major = wheel_cuda_major(dali_wheels())
     facts = _dali_facts()
     _, path, error = load_library(("libnvimgcodec.so.0", "libnvimgcodec.so"),
                                   _candidates(NVIMGCODEC_FOLDERS, cuda_major))
@@ -129,6 +132,11 @@ def decoding_libraries(cuda_major: int = 12) -> Env:
     facts.update(nvjpeg=nvjpeg_version(lib) if lib else None, nvjpeg_path=path,
                  nvjpeg_error=error)
     return facts
+
+
+def wheel_cuda_major(wheels: List[str]) -> int:
+    """The CUDA major of the first installed DALI wheel (12 when none tells)."""
+    return (cuda_major_of_wheel(wheels[0]) if wheels else None) or 12
 
 
 def missing_decoding(env: Env, cuda: bool) -> List[str]:
@@ -209,7 +217,7 @@ def collect() -> Env:
     env.update(_torch_facts())
     env.update(driver=driver_version(), driver_cuda=driver_cuda_version())
     wheels = dali_wheels()
-    env.update(decoding_libraries(cuda_major_of_wheel(wheels[0]) or 12 if wheels else 12))
+    env.update(decoding_libraries(wheel_cuda_major(wheels)))
     env.update(dali_wheels=wheels, pillow=_version("pillow"))
     env.update(_pyav_facts())
     from dali_pixmix.provenance import provenance
