@@ -152,7 +152,7 @@ def train_epoch(run: Run, stop: StopFlag) -> bool:
         loss = train_step(run, inputs, targets)
         run.step += 1
         run.epoch_step += 1
-        record_step(run, loss, labels, stop, batch=(images, labels, inputs, targets))
+        record_step(run, loss, labels, stop, batch=(images, labels))
         read_records(run, keep=1)
         done = time.perf_counter()
         for meter in (run.interval_meter, run.epoch_meter):

@@ -14,8 +14,9 @@ copy). Reads of the buffers go through numpy views, after the event: no torch ca
 tensor on the host in the step path (tests check this by inspection on CPU, and with
 `torch.cuda.set_sync_debug_mode("error")` on GPU).
 
-Each slot also holds the step's batch (the DALI images and labels, and the mixed images and
-soft targets made from them) until the slot is read: DALI 2.4's dynamic executor hands batches
+Each slot also holds the step's batch (the DALI images and labels; what torch makes from them,
+e.g. mixed images, comes from torch's caching allocator, which orders reuse on its stream)
+until the slot is read: DALI 2.4's dynamic executor hands batches
 to torch as zero-copy DLPack views whose deleter returns the buffer to DALI's pool with no
 ordering against torch's stream, and the host queues step s+1 before step s has run, so a batch
 dropped with its loop variable could be overwritten by DALI's next batch while its step still
