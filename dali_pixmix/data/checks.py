@@ -214,10 +214,14 @@ def decode_failure(err: BaseException, suspects: Sequence[str | Path], what: str
     """The error to raise for a DALI pipeline failure while reading `suspects`.
 
     An `UnreadableImageError` naming the file (from DALI's message, else found among
-    `suspects`), or, when no file is at fault, a `PipelineError` with DALI's reason.
+    `suspects`), or, when no file is at fault (or none was read: pictures from memory), a
+    `PipelineError` with DALI's reason.
     """
     if "KeyboardInterrupt" in str(err):  # Ctrl-C inside a python callback DALI called
         return KeyboardInterrupt()
+    if not suspects:
+        where = f" {context}" if context else ""
+        return PipelineError(f"the {what} pipeline failed{where}: {dali_reason(err)}")
     named = dali_named_file(err)
     if named is not None:
         if root is not None and not named.exists() and (Path(root) / named).exists():

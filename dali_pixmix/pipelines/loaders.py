@@ -47,7 +47,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dali_pixmix.data.checks import PipelineError, common_folder, dali_reason, decode_failure
+from dali_pixmix.data.checks import common_folder, dali_reason, decode_failure
 from dali_pixmix.data.decoding import HW_DECODER_LOAD
 from dali_pixmix.data.file_lists import read_file_list
 from dali_pixmix.data.images import class_folders, list_samples
@@ -272,7 +272,7 @@ class ArrayStream(TrainStream):
                              f"{images.dtype} {images.shape}")
         if len(labels) != len(images):
             raise ValueError(f"got {len(images)} training pictures but {len(labels)} labels")
-        self.root, self.images = "", images
+        self.root, self.images = None, images  # pictures from memory: no folder
         self._order(labels, seed=seed, batch_size=batch_size, shard_id=shard_id,
                     num_shards=num_shards, epoch=epoch, step=step)
 
@@ -357,8 +357,6 @@ class TrainLoader:
         failure = BatchStage.take_failure(err)
         if failure is not None:  # the per-image method failed, not a file: its own error
             return failure
-        if isinstance(self.stream, ArrayStream):  # no file to blame
-            return PipelineError(f"the training pipeline failed: {dali_reason(err)}")
         batches = range(self.position, self.position + self.SUSPECT_BATCHES)
         suspects = dict.fromkeys(f for n in batches for f in self.stream.files(n))  # an epoch
         return decode_failure(err, list(suspects), "training image",  # may end among them

@@ -210,3 +210,18 @@ def test_ctrl_c_in_an_eval_script_or_tool_is_one_line_saying_what_is_kept(capsys
     assert error_line(capsys.readouterr().err) == (
         "error: interrupted (Ctrl-C): the cells already evaluated stay cached in the --out "
         "folder; the same command goes on from them")
+
+
+def test_a_pipeline_over_pictures_in_memory_reports_its_failure_and_keeps_ctrl_c():
+    """CIFAR's training pipeline reads no file: a DALI failure has no suspect to name and is
+    the pipeline's own error, while a Ctrl-C inside one of its python callbacks stays a
+    Ctrl-C (the second-Ctrl-C exit, 130), as for pipelines over files."""
+    from dali_pixmix.data.checks import PipelineError, decode_failure
+
+    stopped = decode_failure(RuntimeError("Error in thread 0: KeyboardInterrupt"), [],
+                             "training image")
+    assert isinstance(stopped, KeyboardInterrupt)
+    failed = decode_failure(RuntimeError("Assert on \"x\" failed: bad shape"), [],
+                            "training image")
+    assert isinstance(failed, PipelineError)
+    assert str(failed).startswith("the training image pipeline failed: ")
