@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     cifar_cli.add_pgd_args(parser)
     args = parser.parse_args(argv)
     cifar_cli.check_counts(args)
+    from dali_pixmix.checkpoint import read_checkpoint
     from dali_pixmix.evaluation.cifar import (
         CifarSuite,
         checkpoint_dataset,
@@ -35,7 +36,8 @@ def main(argv=None) -> int:
         run_cifar_suite,
     )
 
-    dataset = checkpoint_dataset(args.checkpoint, args.dataset)
+    ckpt = read_checkpoint(args.checkpoint)  # once: the dataset, then the weights
+    dataset = checkpoint_dataset(args.checkpoint, args.dataset, ckpt)
     sets = cifar_cli.cifar_sets(args, dataset)
     suite = CifarSuite(root=args.data_root, c=sets["c"], cbar=sets["cbar"], p=sets["p"],
                        ood=sets["ood"], synthetic_ood=not args.no_synthetic,
@@ -43,8 +45,9 @@ def main(argv=None) -> int:
                        pgd=cifar_cli.pgd_settings(args), p_difficulty=args.p_difficulty,
                        bin_size=args.calibration_bin_size, seed=args.seed)
     ev, dataset = cifar_evaluator(args.checkpoint, args.out, dataset=dataset, arch=args.arch,
-                                  device=args.device, batch_size=args.batch_size,
+                                  ckpt=ckpt, device=args.device, batch_size=args.batch_size,
                                   num_threads=args.num_threads)
+    del ckpt  # the evaluator holds the weights; the file's other state (optimizer) can go
     result = run_cifar_suite(ev, dataset, suite, args.name)
     if ev.dist.is_main:
         print(result.markdown)

@@ -114,12 +114,14 @@ class CifarResult:
 
 
 # --------------------------------------------------------------------------- the checkpoint
-def checkpoint_dataset(checkpoint: str | Path, dataset: Optional[str] = None) -> str:
+def checkpoint_dataset(checkpoint: str | Path, dataset: Optional[str] = None,
+                       ckpt: Optional[dict] = None) -> str:
     """The CIFAR dataset a checkpoint was trained on (its saved config's data.dataset); a given
-    `dataset` must agree with it, and is needed when the file records no config."""
+    `dataset` must agree with it, and is needed when the file records no config. `ckpt`: the
+    file already read (`read_checkpoint`), else it is read here."""
     from dali_pixmix.checkpoint import read_checkpoint
 
-    config = read_checkpoint(checkpoint).get("config")
+    config = (read_checkpoint(checkpoint) if ckpt is None else ckpt).get("config")
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got '{dataset}'")
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
@@ -137,17 +139,21 @@ def checkpoint_dataset(checkpoint: str | Path, dataset: Optional[str] = None) ->
 
 
 def cifar_evaluator(checkpoint: str | Path, out: str | Path, *, dataset: Optional[str] = None,
-                    arch: Optional[str] = None, **settings) -> Tuple[Evaluator, str]:
+                    arch: Optional[str] = None, ckpt: Optional[dict] = None,
+                    **settings) -> Tuple[Evaluator, str]:
     """(evaluator of the checkpoint with CIFAR's normalisation, its dataset); `settings` go to
-    `Evaluator` (batch_size, device, dist, num_threads, progress, ...). Checked before any
-    inference: a writable `out` whose results, if any, are this checkpoint's."""
+    `Evaluator` (batch_size, device, dist, num_threads, progress, ...); `ckpt`: the file
+    already read, else it is read here, once. Checked before any inference: a writable `out`
+    whose results, if any, are this checkpoint's."""
+    from dali_pixmix.checkpoint import read_checkpoint
     from dali_pixmix.evaluation.report import check_one_model, read_results
     from dali_pixmix.oserrors import check_writable
 
-    dataset = checkpoint_dataset(checkpoint, dataset)
+    ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
+    dataset = checkpoint_dataset(checkpoint, dataset, ckpt)
     check_writable(out, "--out")
     ev = Evaluator.from_checkpoint(checkpoint, out, arch=arch, resizes=False,  # 32 px as is
-                                   normalisation=(CIFAR_MEAN, CIFAR_STD), **settings)
+                                   normalisation=(CIFAR_MEAN, CIFAR_STD), ckpt=ckpt, **settings)
     check_one_model(read_results(out), out, ev.weights, ev.checkpoint)
     return ev, dataset
 

@@ -225,15 +225,17 @@ class Evaluator:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, out: str | Path, arch: Optional[str] = None,
                         device: str = "auto", dist: Optional[DistInfo] = None,
-                        resizes: bool = True, **settings) -> "Evaluator":
+                        resizes: bool = True, ckpt: Optional[dict] = None,
+                        **settings) -> "Evaluator":
         """An evaluator of the weights in `checkpoint` (ours or a torchvision state dict); a
         `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`), said in one
-        line unless the caller feeds its pictures as they are (`resizes=False`)."""
+        line unless the caller feeds its pictures as they are (`resizes=False`). `ckpt`: the
+        file as `read_checkpoint` returned it, when the caller has read it already."""
         from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
         from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
 
         dist = dist or init_distributed(device)
-        ckpt = read_checkpoint(checkpoint)
+        ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
         model, classes = classifier_from_checkpoint(ckpt, checkpoint, arch, dist.device)
         sizes, chosen = recorded_size(ckpt, settings.get("resize"), settings.get("crop"))
         settings.update(sizes)
