@@ -18,13 +18,20 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.distributed import pick_device  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
-from dali_pixmix.mixing.bank import MixingBank, bank_record, write_record  # noqa: E402
+from dali_pixmix.mixing.bank import (  # noqa: E402
+    MixingBank,
+    bank_record,
+    mixing_files,
+    sources_label,
+    write_record,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,11 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> MixingBank:
-    return MixingBank.from_sources(args.sources, size=args.size,
-                                   device=pick_device(0, args.device),
-                                   batch_size=args.batch_size, num_threads=args.num_threads,
-                                   root=args.root, root_name="--root")
+def build(args: argparse.Namespace) -> Tuple[MixingBank, dict]:
+    """The bank and its record (`bank_record`), from one listing of the sources."""
+    files = mixing_files(args.sources, args.root, "--root")
+    bank = MixingBank.from_files(files, size=args.size, device=pick_device(0, args.device),
+                                 batch_size=args.batch_size, num_threads=args.num_threads,
+                                 source=sources_label(args.sources))
+    return bank, bank_record(args.sources, files, args.size)
 
 
 def main(argv=None) -> int:
@@ -66,10 +75,10 @@ def build_and_save(argv=None) -> int:
     if args.size < 1 or args.batch_size < 1 or args.num_threads < 1:
         raise ValueError(f"--size, --batch-size and --num-threads must be positive, got "
                          f"{args.size}, {args.batch_size}, {args.num_threads}")
-    bank = build(args)
+    bank, record = build(args)
     out = bank.save(args.out)
     # what it was built from: as pixmix.bank_cache, training reuses it while that still holds
-    write_record(out, bank_record(args.sources, args.size, args.root, "--root"))
+    write_record(out, record)
     megabytes = out.stat().st_size / 2**20
     print(f"wrote {len(bank)} pictures of {bank.size}x{bank.size} px to {out} "
           f"({megabytes:.1f} MiB) in {time.perf_counter() - start:.1f} s")

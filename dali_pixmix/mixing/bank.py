@@ -104,7 +104,7 @@ class MixingBank:
         the user sets `root`, for error messages (None: they cannot)."""
         files = mixing_files(sources, root, root_name)
         return cls.from_files(files, size, device, pin_memory, batch_size, num_threads,
-                              source=",".join(str(s) for s in sources))
+                              source=sources_label(sources))
 
     @classmethod
     def load(cls, npy_path: PathLike, device="cpu", pin_memory: bool = False) -> "MixingBank":
@@ -335,13 +335,16 @@ RECORD_SUFFIX = ".json"  # `<cache>.npy.json`: what the cached bank was built fr
 PREPARATION = "shorter side to S, centre crop S x S (DALI, antialiased)"
 
 
-def bank_record(sources: Sequence[PathLike], size: int, root: Optional[PathLike] = None,
-                root_name: Optional[str] = "root=") -> dict:
-    """What a bank built from `sources` at `size` px holds: the resolved sources, every
-    picture's path, byte size and modification time (as one sha256), their count, the picture
-    size and how pictures are prepared. Training's crops and seeds are drawn from the bank
-    later, so they are not part of it."""
-    files = mixing_files(sources, root, root_name)
+def sources_label(sources: Sequence[PathLike]) -> str:
+    """How a bank names the sources it was built from."""
+    return ",".join(str(s) for s in sources)
+
+
+def bank_record(sources: Sequence[PathLike], files: Sequence[Path], size: int) -> dict:
+    """What a bank built from `files` (`mixing_files(sources)`) at `size` px holds: the
+    resolved sources, every picture's path, byte size and modification time (as one sha256),
+    their count, the picture size and how pictures are prepared. Training's crops and seeds
+    are drawn from the bank later, so they are not part of it."""
     digest = hashlib.sha256()
     for file in files:
         stat = file.stat()
@@ -396,18 +399,19 @@ def load_or_build_bank(source: PathLike, cache: Optional[PathLike] = None, size:
     sources = split_sources(source)
     if len(sources) == 1 and Path(sources[0]).suffix == BANK_SUFFIX:
         return _checked_size(MixingBank.load(sources[0], device, pin_memory), size)
+    files = mixing_files(sources, root_name=None)  # a config's lists hold paths from their folder
     if cache is None:
-        return MixingBank.from_sources(sources, size, device, pin_memory,
-                                       num_threads=num_threads, root_name=None)
-    record = bank_record(sources, size, root_name=None)
+        return MixingBank.from_files(files, size, device, pin_memory, num_threads=num_threads,
+                                     source=sources_label(sources))
+    record = bank_record(sources, files, size)
     if Path(cache).is_file():
         why = stale_because(cache, record)
         if why is None:
             return _checked_size(MixingBank.load(cache, device, pin_memory), size)
         print(f"note: rebuilding the mixing bank cache {cache}: {why}", file=sys.stderr,
               flush=True)
-    bank = MixingBank.from_sources(sources, size, device, pin_memory, num_threads=num_threads,
-                                   root_name=None)  # a config's lists hold paths from their folder
+    bank = MixingBank.from_files(files, size, device, pin_memory, num_threads=num_threads,
+                                 source=sources_label(sources))
     record_path(cache).unlink(missing_ok=True)  # no record ever describes another bank
     bank.save(cache)
     write_record(cache, record)
