@@ -76,31 +76,21 @@ def main(doc: str, script: str, argv: Optional[Sequence[str]] = None) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from dali_pixmix.data.checks import PipelineError
     from dali_pixmix.distributed import print_main
-    from dali_pixmix.oserrors import os_error_line
+    from dali_pixmix.evaluation.cli import run_cli
     from dali_pixmix.training.loop import (  # heavy imports after the config check
         TrainingError,
         train,
     )
 
-    try:
+    def run(_argv) -> int:
         result = train(cfg, resume=args.resume, previous=args.previous,
                        resume_changed=args.resume_changed)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (TrainingError, PipelineError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # e.g. the disk filled up while writing a checkpoint
-        print(f"error: {os_error_line(err)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # a second Ctrl-C (the first saves a checkpoint and stops)
-        print(f"error: interrupted (Ctrl-C) without saving; the checkpoints in "
-              f"{cfg.train.output_dir} are kept: `--resume auto` continues from the newest",
-              file=sys.stderr)
-        return 130
-    print_main(f"{result['status']} at step {result['step']}; outputs in "
-               f"{cfg.train.output_dir}")
-    return 0
+        print_main(f"{result['status']} at step {result['step']}; outputs in "
+                   f"{cfg.train.output_dir}")
+        return 0
+
+    # a second Ctrl-C stops at once (the first saves a checkpoint and stops)
+    return run_cli(run, failures=(TrainingError,), interrupted=(
+        f"interrupted (Ctrl-C) without saving; the checkpoints in {cfg.train.output_dir} are "
+        "kept: `--resume auto` continues from the newest"))
