@@ -46,12 +46,6 @@ def error_behind(err: BaseException, kinds) -> Optional[BaseException]:
     return None
 
 
-def os_error_behind(err: BaseException) -> Optional[OSError]:
-    """The OSError behind `err`: itself, or one it was raised while handling (torch.save reports
-    a failed write as its own RuntimeError raised during the OSError); None if there is none."""
-    return error_behind(err, OSError)
-
-
 def os_error_line(err: OSError) -> str:
     """'<what failed>: <file> (<reason>); <fix>' for an OSError."""
     reason = err.strerror or str(err)

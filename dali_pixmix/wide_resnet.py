@@ -89,7 +89,6 @@ class WideResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(widths[3], num_classes)
-        self.n_channels = widths[3]
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -104,9 +104,9 @@ def warm_up(sources: Dict[str, Iterator], batches: int, device: torch.device,
 DALI_DRAIN = 3  # batches a DALI loader holds ready: its prefetch queue (2) + the one in flight
 
 
-def dataloader_drain(workers: int, prefetch_factor: int = 2) -> int:
-    """Batches a torch DataLoader holds ready: `prefetch_factor` per worker, + 1."""
-    return prefetch_factor * max(1, workers) + 1
+def dataloader_drain(workers: int) -> int:
+    """Batches a torch DataLoader holds ready: its default prefetch factor (2) per worker, + 1."""
+    return 2 * max(1, workers) + 1
 
 
 REFILL_MARGIN = 1.5  # a queue refills alone at about the rate it was timed at; with room

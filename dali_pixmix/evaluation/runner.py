@@ -109,9 +109,6 @@ class InFlight:
         self.cuda, self.depth = device.type == "cuda", depth
         self._held = deque()  # (event or None, tensors), oldest first
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def hold(self, *tensors: torch.Tensor) -> None:
         event = None
         if self.cuda:

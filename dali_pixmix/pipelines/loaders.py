@@ -402,16 +402,16 @@ def make_array_train_loader(images: np.ndarray, labels: Sequence[int], *, batch_
                             crop: int = 32, stage: Optional[BatchStage] = None,
                             auto_augment: bool = False, num_threads: int = 2,
                             dtype: str = "float32", channels_last: bool = False,
-                            dali_state: Optional[bytes] = None, **recipe) -> TrainLoader:
+                            dali_state: Optional[bytes] = None) -> TrainLoader:
     """This rank's training loader over in-memory pictures (CIFAR: uint8 [N, 32, 32, 3] and
     their labels), positioned at batch `step` of `epoch`, built once per run like
     `make_train_loader` (the same data order, seeds, `dali_state` and errors), running
     `graphs.array_train_pipeline`: `RandomCrop(crop, padding=4)` with zero padding, flip, the
-    per-image method, CIFAR's normalisation. `recipe` passes `padding`, `mean` and `std` on.
+    per-image method, CIFAR's normalisation.
     """
     stream = ArrayStream(images, labels, seed=seed, batch_size=batch_size, shard_id=dist.rank,
                          num_shards=dist.world_size, epoch=epoch, step=step)
-    build = partial(array_train_pipeline, size=stream.size, **recipe)
+    build = partial(array_train_pipeline, size=stream.size)
     return open_train_loader(stream, build, dist=dist, crop=crop, stage=stage,
                              auto_augment=auto_augment, num_threads=num_threads, dtype=dtype,
                              channels_last=channels_last, dali_state=dali_state)

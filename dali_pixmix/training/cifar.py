@@ -37,11 +37,6 @@ def is_cifar(cfg: Config) -> bool:
 def read_train_split(cfg: Config) -> Tuple[List[str], CifarSplit]:
     """(class names, the train split in memory) of data.root; one-line errors name the
     folder or file and what was expected (`data.cifar.CifarDataError`)."""
-    if not cfg.data.root:
-        raise ValueError(f"config key 'data.root' is empty: set it to the folder holding the "
-                         f"{cfg.data.dataset} data (e.g. cifar-10-batches-py/ or "
-                         "cifar-10-batches-bin/, as the official archive or torchvision "
-                         "extracts it)")
     train = read_cifar(cfg.data.root, cfg.data.dataset, "train")
     return list(train.classes), train
 
@@ -52,8 +47,7 @@ def loader_factory(run):
     from dali_pixmix.pipelines.loaders import make_array_train_loader
 
     split: CifarSplit = run.samples
-    return partial(make_array_train_loader, split.images, split.labels, mean=CIFAR_MEAN,
-                   std=CIFAR_STD)
+    return partial(make_array_train_loader, split.images, split.labels)
 
 
 def build_cifar_validation(run) -> None:
