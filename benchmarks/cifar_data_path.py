@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,9 +36,9 @@ from dali_pixmix.check.throughput import (  # noqa: E402
     dataloader_drain,
     endless,
     interleaved_medians,
+    interleaved_steps,
     make_step,
     synthetic_batches,
-    timed_steps,
 )
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.data.cifar import CIFAR_MEAN, CIFAR_STD, read_cifar  # noqa: E402
@@ -171,7 +170,8 @@ def measure_data_paths(args, images, labels, mixing, bank, device) -> dict:
 
 
 def measure_training(args, images, labels, bank, device) -> dict:
-    """Median images/s of `--arch` training steps fed by (a) and by synthetic batches."""
+    """Best images/s of `--arch` training steps fed by (a) and by synthetic batches, over
+    interleaved rounds after a warm-up (`interleaved_steps`)."""
     from dali_pixmix.config import Config
     from dali_pixmix.models import build_model
     from dali_pixmix.training.setup import resolve_amp
@@ -185,11 +185,8 @@ def measure_training(args, images, labels, bank, device) -> dict:
     sources = {"synthetic": synthetic_batches(args.batch_size, CROP, 10, device, channels_last),
                "dali_pixmix": endless(our_loader(args, images, labels, bank, device,
                                                  channels_last))}
-    rates = {name: [] for name in sources}
-    for _ in tqdm(range(args.rounds), desc="training rounds", unit="round"):
-        for name, batches in sources.items():
-            rates[name].append(timed_steps(step, batches, args.steps, 3, device))
-    return {f"train_{name}": float(np.median(r)) for name, r in rates.items()}
+    best = interleaved_steps(step, sources, args.rounds, args.steps, 3, device, args.settle)
+    return {f"train_{name}": rate for name, rate in best.items()}
 
 
 def main(argv=None) -> int:

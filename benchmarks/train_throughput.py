@@ -19,10 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 from dali_pixmix.check.throughput import (  # noqa: E402
     endless,
+    interleaved_steps,
     make_step,
     synthetic_batches,
-    timed_steps,
-    warm_up,
 )
 
 
@@ -101,13 +100,8 @@ def main():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         step = make_step(model, optimizer, amp_dtype, device)
         sources = build_sources(args, dist, data, mixing, classes, channels_last)
-        warm_up(sources, 3, device, settle=0.5)  # no pipeline's start beside a timed round
-        # Interleaved rounds, best round per source: robust to load from other processes.
-        results = {name: 0.0 for name in sources}
-        for _ in range(args.rounds):
-            for name, batches in sources.items():
-                speed = timed_steps(step, batches, args.steps, args.warmup, device)
-                results[name] = max(results[name], speed)
+        results = interleaved_steps(step, sources, args.rounds, args.steps, args.warmup,
+                                    device)
     base = results["synthetic (in memory)"]
     print(f"{args.arch}, batch {args.batch}, crop {args.crop}, {precision_name(amp_dtype)}, "
           f"device {device}")

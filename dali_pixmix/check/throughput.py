@@ -218,6 +218,19 @@ def timed_steps(step, batches: Iterator, steps: int, warmup: int, device: torch.
     return count / (time.perf_counter() - start)
 
 
+def interleaved_steps(step, sources: Dict[str, Iterator], rounds: int, steps: int, warmup: int,
+                      device: torch.device, settle: float = 0.5) -> Dict[str, float]:
+    """Best images/s of training steps fed by each source over `rounds` interleaved rounds
+    (`timed_steps` each), after every source is warmed up (`warm_up`); the best round is
+    robust to load from other processes."""
+    warm_up(sources, 3, device, settle)
+    best = {name: 0.0 for name in sources}
+    for _ in range(rounds):
+        for name, batches in sources.items():
+            best[name] = max(best[name], timed_steps(step, batches, steps, warmup, device))
+    return best
+
+
 def synthetic_batches(batch: int, crop: int, classes: int, device: torch.device,
                       channels_last: bool) -> Iterator:
     """The same random batch forever, already on `device`: the no-loading baseline."""
@@ -537,12 +550,7 @@ def train_step(s: Settings) -> Dict:
     step = make_step(model, optimizer, amp, device)
     sources = {"synthetic": synthetic_batches(s.batch, s.crop, 1000, device, s.on_cuda),
                "dali": _pipeline_batches(s, device, fixtures.mixing_bank(s, str(device)))}
-    warm_up(sources, 3, device, settle=0.5)
-    best = {name: 0.0 for name in sources}
-    for _ in range(s.rounds):  # interleaved rounds, best per source: robust to other load
-        for name, batches in sources.items():
-            best[name] = max(best[name], timed_steps(step, batches, s.train_steps,
-                                                     s.train_warmup, device))
+    best = interleaved_steps(step, sources, s.rounds, s.train_steps, s.train_warmup, device)
     precision = precision_name(amp)
     return measurement(s, best["dali"], best["synthetic"], "synthetic batches on the device",
                        Goal(min_ratio=0.9),
