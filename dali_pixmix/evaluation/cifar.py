@@ -61,7 +61,12 @@ from dali_pixmix.evaluation.pgd import PgdSettings, run_pgd_arrays
 from dali_pixmix.evaluation.report import Row, row
 from dali_pixmix.evaluation.runner import FIELDS, Evaluator, Predictions
 from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS, synthetic_batch
-from dali_pixmix.evaluation.tasks import classification_rows, ood_mean_rows, ood_rows
+from dali_pixmix.evaluation.tasks import (
+    classification_rows,
+    mean_rms,
+    ood_mean_rows,
+    ood_rows,
+)
 from dali_pixmix.metrics import cifar as cm
 from dali_pixmix.metrics import perturbation as pm
 from dali_pixmix.metrics.ood import OOD_PROTOCOL
@@ -283,12 +288,11 @@ def run_corruption_set(ev: Evaluator, arrays: CorruptionArrays, dataset: str, ta
     for s in range(1, cm.SEVERITIES + 1):
         rows.append(row(task, ds, "error", 100 * np.mean([errors[c][s - 1] for c in found]),
                         n * len(found), label, variant=variant, severity=s))
-    rms = [r.value for r in rows if r.metric == "rms" and r.variant in found]
+    rms = mean_rms(rows, found)
     rows.append(row(task, ds, "mean_error", cm.cifar_c_error(errors, found), 5 * n * len(found),
                     label, variant=variant))
-    if rms:
-        rows.append(row(task, ds, "rms", float(np.mean(rms)), 5 * n * len(found), label,
-                        variant=variant))
+    if rms is not None:
+        rows.append(row(task, ds, "rms", rms, 5 * n * len(found), label, variant=variant))
     return rows
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD
+from dali_pixmix.data.normalise import IMAGENET_MEAN, IMAGENET_STD, imagenet_mean_std
 from dali_pixmix.distributed import all_gather_objects
 from dali_pixmix.evaluation import cache
 from dali_pixmix.evaluation.report import Row, row
@@ -117,11 +117,9 @@ def _attack(ev: Evaluator, batches: Iterator[Batch], settings: PgdSettings,
     """This rank's predictions on the adversaries of its `batches` (model in eval mode, float32,
     its previous mode restored)."""
     mean, std = ev.normalisation
-    was_training = ev.model.training
-    # in eval mode: pgd_linf restores the wrapper's mode, which would otherwise be train mode
-    pixel_model = PixelSpaceModel(ev.model, mean, std).to(ev.dist.device).eval()
     tables, seen = [torch.zeros(0, TABLE_COLUMNS, device=ev.dist.device)], []
-    try:
+    with ev.eval_mode():  # the wrapper takes the model's (eval) mode, which pgd_linf restores
+        pixel_model = PixelSpaceModel(ev.model, mean, std).to(ev.dist.device)
         for pixels, labels, indices in tqdm(batches, desc=desc, leave=False, unit="batch",
                                             disable=not ev.progress):
             noise = start_noise(indices, tuple(pixels.shape[1:]), settings.epsilon,
@@ -132,8 +130,6 @@ def _attack(ev: Evaluator, batches: Iterator[Batch], settings: PgdSettings,
             with torch.no_grad():
                 tables.append(batch_tensors(pixel_model(adversaries), labels))
             seen.append(labels.cpu())
-    finally:
-        ev.model.train(was_training)
     labels = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
     return to_predictions(torch.cat(tables), labels)
 
@@ -151,12 +147,6 @@ def _array_batches(ev: Evaluator, images: np.ndarray, labels: np.ndarray,
         yield pixels, torch.from_numpy(labels[chosen]).to(dev), chosen
 
 
-def _share(ev: Evaluator, count: int) -> Tuple[int, int]:
-    """[start, stop) of this rank's contiguous share of `count` items (the loaders' rule)."""
-    r, w = ev.dist.rank, ev.dist.world_size
-    return count * r // w, count * (r + 1) // w
-
-
 def _gathered(local: Predictions) -> Predictions:
     return Predictions.concat(all_gather_objects(local))
 
@@ -167,7 +157,7 @@ def run_pgd_arrays(ev: Evaluator, images: np.ndarray, labels, dataset: str,
     CIFAR test split) with `labels` [N]."""
     labels = np.array(labels, dtype=np.int64).reshape(-1)
     chosen = subset_indices(len(labels), settings.count)
-    start, stop = _share(ev, len(chosen))
+    start, stop = ev.rank_range(len(chosen))
     key = (asdict(settings), cache.array_identity(images), cache.array_identity(labels))
     preds = ev.predict_with(
         lambda: _gathered(_attack(ev, _array_batches(ev, images, labels, chosen[start:stop]),
@@ -180,8 +170,7 @@ def _loader_batches(ev: Evaluator, loader, first: int, chosen: np.ndarray) -> It
     """The evaluation loader's normalised batches as [0, 1] pixels (ImageNet mean/std undone);
     `chosen[first + k]` is the original index of the k-th image this rank reads."""
     dev = ev.dist.device
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    mean, std = imagenet_mean_std(dev, torch.float32, 1.0)
     in_flight, position = InFlight(dev), first  # DALI's batches outlive the work queued on them
     for images, labels in loader:
         pixels = (images.float() * std + mean).clamp_(0, 1)
@@ -205,7 +194,7 @@ def run_pgd_imagenet(ev: Evaluator, val_root: str, settings: PgdSettings) -> Lis
     chosen = subset_indices(len(labels), settings.count)
     files = [images.files[i] for i in chosen]
     ev.screen(files, "validation image")
-    first, _ = _share(ev, len(chosen))
+    first, _ = ev.rank_range(len(chosen))
 
     def compute() -> Predictions:
         loader = ev.loader(files, labels[chosen], what="validation image")

@@ -321,7 +321,7 @@ class Evaluator:
         if loader is None:
             loader = self.loader(files, labels, no_resize=no_resize, what=what)
         mask = None if mask is None else mask.to(self.dist.device)
-        with self._eval_mode():
+        with self.eval_mode():
             local = self._run_batches(loader, mask, desc)
         if self.keep_loaders:  # a whole pass was read: the next one starts at the beginning
             self._loaders[key] = loader
@@ -346,7 +346,7 @@ class Evaluator:
         self._loaders.clear()
 
     @contextmanager
-    def _eval_mode(self):
+    def eval_mode(self):
         """The model in eval mode for one pass, its previous mode restored afterwards."""
         was_training = self.model.training
         self.model.eval()
@@ -426,11 +426,15 @@ class Evaluator:
     def _infer_indexed(self, make_images, labels: np.ndarray, desc: str) -> Predictions:
         """Predictions for the pictures `make_images(indices)` of every index of `labels`
         (without the cache; all ranks take part, each on its contiguous slice)."""
-        r, w, count = self.dist.rank, self.dist.world_size, len(labels)
-        indices = np.arange(count * r // w, count * (r + 1) // w)
-        with self._eval_mode():
+        indices = np.arange(*self.rank_range(len(labels)))
+        with self.eval_mode():
             local = self._run_indexed(make_images, indices, labels[indices], desc)
         return self._check_exact(Predictions.concat(all_gather_objects(local)), labels, desc)
+
+    def rank_range(self, count: int) -> Tuple[int, int]:
+        """[start, stop) of this rank's contiguous share of `count` items (the loaders' rule)."""
+        r, w = self.dist.rank, self.dist.world_size
+        return count * r // w, count * (r + 1) // w
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] pictures on the device -> float32 [B, 3, H, W] network input with

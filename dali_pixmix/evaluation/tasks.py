@@ -103,7 +103,8 @@ def _cell_rows(ev: Evaluator, task: str, cells, protocol: str, bin_size: int):
     return rows, errors
 
 
-def _mean_rms(rows: Sequence[Row], corruptions: Sequence[str]) -> Optional[float]:
+def mean_rms(rows: Sequence[Row], corruptions: Sequence[str]) -> Optional[float]:
+    """The mean of the rows' RMS calibration errors over `corruptions` (None without any)."""
     values = [r.value for r in rows if r.metric == "rms" and r.variant in corruptions]
     return float(np.mean(values)) if values else None
 
@@ -128,7 +129,7 @@ def run_imagenet_c(ev: Evaluator, root: str, protocol: str = "pixmix",
     n = 5 * n_cell * len(tests)
     summary = {"mce" if full else "mce_partial": corruption.mce(errors, tests),
                "mean_error": corruption.mean_error(errors, tests),
-               "rms": _mean_rms(rows, tests)}
+               "rms": mean_rms(rows, tests)}
     if clean_error is not None and full:
         summary["relative_mce"] = corruption.relative_mce(errors, clean_error)
     rows += [row("imagenet_c", "imagenet_c", m, v, n, label, variant=variant)
@@ -160,7 +161,7 @@ def run_imagenet_cbar(ev: Evaluator, root: str, protocol: str = "pixmix",
     mean_err = 100 * float(np.mean([e for c in found for e in errors[c]]))
     rows.append(row("imagenet_cbar", "imagenet_cbar", "mean_error", mean_err, n, label,
                     variant=variant))
-    rms = _mean_rms(rows, found)
+    rms = mean_rms(rows, found)
     if rms is not None:
         rows.append(row("imagenet_cbar", "imagenet_cbar", "rms", rms, n, label, variant=variant))
     return rows
