@@ -81,24 +81,25 @@ class ReferenceDataset(torch.utils.data.Dataset):
     """The reference recipe per image: PIL decode, RandomResizedCrop, flip, PIL PixMix."""
 
     def __init__(self, files, mixing_files, length: int):
+        from torchvision import transforms
+
         self.files, self.mixing_files, self.length = files, mixing_files, length
+        self.base = transforms.Compose([transforms.RandomResizedCrop(CROP),
+                                        transforms.RandomHorizontalFlip()])
+        self.mix_prep = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(CROP)])
 
     def __len__(self):
         return self.length
 
     def __getitem__(self, index):
         from PIL import Image
-        from torchvision import transforms
 
         from dali_pixmix.augment.pil_oracle import pixmix_pil
 
         rng = np.random.default_rng(index)
-        base = transforms.Compose([transforms.RandomResizedCrop(CROP),
-                                   transforms.RandomHorizontalFlip()])
-        mix_prep = transforms.Compose([transforms.Resize(256), transforms.RandomCrop(CROP)])
-        image = base(Image.open(self.files[index % len(self.files)]).convert("RGB"))
-        mix = mix_prep(Image.open(self.mixing_files[rng.integers(len(self.mixing_files))])
-                       .convert("RGB"))
+        image = self.base(Image.open(self.files[index % len(self.files)]).convert("RGB"))
+        mix = self.mix_prep(Image.open(self.mixing_files[rng.integers(len(self.mixing_files))])
+                            .convert("RGB"))
         mixed = pixmix_pil(image, mix, rng, k=4, beta=4.0, severity=1, all_ops=True)
         normalised = (mixed - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
         return torch.from_numpy(normalised.transpose(2, 0, 1).copy()), 0
@@ -110,11 +111,6 @@ def reference_batches(args, train_root, mixing):
                                          batch_size=args.batch_size, num_workers=args.workers,
                                          shuffle=False)
     return iter(loader)
-
-
-def measure(args, sources, device) -> dict:
-    """Median images/s per configuration over interleaved rounds (a, b..., c, a, ...)."""
-    return interleaved_medians(sources, args.rounds, args.measure, device, args.settle)
 
 
 def chosen_methods(args) -> list:
@@ -159,7 +155,9 @@ def main(argv=None) -> int:
     device = pick_device(0, args.device)
     train_root, mixing = benchmark_data(args.cache_dir, args.images, args.mixing)
     methods = chosen_methods(args)
-    results = measure(args, build_sources(args, train_root, mixing, device, methods), device)
+    sources = build_sources(args, train_root, mixing, device, methods)
+    # median images/s per configuration over interleaved rounds (a, b..., c, a, ...)
+    results = interleaved_medians(sources, args.rounds, args.measure, device, args.settle)
     summary = report(args, results, methods, device)
     results.update(device=str(device), batch_size=args.batch_size, rounds=args.rounds,
                    settle_s=args.settle,
