@@ -176,6 +176,18 @@ def recorded_size(ckpt: dict, resize: Optional[int] = None,
     return sizes, ", ".join(sources)
 
 
+def _checked_arrays(images: np.ndarray, labels, desc: str) -> np.ndarray:
+    """int64 `labels` [N] (a copy: torch needs it writable) for uint8 pictures `images`
+    [N, H, W, 3]; a ValueError naming `desc` otherwise."""
+    labels = np.array(labels, dtype=np.int64).reshape(-1)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"{desc}: expected uint8 [N, H, W, 3] pictures, got "
+                         f"{images.dtype} {list(images.shape)}")
+    if len(images) != len(labels):
+        raise ValueError(f"{desc}: {len(images)} pictures but {len(labels)} labels")
+    return labels
+
+
 class Evaluator:
     """A classifier, its class list and the preprocessing settings shared by every task.
 
@@ -395,21 +407,16 @@ class Evaluator:
         evaluator's normalisation; each rank predicts its contiguous share. Cached like every
         cell; the fingerprint holds the arrays' identity (`cache.array_identity`: a memory
         map's file and position, else the bytes)."""
-        labels = np.array(labels, dtype=np.int64).reshape(-1)  # a copy: torch needs it writable
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-            raise ValueError(f"{desc or cell}: expected uint8 [N, H, W, 3] pictures, got "
-                             f"{images.dtype} {list(images.shape)}")
-        if len(images) != len(labels):
-            raise ValueError(f"{desc or cell}: {len(images)} pictures but {len(labels)} labels")
+        labels = _checked_arrays(images, labels, desc or cell)
         fp = cache.fingerprint(self.model_key, "arrays", self.normalisation,
                                cache.array_identity(images), cache.array_identity(labels))
-        return self._cached(self.cache_path(task, cell), fp, lambda: self._infer_indexed(
-            lambda idx: images[idx[0]:idx[-1] + 1], labels, desc or cell))
+        return self._cached(self.cache_path(task, cell), fp,
+                            lambda: self.infer_arrays(images, labels, desc=desc or cell))
 
     def infer_arrays(self, images: np.ndarray, labels, *, desc: str = "eval") -> Predictions:
         """`predict_arrays` without the cache (all ranks take part), as `infer` is for files:
         training's validation of the weights it is training (CIFAR)."""
-        labels = np.array(labels, dtype=np.int64).reshape(-1)
+        labels = _checked_arrays(images, labels, desc)
         return self._infer_indexed(lambda idx: images[idx[0]:idx[-1] + 1], labels, desc)
 
     def predict_with(self, compute: Callable[[], Predictions], labels, *, task: str, cell: str,
