@@ -161,7 +161,8 @@ def _check_dataset_args(num_classes, train_per_class, val_per_class, min_size, m
                          f"({len(set(wnids))} distinct)")
 
 
-def _read_marker(root: Path) -> Optional[dict]:
+def read_marker(root: Path) -> Optional[dict]:
+    """The settings a generated folder was made with (its `MARKER_NAME`), None without one."""
     marker = root / MARKER_NAME
     if not marker.is_file():
         return None
@@ -171,9 +172,14 @@ def _read_marker(root: Path) -> Optional[dict]:
         return None
 
 
+def write_marker(root: Path, params: dict) -> None:
+    """Mark `root` as complete, made with `params` (written last: a cut run leaves none)."""
+    (root / MARKER_NAME).write_text(json.dumps(params, indent=1))
+
+
 def _refuse_foreign_tree(root: Path, params: dict) -> None:
     """Never mix two datasets in one folder: stale classes would silently become extra labels."""
-    old = _read_marker(root)
+    old = read_marker(root)
     if old is not None and old != params:
         raise ValueError(f"{root} holds a synthetic dataset made with other parameters "
                          f"({root / MARKER_NAME}); delete it or choose another root")
@@ -210,7 +216,7 @@ def make_synthetic_imagenet(root, num_classes: int = 10, train_per_class: int = 
         raise ValueError("wnids must be sorted so folder order matches class indices")
     params = _dataset_params(num_classes, train_per_class, val_per_class, seed, min_size,
                              max_size, wnids)
-    if _read_marker(root) == params:
+    if read_marker(root) == params:
         return root
     _refuse_foreign_tree(root, params)
     jobs = [(split_id, split, k, i) for split_id, (split, count) in
@@ -223,5 +229,5 @@ def make_synthetic_imagenet(root, num_classes: int = 10, train_per_class: int = 
         folder.mkdir(parents=True, exist_ok=True)
         pixels = synthetic_object_image(k, rng, h, w)
         Image.fromarray(pixels).save(folder / f"{wnids[k]}_{i}.JPEG", quality=90)
-    (root / MARKER_NAME).write_text(json.dumps(params, indent=1))
+    write_marker(root, params)
     return root

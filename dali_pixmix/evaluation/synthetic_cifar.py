@@ -32,7 +32,6 @@ the same settings costs nothing, and a folder holding other data is never overwr
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -41,7 +40,12 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from dali_pixmix.data.cifar import FORMATS, CifarDataError, layout, write_cifar
-from dali_pixmix.data.synthetic import synthetic_object_image
+from dali_pixmix.data.synthetic import (
+    MARKER_NAME,
+    read_marker,
+    synthetic_object_image,
+    write_marker,
+)
 from dali_pixmix.evaluation.synthetic_corruptions import CORRUPTIONS, corrupt
 from dali_pixmix.metrics.cifar import SEVERITIES
 
@@ -54,7 +58,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 CBAR_STANDINS = ("checkerboard_cutout", "lines")
 P_STANDINS = ("gaussian_noise", "brightness", "translate")
-MARKER_NAME = ".complete.json"
 _CUTOUT_CELL = 8
 _CUTOUT_SIZE = (2, 3, 4, 5, 6)
 _SETS = {"c": 1, "cbar": 2, "p": 3}  # the `set` of the noise seeds
@@ -87,13 +90,7 @@ def synthetic_split(num_classes: int, per_class: int, seed: int,
 # --------------------------------------------------------------------------- markers
 def _done(folder: Path, params: dict) -> bool:
     """True when `folder` was made with `params`; refuses a folder holding anything else."""
-    marker = folder / MARKER_NAME
-    old = None
-    if marker.is_file():
-        try:
-            old = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            old = None
+    old = read_marker(folder)
     if old == params:
         return True
     if folder.is_dir() and any(folder.iterdir()):
@@ -101,10 +98,6 @@ def _done(folder: Path, params: dict) -> bool:
         raise CifarDataError(f"{folder} already holds data ({made}); delete it or choose "
                              "another root (it is never overwritten)")
     return False
-
-
-def _mark(folder: Path, params: dict) -> None:
-    (folder / MARKER_NAME).write_text(json.dumps(params, indent=1))
 
 
 # --------------------------------------------------------------------------- train / test
@@ -130,7 +123,7 @@ def make_synthetic_cifar(root: str | Path, dataset: str = "cifar10",
             splits[split] = synthetic_split(num_classes, count, seed, split)
         for fmt in todo:
             folder = write_cifar(root, dataset, fmt, splits, synthetic_class_names(num_classes))
-            _mark(folder, {**params, "format": fmt})
+            write_marker(folder, {**params, "format": fmt})
     return root
 
 
@@ -175,7 +168,7 @@ def _write_corrupted(images: np.ndarray, labels: np.ndarray, out: Path, names: S
                  for s in range(1, SEVERITIES + 1) for i, image in enumerate(images)]
         np.save(out / f"{name}.npy", np.stack(cells))
     np.save(out / "labels.npy", np.tile(labels.astype(np.int64), SEVERITIES))
-    _mark(out, params)
+    write_marker(out, params)
     return out
 
 
@@ -228,7 +221,7 @@ def make_synthetic_cifar_p(images: np.ndarray, out: str | Path, frames: int = 8,
     for name in tqdm(P_STANDINS, desc="synthetic p", disable=not progress):
         np.save(out / f"{name}.npy", np.stack([perturbation_frames(x, name, frames, seed, i)
                                                for i, x in enumerate(images)]))
-    _mark(out, params)
+    write_marker(out, params)
     return out
 
 
