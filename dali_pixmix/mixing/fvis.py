@@ -113,9 +113,7 @@ def claim_out_dir(out_dir, record: Dict) -> None:
         raise ValueError(f"--out {out_dir} holds pictures that do not record the checkpoint and "
                          f"settings that made them (no {RECORD_NAME}): {fix}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, record)
 
 
 # --------------------------------------------------------------------- model and layers
@@ -369,6 +367,13 @@ def existing_picture(out_dir: Path, job: Tuple[str, int], size: int) -> bool:
     return True
 
 
+def write_json(path: Path, payload) -> None:
+    """Write JSON through a temporary name, so an interrupted run never leaves half a file."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def save_png(pixels: np.ndarray, path: Path) -> None:
     """Write through a temporary name, so an interrupted run never leaves half a PNG."""
     tmp = path.with_name(path.name + ".partial")
@@ -493,7 +498,5 @@ def write_summary(summary: Dict, out_dir, settings: FVisSettings, checkpoint: st
     path = Path(out_dir) / SUMMARY_NAME
     payload = {"checkpoint": str(checkpoint), "weights": weights, "arch": arch,
                "settings": asdict(settings), **summary}
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, payload)
     return path
