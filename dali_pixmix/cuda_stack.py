@@ -15,7 +15,7 @@ import ctypes
 import importlib.metadata
 import os
 import re
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 # The README Quickstart's two commands (tests/unit/test_docs.py keeps them in step).
 TORCH_CUDA12_COMMAND = ("pip install 'torch==2.14.*' 'torchvision==0.29.*' --index-url "
@@ -58,14 +58,20 @@ def driver_version() -> Optional[str]:
 
 
 # ----------------------------------------------------------------------------- DALI wheels
-def dali_wheels() -> List[str]:
-    """Installed DALI distributions (`nvidia-dali-cuda120`, ...): more than one is a conflict."""
-    names = set()
+def installed(prefix: str) -> Dict[str, str]:
+    """{name: version} of the installed distributions whose name (lower case, `-` for `_`)
+    starts with `prefix`."""
+    found = {}
     for dist in importlib.metadata.distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name.startswith("nvidia-dali-cuda"):
-            names.add(name)
-    return sorted(names)
+        if name.startswith(prefix):
+            found[name] = dist.version
+    return found
+
+
+def dali_wheels() -> List[str]:
+    """Installed DALI distributions (`nvidia-dali-cuda120`, ...): more than one is a conflict."""
+    return sorted(installed("nvidia-dali-cuda"))
 
 
 def cuda_major_of_wheel(name: str) -> Optional[int]:

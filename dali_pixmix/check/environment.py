@@ -110,10 +110,7 @@ def nvjpeg_version(lib) -> Optional[str]:
 
 
 def _codec_wheel_version(prefix: str) -> Optional[str]:
-    for dist in importlib.metadata.distributions():
-        if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith(prefix):
-            return dist.version
-    return None
+    return next(iter(cuda_stack.installed(prefix).values()), None)
 
 
 def decoding_libraries(cuda_major: Optional[int] = None) -> Env:
