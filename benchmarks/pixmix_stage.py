@@ -117,21 +117,18 @@ def count_ops(torch, pixmix, batch, mixing, settings, gen) -> dict:
             "traffic_bytes": log.traffic(cuda_only=cuda)}
 
 
-def dense_sequence(torch, batch, mixing, settings) -> dict:
+def dense_sequence(batch, mixing, settings) -> dict:
     """Kernels and op-log traffic per image of the dense strategy's device sequence alone
     (``dense.run``, without the plan's host-side work), for one plan: sized for the plan
     (eager) and with the CUDA graph's capacities."""
     from dali_pixmix.augment import ops as A
-    from dali_pixmix.augment.pixmix import dense, draw_plan
+    from dali_pixmix.augment.pixmix import dense
 
     ops = A.ALL_OPS if settings["all_ops"] else A.OPS
-    n = batch.shape[0]
-    plan = draw_plan(n, settings["k"], settings["beta"], settings["severity"], len(ops),
-                     torch.Generator().manual_seed(0), "cpu")
-    kernels, eager = dense.sequence_traffic(batch, mixing, plan, ops)
-    _, graph = dense.sequence_traffic(batch, mixing, plan, ops, graph_capacities=True)
-    return {"device_sequence_kernels": kernels, "device_traffic_bytes_per_image": eager / n,
-            "graph_traffic_bytes_per_image": graph / n}
+    kernels, eager, graph = dense.traffic_per_image(batch, mixing, settings["k"],
+                                                    settings["beta"], settings["severity"], ops)
+    return {"device_sequence_kernels": kernels, "device_traffic_bytes_per_image": eager,
+            "graph_traffic_bytes_per_image": graph}
 
 
 def strategy_settings(args, on_cuda: bool) -> dict:
@@ -174,7 +171,7 @@ def main(argv=None) -> int:
             pixmix(batch, mixing, generator=gen, **settings, **extra)
         ops[name] = count_ops(torch, pixmix, batch, mixing, {**settings, **extra}, gen)
     if "dense" in ops:
-        ops["dense"].update(dense_sequence(torch, batch, mixing, settings))
+        ops["dense"].update(dense_sequence(batch, mixing, settings))
 
     results = run_rounds(args, torch, pixmix, batch, mixing, settings, strategies, batches,
                          gen, (pool_images, pool_mixing))

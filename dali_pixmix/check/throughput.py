@@ -370,13 +370,10 @@ def dense_traffic(batch: torch.Tensor, rates: Dict[str, float]) -> str:
     one plan), eager and with CUDA-graph capacities, and the bandwidth each timed dense
     variant needed: to read a GPU rate against the card's memory bandwidth."""
     from dali_pixmix.augment import ops as A
-    from dali_pixmix.augment.pixmix import dense, draw_plan
+    from dali_pixmix.augment.pixmix import dense
 
-    n = batch.shape[0]
-    plan = draw_plan(n, 4, 4.0, 1, len(A.ALL_OPS), torch.Generator().manual_seed(0), "cpu")
-    per_image = {"dense": dense.sequence_traffic(batch, batch, plan, A.ALL_OPS)[1] / n,
-                 "dense + CUDA graph": dense.sequence_traffic(batch, batch, plan, A.ALL_OPS,
-                                                              graph_capacities=True)[1] / n}
+    _, eager, graph = dense.traffic_per_image(batch, batch, 4, 4.0, 1, A.ALL_OPS)
+    per_image = {"dense": eager, "dense + CUDA graph": graph}
     needed = [f"{name} {rates[name] * size / 1e9:,.1f} GB/s" for name, size in per_image.items()
               if name in rates]
     return (f"op-log traffic per image: {per_image['dense'] / 1e6:.1f} MB eager, "

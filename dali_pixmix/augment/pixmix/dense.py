@@ -43,7 +43,7 @@ from dali_pixmix.augment.pixmix._dense_plan import (
     plan_arrays,
     unpack,
 )
-from dali_pixmix.augment.pixmix.plan import collect_jobs
+from dali_pixmix.augment.pixmix.plan import collect_jobs, draw_plan
 
 
 def pixmix_dense(images, mixing_pics, plan, ops, output=None, cuda_graph: bool = False):
@@ -204,3 +204,14 @@ def sequence_traffic(images, mixing_pics, plan, ops, graph_capacities: bool = Fa
     with OpLog() as log:
         run(table, buf, shape, output)
     return len(log.kernels()), log.traffic()
+
+
+def traffic_per_image(images, mixing_pics, k: int, beta: float, severity: float,
+                      ops) -> tuple:
+    """(kernels, eager bytes per image, bytes per image with the CUDA graph's capacities) of
+    the device sequence for one plan drawn with seed 0 on the host (`sequence_traffic`)."""
+    n = images.shape[0]
+    plan = draw_plan(n, k, beta, severity, len(ops), torch.Generator().manual_seed(0), "cpu")
+    kernels, eager = sequence_traffic(images, mixing_pics, plan, ops)
+    _, graph = sequence_traffic(images, mixing_pics, plan, ops, graph_capacities=True)
+    return kernels, eager / n, graph / n
