@@ -44,6 +44,7 @@ from dali_pixmix.check.throughput import (  # noqa: E402
     endless,
     interleaved_medians,
     method_batches,
+    method_config,
 )
 from dali_pixmix.cli_help import DefaultsHelpFormatter  # noqa: E402
 from dali_pixmix.config import Config  # noqa: E402
@@ -218,10 +219,10 @@ def reference_dataset(reference, train_root: Path, mixing: Path):
         "tensorize": transforms.ToTensor()})
 
 
-def theirs(name: str, args, cfg: Config, train_root: Path, mixing: Path, reference):
+def theirs(name: str, args, cfg: Config, train_root: Path, mixing: Path, reference,
+           classes: int):
     from torchvision.datasets import ImageFolder
 
-    classes = len(class_names(train_root))
     if name in PIXMIX_ROWS:
         dataset = reference_dataset(reference, train_root, mixing)
     else:
@@ -233,14 +234,13 @@ def theirs(name: str, args, cfg: Config, train_root: Path, mixing: Path, referen
 def compare(name: str, args, train_root: Path, mixing: Path, bank, reference) -> dict:
     """{"ours", "torchvision", "ratio"}: medians of the interleaved rounds of method `name`."""
     device = torch.device("cpu")
-    cfg = Config()
-    cfg.augment.method, cfg.data.crop = name, CROP
+    cfg = method_config(name, CROP)
     classes = len(class_names(train_root))
     sources = {
         "ours": (method_batches(train_root, name, batch_size=args.batch_size, device=device,
                                 bank=bank, classes=classes, num_threads=args.workers,
                                 crop=CROP), DALI_DRAIN),
-        "torchvision": (theirs(name, args, cfg, train_root, mixing, reference),
+        "torchvision": (theirs(name, args, cfg, train_root, mixing, reference, classes),
                         dataloader_drain(args.workers))}
     try:
         rates = interleaved_medians(sources, args.rounds, args.measure, device, args.settle)

@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from dali_pixmix.check import fixtures
 from dali_pixmix.check.harness import require, require_cuda
 from dali_pixmix.check.settings import Settings
 from dali_pixmix.precision import autocast, eval_amp_dtype, precision_name
+
+if TYPE_CHECKING:  # imported where used
+    from dali_pixmix.config import Config
 
 
 # ----------------------------------------------------------------------------- timing helpers
@@ -159,13 +162,21 @@ def benchmark_data(cache_dir, images: int, mixing: int) -> Tuple[Path, Optional[
     return root / "train", folder
 
 
+def method_config(name: str, crop: int) -> Config:
+    """The default config with `augment.method=name` and `data.crop=crop`."""
+    from dali_pixmix.config import Config
+
+    cfg = Config()
+    cfg.augment.method, cfg.data.crop = name, crop
+    return cfg
+
+
 def method_batches(root, name: str, *, batch_size: int, device: torch.device, bank,
                    classes: int, num_threads: int, crop: int = 224) -> Iterator:
     """Endless batches of augmentation method `name`'s training data path, as training runs
     it: the run's DALI loader with the method's stage (or AutoAugment), then its label mixing
     (mixup, cutmix) on the loader's device; normalised float32 [B, 3, crop, crop]."""
     from dali_pixmix.augment.label_mixing import mix_batch
-    from dali_pixmix.config import Config
     from dali_pixmix.distributed import DistInfo
     from dali_pixmix.pipelines.loaders import make_train_loader
     from dali_pixmix.training.methods import (
@@ -175,8 +186,7 @@ def method_batches(root, name: str, *, batch_size: int, device: torch.device, ba
         uses_auto_augment,
     )
 
-    cfg = Config()
-    cfg.augment.method, cfg.data.crop = name, crop
+    cfg = method_config(name, crop)
     loader = make_train_loader(root=root, batch_size=batch_size, dist=DistInfo(device=device),
                                crop=crop, stage=train_stage(cfg, bank),
                                auto_augment=uses_auto_augment(cfg), num_threads=num_threads)
