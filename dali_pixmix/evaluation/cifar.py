@@ -60,12 +60,13 @@ from dali_pixmix.evaluation import datasets
 from dali_pixmix.evaluation.pgd import PgdSettings, run_pgd_arrays
 from dali_pixmix.evaluation.report import Row, row
 from dali_pixmix.evaluation.runner import FIELDS, Evaluator, Predictions
-from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS, synthetic_batch
+from dali_pixmix.evaluation.synthetic_ood import SYNTHETIC_SETS
 from dali_pixmix.evaluation.tasks import (
     classification_rows,
     mean_rms,
     ood_mean_rows,
     ood_rows,
+    synthetic_ood_rows,
 )
 from dali_pixmix.metrics import cifar as cm
 from dali_pixmix.metrics import perturbation as pm
@@ -333,12 +334,9 @@ def run_cifar_ood(ev: Evaluator, opened: OpenedSuite, inside: Predictions,
         preds = ev.predict_arrays(pictures, np.zeros(len(pictures), np.int64), task="cifar_ood",
                                   cell=name)
         far += ood_rows(inside, preds, name, task="cifar_ood")
-    count = suite.synthetic_count or max(1, len(inside) // 5)  # the reference: 1/5 of the test
-    for kind in ev.progress_over(SYNTHETIC_SETS if suite.synthetic_ood else (), desc="synthetic"):
-        preds = ev.predict_generated(partial(synthetic_batch, kind, size=SIZE, seed=suite.seed),
-                                     count, task="cifar_ood", cell=kind,
-                                     key=("synthetic", kind, SIZE, suite.seed))
-        far += ood_rows(inside, preds, kind, task="cifar_ood")
+    if suite.synthetic_ood:
+        far += synthetic_ood_rows(ev, inside, SIZE, suite.seed, suite.synthetic_count,
+                                  task="cifar_ood")
     rows = far + ood_mean_rows(far, task="cifar_ood")
     if opened.near is not None:
         other, split = opened.near

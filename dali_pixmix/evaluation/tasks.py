@@ -198,13 +198,23 @@ def run_ood(ev: Evaluator, in_root: str, ood_sets: Mapping[str, str],
     for name, paths in ev.progress_over(list(files.items()), desc="ood"):
         preds = ev.predict(paths, np.zeros(len(paths), dtype=np.int64), task="ood", cell=name)
         rows += ood_rows(inside, preds, name)
-    count = synthetic_count or max(1, len(inside) // 5)  # reference: 1/5 of the test count
-    for kind in ev.progress_over(SYNTHETIC_SETS if synthetic else (), desc="synthetic ood"):
-        make = partial(synthetic_batch, kind, size=ev.crop, seed=seed)
-        preds = ev.predict_generated(make, count, task="ood", cell=kind,
-                                     key=("synthetic", kind, ev.crop, seed))
-        rows += ood_rows(inside, preds, kind)
+    if synthetic:
+        rows += synthetic_ood_rows(ev, inside, ev.crop, seed, synthetic_count)
     return rows + ood_mean_rows(rows)
+
+
+def synthetic_ood_rows(ev: Evaluator, inside: Predictions, size: int, seed: int,
+                       count: Optional[int] = None, task: str = "ood") -> List[Row]:
+    """`ood_rows` of the generated anomaly sets (`SYNTHETIC_SETS`) at `size` px, `count`
+    pictures each (default: 1/5 of the in-distribution count, as the reference)."""
+    count = count or max(1, len(inside) // 5)
+    rows = []
+    for kind in ev.progress_over(SYNTHETIC_SETS, desc=f"synthetic {task}"):
+        make = partial(synthetic_batch, kind, size=size, seed=seed)
+        preds = ev.predict_generated(make, count, task=task, cell=kind,
+                                     key=("synthetic", kind, size, seed))
+        rows += ood_rows(inside, preds, kind, task=task)
+    return rows
 
 
 def ood_rows(inside: Predictions, outside: Predictions, name: str, task: str = "ood",
