@@ -181,10 +181,10 @@ def compare(recipe: str | Path, out: str | Path, methods: Sequence[str] = TABLE9
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHOD_NAMES)}")
     out, stop = Path(out), StopFlag()
-    print(settings_note(method_config(recipe, methods[0], out, overrides)) + "\n", flush=True)
-    results, cfg = {}, None
-    for method in methods:
-        cfg = method_config(recipe, method, out, overrides)
+    configs = {method: method_config(recipe, method, out, overrides) for method in methods}
+    print(settings_note(configs[methods[0]]) + "\n", flush=True)  # every bad recipe first
+    results = {}
+    for method, cfg in configs.items():
         with stopping_at_once(stop):
             prepare_demo_data(cfg, init_distributed(cfg.dist.device))  # paths of the demo data
             corruptions = write_corruption_set(cfg.data.val, out / "corruptions",
@@ -196,7 +196,7 @@ def compare(recipe: str | Path, out: str | Path, methods: Sequence[str] = TABLE9
             results[method] = table_cells(evaluate_method(cfg, final, corruptions))
     table = out / "comparison.md"
     table.write_text("# Augmentation methods compared (demo data)\n\n" +
-                     comparison_markdown(results, settings_note(cfg)))
+                     comparison_markdown(results, settings_note(configs[methods[-1]])))
     return [table, write_csv(results, out / "comparison.csv"),
             plot_comparison(results, out / "comparison.png",
                             "Demo data (generated classes, not ImageNet)")]
