@@ -131,9 +131,20 @@ def _augment(encoded, labels, *, crop, gpu, stage, auto_augment, dtype, layout,
     images = fn.decoders.image_random_crop(encoded,
                                            **random_crop_decoder_args(gpu, hw_decoder_load))
     images = fn.resize(images, resize_x=crop, resize_y=crop, antialias=True)
+    return _flip_and_method(images, labels, crop=crop, gpu=gpu, stage=stage,
+                            auto_augment=auto_augment, dtype=dtype, layout=layout)
+
+
+def _flip_and_method(images, labels, *, crop, gpu, stage, auto_augment, dtype, layout,
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, policy=None):
+    """The training graphs' tail: flip -> [method] -> normalise (`_per_image_method`); the
+    labels on the pipeline's device."""
+    from nvidia.dali import fn
+
     images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
     images = _per_image_method(images, labels, crop=crop, gpu=gpu, stage=stage,
-                               auto_augment=auto_augment, dtype=dtype, layout=layout)
+                               auto_augment=auto_augment, dtype=dtype, layout=layout, mean=mean,
+                               std=std, policy=policy)
     return images, (labels.gpu() if gpu else labels)
 
 
@@ -201,12 +212,9 @@ def _array_graph(*, source, size, crop, padding, gpu, stage, auto_augment, dtype
                                         batch_info=True, dtype=[types.UINT8, types.INT32],
                                         layout=["HWC", ""])
     images = padded_random_crop(images.gpu() if gpu else images, size, crop, padding)
-    images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
-    policy = cifar_auto_augment_policy() if auto_augment else None
-    images = _per_image_method(images, labels, crop=crop, gpu=gpu, stage=stage,
-                               auto_augment=auto_augment, dtype=dtype, layout=layout, mean=mean,
-                               std=std, policy=policy)
-    return images, (labels.gpu() if gpu else labels)
+    return _flip_and_method(images, labels, crop=crop, gpu=gpu, stage=stage,
+                            auto_augment=auto_augment, dtype=dtype, layout=layout, mean=mean,
+                            std=std, policy=cifar_auto_augment_policy() if auto_augment else None)
 
 
 def padded_random_crop(images, size: int, crop: int, padding: int):
