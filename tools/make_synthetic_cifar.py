@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dali_pixmix.data.cifar import DATASETS  # noqa: E402
+from dali_pixmix.data.cifar import DATASETS, NUM_CLASSES  # noqa: E402
 from dali_pixmix.evaluation.cli import run_cli  # noqa: E402
 from dali_pixmix.evaluation.synthetic_cifar import make_synthetic_cifar_suite  # noqa: E402
 
@@ -48,7 +48,7 @@ def write(argv=None) -> int:
                                        args.train_per_class, args.test_per_class, args.seed,
                                        args.frames, corrupted=not args.no_corruptions,
                                        progress=not args.no_progress)
-    classes = args.num_classes or (10 if args.dataset == "cifar10" else 100)
+    classes = args.num_classes or NUM_CLASSES[args.dataset]
     sets = ", ".join(f"{key}: {path}" for key, path in paths.items() if key != "root")
     print(f"synthetic {args.dataset}: {classes} classes, {args.train_per_class}+"
           f"{args.test_per_class} pictures per class in both formats under {paths['root']}"

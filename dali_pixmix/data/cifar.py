@@ -40,6 +40,8 @@ __all__ = ["DATASETS", "SPLITS", "FORMATS", "CIFAR_MEAN", "CIFAR_STD", "IMAGE_SH
            "images_to_planes", "write_cifar"]
 
 DATASETS = ("cifar10", "cifar100")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+DISPLAY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # also the sets' folder names
 SPLITS = ("train", "test")
 FORMATS = ("python", "binary")
 # The reference's CIFAR normalisation (cifar.py): mean = std = 0.5 per channel, on [0, 1] pixels.

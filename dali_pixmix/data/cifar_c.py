@@ -21,7 +21,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dali_pixmix.data.cifar import IMAGE_SHAPE, CifarDataError
+from dali_pixmix.data.cifar import DISPLAY_NAMES, IMAGE_SHAPE, CifarDataError
 from dali_pixmix.metrics import cifar as cm
 from dali_pixmix.metrics.perturbation import is_noise
 
@@ -29,6 +29,14 @@ __all__ = ["LABELS_FILE", "CorruptionArrays", "PerturbationArrays", "open_corrup
            "open_cifar_c", "open_cifar_cbar", "open_cifar_p", "perturbation_file", "open_npy"]
 
 LABELS_FILE = "labels.npy"
+
+
+def suite_folder_names(dataset: str) -> Dict[str, Tuple[str, ...]]:
+    """The released sets' folder names by the reference's spelling, {"c", "cbar", "p"} ->
+    the accepted names, the first the one written (CIFAR-10-C, CIFAR-10-C-Bar or -C-bar,
+    CIFAR-10-P; CIFAR-100-...)."""
+    tag = DISPLAY_NAMES[dataset]
+    return {"c": (f"{tag}-C",), "cbar": (f"{tag}-C-Bar", f"{tag}-C-bar"), "p": (f"{tag}-P",)}
 
 
 def open_npy(path: Path, what: str) -> np.ndarray:

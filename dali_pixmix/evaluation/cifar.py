@@ -54,6 +54,7 @@ from dali_pixmix.data.cifar_c import (
     open_cifar_cbar,
     open_cifar_p,
     perturbation_file,
+    suite_folder_names,
 )
 from dali_pixmix.data.images import subfolders
 from dali_pixmix.evaluation import datasets
@@ -169,10 +170,9 @@ def discover_sets(root: str | Path, dataset: str) -> Dict[str, object]:
     """The C / C-bar / P folders under `root` by the reference's names (CIFAR-10-C,
     CIFAR-10-C-Bar or -C-bar, CIFAR-10-P; CIFAR-100-...) as "c", "cbar", "p", and "ood": the
     folders under root/ood/ by name."""
-    root, tag = Path(root), {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
-    names = {"c": (f"{tag}-C",), "cbar": (f"{tag}-C-Bar", f"{tag}-C-bar"), "p": (f"{tag}-P",)}
+    root = Path(root)
     found: Dict[str, object] = {}
-    for key, options in names.items():
+    for key, options in suite_folder_names(dataset).items():
         hit = next((root / n for n in options if (root / n).is_dir()), None)
         if hit is not None:
             found[key] = str(hit)

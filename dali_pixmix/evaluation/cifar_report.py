@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dali_pixmix.data.cifar import DISPLAY_NAMES, NUM_CLASSES
 from dali_pixmix.evaluation.report import (
     Row,
     protocols_note,
@@ -162,7 +163,7 @@ def _evaluated_on(rows: Sequence[Row], name: str, num_classes: Optional[int],
         parts.append(f"{min(videos):,} CIFAR-P videos per perturbation")
     if num_classes is not None:
         parts.append(f"a {num_classes}-class model")
-        full &= num_classes == (10 if dataset == "cifar10" else 100)
+        full &= num_classes == NUM_CLASSES[dataset]
     if not parts:
         return ""
     verdict = ("the released sets, as the paper's rows" if full else "the paper's rows use the "
@@ -174,7 +175,7 @@ def _evaluated_on(rows: Sequence[Row], name: str, num_classes: Optional[int],
 def cifar_table_markdown(rows: Sequence[Row], dataset: str, name: str = "this model",
                          num_classes: Optional[int] = None) -> str:
     """Table 7 / 8 with the paper's rows and this model's, and the notes that go with it."""
-    shown = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
+    shown = DISPLAY_NAMES[dataset]
     title = (f"Table {TABLE_NUMBER[dataset]} layout of the PixMix paper ({shown}; WRN-40-4 in "
              "the paper's rows: its Baseline, AugMix and PixMix rows are transcribed, the "
              "others are in its appendix).")

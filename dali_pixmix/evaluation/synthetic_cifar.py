@@ -39,7 +39,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from dali_pixmix.data.cifar import FORMATS, CifarDataError, layout, write_cifar
+from dali_pixmix.data.cifar import (
+    FORMATS,
+    NUM_CLASSES,
+    CifarDataError,
+    layout,
+    write_cifar,
+)
+from dali_pixmix.data.cifar_c import suite_folder_names
 from dali_pixmix.data.synthetic import (
     MARKER_NAME,
     read_marker,
@@ -65,8 +72,7 @@ _SETS = {"c": 1, "cbar": 2, "p": 3}  # the `set` of the noise seeds
 
 def suite_folders(dataset: str) -> Dict[str, str]:
     """The reference's folder names of the corrupted sets: {"c", "cbar", "p"} -> name."""
-    tag = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
-    return {"c": f"{tag}-C", "cbar": f"{tag}-C-Bar", "p": f"{tag}-P"}
+    return {key: names[0] for key, names in suite_folder_names(dataset).items()}
 
 
 def synthetic_class_names(num_classes: int) -> List[str]:
@@ -107,7 +113,7 @@ def make_synthetic_cifar(root: str | Path, dataset: str = "cifar10",
                          progress: bool = True) -> Path:
     """Write the train and test splits of a generated `dataset` (layout cifar10 | cifar100) in
     each of `formats` under `root`; returns `root`. `num_classes` defaults to 10 / 100."""
-    num_classes = num_classes or (10 if dataset == "cifar10" else 100)
+    num_classes = num_classes or NUM_CLASSES[dataset]
     if not 2 <= num_classes <= 256 or train_per_class < 1 or test_per_class < 1:
         raise CifarDataError(f"need 2..256 classes and >= 1 picture per class and split, got "
                              f"{num_classes}, {train_per_class}, {test_per_class}")
@@ -236,7 +242,7 @@ def make_synthetic_cifar_suite(root: str | Path, dataset: str = "cifar10",
                                 test_per_class, seed, progress)
     paths = {"root": root}
     if corrupted:
-        num_classes = num_classes or (10 if dataset == "cifar10" else 100)
+        num_classes = num_classes or NUM_CLASSES[dataset]
         images, labels = synthetic_split(num_classes, test_per_class, seed, "test")
         names = suite_folders(dataset)
         paths["c"] = make_synthetic_cifar_c(images, labels, root / names["c"], seed, progress)
