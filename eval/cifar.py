@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     cifar_cli.add_pgd_args(parser)
     args = parser.parse_args(argv)
     cifar_cli.check_counts(args)
+    pgd = cifar_cli.pgd_settings(args)  # its flags checked before anything is loaded
     from dali_pixmix.checkpoint import read_checkpoint
     from dali_pixmix.evaluation.cifar import (
         CifarSuite,
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     suite = CifarSuite(root=args.data_root, c=sets["c"], cbar=sets["cbar"], p=sets["p"],
                        ood=sets["ood"], synthetic_ood=not args.no_synthetic,
                        near_ood=not args.no_near_ood, synthetic_count=args.synthetic_count,
-                       pgd=cifar_cli.pgd_settings(args), p_difficulty=args.p_difficulty,
+                       pgd=pgd, p_difficulty=args.p_difficulty,
                        bin_size=args.calibration_bin_size, seed=args.seed)
     ev, dataset = cifar_evaluator(args.checkpoint, args.out, dataset=dataset, arch=args.arch,
                                   ckpt=ckpt, device=args.device, batch_size=args.batch_size,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 
 def add_pgd_args(parser: argparse.ArgumentParser) -> None:
@@ -82,10 +82,7 @@ def cifar_sets(args: argparse.Namespace, dataset: str) -> Dict[str, object]:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """Flags that must be positive, checked before anything is loaded."""
-    for flag in ("synthetic_count", "pgd_count"):
-        value: Optional[int] = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if getattr(args, "pgd_steps", 1) < 1:
-        raise ValueError(f"--pgd-steps must be >= 1, got {args.pgd_steps}")
+    """--synthetic-count must be positive, checked before anything is loaded (the PGD flags
+    are checked by `pgd_settings`)."""
+    if args.synthetic_count is not None and args.synthetic_count < 1:
+        raise ValueError(f"--synthetic-count must be >= 1, got {args.synthetic_count}")
