@@ -418,10 +418,7 @@ def validate_augment(cfg: Config) -> None:
               ("augment.augmix_severity", 1 <= aug.augmix_severity <= MAX_SEVERITY,
                f"in 1..{MAX_SEVERITY} (the ops' level scale)"),
               ("augment.augmix_alpha", aug.augmix_alpha > 0, "> 0")]
-    for key, ok, rule in checks:
-        if not ok:
-            value = getattr(aug, key.split(".")[1])
-            raise ValueError(f"config key '{key}' must be {rule}, got {value}")
+    check_rules(cfg, checks)
 
 
 # CIFAR pictures are 32 x 32; the reference trains on RandomCrop(32, padding=4) of them.
@@ -478,14 +475,20 @@ def validate_ranges(cfg: Config) -> None:
               ("demo.min_size", demo.min_size >= 8, ">= 8 (px)"),
               ("demo.max_size", demo.max_size >= demo.min_size,
                f">= demo.min_size={demo.min_size}")]
+    check_rules(cfg, checks)
+    if opt.nesterov and opt.momentum == 0:
+        raise ValueError("config key 'optim.momentum' must be > 0 with optim.nesterov=true "
+                         "(Nesterov momentum needs a momentum); set it or optim.nesterov=false")
+
+
+def check_rules(cfg: Config, checks) -> None:
+    """A ValueError for the first (`section.key`, holds, rule) of `checks` that does not hold,
+    naming the key, the rule and the value."""
     for key, ok, rule in checks:
         if not ok:
             section, name = key.split(".")
             raise ValueError(f"config key '{key}' must be {rule}, got "
                              f"{getattr(getattr(cfg, section), name)}")
-    if opt.nesterov and opt.momentum == 0:
-        raise ValueError("config key 'optim.momentum' must be > 0 with optim.nesterov=true "
-                         "(Nesterov momentum needs a momentum); set it or optim.nesterov=false")
 
 
 def per_rank_batch(global_batch: int, world_size: int, key: str = "train.batch_size") -> int:
