@@ -307,10 +307,10 @@ def _build(graph, *, batch_size, num_threads, device_id, seed, conditionals=Fals
 
 
 def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout, start=0,
-                    mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                    normalisation=None):
     """The shard's own stage, reseeded from (stage seed, seed, shard_id), whose first batch is
     batch `start` of the stream (a stage seeds its draws per batch from that index),
-    normalising with `mean` and `std` (on [0, 1] pixels)."""
+    normalising with `normalisation` = (mean, std) (None: the stage's default, ImageNet's)."""
     if stage is None:
         return None
     if auto_augment:
@@ -318,8 +318,9 @@ def _pipeline_stage(stage, *, auto_augment, crop, seed, shard_id, dtype, layout,
     if stage.crop != crop:
         raise ValueError(f"{type(stage).__name__} crop {stage.crop} differs from the "
                          f"pipeline crop {crop}")
+    mean_std = {} if normalisation is None else dict(zip(("mean", "std"), normalisation))
     return stage.for_pipeline(derive_seed(stage.seed, seed, shard_id), dtype,
-                              check_layout(layout), start, mean, std)
+                              check_layout(layout), start, **mean_std)
 
 
 # --------------------------------------------------------------------------- public builders
@@ -396,7 +397,7 @@ def array_train_pipeline(source, *, batch_size: int, size: int = 32, crop: int =
     """
     stage = _pipeline_stage(stage, auto_augment=auto_augment, crop=crop, seed=seed,
                             shard_id=shard_id, dtype=dtype, layout=layout, start=start,
-                            mean=mean, std=std)
+                            normalisation=(mean, std))
     return _build(_array_graph, batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id, seed=seed + shard_id, conditionals=auto_augment,
                   checkpointing=True, checkpoint=checkpoint, source=source, size=size, crop=crop,
