@@ -143,10 +143,19 @@ def load_fvis_checkpoint(checkpoint, arch: Optional[str] = None,
                          device="cpu") -> Tuple[torch.nn.Module, str, str]:
     """`load_fvis_model` plus the identity of the checkpoint's weights
     (`checkpoint.checkpoint_identity`), from one read of the file."""
-    ckpt = read_checkpoint(checkpoint)
+    model, _classes, arch, identity = checkpoint_model(read_checkpoint(checkpoint), checkpoint,
+                                                       arch, device)
+    return model.requires_grad_(False), arch, identity
+
+
+def checkpoint_model(ckpt: Dict, path: str | Path, arch: Optional[str] = None,
+                     device: torch.device | str = "cpu"
+                     ) -> Tuple[torch.nn.Module, List[str], str, str]:
+    """(classifier in eval mode, its classes, its architecture, its weights' identity
+    (`checkpoint.checkpoint_identity`)) of a checkpoint already read from `path`."""
     arch = checkpoint_arch(ckpt, arch)
-    model, _classes = classifier_from_checkpoint(ckpt, checkpoint, arch, device)
-    return model.requires_grad_(False), arch, checkpoint_identity(ckpt)
+    model, classes = classifier_from_checkpoint(ckpt, path, arch, device)
+    return model, classes, arch, checkpoint_identity(ckpt)
 
 
 def load_pretrained_backbone(model: torch.nn.Module, path: str | Path) -> List[str]:

@@ -240,20 +240,19 @@ class Evaluator:
         `resize`/`crop` left out (or None) is the checkpoint's (`recorded_size`), said in one
         line unless the caller feeds its pictures as they are (`resizes=False`). `ckpt`: the
         file as `read_checkpoint` returned it, when the caller has read it already."""
-        from dali_pixmix.checkpoint import checkpoint_identity, read_checkpoint
-        from dali_pixmix.models import checkpoint_arch, classifier_from_checkpoint
+        from dali_pixmix.checkpoint import read_checkpoint
+        from dali_pixmix.models import checkpoint_model
 
         dist = dist or init_distributed(device)
         ckpt = read_checkpoint(checkpoint) if ckpt is None else ckpt
-        model, classes = classifier_from_checkpoint(ckpt, checkpoint, arch, dist.device)
+        # the weights' identity is their content, not the file's time: a rewritten final.pt
+        # with the same weights keeps every cache (and a copy elsewhere finds them)
+        model, classes, arch, weights = checkpoint_model(ckpt, checkpoint, arch, dist.device)
         sizes, chosen = recorded_size(ckpt, settings.get("resize"), settings.get("crop"))
         settings.update(sizes)
         if dist.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        # The weights' content, not the file's time: a rewritten final.pt with the same
-        # weights keeps every cache (and a copy elsewhere finds them).
-        weights = checkpoint_identity(ckpt)
-        ev = cls(model, classes, out=out, model_key=(weights, checkpoint_arch(ckpt, arch)),
+        ev = cls(model, classes, out=out, model_key=(weights, arch),
                  dist=dist, **settings)
         ev.checkpoint, ev.weights = str(checkpoint), weights[:16]
         if chosen and resizes:  # a wrong size costs accuracy silently: say so
