@@ -94,6 +94,12 @@ def describe(torch_version: str, torch_cuda: Optional[str], wheels: Sequence[str
             f"driver {driver or 'version unknown'} (CUDA up to {driver_cuda})")
 
 
+def torch_too_new(torch_cuda: Optional[str], driver_cuda: Optional[str]) -> bool:
+    """torch is built for a newer CUDA major than the driver supports."""
+    torch_major, driver_major = major(torch_cuda), major(driver_cuda)
+    return bool(torch_major and driver_major is not None and torch_major > driver_major)
+
+
 def problems(torch_version: str, torch_cuda: Optional[str], wheels: Sequence[str],
              driver: Optional[str], driver_cuda: Optional[str]) -> List[str]:
     """One line per part of the stack built for a newer CUDA than the driver supports, naming
@@ -103,8 +109,7 @@ def problems(torch_version: str, torch_cuda: Optional[str], wheels: Sequence[str
         return []
     stack = describe(torch_version, torch_cuda, wheels, driver, driver_cuda)
     out = []
-    torch_major = major(torch_cuda)
-    if torch_major and torch_major > driver_major:
+    if torch_too_new(torch_cuda, driver_cuda):
         fix = (f"install torch's CUDA 12 build: {TORCH_CUDA12_COMMAND}" if driver_major == 12
                else UPDATE_DRIVER)
         out.append(f"torch cannot use the GPUs: {stack}; {fix}")
@@ -128,8 +133,8 @@ def no_gpu_reason(torch_version: str, torch_cuda: Optional[str], wheels: Sequenc
     if driver_cuda is None:
         return ("no NVIDIA driver is loaded (libcuda.so.1 not found): a machine without GPU, "
                 "or a container started without --gpus")
-    found = problems(torch_version, torch_cuda, wheels, driver, driver_cuda)
-    if found and found[0].startswith("torch"):
+    if torch_too_new(torch_cuda, driver_cuda):
+        found = problems(torch_version, torch_cuda, wheels, driver, driver_cuda)
         return f"the driver is too old for this torch build: {found[0]}"
     hidden = f", CUDA_VISIBLE_DEVICES is {visible!r}" if visible is not None else ""
     return (f"torch.cuda.is_available() is false although the driver {driver or ''} supports "

@@ -297,7 +297,7 @@ def _gpu_advice(env: Env) -> List[Dict[str, str]]:
 
 def torch_too_new(env: Env) -> bool:
     """torch is built for a newer CUDA than the driver supports."""
-    return any(p.startswith("torch") for p in cuda_stack.problems(**_stack(env)))
+    return cuda_stack.torch_too_new(env.get("torch_cuda"), env.get("driver_cuda"))
 
 
 def _no_gpu_reason(env: Env) -> str:
