@@ -18,6 +18,7 @@ import numpy as np
 from dali_pixmix.data.cifar import DISPLAY_NAMES, NUM_CLASSES
 from dali_pixmix.evaluation.report import (
     Row,
+    paper_table_lines,
     protocols_note,
     pyplot,
     read_results,
@@ -101,13 +102,9 @@ def _shown(hit: Optional[Row]) -> str:
 
 def cifar_table_lines(dataset: str, models: Sequence[Tuple[str, Sequence[Row]]]) -> List[str]:
     """The table in markdown: the paper's rows of `dataset`, then one row per (name, rows)."""
-    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for method, values in PAPER_ROWS[dataset].items():
-        lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    for name, rows in models:
-        numbers = table_numbers(rows, dataset)
-        lines.append(f"| {name} | " + " | ".join(_shown(numbers[c]) for c in COLUMNS) + " |")
-    return lines
+    cells = [(name, [_shown(hit) for hit in table_numbers(rows, dataset).values()])
+             for name, rows in models]
+    return paper_table_lines(COLUMNS, PAPER_ROWS[dataset], cells)
 
 
 def _partial_note(numbers: Dict[str, Optional[Row]], name: str) -> str:

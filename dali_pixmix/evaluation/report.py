@@ -24,7 +24,7 @@ import csv
 import json
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -206,12 +206,19 @@ TABLE9_CONVENTIONS = ("Lower is better except AUROC/AUPR (anomaly score -MSP, an
 def table9_lines(models: Sequence[tuple]) -> List[str]:
     """Table 9 in markdown: the paper's Baseline/AugMix/PixMix rows, then one row per
     `(name, rows)` of `models`."""
-    lines = ["| method | " + " | ".join(TABLE9_COLUMNS) + " |",
-             "|---" * (len(TABLE9_COLUMNS) + 1) + "|"]
-    for method, values in PAPER_TABLE9.items():
+    return paper_table_lines(TABLE9_COLUMNS, PAPER_TABLE9,
+                             [(name, table9_values(rows)) for name, rows in models])
+
+
+def paper_table_lines(columns: Sequence[str], paper_rows: Dict[str, Sequence[float]],
+                      model_cells: Sequence[Tuple[str, Sequence[str]]]) -> List[str]:
+    """A markdown table of `columns`: the paper's rows ('<method> (paper)', one decimal), then
+    one row of already formatted cells per `(name, cells)`."""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for method, values in paper_rows.items():
         lines.append(f"| {method} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    for name, rows in models:
-        lines.append(f"| {name} | " + " | ".join(table9_values(rows)) + " |")
+    for name, cells in model_cells:
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
